@@ -1,0 +1,94 @@
+"""The one interface every detector implements, and the registry that lists them.
+
+Modelled on cleanlab's Datalab `IssueManager`: a class-level `name`, typed and defaulted
+parameters stored by `__init__` (no logic there), and one method, `detect`, that returns a
+per-row frame in input order, a one-line summary and an info dict. Detectors never load
+models or read files: everything expensive arrives precomputed in `AuditInputs`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+
+from auditors.features.ngrams import NgramStats
+from auditors.features.targets import Targets
+
+# Columns of the per-row frame every detector returns.
+ROW_COLUMNS = ("score", "is_issue", "reason")
+
+
+@dataclass
+class AuditInputs:
+    """Shared inputs, computed once per audit. Optional ones are None when unavailable
+    (e.g. no `pred_probs` when the data has a single class)."""
+
+    table: pd.DataFrame  # the normalised table (auditors.schema)
+    prompt_embeddings: np.ndarray
+    ngrams: NgramStats
+    targets: Targets | None = None
+    pred_probs: np.ndarray | None = None
+    response_embeddings: np.ndarray | None = None
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.table)
+
+
+@dataclass
+class DetectorResult:
+    """`rows`: one row per input row, input order, columns ROW_COLUMNS; `score` in [0, 1],
+    higher = more suspicious. `summary`: one line of headline numbers. `info`: parameters
+    used and intermediate statistics (e.g. the trigger list)."""
+
+    rows: pd.DataFrame
+    summary: dict
+    info: dict = field(default_factory=dict)
+
+
+class Detector(ABC):
+    name: ClassVar[str]
+    description: ClassVar[str]
+    # AuditInputs attributes that must not be None for this detector to run
+    requires: ClassVar[tuple[str, ...]] = ()
+
+    @abstractmethod
+    def detect(self, inputs: AuditInputs) -> DetectorResult:
+        """Score every row of `inputs.table`."""
+
+    def missing_inputs(self, inputs: AuditInputs) -> list[str]:
+        return [name for name in self.requires if getattr(inputs, name) is None]
+
+    def result(self, scores: np.ndarray, is_issue: np.ndarray, reasons: list[str],
+               info: dict | None = None) -> DetectorResult:
+        """Package per-row arrays with the standard summary."""
+        scores = np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0)
+        is_issue = np.asarray(is_issue, dtype=bool)
+        rows = pd.DataFrame({"score": scores, "is_issue": is_issue, "reason": reasons})
+        summary = {"detector": self.name, "issues": int(is_issue.sum()),
+                   "mean_score": float(scores.mean()) if len(scores) else 0.0}
+        return DetectorResult(rows, summary, info or {})
+
+
+REGISTRY: dict[str, type[Detector]] = {}
+DEFAULT_DETECTORS: list[str] = []
+
+
+def register(cls: type[Detector] | None = None, *, default: bool = True):
+    """Class decorator adding a Detector subclass to REGISTRY (and to the defaults)."""
+
+    def add(detector_cls: type[Detector]) -> type[Detector]:
+        if not (isinstance(detector_cls, type) and issubclass(detector_cls, Detector)):
+            raise TypeError(f"{detector_cls!r} is not a Detector subclass")
+        if detector_cls.name in REGISTRY:
+            raise ValueError(f"detector '{detector_cls.name}' is already registered")
+        REGISTRY[detector_cls.name] = detector_cls
+        if default:
+            DEFAULT_DETECTORS.append(detector_cls.name)
+        return detector_cls
+
+    return add(cls) if cls is not None else add

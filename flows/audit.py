@@ -1,0 +1,111 @@
+"""The audit as a Prefect flow: one task per stage, each a thin call into `auditors`.
+
+Runs locally with no Prefect server configured (Prefect starts a temporary one). To audit
+on a schedule, serve the deployment from this file:
+
+    python -m flows.audit serve DATASET OUT_DIR "0 3 * * *"
+"""
+
+from __future__ import annotations
+
+import sys
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from auditors import pipeline, report
+from auditors.features.embeddings import load_encoder
+
+# Stage inputs are whole tables and arrays: hashing them for Prefect's cache costs more
+# than the stage, so tasks do not cache.
+stage = task(cache_policy=NO_CACHE, persist_result=False)
+
+
+@stage(name="ingest")
+def ingest_task(source: str, load_options: dict) -> pipeline.LoadedDataset:
+    return pipeline.load_table(source, **load_options)
+
+
+@stage(name="embeddings")
+def embeddings_task(loaded: pipeline.LoadedDataset, model: str | None,
+                    batch_size: int, show_progress: bool) -> pipeline.Embeddings:
+    return pipeline.embed_table(loaded.table, load_encoder(model), batch_size=batch_size,
+                                show_progress=show_progress)
+
+
+@stage(name="ngram-statistics")
+def ngram_task(loaded: pipeline.LoadedDataset):
+    return pipeline.ngram_statistics(loaded.table)
+
+
+@stage(name="cleanlab-label-model")
+def label_model_task(loaded: pipeline.LoadedDataset,
+                     embeddings: pipeline.Embeddings) -> pipeline.LabelModel:
+    return pipeline.fit_label_model(loaded.table, embeddings)
+
+
+@stage(name="detectors")
+def detectors_task(loaded, embeddings, ngrams, label_model, detectors):
+    return pipeline.detect(loaded, embeddings, ngrams, label_model, detectors)
+
+
+@stage(name="flags-and-quarantine")
+def assemble_task(loaded, run, label_model, options: dict, timings: dict):
+    return pipeline.assemble(loaded, run, label_model=label_model, timings=timings, **options)
+
+
+@stage(name="write-outputs")
+def write_task(result: pipeline.AuditResult, loaded: pipeline.LoadedDataset, out_dir: str) -> str:
+    return str(pipeline.save(result, loaded, out_dir))
+
+
+@stage(name="publish-artifacts")
+def publish_task(result: pipeline.AuditResult) -> None:
+    create_markdown_artifact(key="trainguard-audit-summary",
+                             markdown=report.summary_markdown(result.summary),
+                             description="trainguard audit verdict")
+    create_table_artifact(key="trainguard-top-triggers",
+                          table=report.trigger_rows(result.triggers),
+                          description="Top trigger candidates")
+
+
+@flow(name="trainguard-audit")
+def audit_flow(source: str, out_dir: str, model: str | None = None,
+               detectors: list[str] | None = None, batch_size: int = 64,
+               max_flagged_fraction: float = pipeline.DEFAULT_MAX_FLAGGED_FRACTION,
+               flag_threshold: float = pipeline.DEFAULT_THRESHOLD,
+               load_options: dict | None = None, show_progress: bool = True) -> dict:
+    """ingest -> embeddings and n-gram statistics -> Cleanlab -> detectors -> flags and
+    quarantine. Returns the summary written to OUT_DIR/summary.json."""
+    watch = pipeline.Stopwatch()
+    loaded = ingest_task(source, load_options or {})
+    watch.lap("ingest")
+    print(f"{len(loaded.table)} rows, schema detected: {loaded.schema.describe()}")
+    embeddings = embeddings_task(loaded, model, batch_size, show_progress)
+    watch.lap("embeddings")
+    ngrams = ngram_task(loaded)
+    watch.lap("ngrams")
+    label_model = label_model_task(loaded, embeddings)
+    watch.lap("label_model")
+    run = detectors_task(loaded, embeddings, ngrams, label_model, detectors)
+    watch.lap("detectors")
+    options = {"threshold": flag_threshold, "max_flagged_fraction": max_flagged_fraction,
+               "model_name": model or pipeline.DEFAULT_MODEL}
+    result = assemble_task(loaded, run, label_model, options, watch.laps)
+    write_task(result, loaded, out_dir)
+    publish_task(result)
+    return result.summary
+
+
+def serve(source: str, out_dir: str, cron: str) -> None:
+    """Serve the audit of one dataset on a cron schedule (needs a running Prefect server)."""
+    audit_flow.serve(name="trainguard-scheduled-audit", cron=cron,
+                     parameters={"source": source, "out_dir": out_dir, "show_progress": False})
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "serve":
+        serve(*sys.argv[2:])
+    else:
+        sys.exit("usage: python -m flows.audit serve DATASET OUT_DIR CRON")
