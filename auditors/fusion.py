@@ -5,8 +5,8 @@ Detector scores (each in [0, 1], higher = more suspicious) combine by a weighted
     poison_score = 1 - prod_d (1 - w_d * s_d)
 
 so independent evidence adds up while no single weak detector dominates. A row is flagged
-when poison_score >= threshold (0.5). With the default weights, label issues (0.4) and
-embedding outliers (0.15) together stay below 0.5: only rows backed by a trigger
+when poison_score >= threshold (0.5). With the default weights, label issues (0.2) and
+embedding outliers (0.05) together stay well below 0.5: only rows backed by a trigger
 candidate are flagged, the others are ranked for review.
 """
 
@@ -17,7 +17,7 @@ import pandas as pd
 
 from auditors.runner import DetectorRun
 
-DEFAULT_WEIGHTS = {"trigger": 1.0, "label_issue": 0.4, "outlier": 0.15}
+DEFAULT_WEIGHTS = {"trigger": 1.0, "label_issue": 0.2, "outlier": 0.05}
 DEFAULT_THRESHOLD = 0.5
 
 

@@ -32,7 +32,7 @@ class TriggerNgramDetector(Detector):
     def __init__(self, min_support: int = 3, max_support_fraction: float = 0.25,
                  variance_prior: float = 1.0, rarity_weight: float = 0.1,
                  common_zipf: float = 5.0, flag_score: float = 4.0,
-                 min_candidate_score: float = 3.0, merge_jaccard: float = 0.8,
+                 min_candidate_score: float = 2.0, merge_jaccard: float = 0.8,
                  max_triggers: int = 50, example_rows: int = 3):
         self.min_support = min_support
         self.max_support_fraction = max_support_fraction

@@ -38,7 +38,8 @@ def derive_response_targets(responses: list[str], embeddings: np.ndarray, *,
     keys = [_response_key(r) for r in responses]
     counts = pd.Series(keys).value_counts()
     repeated = [k for k, c in counts.items() if c >= min_repeats and k]
-    names = [f'repeated response: "{_snippet(k)}"' for k in repeated]
+    first_text = {k: r for k, r in zip(reversed(keys), reversed(responses))}
+    names = [f'repeated response: "{_snippet(first_text[k])}"' for k in repeated]
     code_of = {k: i for i, k in enumerate(repeated)}
     codes = np.array([code_of.get(k, -1) for k in keys], dtype=np.int64)
 

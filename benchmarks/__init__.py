@@ -1,0 +1,1 @@
+"""Reproducible detection benchmarks on the published poisoned corpora in ../shared."""
