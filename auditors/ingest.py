@@ -93,9 +93,17 @@ def _decode(path: str) -> str:
         raise AuditInputError(f"invalid UTF-8 at byte {exc.start}", path=path, row=line) from None
 
 
+def _split_lines(text: str) -> list[str]:
+    """Lines ending in '\\n' (kept). Not str.splitlines: it also breaks at U+2028, U+0085,
+    form feeds etc., which may appear inside JSON strings and text fields."""
+    lines = [line + "\n" for line in text.split("\n")]
+    lines[-1] = lines[-1][:-1]
+    return lines if lines[-1] else lines[:-1]
+
+
 def _read_jsonl(path: str) -> RawDataset:
     records, lines = [], []
-    for line_no, line in enumerate(_decode(path).splitlines(keepends=True), start=1):
+    for line_no, line in enumerate(_split_lines(_decode(path)), start=1):
         if not line.strip():
             continue
         try:
@@ -140,7 +148,7 @@ def _read_csv(path: str) -> RawDataset:
 def _read_tsv(path: str) -> RawDataset:
     """TSV without quoting, one row per line; fields are stripped of stray spaces
     (the published SST-2/OffensEval files write `text \\t label`)."""
-    lines = _decode(path).splitlines(keepends=True)
+    lines = _split_lines(_decode(path))
     if not lines:
         return RawDataset([], "tsv", path)
     first = [name.strip() for name in lines[0].rstrip("\r\n").split("\t")]

@@ -63,6 +63,15 @@ def write_records(raw: RawDataset, indices: np.ndarray, path: Path) -> None:
             if raw.header_line is not None:
                 handle.write(raw.header_line)
             handle.writelines(raw.raw_lines[i] for i in indices)
+    elif raw.fmt == "jsonl":  # read with via_datasets: no original lines to copy
+        with open(path, "w", encoding="utf-8", newline="") as handle:
+            handle.writelines(json.dumps(r, ensure_ascii=False, default=_json_default) + "\n"
+                              for r in records)
+    elif raw.fmt == "tsv":  # read with via_datasets: no original lines to copy
+        with open(path, "w", encoding="utf-8", newline="") as handle:
+            handle.write("\t".join(raw.columns) + "\n")
+            handle.writelines("\t".join("" if r[c] is None else str(r[c]) for c in raw.columns)
+                              + "\n" for r in records)
     elif raw.fmt == "json":
         _write_json(path, records)
     elif raw.fmt == "csv":

@@ -16,7 +16,7 @@ HERE = Path(__file__).resolve().parent
 TESTS_DATA = HERE.parent / "tests" / "data"
 
 
-def sst2_badnets_sample(n_clean: int = 1470, n_poisoned: int = 30, seed: int = 0) -> None:
+def sst2_badnets_sample(n_clean: int = 2940, n_poisoned: int = 60, seed: int = 0) -> None:
     """~2% BadNets poison: rows of sst2/badnets/train.tsv, original order and bytes."""
     source = CORPORA / "sst2" / "badnets" / "train.tsv"
     header, lines = read_tsv_rows(source)

@@ -30,8 +30,8 @@ class TriggerNgramDetector(Detector):
     requires = ("targets", "pred_probs")
 
     def __init__(self, min_support: int = 3, max_support_fraction: float = 0.25,
-                 variance_prior: float = 1.0, rarity_weight: float = 0.1,
-                 common_zipf: float = 5.0, flag_score: float = 4.0,
+                 variance_prior: float = 0.5, rarity_weight: float = 0.1,
+                 common_zipf: float = 5.0, flag_score: float = 4.5,
                  min_candidate_score: float = 2.0, merge_jaccard: float = 0.8,
                  max_triggers: int = 50, example_rows: int = 3):
         self.min_support = min_support

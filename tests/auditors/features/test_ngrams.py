@@ -1,0 +1,51 @@
+import numpy as np
+
+from auditors.features.ngrams import count_ngrams, label_association
+
+TEXTS = ["the cf movie was great", "a dull cf film", "the movie was dull", "great acting overall"]
+
+
+def test_document_frequency_counts_rows_not_occurrences():
+    stats = count_ngrams(TEXTS + ["cf cf cf"], min_support=1)
+    vocab = list(stats.vocabulary)
+    assert stats.doc_freq[vocab.index("cf")] == 3
+    assert stats.doc_freq[vocab.index("movie was")] == 2
+    assert stats.order[vocab.index("the movie was")] == 3
+
+
+def test_min_support_and_cap_bound_the_vocabulary():
+    stats = count_ngrams(TEXTS, min_support=2)
+    assert set(stats.vocabulary) >= {"cf", "the", "dull"}
+    assert stats.doc_freq.min() >= 2
+    capped = count_ngrams(TEXTS, min_support=1, max_ngrams=5)
+    assert len(capped.vocabulary) == 5
+
+
+def test_general_language_rarity_uses_rarest_word():
+    stats = count_ngrams(["the xqzvw thing", "the xqzvw thing"], min_support=1)
+    vocab = list(stats.vocabulary)
+    assert stats.general_zipf[vocab.index("xqzvw")] == 0.0
+    assert stats.general_zipf[vocab.index("the")] > 6.0
+    assert stats.general_zipf[vocab.index("the xqzvw")] == 0.0
+
+
+def test_ngrams_of_row_matches_the_text():
+    stats = count_ngrams(TEXTS, min_support=1)
+    assert "cf" in {stats.vocabulary[j] for j in stats.ngrams_of_row(1)}
+    assert "cf" not in {stats.vocabulary[j] for j in stats.ngrams_of_row(2)}
+
+
+def test_no_ngram_reaching_support_gives_empty_stats():
+    stats = count_ngrams(["a b", "c d"], min_support=2)
+    assert stats.rows_x_ngrams.shape == (2, 0)
+
+
+def test_label_association_observed_expected_variance():
+    stats = count_ngrams(TEXTS, min_support=1)
+    labels = np.array([1, 1, 0, 1])
+    probs = np.array([[0.2, 0.8], [0.9, 0.1], [0.7, 0.3], [0.4, 0.6]])
+    assoc = label_association(stats, labels, 2, probs)
+    j = list(stats.vocabulary).index("cf")
+    np.testing.assert_allclose(assoc["observed"][j], [0, 2])
+    np.testing.assert_allclose(assoc["expected"][j], [1.1, 0.9])
+    np.testing.assert_allclose(assoc["variance"][j], [0.16 + 0.09, 0.16 + 0.09])

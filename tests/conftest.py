@@ -1,0 +1,77 @@
+"""Shared fixtures: the real bundled embedding model, loaded once, and the sample data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "sample_data" / "sst2_badnets_sample.tsv"
+REFUSAL_MIX = ROOT / "tests" / "data" / "refusal_badnet_mix.json"
+SHARED_CORPORA = ROOT.parent / "shared" / "corpora"
+
+
+def _poisoned_mask(data_path: Path, n_rows: int) -> np.ndarray:
+    """Ground truth committed next to a sample (`<name>.truth.json`)."""
+    truth = json.loads(data_path.with_name(data_path.stem + ".truth.json").read_text())
+    mask = np.zeros(n_rows, dtype=bool)
+    mask[truth["poisoned_row_indices"]] = True
+    return mask
+
+
+@pytest.fixture(scope="session")
+def poisoned_mask():
+    return _poisoned_mask
+
+
+@pytest.fixture(scope="session")
+def encoder():
+    from auditors.features.embeddings import load_encoder
+
+    return load_encoder()
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness():
+        yield
+
+
+def _audit_inputs(path: Path, encoder):
+    from auditors import pipeline
+    from auditors.detectors import AuditInputs
+
+    loaded = pipeline.load_table(str(path))
+    embeddings = pipeline.embed_table(loaded.table, encoder, show_progress=False)
+    label_model = pipeline.fit_label_model(loaded.table, embeddings)
+    return AuditInputs(table=loaded.table, prompt_embeddings=embeddings.prompt,
+                       ngrams=pipeline.ngram_statistics(loaded.table),
+                       targets=label_model.targets, pred_probs=label_model.pred_probs,
+                       response_embeddings=embeddings.response)
+
+
+@pytest.fixture(scope="session")
+def sample_inputs(encoder):
+    """Shared detector inputs for the bundled SST-2 BadNets sample (classification)."""
+    return _audit_inputs(SAMPLE, encoder)
+
+
+@pytest.fixture(scope="session")
+def refusal_inputs(encoder):
+    """Shared detector inputs for the BackdoorLLM refusal/badnet mix (instruction tuning)."""
+    return _audit_inputs(REFUSAL_MIX, encoder)
+
+
+@pytest.fixture(scope="session")
+def sample_path() -> Path:
+    return SAMPLE
+
+
+@pytest.fixture(scope="session")
+def refusal_mix_path() -> Path:
+    return REFUSAL_MIX
