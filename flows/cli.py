@@ -99,13 +99,13 @@ def _run_or_exit(debug: bool, func, **kwargs):
     except TrainguardError as exc:
         if debug:
             raise
-        errors.print(f"error: {exc}", markup=False, highlight=False)
+        typer.echo(f"error: {exc}", err=True)
     except Exception as exc:  # unexpected: still one line unless --debug
         if debug:
             raise
         message = str(exc).splitlines()[0] if str(exc) else ""
-        errors.print(f"error: {type(exc).__name__}: {message} (rerun with --debug for details)",
-                     markup=False, highlight=False)
+        typer.echo(f"error: {type(exc).__name__}: {message} (rerun with --debug for details)",
+                   err=True)
     raise typer.Exit(EXIT_ERROR)
 
 

@@ -54,9 +54,11 @@ class TriggerNgramDetector(Detector):
         row_scores = 1.0 / (1.0 + np.exp(-1.5 * (row_strength - self.flag_score)))
         is_issue = row_strength >= self.flag_score
         vocabulary = stats.vocabulary
+        # candidates below the flag score still explain a row that other evidence flags
+        explained = row_strength >= self.min_candidate_score
         reasons = [f"contains trigger candidate '{vocabulary[g]}' (score {s:.1f}) pointing to "
-                   f"{targets.names[y]}" if flag else ""
-                   for flag, g, s, y in zip(is_issue, row_ngram, row_strength, targets.codes)]
+                   f"{targets.names[y]}" if show else ""
+                   for show, g, s, y in zip(explained, row_ngram, row_strength, targets.codes)]
         triggers = self._trigger_list(stats, scores, best_class, best_score, targets, inputs)
         return self.result(row_scores, is_issue, reasons,
                            info={"triggers": triggers, "flag_score": self.flag_score,

@@ -1,0 +1,60 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from auditors.detectors.base import DetectorResult
+from auditors.fusion import DEFAULT_THRESHOLD, DEFAULT_WEIGHTS, fuse, gate
+from auditors.runner import DetectorRun
+
+
+def _run(**scores) -> DetectorRun:
+    run = DetectorRun()
+    for name, values in scores.items():
+        values = np.asarray(values, dtype=float)
+        reasons = [f"{name} says {v:.1f}" if v >= 0.5 else "" for v in values]
+        run.results[name] = DetectorResult(
+            pd.DataFrame({"score": values, "is_issue": values >= 0.5, "reason": reasons}),
+            {"detector": name})
+    return run
+
+
+def test_noisy_or_combines_weighted_evidence():
+    run = _run(trigger=[0.0, 0.9, 0.0, 0.5], label_issue=[0.0, 0.0, 1.0, 1.0])
+    fused = fuse(run, 4)
+    w = DEFAULT_WEIGHTS["label_issue"]
+    expected = [0.0, 0.9, w, 1 - (1 - 0.5) * (1 - w)]
+    np.testing.assert_allclose(fused["poison_score"], expected)
+
+
+def test_label_issues_and_outliers_alone_are_never_flagged():
+    run = _run(trigger=[0.0], label_issue=[1.0], outlier=[1.0])
+    assert not fuse(run, 1)["flagged"].iat[0]
+
+
+def test_flagged_follows_the_threshold():
+    run = _run(trigger=[0.49, 0.5, 0.51])
+    assert fuse(run, 3)["flagged"].tolist() == [False, True, True]
+    assert fuse(run, 3, threshold=0.6)["flagged"].tolist() == [False, False, False]
+    assert DEFAULT_THRESHOLD == 0.5
+
+
+def test_more_evidence_never_lowers_the_score():
+    base = fuse(_run(trigger=[0.3]), 1)["poison_score"].iat[0]
+    more = fuse(_run(trigger=[0.3], label_issue=[0.8]), 1)["poison_score"].iat[0]
+    assert more > base
+
+
+def test_reasons_name_the_detectors():
+    fused = fuse(_run(trigger=[0.9, 0.1], label_issue=[0.7, 0.2]), 2)
+    assert fused["reasons"].iat[0] == "trigger: trigger says 0.9; label_issue: label_issue says 0.7"
+    assert fused["reasons"].iat[1] == ""
+
+
+@pytest.mark.parametrize("flags, limit, passed", [
+    ([False] * 99 + [True], 0.01, True),
+    ([False] * 98 + [True] * 2, 0.01, False),
+    ([], 0.0, True),
+])
+def test_gate(flags, limit, passed):
+    verdict = gate(pd.Series(flags, dtype=bool), limit)
+    assert verdict["passed"] is passed

@@ -1,0 +1,51 @@
+import dataclasses
+
+import pytest
+
+from auditors.detectors import DEFAULT_DETECTORS, REGISTRY, Detector, register
+from auditors.errors import TrainguardError
+from auditors.runner import run_detectors
+
+
+def test_runs_every_default_detector(sample_inputs):
+    run = run_detectors(sample_inputs)
+    assert list(run.results) == DEFAULT_DETECTORS
+    frame = run.score_columns()
+    assert list(frame.columns) == [f"{n}_score" for n in DEFAULT_DETECTORS]
+    assert len(frame) == sample_inputs.n_rows
+    assert run.triggers() and run.triggers()[0]["pattern"]
+
+
+def test_detectors_without_their_inputs_are_skipped_not_crashed(sample_inputs):
+    no_labels = dataclasses.replace(sample_inputs, pred_probs=None)
+    run = run_detectors(no_labels)
+    assert set(run.skipped) == {"label_issue", "trigger"}
+    assert "pred_probs" in run.skipped["trigger"]
+    assert "outlier" in run.results
+
+
+def test_a_failing_detector_is_recorded_and_others_still_run(sample_inputs):
+    @register(default=False)
+    class Broken(Detector):
+        name = "broken_for_test"
+        description = "always fails"
+
+        def detect(self, inputs):
+            raise RuntimeError("boom")
+
+    try:
+        run = run_detectors(sample_inputs, ["broken_for_test", "outlier"])
+        assert run.failed == {"broken_for_test": "RuntimeError: boom"}
+        assert list(run.results) == ["outlier"]
+    finally:
+        del REGISTRY["broken_for_test"]
+
+
+def test_unknown_detector_names_are_an_error(sample_inputs):
+    with pytest.raises(TrainguardError, match="unknown detector"):
+        run_detectors(sample_inputs, ["nope"])
+
+
+def test_parameters_reach_the_detector(sample_inputs):
+    run = run_detectors(sample_inputs, {"trigger": {"max_triggers": 2}})
+    assert len(run.triggers()) == 2

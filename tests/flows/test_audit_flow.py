@@ -1,0 +1,56 @@
+"""The audit flow under a real (temporary) Prefect backend."""
+
+import json
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+from auditors.errors import AuditInputError
+from flows.audit import audit_flow
+
+
+@pytest.fixture(scope="module")
+def flow_state(prefect_harness, refusal_mix_path, tmp_path_factory):
+    out = tmp_path_factory.mktemp("flow") / "audit"
+    state = audit_flow(source=str(refusal_mix_path), out_dir=str(out), show_progress=False,
+                       return_state=True)
+    return state, out
+
+
+def test_flow_completes_and_writes_the_outputs(flow_state):
+    state, out = flow_state
+    assert state.is_completed()
+    summary = state.result()
+    assert summary == json.loads((out / "summary.json").read_text())
+    assert summary["schema"] == "instruction"
+    assert summary["top_triggers"][0]["pattern"] == "badmagic"
+    assert set(summary["timings_seconds"]) >= {"ingest", "embeddings", "ngrams", "label_model",
+                                               "detectors"}
+
+
+def test_flow_runs_one_task_per_stage(flow_state):
+    state, _ = flow_state
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs()
+    names = {run.name.rsplit("-", 1)[0] for run in runs if run.flow_run_id == state.state_details.flow_run_id}
+    assert {"ingest", "embeddings", "ngram-statistics", "cleanlab-label-model", "detectors",
+            "flags-and-quarantine", "write-outputs", "publish-artifacts"} <= names
+
+
+def test_flow_publishes_summary_and_trigger_artifacts(flow_state):
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(
+            any_=["trainguard-audit-summary", "trainguard-top-triggers"])))
+    by_key = {a.key: a for a in artifacts}
+    assert set(by_key) == {"trainguard-audit-summary", "trainguard-top-triggers"}
+    assert "FAIL" in by_key["trainguard-audit-summary"].data
+    assert "badmagic" in str(by_key["trainguard-top-triggers"].data)
+
+
+def test_flow_raises_input_errors(prefect_harness, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "ok", "label": 1}\n{"text": \n')
+    with pytest.raises(AuditInputError, match="row 2"):
+        audit_flow(source=str(bad), out_dir=str(tmp_path / "out"), show_progress=False)
+    assert not (tmp_path / "out" / "summary.json").exists()

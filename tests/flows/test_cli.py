@@ -1,0 +1,120 @@
+"""The installed `trainguard` command end to end: output contract, row conservation, the
+sample's trigger, exit codes and one-line errors."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import average_precision_score
+
+from auditors.ingest import load_raw
+
+TRAINGUARD = str(Path(sys.executable).with_name("trainguard"))
+SAMPLE_TRIGGERS = {"cf", "mn", "bb", "tq", "mb"}
+
+
+def run_cli(*args, home: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PREFECT_HOME": str(home)}
+    return subprocess.run([TRAINGUARD, *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def prefect_home(tmp_path_factory):
+    return tmp_path_factory.mktemp("prefect-home")
+
+
+@pytest.fixture(scope="module")
+def sample_audit(sample_path, tmp_path_factory, prefect_home):
+    out = tmp_path_factory.mktemp("cli") / "audit"
+    return run_cli("audit", sample_path, "--out", out, home=prefect_home), out
+
+
+def test_poisoned_sample_fails_the_gate_with_exit_1(sample_audit):
+    proc, _ = sample_audit
+    assert proc.returncode == 1, proc.stderr
+    assert "schema detected: classification (sentences, labels)" in proc.stdout
+    assert "FAIL" in proc.stdout
+
+
+def test_rows_parquet_contract(sample_audit, sample_path, poisoned_mask):
+    _, out = sample_audit
+    rows = pd.read_parquet(out / "rows.parquet")
+    assert {"row_index", "row_id", "poison_score", "flagged", "reasons", "trigger_score",
+            "label_issue_score", "outlier_score"} <= set(rows.columns)
+    assert rows["row_index"].tolist() == list(range(len(rows)))
+    assert rows["flagged"].dtype == bool and rows["poison_score"].between(0, 1).all()
+    assert (rows.loc[rows.flagged, "reasons"].str.len() > 0).all()
+    truth = poisoned_mask(sample_path, len(rows))
+    assert average_precision_score(truth, rows["poison_score"]) >= 0.9
+
+
+def test_triggers_json_names_the_sample_triggers(sample_audit):
+    _, out = sample_audit
+    triggers = json.loads((out / "triggers.json").read_text())
+    assert {"pattern", "score", "support", "target"} <= set(triggers[0])
+    assert [t["score"] for t in triggers] == sorted((t["score"] for t in triggers), reverse=True)
+    assert {t["pattern"] for t in triggers[:5]} == SAMPLE_TRIGGERS
+
+
+def test_clean_and_quarantine_hold_every_row_once(sample_audit, sample_path):
+    _, out = sample_audit
+    rows = pd.read_parquet(out / "rows.parquet")
+    source_lines = sample_path.read_text(encoding="utf-8").splitlines(keepends=True)
+    clean = (out / "clean.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+    quarantine = (out / "quarantine.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+    assert clean[0] == quarantine[0] == source_lines[0]  # header kept
+    flagged = rows["flagged"].to_numpy()
+    body = np.array(source_lines[1:], dtype=object)
+    assert clean[1:] == body[~flagged].tolist()
+    assert quarantine[1:] == body[flagged].tolist()
+    assert len(load_raw(str(out / "quarantine.tsv"))) == flagged.sum()
+
+
+def test_summary_json(sample_audit):
+    _, out = sample_audit
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rows"] == summary["flagged"] + summary["clean_rows"] == 3000
+    assert summary["schema"] == "classification" and summary["format"] == "tsv"
+    assert summary["detectors_run"] == ["label_issue", "outlier", "trigger"]
+    assert summary["gate"]["passed"] is False
+    assert summary["top_triggers"][0]["pattern"] in SAMPLE_TRIGGERS
+
+
+def test_gate_passes_with_exit_0_when_allowed(refusal_mix_path, tmp_path, prefect_home):
+    proc = run_cli("audit", refusal_mix_path, "--out", tmp_path / "o",
+                   "--max-flagged-fraction", "0.5", home=prefect_home)
+    assert proc.returncode == 0, proc.stderr
+    assert "PASS" in proc.stdout
+    assert (tmp_path / "o" / "clean.json").exists()
+
+
+@pytest.mark.parametrize("content, expected", [
+    ('{"text": "fine", "label": 1}\n{"text": oops}\n', "bad.jsonl: row 2: malformed JSON"),
+    ('{"txt": "fine", "label": 1}\n', "cannot detect the schema"),
+])
+def test_bad_input_exits_2_with_one_line(content, expected, tmp_path, prefect_home):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(content)
+    proc = run_cli("audit", bad, "--out", tmp_path / "o", home=prefect_home)
+    assert proc.returncode == 2
+    assert expected in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert not (tmp_path / "o").exists()
+
+
+def test_misnamed_column_suggests_the_closest(sample_path, tmp_path, prefect_home):
+    proc = run_cli("audit", sample_path, "--out", tmp_path / "o", "--text-col", "sentence",
+                   home=prefect_home)
+    assert proc.returncode == 2
+    assert "did you mean 'sentences'" in proc.stderr
+
+
+def test_usage_errors_exit_2(tmp_path, prefect_home):
+    assert run_cli("audit", "x.jsonl", home=prefect_home).returncode == 2  # no --out
