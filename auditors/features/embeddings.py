@@ -37,7 +37,9 @@ def embed_texts(encoder, texts: list[str], *, batch_size: int = 64,
                 show_progress: bool = True) -> np.ndarray:
     """Unit-length float32 embeddings, one row per text, in order."""
     if not texts:
-        dim = encoder.get_sentence_embedding_dimension()
+        dimension = getattr(encoder, "get_embedding_dimension", None) or \
+            encoder.get_sentence_embedding_dimension  # renamed in sentence-transformers 6
+        dim = dimension()
         return np.zeros((0, dim), dtype=np.float32)
     vectors = encoder.encode(texts, batch_size=batch_size, show_progress_bar=show_progress,
                              convert_to_numpy=True, normalize_embeddings=True)
