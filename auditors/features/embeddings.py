@@ -44,3 +44,48 @@ def embed_texts(encoder, texts: list[str], *, batch_size: int = 64,
     vectors = encoder.encode(texts, batch_size=batch_size, show_progress_bar=show_progress,
                              convert_to_numpy=True, normalize_embeddings=True)
     return np.asarray(vectors, dtype=np.float32)
+
+
+class CachingEncoder:
+    """Wraps a sentence-transformers model so each distinct text is embedded once.
+
+    Keys are SHA-1 digests of the text (plus the encode options that change the vector), so
+    the cache file never stores dataset text and loads without pickle."""
+
+    def __init__(self, encoder, cache_file: str | None = None):
+        self.encoder = encoder
+        self.cache_file = cache_file
+        self._vectors: dict[str, np.ndarray] = {}
+        if cache_file:
+            self._load(cache_file)
+
+    def __getattr__(self, name):  # everything else behaves like the wrapped model
+        return getattr(self.encoder, name)
+
+    def encode(self, texts, *, normalize_embeddings: bool = False, **options):
+        keys = [_text_key(t, normalize_embeddings) for t in texts]
+        missing = list(dict.fromkeys(k for k in keys if k not in self._vectors))
+        if missing:
+            text_of = dict(zip(keys, texts))
+            fresh = self.encoder.encode([text_of[k] for k in missing],
+                                        normalize_embeddings=normalize_embeddings, **options)
+            self._vectors.update(zip(missing, np.asarray(fresh, dtype=np.float32)))
+        return np.stack([self._vectors[k] for k in keys]) if keys else np.zeros((0, 0))
+
+    def save(self) -> None:
+        if self.cache_file and self._vectors:
+            keys = np.array(list(self._vectors), dtype="U40")
+            np.savez(self.cache_file, keys=keys, vectors=np.stack(list(self._vectors.values())))
+
+    def _load(self, path: str) -> None:
+        import os
+
+        if os.path.exists(path):
+            with np.load(path, allow_pickle=False) as stored:
+                self._vectors.update(zip(stored["keys"].tolist(), stored["vectors"]))
+
+
+def _text_key(text: str, normalized: bool) -> str:
+    import hashlib
+
+    return hashlib.sha1(f"{int(normalized)}\x00{text}".encode("utf-8")).hexdigest()

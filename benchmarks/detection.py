@@ -1,0 +1,242 @@
+"""Detection benchmark: trainguard against Cleanlab baselines on real poisoned corpora.
+
+    .venv/bin/python -m benchmarks.detection            # full suite -> benchmarks/results/detection.{md,json}
+    .venv/bin/python -m benchmarks.detection --quick    # subset -> benchmarks/results/detection-quick.{md,json}
+
+Every case is audited with trainguard's library stages (no Prefect start-up per case), and
+the baselines run in the same process on the same embeddings and the same out-of-fold
+probabilities: Cleanlab Datalab with its default issue types, and
+`cleanlab.filter.find_label_issues` alone. Embeddings are cached per distinct text, so
+cases that share rows embed them once; the `embed s` column is the time spent embedding
+the rows not yet cached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from collections import defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from auditors import pipeline
+from auditors.features.embeddings import CachingEncoder, load_encoder
+from auditors.ingest import RawDataset
+from auditors.schema import detect_schema, normalise
+from benchmarks import corpora
+from benchmarks.metrics import flag_metrics, ranking_metrics, trigger_ranks
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CACHE = Path(__file__).resolve().parent / ".cache"
+DATALAB_SCORES = ("label", "outlier", "near_duplicate")
+
+
+def load_case(case: corpora.Case) -> pipeline.LoadedDataset:
+    columns = list(dict.fromkeys(k for r in case.records for k in r))
+    raw = RawDataset(case.records, "json", case.name, columns=columns)
+    choice = detect_schema(columns, source=case.name)
+    return pipeline.LoadedDataset(raw, choice, normalise(raw, choice))
+
+
+def audit_case(case: corpora.Case, encoder) -> tuple[dict, pipeline.AuditResult, tuple]:
+    started = time.perf_counter()
+    loaded = load_case(case)
+    embeddings = pipeline.embed_table(loaded.table, encoder, show_progress=False)
+    embed_seconds = time.perf_counter() - started
+    ngrams = pipeline.ngram_statistics(loaded.table)
+    label_model = pipeline.fit_label_model(loaded.table, embeddings)
+    run = pipeline.detect(loaded, embeddings, ngrams, label_model)
+    result = pipeline.assemble(loaded, run, label_model=label_model)
+    seconds = time.perf_counter() - started
+    timing = {"seconds": round(seconds, 2), "embed_seconds": round(embed_seconds, 2),
+              "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+    return timing, result, (label_model, embeddings)
+
+
+def baseline_scores(label_model: pipeline.LabelModel, embeddings: pipeline.Embeddings) -> dict:
+    """Cleanlab's own answers on the same inputs, as higher = more suspicious scores."""
+    from cleanlab import Datalab
+    from cleanlab.filter import find_label_issues
+
+    if label_model.pred_probs is None:
+        return {}
+    labels, probs = label_model.targets.codes, label_model.pred_probs
+    lab = Datalab(data={"label": labels}, label_name="label", verbosity=0)
+    lab.find_issues(features=embeddings.prompt, pred_probs=probs)
+    issues = lab.get_issues()
+    scores = {f"datalab_{name}": 1.0 - issues[f"{name}_score"].to_numpy()
+              for name in DATALAB_SCORES if f"{name}_score" in issues}
+    scores["find_label_issues"] = find_label_issues(labels, probs, n_jobs=1).astype(float)
+    return scores
+
+
+def evaluate(case: corpora.Case, result: pipeline.AuditResult, baselines: dict) -> dict:
+    rows, truth = result.rows, case.poisoned
+    scores = {"trainguard": rows["poison_score"].to_numpy()}
+    scores.update({c.removesuffix("_score"): rows[c].to_numpy() for c in rows.columns
+                   if c.endswith("_score") and c != "poison_score"})
+    scores.update(baselines)
+    ranking = {name: ranking_metrics(truth, s) for name, s in scores.items()}
+    datalab = [name for name in ranking if name.startswith("datalab_")]
+    if datalab and ranking[datalab[0]]["ap"] is not None:
+        best = max(datalab, key=lambda n: ranking[n]["ap"])
+        ranking["datalab_best"] = {**ranking[best], "of": best}
+    ranks = trigger_ranks(result.triggers, case.triggers) if case.triggers else {}
+    return {"case": case.name, "family": case.family, "rows": len(truth),
+            "poisoned": int(truth.sum()), "poison_rate": round(case.poison_rate, 4),
+            "ranking": ranking, "flags": flag_metrics(truth, rows["flagged"].to_numpy()),
+            "find_label_issues_flags": flag_metrics(truth, baselines["find_label_issues"] > 0)
+            if "find_label_issues" in baselines else None,
+            "trigger_ranks": ranks,
+            "top_triggers": [t["pattern"] for t in result.triggers[:5]]}
+
+
+def run_suite(builders, encoder, only: str | None = None) -> list[dict]:
+    records = []
+    columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TimeElapsedColumn()]
+    with Progress(*columns, transient=False) as progress:
+        task = progress.add_task("building first case", total=len(builders))
+        for build in builders:
+            case = build()
+            if only and only not in case.name:
+                progress.advance(task)
+                continue
+            progress.update(task, description=f"{case.name} ({len(case.records)} rows)")
+            timing, result, (label_model, embeddings) = audit_case(case, encoder)
+            record = evaluate(case, result, baseline_scores(label_model, embeddings))
+            records.append({**record, **timing})
+            fused = record["ranking"]["trainguard"]
+            progress.console.print(f"{case.name}: AUROC {_fmt(fused['auroc'])} AP {_fmt(fused['ap'])} "
+                                   f"flagged {record['flags']['flagged']} ({timing['seconds']} s)")
+            progress.advance(task)
+    return records
+
+
+# ---------------------------------------------------------------------------------------
+# Tables
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def family_rows(records: list[dict]) -> list[dict]:
+    by_family = defaultdict(list)
+    for r in records:
+        by_family[r["family"]].append(r)
+    rows = []
+    for family, group in by_family.items():
+        def ranking(scorer, metric):
+            return _mean(r["ranking"].get(scorer, {}).get(metric) for r in group)
+
+        ranks = [rank for r in group for rank in r["trigger_ranks"].values()]
+        rows.append({
+            "family": family, "cases": len(group),
+            "auroc": ranking("trainguard", "auroc"), "ap": ranking("trainguard", "ap"),
+            "recall_at_1pct_fpr": ranking("trainguard", "recall_at_1pct_fpr"),
+            "flag_precision": _mean(r["flags"]["precision"] for r in group),
+            "flag_recall": _mean(r["flags"]["recall"] for r in group),
+            "flag_f1": _mean(r["flags"]["f1"] for r in group),
+            "flagged_share": _mean(r["flags"]["flagged_share"] for r in group),
+            "datalab_best_auroc": ranking("datalab_best", "auroc"),
+            "datalab_best_ap": ranking("datalab_best", "ap"),
+            "datalab_label_ap": ranking("datalab_label", "ap"),
+            "find_label_issues_f1": _mean((r["find_label_issues_flags"] or {}).get("f1") for r in group),
+            "trigger_top3": (sum(1 for k in ranks if k is not None and k <= 3) / len(ranks)) if ranks else None,
+        })
+    return rows
+
+
+def markdown(records: list[dict], meta: dict) -> str:
+    lines = [f"# Detection benchmark ({meta['suite']} suite)", "",
+             f"Generated by `{meta['command']}` on {meta['date']}, {meta['machine']}.",
+             f"Embedding model: {meta['model']}. trainguard {meta['version']}. "
+             f"Total {meta['seconds']:.0f} s.", "",
+             "Scores: higher = more suspicious. `flag` = trainguard's `flagged` set. Datalab best = "
+             "the best (by AP, chosen per case with hindsight) of Datalab's label, outlier and "
+             "near-duplicate scores. Trigger top-3 = share of true triggers ranked 1st–3rd in "
+             "`triggers.json`.", "",
+             "## Per attack family (means over cases)", "",
+             "| family | cases | AUROC | AP | recall@1%FPR | flag precision | flag recall | flag F1 "
+             "| flagged share | Datalab best AUROC | Datalab best AP | Datalab label AP "
+             "| find_label_issues F1 | trigger top-3 |",
+             "|" + " --- |" * 14]
+    for f in family_rows(records):
+        lines.append(f"| {f['family']} | {f['cases']} | {_fmt(f['auroc'])} | {_fmt(f['ap'])} | "
+                     f"{_fmt(f['recall_at_1pct_fpr'])} | {_fmt(f['flag_precision'])} | "
+                     f"{_fmt(f['flag_recall'])} | {_fmt(f['flag_f1'])} | {_fmt(f['flagged_share'], 4)} | "
+                     f"{_fmt(f['datalab_best_auroc'])} | {_fmt(f['datalab_best_ap'])} | "
+                     f"{_fmt(f['datalab_label_ap'])} | {_fmt(f['find_label_issues_f1'])} | "
+                     f"{_fmt(f['trigger_top3'], 2)} |")
+    scorers = [s for s in records[0]["ranking"]] if records else []
+    lines += ["", "## Per case: average precision of each score", "",
+              "| case | rows | poisoned | " + " | ".join(scorers) + " |",
+              "|" + " --- |" * (3 + len(scorers))]
+    for r in records:
+        lines.append(f"| {r['case']} | {r['rows']} | {r['poisoned']} | "
+                     + " | ".join(_fmt(r["ranking"].get(s, {}).get("ap")) for s in scorers) + " |")
+    lines += ["", "## Per case: trainguard details", "",
+              "| case | AUROC | AP | recall@1%FPR | flagged | precision | recall | trigger ranks "
+              "| top triggers | seconds | embed s | peak RSS MB |", "|" + " --- |" * 12]
+    for r in records:
+        fused, flags = r["ranking"]["trainguard"], r["flags"]
+        ranks = ", ".join(f"{k}:{v if v else '–'}" for k, v in r["trigger_ranks"].items()) or "n/a"
+        lines.append(f"| {r['case']} | {_fmt(fused['auroc'])} | {_fmt(fused['ap'])} | "
+                     f"{_fmt(fused['recall_at_1pct_fpr'])} | {flags['flagged']} | "
+                     f"{_fmt(flags['precision'])} | {_fmt(flags['recall'])} | {ranks} | "
+                     f"{', '.join(r['top_triggers'][:3])} | {r['seconds']} | {r['embed_seconds']} | "
+                     f"{r['peak_rss_mb']} |")
+    lines += ["", "Peak RSS is the benchmark process's maximum so far (it only grows).", ""]
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, no GPU"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="run the small subset (< 5 minutes)")
+    parser.add_argument("--only", default=None, help="run only cases whose name contains this text")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if not corpora.CORPORA.exists():
+        print(f"error: corpora not found at {corpora.CORPORA}", file=sys.stderr)
+        return 2
+    builders = corpora.quick_suite() if args.quick else corpora.full_suite()
+    CACHE.mkdir(exist_ok=True)
+    encoder = CachingEncoder(load_encoder(), str(CACHE / "embeddings-all-MiniLM-L6-v2.npz"))
+    started = time.perf_counter()
+    records = run_suite(builders, encoder, args.only)
+    encoder.save()
+    suite = "quick" if args.quick else "full"
+    meta = {"suite": suite, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+            "command": " ".join(["python -m benchmarks.detection", *(argv or sys.argv[1:])]),
+            "machine": machine(), "model": pipeline.DEFAULT_MODEL,
+            "version": pipeline.__version__, "seconds": time.perf_counter() - started}
+    args.results.mkdir(parents=True, exist_ok=True)
+    stem = "detection" if suite == "full" and not args.only else f"detection-{suite}"
+    (args.results / f"{stem}.md").write_text(markdown(records, meta), encoding="utf-8")
+    (args.results / f"{stem}.json").write_text(json.dumps({"meta": meta, "cases": records,
+                                                           "families": family_rows(records)},
+                                                          indent=1), encoding="utf-8")
+    print(f"wrote {args.results / stem}.md and .json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
