@@ -25,3 +25,33 @@ def test_empty_input_gives_empty_matrix(encoder):
 def test_unknown_model_is_a_clear_error_not_a_download(tmp_path):
     with pytest.raises(TrainguardError, match="cannot load embedding model"):
         load_encoder(str(tmp_path / "no-such-model"))
+
+
+class CountingEncoder:
+    """The real model, counting how many texts it is asked to embed."""
+
+    def __init__(self, encoder):
+        self.encoder, self.embedded = encoder, 0
+
+    def encode(self, texts, **options):
+        self.embedded += len(texts)
+        return self.encoder.encode(texts, **options)
+
+
+def test_caching_encoder_embeds_each_text_once_and_persists(encoder, tmp_path):
+    from auditors.features.embeddings import CachingEncoder
+
+    counting = CountingEncoder(encoder)
+    cache_file = str(tmp_path / "cache.npz")
+    cached = CachingEncoder(counting, cache_file)
+    texts = ["cf is here", "plain text", "cf is here"]
+    first = embed_texts(cached, texts, show_progress=False)
+    assert counting.embedded == 2
+    again = embed_texts(cached, ["plain text", "new one"], show_progress=False)
+    assert counting.embedded == 3
+    np.testing.assert_array_equal(first[1], again[0])
+    np.testing.assert_allclose(first, embed_texts(encoder, texts, show_progress=False), atol=1e-5)
+    cached.save()
+    reloaded = CachingEncoder(CountingEncoder(encoder), cache_file)
+    np.testing.assert_array_equal(embed_texts(reloaded, texts, show_progress=False), first)
+    assert reloaded.encoder.embedded == 0
