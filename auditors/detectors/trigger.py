@@ -21,6 +21,7 @@ import numpy as np
 
 from auditors.detectors.base import AuditInputs, Detector, DetectorResult, register
 from auditors.features.ngrams import NgramStats, label_association
+from auditors.features.unicode import describe_codepoints
 
 
 @register
@@ -137,6 +138,7 @@ class TriggerNgramDetector(Detector):
                 "target_share": round(len(label_rows) / max(len(rows), 1), 3),
                 "general_zipf": round(float(inputs.ngrams.general_zipf[g]), 2),
                 "variants": [],
+                "codepoints": describe_codepoints(pattern),
                 "example_row_indices": label_rows[: self.example_rows],
                 "_rows": rows}
 

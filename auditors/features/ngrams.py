@@ -9,6 +9,8 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import CountVectorizer
 
+from auditors.features.unicode import unicode_tokens
+
 # Words, numbers and single characters; case-folded so `BadMagic` and `badmagic` match.
 TOKEN_PATTERN = r"(?u)\b\w+\b"
 
@@ -47,10 +49,28 @@ def count_ngrams(texts: list[str], *, max_n: int = 3, min_support: int = 2,
     except ValueError:  # no n-gram reaches min_support (tiny or empty texts)
         matrix = sp.csr_matrix((n_rows, 0), dtype=np.int32)
         vocabulary = np.array([], dtype=object)
+    zipf = _general_zipf(vocabulary, language)
+    order = np.array([g.count(" ") + 1 for g in vocabulary], dtype=np.int32)
+    special_matrix, special_vocabulary = _unicode_features(texts, min_support, max_ngrams)
+    if len(special_vocabulary):  # never in general text: zipf 0; one token each
+        matrix = sp.hstack([matrix, special_matrix], format="csr")
+        vocabulary = np.concatenate([vocabulary.astype(object), special_vocabulary.astype(object)])
+        zipf = np.concatenate([zipf, np.zeros(len(special_vocabulary), dtype=np.float32)])
+        order = np.concatenate([order, np.ones(len(special_vocabulary), dtype=np.int32)])
     doc_freq = np.asarray(matrix.sum(axis=0)).ravel()
     return NgramStats(vocabulary=vocabulary, rows_x_ngrams=matrix, doc_freq=doc_freq,
-                      general_zipf=_general_zipf(vocabulary, language),
-                      order=np.array([g.count(" ") + 1 for g in vocabulary], dtype=np.int32))
+                      general_zipf=zipf, order=order)
+
+
+def _unicode_features(texts: list[str], min_support: int, max_tokens: int):
+    """Invisible characters, mixed-script words and emoji as extra binary columns."""
+    vectorizer = CountVectorizer(analyzer=unicode_tokens, binary=True, dtype=np.int32,
+                                 min_df=min(min_support, max(len(texts), 1)),
+                                 max_features=max_tokens, lowercase=False)
+    try:
+        return vectorizer.fit_transform(texts).tocsr(), vectorizer.get_feature_names_out()
+    except ValueError:  # no such characters reach min_support
+        return sp.csr_matrix((len(texts), 0), dtype=np.int32), np.array([], dtype=object)
 
 
 def _general_zipf(vocabulary: np.ndarray, language: str) -> np.ndarray:

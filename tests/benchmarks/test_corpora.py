@@ -54,5 +54,17 @@ def test_backdoorllm_mix_replaces_originals(attack):
 
 
 def test_suites_build_lazily_and_name_distinct_cases():
-    assert len(corpora.full_suite()) == 6 * 2 + 2 + 4 * 5 * 2 + 2 + 4
+    assert len(corpora.full_suite()) == 6 * 2 + 2 + 2 * 3 + 4 * 5 * 2 + 2 + 4
     assert len(corpora.quick_suite()) < len(corpora.full_suite())
+
+
+@pytest.mark.parametrize("kind", sorted(corpora.UNICODE_TRIGGERS))
+def test_unicode_cases_carry_their_trigger(kind):
+    from auditors.features.unicode import unicode_tokens
+
+    case = corpora.unicode_case("sst2", kind, 0.01)
+    assert case.poisoned.sum() == round(0.01 * len(case.records))
+    trigger = corpora.UNICODE_TRIGGERS[kind]
+    for i in case.poisoned.nonzero()[0]:
+        assert trigger in unicode_tokens(case.records[i]["text"])
+        assert case.records[i]["label"] == corpora.STYLE_TARGET_LABEL
