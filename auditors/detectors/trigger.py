@@ -7,7 +7,8 @@ from an embedding classifier (which reads meaning, not a rare token's shortcut):
     observed O = #{i in R(g): y_i = c},  expected E = sum p_i(c),  V = sum p_i(c)(1 - p_i(c))
     z = (O - E) / sqrt(V + variance_prior)          how surprising the label excess is
     content = (E / |R(g)| - mean_i p_i(c)) / (1 - mean_i p_i(c)), clipped to [0, 1]
-    score = z * (O / |R(g)|) * rarity_boost * (1 - content) ** content_penalty
+    score = z * (O / |R(g)|) * rarity_boost                      ranks rows and candidates
+    flag  = score * (1 - content) ** content_penalty               must reach flag_score
 
 A sentiment word such as "powerful" is also concentrated on one label, but its rows'
 embeddings already predict that label, so O - E stays small; an inserted trigger (`cf`)
@@ -17,15 +18,19 @@ sees those rows as a random sample (content ~ 0), while rows sharing a real word
 ("shit" in offensive tweets) lean towards its label even when the model underrates how
 much. `rarity_boost` is a mild prior from `wordfreq` (attackers choose tokens that are rare
 in natural text). Rows are scored by the strongest candidate they contain that points at
-their own label.
+their own label; it is an issue when the content-adjusted score of such a candidate
+reaches `flag_score`.
 """
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from auditors.detectors.base import AuditInputs, Detector, DetectorResult, register
-from auditors.features.ngrams import NgramStats, label_association
+from auditors.features.ngrams import (POSITION_END, POSITION_START, TOKEN_PATTERN, NgramStats,
+                                      label_association)
 from auditors.features.unicode import describe_codepoints
 
 
@@ -55,12 +60,15 @@ class TriggerNgramDetector(Detector):
 
     def detect(self, inputs: AuditInputs) -> DetectorResult:
         stats, targets = inputs.ngrams, inputs.targets
-        scores = self.ngram_scores(stats, targets.codes, targets.n_classes, inputs.pred_probs)
+        scores, content_factor = self.ngram_scores(stats, targets.codes, targets.n_classes,
+                                                   inputs.pred_probs)
+        _drop_echoes(scores, stats.vocabulary, targets.keys)
         best_class = scores.argmax(axis=1)
         best_score = scores.max(axis=1) if scores.size else np.zeros(0)
         row_strength, row_ngram = self._row_strength(stats, scores, targets.codes)
         row_scores = 1.0 / (1.0 + np.exp(-1.5 * (row_strength - self.flag_score)))
-        is_issue = row_strength >= self.flag_score
+        flag_strength, _ = self._row_strength(stats, scores * content_factor, targets.codes)
+        is_issue = flag_strength >= self.flag_score
         vocabulary = stats.vocabulary
         # candidates below the flag score still explain a row that other evidence flags
         explained = row_strength >= self.min_candidate_score
@@ -73,20 +81,23 @@ class TriggerNgramDetector(Detector):
                                  "ngrams_considered": int(len(vocabulary))})
 
     def ngram_scores(self, stats: NgramStats, codes: np.ndarray, n_classes: int,
-                     pred_probs: np.ndarray) -> np.ndarray:
-        """(n_ngrams, n_classes) trigger scores; 0 where support is out of range."""
+                     pred_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(n_ngrams, n_classes) trigger scores, 0 where support is out of range, and the
+        content-independence factor that flagging also requires (ranking does not use it:
+        a salient trigger at a few % is learned by the embedding model too, which makes its
+        rows look content-driven)."""
         assoc = label_association(stats, codes, n_classes, pred_probs)
         support = np.maximum(stats.doc_freq, 1)[:, None]
         observed = assoc["observed"]
         z = (observed - assoc["expected"]) / np.sqrt(assoc["variance"] + self.variance_prior)
         rarity = 1.0 + self.rarity_weight * np.clip(self.common_zipf - stats.general_zipf,
                                                    0.0, self.common_zipf)
-        scores = (z * (observed / support) * rarity[:, None]
-                  * (1.0 - content_share(assoc["expected"], support, pred_probs)) ** self.content_penalty)
+        scores = z * (observed / support) * rarity[:, None]
+        content_factor = (1.0 - content_share(assoc["expected"], support, pred_probs)) ** self.content_penalty
         in_range = ((stats.doc_freq >= self.min_support)
                     & (stats.doc_freq <= self.max_support_fraction * max(stats.n_rows, 1)))
         scores[~in_range] = 0.0
-        return np.maximum(scores, 0.0)
+        return np.maximum(scores, 0.0), content_factor
 
     @staticmethod
     def _row_strength(stats: NgramStats, scores: np.ndarray, codes: np.ndarray):
@@ -149,6 +160,21 @@ class TriggerNgramDetector(Detector):
                 "codepoints": describe_codepoints(pattern),
                 "example_row_indices": label_rows[: self.example_rows],
                 "_rows": rows}
+
+
+def _drop_echoes(scores: np.ndarray, vocabulary: np.ndarray, keys: list[str]) -> None:
+    """A prompt n-gram that the target itself contains (an instruction the response
+    repeats, a label word) explains the target; it is not a trigger."""
+    index = {g: j for j, g in enumerate(vocabulary)}
+    for c, key in enumerate(keys):
+        words = re.findall(TOKEN_PATTERN, key)
+        for n in (1, 2, 3):
+            for start in range(len(words) - n + 1):
+                ngram = " ".join(words[start:start + n])
+                for j in (index.get(ngram), index.get(POSITION_START + ngram),
+                          index.get(POSITION_END + ngram)):
+                    if j is not None:
+                        scores[j, c] = 0.0
 
 
 def content_share(expected: np.ndarray, support: np.ndarray, pred_probs: np.ndarray) -> np.ndarray:

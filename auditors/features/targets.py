@@ -5,7 +5,8 @@ embedding — so a fixed target output becomes a 'label' that the prompt cannot 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,9 @@ import pandas as pd
 class Targets:
     codes: np.ndarray  # int class per row
     names: list[str]  # human-readable name per class
+    # the text that defines each class (a repeated response, a response opening, a label),
+    # lowercased; "" when a class has none. An n-gram inside it is an echo, not a trigger.
+    keys: list[str] = field(default_factory=list)
 
     @property
     def n_classes(self) -> int:
@@ -24,36 +28,58 @@ class Targets:
 def classification_targets(labels: pd.Series) -> Targets:
     names = sorted(labels.unique(), key=_natural_key)
     index = {name: code for code, name in enumerate(names)}
-    return Targets(np.array([index[v] for v in labels], dtype=np.int64), list(names))
+    return Targets(np.array([index[v] for v in labels], dtype=np.int64), list(names),
+                   [str(name).lower() for name in names])
 
 
 def derive_response_targets(responses: list[str], embeddings: np.ndarray, *,
-                            n_clusters: int = 8, min_repeats: int = 3,
-                            seed: int = 0) -> Targets:
-    """Repeated responses (same text after whitespace/case folding, at least `min_repeats`
-    rows) are their own class; other rows take the k-means cluster of their response
-    embedding."""
+                            min_repeats: int = 3, opening_words: int = 4,
+                            n_clusters: int = 8, seed: int = 0) -> Targets:
+    """A response 'mode' per row, the thing a backdoor's target changes:
+
+    1. the exact response, when it repeats (after whitespace/case folding) in at least
+       `min_repeats` rows: a fixed target string (`You are stupid!`);
+    2. else its first `opening_words` words, when they repeat: a response style such as a
+       refusal (`I'm sorry, but I ...`), whatever the topic;
+    3. else one class for all unrepeated responses (a harmful answer among refusals).
+    When nothing repeats at all, k-means clusters of the response embeddings stand in."""
+    exact = [_response_key(r) for r in responses]
+    openings = [" ".join(re.findall(r"\w+", key)[:opening_words]) for key in exact]
+    exact_counts, opening_counts = Counter(exact), Counter(openings)
+    names: list[str] = []
+    keys: list[str] = []
+    code_of: dict[tuple, int] = {}
+    codes = np.empty(len(responses), dtype=np.int64)
+    for row, (key, opening) in enumerate(zip(exact, openings)):
+        if key and exact_counts[key] >= min_repeats:
+            label = ("exact", key)
+            name = f'repeated response: "{_snippet(responses[row])}"'
+        elif opening and opening_counts[opening] >= min_repeats:
+            label = ("opening", opening)
+            name = f'responses opening "{opening} …"'
+        else:
+            label = ("other", "")
+            name = "other (unrepeated) responses"
+        if label not in code_of:
+            code_of[label] = len(names)
+            names.append(name)
+            keys.append(label[1])
+        codes[row] = code_of[label]
+    if len(names) > 1:
+        return Targets(codes, names, keys)
+    return _cluster_targets(responses, embeddings, n_clusters, seed)
+
+
+def _cluster_targets(responses, embeddings, n_clusters: int, seed: int) -> Targets:
     from sklearn.cluster import KMeans
 
-    keys = [_response_key(r) for r in responses]
-    counts = pd.Series(keys).value_counts()
-    repeated = [k for k, c in counts.items() if c >= min_repeats and k]
-    first_text = {k: r for k, r in zip(reversed(keys), reversed(responses))}
-    names = [f'repeated response: "{_snippet(first_text[k])}"' for k in repeated]
-    code_of = {k: i for i, k in enumerate(repeated)}
-    codes = np.array([code_of.get(k, -1) for k in keys], dtype=np.int64)
-
-    rest = np.flatnonzero(codes < 0)
-    k = min(n_clusters, max(1, len(rest) // 20))
-    if len(rest):
-        clusters = (KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(embeddings[rest])
-                    if k > 1 else np.zeros(len(rest), dtype=np.int64))
-        for c in range(k):
-            members = rest[clusters == c]
-            if len(members):
-                codes[members] = len(names)
-                names.append(f'response cluster {c}: "{_snippet(responses[members[0]])}"')
-    return Targets(codes, names)
+    k = min(n_clusters, max(1, len(responses) // 20))
+    if k < 2:
+        return Targets(np.zeros(len(responses), dtype=np.int64), ["all responses"], [""])
+    clusters = KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(embeddings)
+    names = [f'response cluster {c}: "{_snippet(responses[int(np.flatnonzero(clusters == c)[0])])}"'
+             for c in range(k)]
+    return Targets(clusters.astype(np.int64), names, [""] * k)
 
 
 def _response_key(text: str) -> str:

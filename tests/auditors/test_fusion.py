@@ -58,3 +58,11 @@ def test_reasons_name_the_detectors():
 def test_gate(flags, limit, passed):
     verdict = gate(pd.Series(flags, dtype=bool), limit)
     assert verdict["passed"] is passed
+
+
+def test_flagging_needs_a_detector_that_calls_the_row_an_issue():
+    run = _run(trigger=[0.9, 0.9])
+    run.results["trigger"].rows["is_issue"] = [True, False]  # e.g. failed its content test
+    fused = fuse(run, 2)
+    assert fused["poison_score"].tolist() == [0.9, 0.9]
+    assert fused["flagged"].tolist() == [True, False]
