@@ -44,12 +44,10 @@ class Embeddings:
 
 @dataclass
 class LabelModel:
-    """Targets and two out-of-fold views of them: `pred_probs` from the prompt embedding
-    (reads meaning) and `proxy_probs` from the prompt's n-grams (learns shortcuts)."""
+    """Targets and their out-of-fold probabilities from the prompt embedding."""
 
     targets: Targets | None
     pred_probs: np.ndarray | None
-    proxy_probs: np.ndarray | None = None
     note: str = ""  # why the probabilities are missing, when they are
 
 
@@ -87,10 +85,9 @@ def ngram_statistics(table: pd.DataFrame, **params) -> NgramStats:
     return count_ngrams(table["prompt"].tolist(), **params)
 
 
-def fit_label_model(table: pd.DataFrame, embeddings: Embeddings, ngrams: NgramStats, *,
-                    seed: int = 0) -> LabelModel:
+def fit_label_model(table: pd.DataFrame, embeddings: Embeddings, *, seed: int = 0) -> LabelModel:
     """Targets (given labels, or derived from responses) and out-of-fold probabilities of
-    them from the prompt embedding and from the prompt's n-grams."""
+    them from the prompt embedding."""
     if (table["schema"] == CLASSIFICATION).all():
         targets = classification_targets(table["label"])
     else:
@@ -102,16 +99,13 @@ def fit_label_model(table: pd.DataFrame, embeddings: Embeddings, ngrams: NgramSt
         return LabelModel(targets, None, note=f"fewer than {MIN_ROWS_FOR_CROSS_VALIDATION} "
                                               "rows: too few for cross-validation")
     probs = cross_validated_probs(embeddings.prompt, targets.codes, targets.n_classes, seed=seed)
-    proxy = (cross_validated_probs(ngrams.rows_x_ngrams, targets.codes, targets.n_classes,
-                                   seed=seed) if ngrams.rows_x_ngrams.shape[1] else None)
-    return LabelModel(targets, probs, proxy)
+    return LabelModel(targets, probs)
 
 
 def detect(loaded: LoadedDataset, embeddings: Embeddings, ngrams: NgramStats,
            label_model: LabelModel, detectors=None) -> DetectorRun:
     inputs = AuditInputs(table=loaded.table, prompt_embeddings=embeddings.prompt, ngrams=ngrams,
                          targets=label_model.targets, pred_probs=label_model.pred_probs,
-                         proxy_probs=label_model.proxy_probs,
                          response_embeddings=embeddings.response)
     return run_detectors(inputs, detectors)
 
@@ -174,7 +168,7 @@ def audit(source: str, out_dir: str | Path | None = None, *, encoder=None,
     watch.lap("embeddings")
     ngrams = ngram_statistics(loaded.table)
     watch.lap("ngrams")
-    label_model = fit_label_model(loaded.table, embeddings, ngrams)
+    label_model = fit_label_model(loaded.table, embeddings)
     watch.lap("label_model")
     run = detect(loaded, embeddings, ngrams, label_model, detectors)
     watch.lap("detectors")

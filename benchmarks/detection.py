@@ -52,7 +52,7 @@ def audit_case(case: corpora.Case, encoder) -> tuple[dict, pipeline.AuditResult,
     embeddings = pipeline.embed_table(loaded.table, encoder, show_progress=False)
     embed_seconds = time.perf_counter() - started
     ngrams = pipeline.ngram_statistics(loaded.table)
-    label_model = pipeline.fit_label_model(loaded.table, embeddings, ngrams)
+    label_model = pipeline.fit_label_model(loaded.table, embeddings)
     run = pipeline.detect(loaded, embeddings, ngrams, label_model)
     result = pipeline.assemble(loaded, run, label_model=label_model)
     seconds = time.perf_counter() - started

@@ -40,9 +40,9 @@ def ngram_task(loaded: pipeline.LoadedDataset):
 
 
 @stage(name="cleanlab-label-model")
-def label_model_task(loaded: pipeline.LoadedDataset, embeddings: pipeline.Embeddings,
-                     ngrams) -> pipeline.LabelModel:
-    return pipeline.fit_label_model(loaded.table, embeddings, ngrams)
+def label_model_task(loaded: pipeline.LoadedDataset,
+                     embeddings: pipeline.Embeddings) -> pipeline.LabelModel:
+    return pipeline.fit_label_model(loaded.table, embeddings)
 
 
 @stage(name="detectors")
@@ -86,7 +86,7 @@ def audit_flow(source: str, out_dir: str, model: str | None = None,
     watch.lap("embeddings")
     ngrams = ngram_task(loaded)
     watch.lap("ngrams")
-    label_model = label_model_task(loaded, embeddings, ngrams)
+    label_model = label_model_task(loaded, embeddings)
     watch.lap("label_model")
     run = detectors_task(loaded, embeddings, ngrams, label_model, detectors)
     watch.lap("detectors")

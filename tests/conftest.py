@@ -52,10 +52,9 @@ def _audit_inputs(path: Path, encoder):
     loaded = pipeline.load_table(str(path))
     embeddings = pipeline.embed_table(loaded.table, encoder, show_progress=False)
     ngrams = pipeline.ngram_statistics(loaded.table)
-    label_model = pipeline.fit_label_model(loaded.table, embeddings, ngrams)
+    label_model = pipeline.fit_label_model(loaded.table, embeddings)
     return AuditInputs(table=loaded.table, prompt_embeddings=embeddings.prompt, ngrams=ngrams,
                        targets=label_model.targets, pred_probs=label_model.pred_probs,
-                       proxy_probs=label_model.proxy_probs,
                        response_embeddings=embeddings.response)
 
 

@@ -32,7 +32,6 @@ class AuditInputs:
     ngrams: NgramStats
     targets: Targets | None = None
     pred_probs: np.ndarray | None = None  # out-of-fold, from the prompt embedding
-    proxy_probs: np.ndarray | None = None  # out-of-fold, from prompt n-grams (a shortcut learner)
     response_embeddings: np.ndarray | None = None
 
     @property
