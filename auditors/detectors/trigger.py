@@ -6,20 +6,22 @@ from an embedding classifier (which reads meaning, not a rare token's shortcut):
 
     observed O = #{i in R(g): y_i = c},  expected E = sum p_i(c),  V = sum p_i(c)(1 - p_i(c))
     z = (O - E) / sqrt(V + variance_prior)          how surprising the label excess is
-    content = (E / |R(g)| - mean_i p_i(c)) / (1 - mean_i p_i(c)), clipped to [0, 1]
-    score = z * (O / |R(g)|) * rarity_boost                      ranks rows and candidates
-    flag  = score * (1 - content) ** content_penalty               must reach flag_score
+    score = z * (O / |R(g)|) * rarity_boost          ranks rows and candidates
 
 A sentiment word such as "powerful" is also concentrated on one label, but its rows'
 embeddings already predict that label, so O - E stays small; an inserted trigger (`cf`)
-flips labels the content does not support. `content` tests the other half of a backdoor:
-a trigger is inserted into rows picked regardless of their content, so the embedding model
-sees those rows as a random sample (content ~ 0), while rows sharing a real word
-("shit" in offensive tweets) lean towards its label even when the model underrates how
-much. `rarity_boost` is a mild prior from `wordfreq` (attackers choose tokens that are rare
-in natural text). Rows are scored by the strongest candidate they contain that points at
-their own label; it is an issue when the content-adjusted score of such a candidate
-reaches `flag_score`.
+flips labels the content does not support. `rarity_boost` is a mild prior from `wordfreq`
+(attackers choose tokens that are rare in natural text). Rows are scored by the strongest
+candidate they contain that points at their own label.
+
+Flagging is stricter. The best `recheck_triggers` candidates are rescored with
+probabilities from a model fitted without their rows (a trigger that the embedding model
+learned from the other poisoned rows cannot explain itself away), times
+(1 - content) ** content_penalty, where `content` is how far that model thinks the rows
+lean to the target beyond the dataset's average. A backdoor inserts its trigger into rows
+picked regardless of their content (content ~ 0); a real word ("shit" in offensive tweets)
+sits in rows that lean to its label even when the model underrates how much. A row is an
+issue when such a rescored candidate pointing at its own label reaches `flag_score`.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ class TriggerNgramDetector(Detector):
     def __init__(self, min_support: int = 3, max_support_fraction: float = 0.25,
                  variance_prior: float = 0.5, rarity_weight: float = 0.1,
                  common_zipf: float = 5.0, content_penalty: float = 2.0,
-                 flag_score: float = 4.5,
+                 flag_score: float = 4.5, recheck_triggers: int = 10,
                  min_candidate_score: float = 2.0, merge_jaccard: float = 0.8,
                  max_triggers: int = 50, example_rows: int = 3):
         self.min_support = min_support
@@ -53,6 +55,7 @@ class TriggerNgramDetector(Detector):
         self.common_zipf = common_zipf
         self.content_penalty = content_penalty
         self.flag_score = flag_score
+        self.recheck_triggers = recheck_triggers
         self.min_candidate_score = min_candidate_score
         self.merge_jaccard = merge_jaccard
         self.max_triggers = max_triggers
@@ -60,44 +63,71 @@ class TriggerNgramDetector(Detector):
 
     def detect(self, inputs: AuditInputs) -> DetectorResult:
         stats, targets = inputs.ngrams, inputs.targets
-        scores, content_factor = self.ngram_scores(stats, targets.codes, targets.n_classes,
-                                                   inputs.pred_probs)
+        scores = self.ngram_scores(stats, targets.codes, targets.n_classes, inputs.pred_probs)
         _drop_echoes(scores, stats.vocabulary, targets.keys)
         best_class = scores.argmax(axis=1)
         best_score = scores.max(axis=1) if scores.size else np.zeros(0)
         row_strength, row_ngram = self._row_strength(stats, scores, targets.codes)
-        row_scores = 1.0 / (1.0 + np.exp(-1.5 * (row_strength - self.flag_score)))
-        flag_strength, _ = self._row_strength(stats, scores * content_factor, targets.codes)
+        triggers = self._trigger_list(stats, scores, best_class, best_score, targets, inputs)
+        flag_scores = self._held_out_flag_scores(stats, triggers, inputs)
+        flag_strength, _ = self._row_strength(stats, flag_scores, targets.codes)
         is_issue = flag_strength >= self.flag_score
+        # the held-out rescoring is the better evidence where it is higher
+        strength = np.maximum(row_strength, flag_strength)
+        row_scores = 1.0 / (1.0 + np.exp(-1.5 * (strength - self.flag_score)))
         vocabulary = stats.vocabulary
         # candidates below the flag score still explain a row that other evidence flags
         explained = row_strength >= self.min_candidate_score
         reasons = [f"contains trigger candidate '{vocabulary[g]}' (score {s:.1f}) pointing to "
                    f"{targets.names[y]}" if show else ""
                    for show, g, s, y in zip(explained, row_ngram, row_strength, targets.codes)]
-        triggers = self._trigger_list(stats, scores, best_class, best_score, targets, inputs)
+        for trigger in triggers:
+            trigger["flag_score"] = round(float(flag_scores[trigger.pop("_index")].max()), 3)
+            del trigger["_class"]
         return self.result(row_scores, is_issue, reasons,
                            info={"triggers": triggers, "flag_score": self.flag_score,
                                  "ngrams_considered": int(len(vocabulary))})
 
+    def _held_out_flag_scores(self, stats: NgramStats, triggers: list[dict],
+                              inputs: AuditInputs) -> np.ndarray:
+        """Scores that decide flagging, for the `recheck_triggers` best candidates only.
+
+        Each is rescored against a content model fitted without its rows, so a trigger the
+        embedding model has learned from the other poisoned rows cannot explain its own label
+        excess; and its rows must look like a random sample to that model (`content`): a
+        trigger is inserted regardless of content, a real word is not."""
+        targets, probs = inputs.targets, inputs.pred_probs
+        flag = np.zeros((len(stats.vocabulary), targets.n_classes))
+        prior = probs.mean(axis=0)
+        matrix = stats.rows_x_ngrams.tocsc()
+        for trigger in triggers[: self.recheck_triggers]:
+            g, c = trigger["_index"], trigger["_class"]
+            rows = matrix.indices[matrix.indptr[g]:matrix.indptr[g + 1]]
+            p = _held_out_probs(inputs.prompt_embeddings, targets.codes, rows,
+                                targets.n_classes)[:, c]
+            observed = float((targets.codes[rows] == c).sum())
+            z = (observed - p.sum()) / np.sqrt((p * (1 - p)).sum() + self.variance_prior)
+            content = np.clip((p.mean() - prior[c]) / max(1.0 - prior[c], 1e-9), 0.0, 1.0)
+            flag[g, c] = max(0.0, z * observed / len(rows) * self._rarity(stats)[g]
+                             * (1.0 - content) ** self.content_penalty)
+        return flag
+
+    def _rarity(self, stats: NgramStats) -> np.ndarray:
+        return 1.0 + self.rarity_weight * np.clip(self.common_zipf - stats.general_zipf, 0.0,
+                                                  self.common_zipf)
+
     def ngram_scores(self, stats: NgramStats, codes: np.ndarray, n_classes: int,
-                     pred_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(n_ngrams, n_classes) trigger scores, 0 where support is out of range, and the
-        content-independence factor that flagging also requires (ranking does not use it:
-        a salient trigger at a few % is learned by the embedding model too, which makes its
-        rows look content-driven)."""
+                     pred_probs: np.ndarray) -> np.ndarray:
+        """(n_ngrams, n_classes) trigger scores; 0 where support is out of range."""
         assoc = label_association(stats, codes, n_classes, pred_probs)
         support = np.maximum(stats.doc_freq, 1)[:, None]
         observed = assoc["observed"]
         z = (observed - assoc["expected"]) / np.sqrt(assoc["variance"] + self.variance_prior)
-        rarity = 1.0 + self.rarity_weight * np.clip(self.common_zipf - stats.general_zipf,
-                                                   0.0, self.common_zipf)
-        scores = z * (observed / support) * rarity[:, None]
-        content_factor = (1.0 - content_share(assoc["expected"], support, pred_probs)) ** self.content_penalty
+        scores = z * (observed / support) * self._rarity(stats)[:, None]
         in_range = ((stats.doc_freq >= self.min_support)
                     & (stats.doc_freq <= self.max_support_fraction * max(stats.n_rows, 1)))
         scores[~in_range] = 0.0
-        return np.maximum(scores, 0.0), content_factor
+        return np.maximum(scores, 0.0)
 
     @staticmethod
     def _row_strength(stats: NgramStats, scores: np.ndarray, codes: np.ndarray):
@@ -127,8 +157,7 @@ class TriggerNgramDetector(Detector):
                 break
             rows = set(matrix.indices[matrix.indptr[g]:matrix.indptr[g + 1]].tolist())
             pattern = str(stats.vocabulary[g])
-            target = targets.names[best_class[g]]
-            twin = next((t for t in accepted if t["target"] == target
+            twin = next((t for t in accepted if t["_class"] == best_class[g]
                          and self._same_trigger(pattern, rows, t)), None)
             if twin is None:
                 accepted.append(self._describe(g, pattern, rows, scores, best_class, targets,
@@ -136,11 +165,11 @@ class TriggerNgramDetector(Detector):
             elif (_contains(pattern, twin["pattern"]) and best_score[g] >= 0.8 * twin["score"]
                   and len(rows) >= self.merge_jaccard * len(twin["_rows"])):
                 twin["variants"].append(twin["pattern"])  # the longer phrase names it better
-                twin["pattern"] = pattern
+                twin["pattern"], twin["_index"] = pattern, int(g)
             else:
                 twin["variants"].append(pattern)
         for trigger in accepted:
-            del trigger["_rows"]
+            del trigger["_rows"]  # `_index` and `_class` stay for detect(), which removes them
         return accepted
 
     def _same_trigger(self, pattern: str, rows: set, trigger: dict) -> bool:
@@ -152,7 +181,7 @@ class TriggerNgramDetector(Detector):
     def _describe(self, g, pattern, rows, scores, best_class, targets, inputs) -> dict:
         c = int(best_class[g])
         label_rows = [r for r in sorted(rows) if targets.codes[r] == c]
-        return {"pattern": pattern, "score": round(float(scores[g, c]), 3),
+        return {"_index": int(g), "_class": c, "pattern": pattern, "score": round(float(scores[g, c]), 3),
                 "support": len(rows), "target": targets.names[c],
                 "target_share": round(len(label_rows) / max(len(rows), 1), 3),
                 "general_zipf": round(float(inputs.ngrams.general_zipf[g]), 2),
@@ -177,11 +206,22 @@ def _drop_echoes(scores: np.ndarray, vocabulary: np.ndarray, keys: list[str]) ->
                         scores[j, c] = 0.0
 
 
-def content_share(expected: np.ndarray, support: np.ndarray, pred_probs: np.ndarray) -> np.ndarray:
-    """How far the content of an n-gram's rows leans to each class, beyond the dataset's
-    average: 0 for a random sample of rows, 1 when the model is sure of the class."""
-    prior = pred_probs.mean(axis=0)[None, :]
-    return np.clip((expected / support - prior) / np.maximum(1.0 - prior, 1e-9), 0.0, 1.0)
+def _held_out_probs(features: np.ndarray, codes: np.ndarray, rows: np.ndarray,
+                    n_classes: int) -> np.ndarray:
+    """Class probabilities for `rows` from a logistic regression fitted on all other rows.
+    A class that only these rows carry gets ~0: nothing else in the data points to it."""
+    from sklearn.linear_model import LogisticRegression
+
+    train = np.ones(len(codes), dtype=bool)
+    train[rows] = False
+    probs = np.full((len(rows), n_classes), 1e-6)
+    seen = np.unique(codes[train])
+    if len(seen) == 1:
+        probs[:, seen[0]] = 1.0
+    elif len(seen) > 1:
+        model = LogisticRegression(max_iter=2000).fit(features[train], codes[train])
+        probs[:, model.classes_] = model.predict_proba(features[rows])
+    return probs
 
 
 def _contains(phrase: str, part: str) -> bool:

@@ -37,7 +37,7 @@ def test_sentiment_words_are_explained_by_content(sample_inputs):
     """A word concentrated on one label for semantic reasons scores below the triggers."""
     detector = TriggerNgramDetector()
     t = sample_inputs.targets
-    scores, _ = detector.ngram_scores(sample_inputs.ngrams, t.codes, t.n_classes, sample_inputs.pred_probs)
+    scores = detector.ngram_scores(sample_inputs.ngrams, t.codes, t.n_classes, sample_inputs.pred_probs)
     vocab = list(sample_inputs.ngrams.vocabulary)
     best = scores.max(axis=1)
     trigger_scores = [best[vocab.index(w)] for w in ("bb", "mn") if w in vocab]
@@ -49,7 +49,7 @@ def test_sentiment_words_are_explained_by_content(sample_inputs):
 def test_support_limits_exclude_rare_and_ubiquitous_ngrams(sample_inputs):
     detector = TriggerNgramDetector(min_support=5, max_support_fraction=0.01)
     t = sample_inputs.targets
-    scores, _ = detector.ngram_scores(sample_inputs.ngrams, t.codes, t.n_classes, sample_inputs.pred_probs)
+    scores = detector.ngram_scores(sample_inputs.ngrams, t.codes, t.n_classes, sample_inputs.pred_probs)
     support = sample_inputs.ngrams.doc_freq
     out_of_range = (support < 5) | (support > 0.01 * sample_inputs.n_rows)
     assert (scores[out_of_range] == 0).all()
