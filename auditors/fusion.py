@@ -5,8 +5,10 @@ Detector scores (each in [0, 1], higher = more suspicious) combine by a weighted
     poison_score = 1 - prod_d (1 - w_d * s_d)
 
 so independent evidence adds up while no single weak detector dominates. A row is flagged
-when poison_score >= threshold (0.5) and at least one detector calls it an issue by its
-own rule (the trigger detector's rule includes its content-independence test). With the default weights, label issues (0.2) and
+when poison_score >= threshold (0.5) and a detector whose weight alone could reach the
+threshold (the trigger detector) calls it an issue by its own rule, which includes its
+held-out content test. Label issues and outliers raise the score and order the review
+queue but never decide a flag. With the default weights, label issues (0.2) and
 embedding outliers (0.05) together stay well below 0.5: only rows backed by a trigger
 candidate are flagged, the others are ranked for review.
 """
@@ -32,8 +34,9 @@ def fuse(run: DetectorRun, n_rows: int, weights: dict[str, float] | None = None,
         keep *= 1.0 - weight * result.rows["score"].to_numpy()
     poison = 1.0 - keep
     any_issue = np.zeros(n_rows, dtype=bool)
-    for result in run.results.values():
-        any_issue |= result.rows["is_issue"].to_numpy(dtype=bool)
+    for name, result in run.results.items():
+        if weights.get(name, 0.0) >= threshold:  # only detectors strong enough to flag alone
+            any_issue |= result.rows["is_issue"].to_numpy(dtype=bool)
     per_detector = [(name, result.rows["reason"].tolist()) for name, result in run.results.items()]
     reasons = ["; ".join(f"{name}: {texts[row]}" for name, texts in per_detector if texts[row])
                for row in range(n_rows)]

@@ -16,12 +16,13 @@ candidate they contain that points at their own label.
 
 Flagging is stricter. The best `recheck_triggers` candidates are rescored with
 probabilities from a model fitted without their rows (a trigger that the embedding model
-learned from the other poisoned rows cannot explain itself away), times
-(1 - content) ** content_penalty, where `content` is how far that model thinks the rows
-lean to the target beyond the dataset's average. A backdoor inserts its trigger into rows
-picked regardless of their content (content ~ 0); a real word ("shit" in offensive tweets)
-sits in rows that lean to its label even when the model underrates how much. A row is an
-issue when such a rescored candidate pointing at its own label reaches `flag_score`.
+learned from the other poisoned rows cannot explain itself away), and only if that model
+sees their rows as a random sample of the data: the rows' mean probability of the target
+may exceed the dataset's by less than `content_z_max` standard errors. A backdoor inserts
+its trigger into rows picked regardless of their content; a real word ("shit" in offensive
+tweets, "powerful" in reviews) sits in rows that lean to its label even when the model
+underrates how much. A row is an issue when such a rescored candidate pointing at its own
+label reaches `flag_score`.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class TriggerNgramDetector(Detector):
 
     def __init__(self, min_support: int = 3, max_support_fraction: float = 0.25,
                  variance_prior: float = 0.5, rarity_weight: float = 0.1,
-                 common_zipf: float = 5.0, content_penalty: float = 2.0,
+                 common_zipf: float = 5.0, content_z_max: float = 3.0,
                  flag_score: float = 4.5, recheck_triggers: int = 10,
                  min_candidate_score: float = 2.0, merge_jaccard: float = 0.8,
                  max_triggers: int = 50, example_rows: int = 3):
@@ -53,7 +54,7 @@ class TriggerNgramDetector(Detector):
         self.variance_prior = variance_prior
         self.rarity_weight = rarity_weight
         self.common_zipf = common_zipf
-        self.content_penalty = content_penalty
+        self.content_z_max = content_z_max
         self.flag_score = flag_score
         self.recheck_triggers = recheck_triggers
         self.min_candidate_score = min_candidate_score
@@ -94,22 +95,26 @@ class TriggerNgramDetector(Detector):
 
         Each is rescored against a content model fitted without its rows, so a trigger the
         embedding model has learned from the other poisoned rows cannot explain its own label
-        excess; and its rows must look like a random sample to that model (`content`): a
-        trigger is inserted regardless of content, a real word is not."""
+        excess; and its rows must look like a random sample to that model: their mean
+        probability of the target may not exceed the dataset's by `content_z_max` standard
+        errors. A trigger is inserted regardless of content, a real word is not."""
         targets, probs = inputs.targets, inputs.pred_probs
         flag = np.zeros((len(stats.vocabulary), targets.n_classes))
-        prior = probs.mean(axis=0)
+        prior, spread = probs.mean(axis=0), probs.std(axis=0)
         matrix = stats.rows_x_ngrams.tocsc()
         for trigger in triggers[: self.recheck_triggers]:
             g, c = trigger["_index"], trigger["_class"]
             rows = matrix.indices[matrix.indptr[g]:matrix.indptr[g + 1]]
             p = _held_out_probs(inputs.prompt_embeddings, targets.codes, rows,
                                 targets.n_classes)[:, c]
+            # is R(g) a random sample of the data, as far as its content goes?
+            content_z = (p.mean() - prior[c]) / max(spread[c] / np.sqrt(len(rows)), 1e-9)
+            trigger["content_z"] = round(float(content_z), 2)
+            if content_z >= self.content_z_max:
+                continue
             observed = float((targets.codes[rows] == c).sum())
             z = (observed - p.sum()) / np.sqrt((p * (1 - p)).sum() + self.variance_prior)
-            content = np.clip((p.mean() - prior[c]) / max(1.0 - prior[c], 1e-9), 0.0, 1.0)
-            flag[g, c] = max(0.0, z * observed / len(rows) * self._rarity(stats)[g]
-                             * (1.0 - content) ** self.content_penalty)
+            flag[g, c] = max(0.0, z * observed / len(rows) * self._rarity(stats)[g])
         return flag
 
     def _rarity(self, stats: NgramStats) -> np.ndarray:

