@@ -4,13 +4,16 @@ row takes the place of its clean original (see ../shared/corpora/README.md)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-CORPORA = Path(__file__).resolve().parents[1].parent / "shared" / "corpora"
+# ../shared/corpora next to the checkout, or wherever TRAINGUARD_CORPORA points
+CORPORA = Path(os.environ.get("TRAINGUARD_CORPORA")
+               or Path(__file__).resolve().parents[1].parent / "shared" / "corpora")
 ATTRIBUTION = ("Derived from ../shared/corpora (MIT): ONION (Qi et al. 2021, thunlp/ONION@0f4ae21), "
                "HiddenKiller (thunlp/HiddenKiller@a08e959), StyleAttack (thunlp/StyleAttack@e7cd03b), "
                "BackdoorLLM (Li et al. 2024, liangjunyi010/BackdoorLLM@3a27195). Attack data: "

@@ -14,7 +14,7 @@ flips labels the content does not support. `rarity_boost` is a mild prior from `
 (attackers choose tokens that are rare in natural text). Rows are scored by the strongest
 candidate they contain that points at their own label.
 
-Flagging is stricter. The best `recheck_triggers` candidates are rescored with
+The best `recheck_triggers` candidates are then rescored with
 probabilities from a model fitted without their rows (a trigger that the embedding model
 learned from the other poisoned rows cannot explain itself away), and only if that model
 sees their rows as a random sample of the data: the rows' mean probability of the target
@@ -22,7 +22,8 @@ may exceed the dataset's by less than `content_z_max` standard errors. A backdoo
 its trigger into rows picked regardless of their content; a real word ("shit" in offensive
 tweets, "powerful" in reviews) sits in rows that lean to its label even when the model
 underrates how much. A row is an issue when such a rescored candidate pointing at its own
-label reaches `flag_score`.
+label reaches `flag_score`; a candidate that fails the content test is also ranked below
+`min_candidate_score`.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class TriggerNgramDetector(Detector):
     def __init__(self, min_support: int = 3, max_support_fraction: float = 0.25,
                  variance_prior: float = 0.5, rarity_weight: float = 0.1,
                  common_zipf: float = 5.0, content_z_max: float = 3.0,
-                 flag_score: float = 4.5, recheck_triggers: int = 10,
+                 flag_score: float = 4.5, recheck_triggers: int = 20,
                  min_candidate_score: float = 2.0, merge_jaccard: float = 0.8,
                  max_triggers: int = 50, example_rows: int = 3):
         self.min_support = min_support
@@ -68,14 +69,12 @@ class TriggerNgramDetector(Detector):
         _drop_echoes(scores, stats.vocabulary, targets.keys)
         best_class = scores.argmax(axis=1)
         best_score = scores.max(axis=1) if scores.size else np.zeros(0)
-        row_strength, row_ngram = self._row_strength(stats, scores, targets.codes)
         triggers = self._trigger_list(stats, scores, best_class, best_score, targets, inputs)
-        flag_scores = self._held_out_flag_scores(stats, triggers, inputs)
+        flag_scores = self._recheck(stats, triggers, scores, inputs)
+        row_strength, row_ngram = self._row_strength(stats, scores, targets.codes)
         flag_strength, _ = self._row_strength(stats, flag_scores, targets.codes)
         is_issue = flag_strength >= self.flag_score
-        # the held-out rescoring is the better evidence where it is higher
-        strength = np.maximum(row_strength, flag_strength)
-        row_scores = 1.0 / (1.0 + np.exp(-1.5 * (strength - self.flag_score)))
+        row_scores = 1.0 / (1.0 + np.exp(-1.5 * (row_strength - self.flag_score)))
         vocabulary = stats.vocabulary
         # candidates below the flag score still explain a row that other evidence flags
         explained = row_strength >= self.min_candidate_score
@@ -83,27 +82,30 @@ class TriggerNgramDetector(Detector):
                    f"{targets.names[y]}" if show else ""
                    for show, g, s, y in zip(explained, row_ngram, row_strength, targets.codes)]
         for trigger in triggers:
-            trigger["flag_score"] = round(float(flag_scores[trigger.pop("_index")].max()), 3)
-            del trigger["_class"]
+            for private in ("_index", "_class", "_members"):
+                del trigger[private]
+        triggers.sort(key=lambda t: -t["score"])
         return self.result(row_scores, is_issue, reasons,
                            info={"triggers": triggers, "flag_score": self.flag_score,
                                  "ngrams_considered": int(len(vocabulary))})
 
-    def _held_out_flag_scores(self, stats: NgramStats, triggers: list[dict],
-                              inputs: AuditInputs) -> np.ndarray:
-        """Scores that decide flagging, for the `recheck_triggers` best candidates only.
+    def _recheck(self, stats: NgramStats, triggers: list[dict], scores: np.ndarray,
+                 inputs: AuditInputs) -> np.ndarray:
+        """Rescore the `recheck_triggers` best candidates; returns the scores that decide
+        flagging and updates `scores` (ranking) and each trigger's `score` in place.
 
-        Each is rescored against a content model fitted without its rows, so a trigger the
-        embedding model has learned from the other poisoned rows cannot explain its own label
-        excess; and its rows must look like a random sample to that model: their mean
-        probability of the target may not exceed the dataset's by `content_z_max` standard
-        errors. A trigger is inserted regardless of content, a real word is not."""
+        Each candidate is rescored against a content model fitted without its rows, so a
+        trigger the embedding model has learned from the other poisoned rows cannot explain
+        its own label excess; and its rows must look like a random sample to that model:
+        their mean probability of the target may not exceed the dataset's by `content_z_max`
+        standard errors. A trigger is inserted regardless of content, a real word is not, so
+        a candidate that fails drops below `min_candidate_score` in the ranking too."""
         targets, probs = inputs.targets, inputs.pred_probs
         flag = np.zeros((len(stats.vocabulary), targets.n_classes))
         prior, spread = probs.mean(axis=0), probs.std(axis=0)
         matrix = stats.rows_x_ngrams.tocsc()
         for trigger in triggers[: self.recheck_triggers]:
-            g, c = trigger["_index"], trigger["_class"]
+            g, c, members = trigger["_index"], trigger["_class"], trigger["_members"]
             rows = matrix.indices[matrix.indptr[g]:matrix.indptr[g + 1]]
             p = _held_out_probs(inputs.prompt_embeddings, targets.codes, rows,
                                 targets.n_classes)[:, c]
@@ -111,10 +113,14 @@ class TriggerNgramDetector(Detector):
             content_z = (p.mean() - prior[c]) / max(spread[c] / np.sqrt(len(rows)), 1e-9)
             trigger["content_z"] = round(float(content_z), 2)
             if content_z >= self.content_z_max:
-                continue
-            observed = float((targets.codes[rows] == c).sum())
-            z = (observed - p.sum()) / np.sqrt((p * (1 - p)).sum() + self.variance_prior)
-            flag[g, c] = max(0.0, z * observed / len(rows) * self._rarity(stats)[g])
+                scores[members, c] = np.minimum(scores[members, c], self.min_candidate_score)
+            else:
+                observed = float((targets.codes[rows] == c).sum())
+                z = (observed - p.sum()) / np.sqrt((p * (1 - p)).sum() + self.variance_prior)
+                flag[g, c] = max(0.0, z * observed / len(rows) * self._rarity(stats)[g])
+                scores[members, c] = np.maximum(scores[members, c], flag[g, c])
+            trigger["flag_score"] = round(float(flag[g, c]), 3)
+            trigger["score"] = round(float(scores[g, c]), 3)
         return flag
 
     def _rarity(self, stats: NgramStats) -> np.ndarray:
@@ -171,10 +177,12 @@ class TriggerNgramDetector(Detector):
                   and len(rows) >= self.merge_jaccard * len(twin["_rows"])):
                 twin["variants"].append(twin["pattern"])  # the longer phrase names it better
                 twin["pattern"], twin["_index"] = pattern, int(g)
+                twin["_members"].append(int(g))
             else:
                 twin["variants"].append(pattern)
+                twin["_members"].append(int(g))
         for trigger in accepted:
-            del trigger["_rows"]  # `_index` and `_class` stay for detect(), which removes them
+            del trigger["_rows"]  # `_index`, `_class`, `_members` stay for detect()
         return accepted
 
     def _same_trigger(self, pattern: str, rows: set, trigger: dict) -> bool:
@@ -186,7 +194,7 @@ class TriggerNgramDetector(Detector):
     def _describe(self, g, pattern, rows, scores, best_class, targets, inputs) -> dict:
         c = int(best_class[g])
         label_rows = [r for r in sorted(rows) if targets.codes[r] == c]
-        return {"_index": int(g), "_class": c, "pattern": pattern, "score": round(float(scores[g, c]), 3),
+        return {"_index": int(g), "_class": c, "_members": [int(g)], "pattern": pattern, "score": round(float(scores[g, c]), 3),
                 "support": len(rows), "target": targets.names[c],
                 "target_share": round(len(label_rows) / max(len(rows), 1), 3),
                 "general_zipf": round(float(inputs.ngrams.general_zipf[g]), 2),
