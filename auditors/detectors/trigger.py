@@ -198,6 +198,7 @@ class TriggerNgramDetector(Detector):
                 "support": len(rows), "target": targets.names[c],
                 "target_share": round(len(label_rows) / max(len(rows), 1), 3),
                 "general_zipf": round(float(inputs.ngrams.general_zipf[g]), 2),
+                "flag_score": 0.0, "content_z": None,  # set for rechecked candidates
                 "variants": [],
                 "codepoints": describe_codepoints(pattern),
                 "example_row_indices": label_rows[: self.example_rows],

@@ -79,3 +79,11 @@ def test_held_out_probabilities_give_a_private_class_zero():
     probs = _held_out_probs(features, codes, np.arange(35, 40), 3)
     assert probs.shape == (5, 3) and (probs[:, 2] < 1e-3).all()
     np.testing.assert_allclose(probs[:, :2].sum(axis=1), 1.0, atol=1e-4)
+
+
+def test_every_trigger_entry_has_the_same_fields(sample_inputs):
+    triggers = TriggerNgramDetector(recheck_triggers=2).detect(sample_inputs).info["triggers"]
+    assert len(triggers) > 2
+    assert len({frozenset(t) for t in triggers}) == 1
+    assert triggers[0]["content_z"] is not None and triggers[-1]["content_z"] is None
+    assert not any(key.startswith("_") for key in triggers[0])
