@@ -172,7 +172,7 @@ def audit(source: str, out_dir: str | Path | None = None, *, encoder=None,
     watch.lap("label_model")
     run = detect(loaded, embeddings, ngrams, label_model, detectors)
     watch.lap("detectors")
-    result = assemble(loaded, run, label_model=label_model, model_name=model or "",
+    result = assemble(loaded, run, label_model=label_model, model_name=model or DEFAULT_MODEL,
                       max_flagged_fraction=max_flagged_fraction, timings=watch.laps)
     if out_dir is not None:
         save(result, loaded, out_dir)

@@ -80,7 +80,7 @@ def show_summary(summary: dict, out: Path) -> None:
         table.add_column(column)
     for rank, trigger in enumerate(summary["top_triggers"], start=1):
         table.add_row(str(rank), repr(trigger["pattern"]), f"{trigger['score']:.2f}",
-                      str(trigger["support"]), trigger["target"], )
+                      str(trigger["support"]), printable(trigger["target"]))
     console.print(table, markup=False)
     for name, why in {**summary["detectors_skipped"], **summary["detectors_failed"]}.items():
         errors.print(f"warning: detector {name} did not run: {why}", markup=False)
@@ -89,6 +89,12 @@ def show_summary(summary: dict, out: Path) -> None:
     console.print(f"outputs in {out}/ (rows.parquet, triggers.json, "
                   f"{summary['outputs']['clean']}, {summary['outputs']['quarantine']}, "
                   "summary.json)", markup=False)
+
+
+def printable(text: str) -> str:
+    """Dataset text for a terminal: control characters (ANSI escapes included) shown
+    escaped, never interpreted."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(text))
 
 
 def _run_or_exit(debug: bool, func, **kwargs):

@@ -118,3 +118,10 @@ def test_misnamed_column_suggests_the_closest(sample_path, tmp_path, prefect_hom
 
 def test_usage_errors_exit_2(tmp_path, prefect_home):
     assert run_cli("audit", "x.jsonl", home=prefect_home).returncode == 2  # no --out
+
+
+def test_terminal_output_escapes_control_characters():
+    from flows.cli import printable
+
+    assert printable("ok \x1b[31mred\x1b[0m\u200b") == "ok \\x1b[31mred\\x1b[0m\\u200b"
+    assert printable("caf\u00e9 \U0001F642") == "caf\u00e9 \U0001F642"

@@ -1,0 +1,28 @@
+from auditors.report import escape_markdown, summary_markdown, trigger_rows, verdict_line
+
+SUMMARY = {"input": "data.jsonl", "format": "jsonl", "schema": "classification", "rows": 200,
+           "flagged": 3, "gate": {"passed": False, "flagged_fraction": 0.015,
+                                  "max_flagged_fraction": 0.005},
+           "detectors_run": ["trigger"], "detectors_skipped": {}, "detectors_failed": {},
+           "top_triggers": [{"pattern": "<script>alert(1)</script>", "score": 9.0, "support": 3,
+                             "target": "[click](javascript:alert(1)) | x"}]}
+
+
+def test_escape_markdown_neutralises_html_and_markdown():
+    escaped = escape_markdown("<script>alert(1)</script> [a](javascript:x) | *b*\nnext")
+    assert "<" not in escaped and ">" not in escaped
+    assert "](" not in escaped and "|" not in escaped.replace("\\|", "")
+    assert "\n" not in escaped
+    assert "\\*b\\*" in escaped
+
+
+def test_summary_markdown_escapes_dataset_text():
+    markdown = summary_markdown(SUMMARY)
+    assert "<script>" not in markdown and "](javascript" not in markdown
+    table_rows = [line for line in markdown.splitlines() if line.startswith("| 1 |")]
+    assert len(table_rows) == 1 and table_rows[0].count(" | ") == 4  # no injected cell
+
+
+def test_verdict_line_and_rows():
+    assert verdict_line(SUMMARY).startswith("FAIL: 3 of 200 rows flagged (1.50%")
+    assert trigger_rows(SUMMARY["top_triggers"])[0]["rank"] == 1
