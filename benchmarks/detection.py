@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.detection            # full suite -> benchmarks/results/detection.{md,json}
     .venv/bin/python -m benchmarks.detection --quick    # subset -> benchmarks/results/detection-quick.{md,json}
+    .venv/bin/python -m benchmarks.detection --only sst2/   # cases whose name contains the text -> detection-partial.* (not committed)
 
 Every case is audited with trainguard's library stages (no Prefect start-up per case), and
 the baselines run in the same process on the same embeddings and the same out-of-fold
@@ -229,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
             "machine": machine(), "model": pipeline.DEFAULT_MODEL,
             "version": pipeline.__version__, "seconds": time.perf_counter() - started}
     args.results.mkdir(parents=True, exist_ok=True)
-    stem = "detection" if suite == "full" and not args.only else f"detection-{suite}"
+    # partial runs (--only) are for development and are not committed
+    stem = "detection-partial" if args.only else "detection" if suite == "full" else "detection-quick"
     (args.results / f"{stem}.md").write_text(markdown(records, meta), encoding="utf-8")
     (args.results / f"{stem}.json").write_text(json.dumps({"meta": meta, "cases": records,
                                                            "families": family_rows(records)},
