@@ -72,8 +72,7 @@ class TriggerNgramDetector(Detector):
         triggers = self._trigger_list(stats, scores, best_class, best_score, targets, inputs)
         flag_scores = self._recheck(stats, triggers, scores, inputs)
         row_strength, row_ngram = self._row_strength(stats, scores, targets.codes)
-        flag_strength, _ = self._row_strength(stats, flag_scores, targets.codes)
-        is_issue = flag_strength >= self.flag_score
+        is_issue = self._flagged_rows(stats, flag_scores, targets.codes)
         row_scores = 1.0 / (1.0 + np.exp(-1.5 * (row_strength - self.flag_score)))
         vocabulary = stats.vocabulary
         # candidates below the flag score still explain a row that other evidence flags
@@ -104,6 +103,7 @@ class TriggerNgramDetector(Detector):
         flag = np.zeros((len(stats.vocabulary), targets.n_classes))
         prior, spread = probs.mean(axis=0), probs.std(axis=0)
         matrix = stats.rows_x_ngrams.tocsc()
+        rarity = self._rarity(stats)
         for trigger in triggers[: self.recheck_triggers]:
             g, c, members = trigger["_index"], trigger["_class"], trigger["_members"]
             rows = matrix.indices[matrix.indptr[g]:matrix.indptr[g + 1]]
@@ -117,11 +117,22 @@ class TriggerNgramDetector(Detector):
             else:
                 observed = float((targets.codes[rows] == c).sum())
                 z = (observed - p.sum()) / np.sqrt((p * (1 - p)).sum() + self.variance_prior)
-                flag[g, c] = max(0.0, z * observed / len(rows) * self._rarity(stats)[g])
+                flag[g, c] = max(0.0, z * observed / len(rows) * rarity[g])
                 scores[members, c] = np.maximum(scores[members, c], flag[g, c])
             trigger["flag_score"] = round(float(flag[g, c]), 3)
             trigger["score"] = round(float(scores[g, c]), 3)
         return flag
+
+    def _flagged_rows(self, stats: NgramStats, flag_scores: np.ndarray,
+                      codes: np.ndarray) -> np.ndarray:
+        """Rows holding a rechecked candidate that reaches `flag_score` for their own label
+        (only the few rechecked candidates have flag scores)."""
+        flagged = np.zeros(stats.n_rows, dtype=bool)
+        matrix = stats.rows_x_ngrams.tocsc()
+        for g, c in zip(*np.nonzero(flag_scores >= self.flag_score)):
+            rows = matrix.indices[matrix.indptr[g]:matrix.indptr[g + 1]]
+            flagged[rows[codes[rows] == c]] = True
+        return flagged
 
     def _rarity(self, stats: NgramStats) -> np.ndarray:
         return 1.0 + self.rarity_weight * np.clip(self.common_zipf - stats.general_zipf, 0.0,
@@ -194,8 +205,9 @@ class TriggerNgramDetector(Detector):
     def _describe(self, g, pattern, rows, scores, best_class, targets, inputs) -> dict:
         c = int(best_class[g])
         label_rows = [r for r in sorted(rows) if targets.codes[r] == c]
-        return {"_index": int(g), "_class": c, "_members": [int(g)], "pattern": pattern, "score": round(float(scores[g, c]), 3),
-                "support": len(rows), "target": targets.names[c],
+        return {"_index": int(g), "_class": c, "_members": [int(g)], "pattern": pattern,
+                "score": round(float(scores[g, c]), 3), "support": len(rows),
+                "target": targets.names[c],
                 "target_share": round(len(label_rows) / max(len(rows), 1), 3),
                 "general_zipf": round(float(inputs.ngrams.general_zipf[g]), 2),
                 "flag_score": 0.0, "content_z": None,  # set for rechecked candidates
