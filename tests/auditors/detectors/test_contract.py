@@ -38,8 +38,8 @@ def test_detector_contract(name, inputs):
 def test_detector_issues_score_higher_than_the_rest(name, sample_inputs):
     """Higher = more suspicious: rows a detector calls issues outscore the others on average."""
     rows = REGISTRY[name]().detect(sample_inputs).rows
-    if rows["is_issue"].any() and not rows["is_issue"].all():
-        assert rows.loc[rows.is_issue, "score"].mean() > rows.loc[~rows.is_issue, "score"].mean()
+    assert rows["is_issue"].any() and not rows["is_issue"].all()  # the poisoned sample has some
+    assert rows.loc[rows.is_issue, "score"].mean() > rows.loc[~rows.is_issue, "score"].mean()
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
