@@ -24,4 +24,11 @@ class AuditInputError(TrainguardError):
             where.append(f"row {self.row}")
         if self.field is not None:
             where.append(f"field '{self.field}'")
-        return ": ".join(where + [self.message])
+        return one_line(": ".join(where + [self.message]))
+
+
+def one_line(text: str) -> str:
+    """Column names, paths and values come from the dataset: escape line breaks and control
+    characters (ANSI escapes included) so a message stays one line and is never
+    interpreted by a terminal."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)

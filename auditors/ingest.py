@@ -1,15 +1,21 @@
 """Read a dataset in any supported format into records, keeping what is needed to write
 the clean and quarantine splits back in the same format.
 
-Line-based formats (JSONL, TSV) keep each row's original line so that the split outputs
-are byte-for-byte copies of the input rows.
+Line-based formats (JSONL, TSV, CSV) keep each row's original text so that the split
+outputs are byte-for-byte copies of the input rows, in the input's encoding.
+
+A bad row (malformed line, wrong field count, an item that is not an object) stops the
+audit with a located error, or with `on_bad_row="skip"` is set aside in
+`RawDataset.skipped` with its row number, reason and content.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
-import io
+import errno
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,12 +25,39 @@ from auditors.errors import AuditInputError
 
 HUB_PREFIX = "hf://"
 FORMATS = ("jsonl", "json", "csv", "tsv", "parquet", "hf-disk", "hf-hub")
+BAD_ROW_POLICIES = ("fail", "skip")
 _EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv",
                ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"}
-# `datasets.load_dataset` builder name for each local file format.
 HEADERLESS_COLUMNS = ["text", "label"]
+# `datasets.load_dataset` builder name for each local file format.
 _DATASETS_BUILDERS = {"jsonl": "json", "json": "json", "csv": "csv", "tsv": "csv",
                       "parquet": "parquet"}
+# Byte-order marks, UTF-32 first: its little-endian mark starts with UTF-16's.
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"),
+         (codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"),
+         (codecs.BOM_UTF16_BE, "utf-16-be"))
+
+
+@dataclass(frozen=True)
+class TextEncoding:
+    """How a text file was encoded, so the splits can be written the same way."""
+
+    codec: str = "utf-8"
+    bom: bytes = b""
+
+
+@dataclass
+class SkippedRow:
+    """A row left out with `on_bad_row="skip"`: where it was, why, and what it held."""
+
+    row: int  # 1-based line (jsonl, tsv, csv) or record
+    reason: str
+    content: object  # the row's original text (line formats) or its value
+    field: str | None = None
+
+    def as_dict(self) -> dict:
+        return {"row": self.row, "field": self.field, "reason": self.reason,
+                "content": self.content}
 
 
 @dataclass
@@ -34,13 +67,52 @@ class RawDataset:
     records: list[dict]
     fmt: str
     source: str
-    raw_lines: list[str] | None = None  # original line per record (jsonl, tsv)
-    header_line: str | None = None  # tsv header, written back unchanged
+    raw_lines: list[str] | None = None  # original text per record (jsonl, tsv, csv)
+    header_line: str | None = None  # tsv/csv header, written back unchanged
     columns: list[str] = field(default_factory=list)
     arrow_schema: pa.Schema | None = None  # parquet and datasets inputs
+    row_numbers: list[int] | None = None  # 1-based line or record of each record
+    encoding: TextEncoding = field(default_factory=TextEncoding)
+    skipped: list[SkippedRow] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def row_number(self, index: int) -> int:
+        """The 1-based line (line formats) or record number of record `index`."""
+        return self.row_numbers[index] if self.row_numbers is not None else index + 1
+
+    def skip(self, reasons: dict[int, AuditInputError]) -> None:
+        """Move the records at these indices to `skipped`, keeping everything aligned."""
+        if not reasons:
+            return
+        for index, error in sorted(reasons.items()):
+            content = self.raw_lines[index] if self.raw_lines is not None else self.records[index]
+            self.skipped.append(SkippedRow(self.row_number(index), error.message, content,
+                                           error.field))
+        self.skipped.sort(key=lambda s: s.row)
+        keep = [i for i in range(len(self.records)) if i not in reasons]
+        self.records = [self.records[i] for i in keep]
+        if self.raw_lines is not None:
+            self.raw_lines = [self.raw_lines[i] for i in keep]
+        self.row_numbers = [self.row_number(i) for i in keep]
+
+
+class BadRows:
+    """Applies the `on_bad_row` policy: raise the row's error, or set the row aside."""
+
+    def __init__(self, path: str, policy: str = "fail"):
+        if policy not in BAD_ROW_POLICIES:
+            raise AuditInputError(f"unknown --on-bad-row '{policy}' (one of "
+                                  f"{', '.join(BAD_ROW_POLICIES)})", path=path)
+        self.path = path
+        self.policy = policy
+        self.skipped: list[SkippedRow] = []
+
+    def __call__(self, message: str, row: int, content: object) -> None:
+        if self.policy == "fail":
+            raise AuditInputError(message, path=self.path, row=row)
+        self.skipped.append(SkippedRow(row, message, content))
 
 
 def detect_format(source: str) -> str:
@@ -48,8 +120,7 @@ def detect_format(source: str) -> str:
     if source.startswith(HUB_PREFIX):
         return "hf-hub"
     path = Path(source)
-    if not path.exists():
-        raise AuditInputError("no such file or directory", path=source)
+    _check_readable(path, source)
     if path.is_dir():
         if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
             return "hf-disk"
@@ -63,34 +134,80 @@ def detect_format(source: str) -> str:
     return fmt
 
 
-def load_raw(source: str, *, split: str | None = None, via_datasets: bool = False) -> RawDataset:
+def _check_readable(path: Path, source: str) -> None:
+    """Missing paths, dangling links and symlink loops, each named for what it is."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise AuditInputError("symlink loop (too many levels of symbolic links)",
+                                  path=source) from None
+        if path.is_symlink():
+            raise AuditInputError(f"broken symbolic link to '{os.readlink(path)}'",
+                                  path=source) from None
+        if exc.errno == errno.ENOENT:
+            raise AuditInputError("no such file or directory", path=source) from None
+        raise AuditInputError(f"cannot access ({exc.strerror})", path=source) from None
+
+
+def load_raw(source: str, *, split: str | None = None, via_datasets: bool = False,
+             on_bad_row: str = "fail") -> RawDataset:
     """Read `source` (a path or `hf://org/name`) into a RawDataset.
 
     `via_datasets=True` reads local files through `datasets.load_dataset` instead of the
-    built-in readers (row-exact error messages are only available from the built-in ones).
+    built-in readers (row-exact error messages and `on_bad_row="skip"` are only available
+    from the built-in ones).
     """
     fmt = detect_format(source)
+    bad_rows = BadRows(source, on_bad_row)
     if fmt == "hf-hub":
-        return _read_hub(source, split)
-    if fmt == "hf-disk":
-        return _read_saved_dataset(source, split)
-    if via_datasets:
-        return _read_with_load_dataset(source, fmt)
-    readers = {"jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv, "tsv": _read_tsv,
-               "parquet": _read_parquet}
-    raw = readers[fmt](source)
+        raw = _read_hub(source, split)
+    elif fmt == "hf-disk":
+        raw = _read_saved_dataset(source, split)
+    elif via_datasets:
+        raw = _read_with_load_dataset(source, fmt)
+    else:
+        readers = {"jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv,
+                   "tsv": _read_tsv, "parquet": _read_parquet}
+        raw = readers[fmt](source, bad_rows)
+    raw.skipped = bad_rows.skipped
     if not raw.records:
-        raise AuditInputError("dataset has no rows", path=source)
+        raise AuditInputError(no_rows_message(raw.skipped), path=source)
     return raw
 
 
-def _decode(path: str) -> str:
-    data = Path(path).read_bytes()
+def no_rows_message(skipped: list[SkippedRow]) -> str:
+    if not skipped:
+        return "dataset has no rows"
+    first = skipped[0]
+    return (f"no rows left after skipping {len(skipped)} bad row(s) (first: row {first.row}: "
+            f"{first.reason})")
+
+
+def _read_bytes(path: str) -> bytes:
     try:
-        return data.decode("utf-8-sig")
+        return Path(path).read_bytes()
+    except OSError as exc:  # permissions, I/O errors, a FIFO that went away
+        raise AuditInputError(f"cannot read file ({exc.strerror or exc})", path=path) from None
+
+
+def _decode(path: str) -> tuple[str, TextEncoding]:
+    """Text of a file: UTF-8, or UTF-8/16/32 with a byte-order mark."""
+    data = _read_bytes(path)
+    codec, bom = next(((c, b) for b, c in _BOMS if data.startswith(b)), ("utf-8", b""))
+    try:
+        text = data[len(bom):].decode(codec)
     except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise AuditInputError(f"invalid UTF-8 at byte {exc.start}", path=path, row=line) from None
+        start = len(bom) + exc.start
+        line = data[len(bom):start].decode(codec, errors="replace").count("\n") + 1
+        hint = "" if bom else "; convert the file to UTF-8 (for Latin-1: iconv -f latin1 -t utf-8)"
+        raise AuditInputError(f"invalid {codec.upper().removesuffix('-LE').removesuffix('-BE')}"
+                              f" at byte {start}{hint}", path=path, row=line) from None
+    nul = text.find("\x00")
+    if nul >= 0:
+        raise AuditInputError("NUL character: a binary file, or UTF-16 without a byte-order "
+                              "mark", path=path, row=text.count("\n", 0, nul) + 1)
+    return text, TextEncoding(codec, bom)
 
 
 def _split_lines(text: str) -> list[str]:
@@ -101,74 +218,146 @@ def _split_lines(text: str) -> list[str]:
     return lines if lines[-1] else lines[:-1]
 
 
-def _read_jsonl(path: str) -> RawDataset:
-    records, lines = [], []
-    for line_no, line in enumerate(_split_lines(_decode(path)), start=1):
+def _terminated(line: str) -> str:
+    """The last line may lack its newline; a copy in the middle of a split must not."""
+    return line if line.endswith("\n") else line + "\n"
+
+
+def _read_jsonl(path: str, bad_rows: BadRows) -> RawDataset:
+    text, encoding = _decode(path)
+    records, lines, numbers = [], [], []
+    for line_no, line in enumerate(_split_lines(text), start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise AuditInputError(f"malformed JSON ({exc.msg})", path=path, row=line_no) from None
+            bad_rows(f"malformed JSON ({exc.msg})", line_no, line)
+            continue
         if not isinstance(record, dict):
-            raise AuditInputError("each line must be a JSON object", path=path, row=line_no)
+            bad_rows(f"each line must be a JSON object, found {_json_type(record)}", line_no, line)
+            continue
         records.append(record)
-        lines.append(line if line.endswith("\n") else line + "\n")
-    return RawDataset(records, "jsonl", path, raw_lines=lines, columns=_union_keys(records))
+        lines.append(_terminated(line))
+        numbers.append(line_no)
+    return RawDataset(records, "jsonl", path, raw_lines=lines, columns=_union_keys(records),
+                      row_numbers=numbers, encoding=encoding)
 
 
-def _read_json(path: str) -> RawDataset:
-    text = _decode(path)
+def _read_json(path: str, bad_rows: BadRows) -> RawDataset:
+    text, encoding = _decode(path)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise AuditInputError(f"malformed JSON ({exc.msg})", path=path, row=exc.lineno) from None
     if not isinstance(data, list):
-        raise AuditInputError("a .json dataset must be a list of objects "
+        found = (f"an object with keys {list(data)[:5]}" if isinstance(data, dict)
+                 else _json_type(data))
+        raise AuditInputError(f"a .json dataset must be a list of objects, found {found} "
                               "(use .jsonl for one object per line)", path=path)
-    for index, record in enumerate(data):
-        if not isinstance(record, dict):
-            raise AuditInputError("list item is not an object", path=path, row=index + 1)
-    return RawDataset(data, "json", path, columns=_union_keys(data))
+    records, numbers = [], []
+    for number, record in enumerate(data, start=1):
+        if isinstance(record, dict):
+            records.append(record)
+            numbers.append(number)
+        else:
+            bad_rows(f"list item is not an object, found {_json_type(record)}", number, record)
+    return RawDataset(records, "json", path, columns=_union_keys(records), row_numbers=numbers,
+                      encoding=encoding)
 
 
-def _read_csv(path: str) -> RawDataset:
-    reader = csv.DictReader(io.StringIO(_decode(path), newline=""))
-    columns = [name.strip() for name in reader.fieldnames or []]
-    reader.fieldnames = columns
-    records = []
-    for record in reader:
-        if None in record or None in record.values():
-            raise AuditInputError(f"expected {len(columns)} fields", path=path,
-                                  row=reader.line_num)
-        records.append(record)
-    return RawDataset(records, "csv", path, columns=columns)
+def _json_type(value) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+             type(None): "null", int: "a number", float: "a number"}
+    return names.get(type(value), type(value).__name__)
 
 
-def _read_tsv(path: str) -> RawDataset:
+def _read_csv(path: str, bad_rows: BadRows) -> RawDataset:
+    """RFC 4180 CSV (quoted fields may hold commas, quotes and newlines), read strictly:
+    a stray quote or an unterminated field is an error, not a silently merged row."""
+    text, encoding = _decode(path)
+    header, columns = None, []
+    records, raw_lines, numbers = [], [], []
+    for line_no, raw_text, fields in _csv_rows(_split_lines(text)):
+        if isinstance(fields, csv.Error):
+            if header is None:
+                raise AuditInputError(f"malformed CSV header ({fields})", path=path, row=line_no)
+            bad_rows(f"malformed CSV ({fields})", line_no, raw_text)
+        elif header is None:
+            header, columns = raw_text, _header_names(fields, path, line_no)
+        elif len(fields) != len(columns):
+            bad_rows(f"expected {len(columns)} fields, found {len(fields)}", line_no, raw_text)
+        else:
+            records.append(dict(zip(columns, fields)))
+            raw_lines.append(_terminated(raw_text))
+            numbers.append(line_no)
+    return RawDataset(records, "csv", path, raw_lines=raw_lines, header_line=header,
+                      columns=columns, row_numbers=numbers, encoding=encoding)
+
+
+def _csv_rows(lines: list[str]):
+    """(first line number, original text, fields or csv.Error) per CSV record; blank lines
+    are not records."""
+    consumed: list[str] = []
+
+    def feed():
+        for line in lines:
+            consumed.append(line)
+            yield line
+
+    reader = csv.reader(feed(), strict=True)
+    line_no = 1
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            fields = exc
+        raw_text = "".join(consumed)
+        if fields != []:
+            yield line_no, raw_text, fields
+        line_no += len(consumed)
+        consumed.clear()
+
+
+def _header_names(fields: list[str], path: str, line_no: int) -> list[str]:
+    names = [name.strip() for name in fields]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise AuditInputError(f"duplicate column name(s) {duplicates} in the header",
+                              path=path, row=line_no)
+    return names
+
+
+def _read_tsv(path: str, bad_rows: BadRows) -> RawDataset:
     """TSV without quoting, one row per line; fields are stripped of stray spaces
     (the published SST-2/OffensEval files write `text \\t label`)."""
-    lines = _split_lines(_decode(path))
+    text, encoding = _decode(path)
+    lines = _split_lines(text)
     if not lines:
-        return RawDataset([], "tsv", path)
+        return RawDataset([], "tsv", path, encoding=encoding)
     first = [name.strip() for name in lines[0].rstrip("\r\n").split("\t")]
     if _looks_like_header(first):
-        header, body, columns, first_line = lines[0], lines[1:], first, 2
+        header, body, first_line = lines[0], lines[1:], 2
+        columns = _header_names(first, path, 1)
     else:  # headerless `text \t label` files (the published OffensEval clean splits)
         header, body, first_line = None, lines, 1
         columns = HEADERLESS_COLUMNS if len(first) == 2 else [f"column_{i}" for i in range(len(first))]
-    records, raw_lines = [], []
+    records, raw_lines, numbers = [], [], []
     for line_no, line in enumerate(body, start=first_line):
         if not line.strip():
             continue
         values = line.rstrip("\r\n").split("\t")
         if len(values) != len(columns):
-            raise AuditInputError(f"expected {len(columns)} tab-separated fields, found "
-                                  f"{len(values)}", path=path, row=line_no)
+            bad_rows(f"expected {len(columns)} tab-separated fields, found {len(values)}",
+                     line_no, line)
+            continue
         records.append({name: value.strip() for name, value in zip(columns, values)})
-        raw_lines.append(line if line.endswith("\n") else line + "\n")
+        raw_lines.append(_terminated(line))
+        numbers.append(line_no)
     return RawDataset(records, "tsv", path, raw_lines=raw_lines, header_line=header,
-                      columns=columns)
+                      columns=columns, row_numbers=numbers, encoding=encoding)
 
 
 def _looks_like_header(fields: list[str]) -> bool:
@@ -184,7 +373,7 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _read_parquet(path: str) -> RawDataset:
+def _read_parquet(path: str, bad_rows: BadRows) -> RawDataset:
     import pyarrow.parquet as pq
 
     try:
@@ -197,7 +386,11 @@ def _read_parquet(path: str) -> RawDataset:
 def _read_saved_dataset(path: str, split: str | None) -> RawDataset:
     import datasets
 
-    loaded = datasets.load_from_disk(path)
+    try:
+        loaded = datasets.load_from_disk(path)
+    except Exception as exc:  # corrupt or incomplete save_to_disk directory
+        raise AuditInputError(f"cannot load saved dataset ({_first_line(exc)})",
+                              path=path) from None
     if isinstance(loaded, datasets.DatasetDict):
         loaded = loaded[_pick_split(loaded, split, path)]
     return _from_arrow(loaded.data.table, "hf-disk", path)
@@ -207,8 +400,12 @@ def _read_with_load_dataset(path: str, fmt: str) -> RawDataset:
     import datasets
 
     kwargs = {"delimiter": "\t"} if fmt == "tsv" else {}
-    loaded = datasets.load_dataset(_DATASETS_BUILDERS[fmt], data_files=path, split="train",
-                                   **kwargs)
+    try:
+        loaded = datasets.load_dataset(_DATASETS_BUILDERS[fmt], data_files=path,
+                                       split="train", **kwargs)
+    except Exception as exc:  # the builders raise many types; all mean unreadable input
+        raise AuditInputError(f"datasets.load_dataset cannot read it ({_first_line(exc)})",
+                              path=path) from None
     raw = _from_arrow(loaded.data.table, fmt, path)
     raw.records = [{k.strip(): _strip(v) for k, v in r.items()} for r in raw.records]
     raw.columns = [c.strip() for c in raw.columns]
@@ -232,8 +429,7 @@ def _read_hub(source: str, split: str | None) -> RawDataset:
     try:
         loaded = datasets.load_dataset(name, split=split or "train")
     except Exception as exc:  # network, auth and missing-split errors all end the audit
-        raise AuditInputError(f"cannot load hub dataset '{name}' ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else ''})",
+        raise AuditInputError(f"cannot load hub dataset '{name}' ({_first_line(exc)})",
                               path=source) from None
     return _from_arrow(loaded.data.table, "hf-hub", source)
 
@@ -264,3 +460,8 @@ def _union_keys(records: list[dict]) -> list[str]:
 
 def _strip(value):
     return value.strip() if isinstance(value, str) else value
+
+
+def _first_line(exc: Exception) -> str:
+    message = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {message[0]}" if message else type(exc).__name__

@@ -4,7 +4,10 @@ end, `summary.json` last (its presence marks a complete run)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import glob
+import io
 import json
 import os
 import shutil
@@ -16,11 +19,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from auditors.ingest import RawDataset
+from auditors.errors import TrainguardError
+from auditors.html_report import REPORT, write_html_report
+from auditors.ingest import HUB_PREFIX, RawDataset
 
 SUMMARY = "summary.json"
+SKIPPED = "skipped.jsonl"
 _SPLIT_EXTENSIONS = {"jsonl": "jsonl", "json": "json", "csv": "csv", "tsv": "tsv",
                      "parquet": "parquet", "hf-disk": "parquet", "hf-hub": "parquet"}
+_STAGING_MARK = ".partial-"
 
 
 def split_paths(raw: RawDataset) -> tuple[str, str]:
@@ -28,19 +35,57 @@ def split_paths(raw: RawDataset) -> tuple[str, str]:
     return f"clean.{ext}", f"quarantine.{ext}"
 
 
+def output_names(raw: RawDataset) -> list[str]:
+    return ["rows.parquet", "triggers.json", *split_paths(raw), SKIPPED, SUMMARY]
+
+
+def check_output_location(source: str, out_dir: str | Path) -> None:
+    """Refuse an output directory that would overwrite or mix into the input.
+
+    Allowed: DIR next to the input file or anywhere else. Refused: DIR is an existing
+    file, DIR is (inside) an input directory (a `save_to_disk` dataset), or one of the
+    output files would replace the input file (`data/clean.jsonl --out data`)."""
+    out = Path(out_dir).resolve()
+    if out.exists() and not out.is_dir():
+        raise TrainguardError(f"output path {out_dir} exists and is not a directory")
+    if source.startswith(HUB_PREFIX) or not Path(source).exists():
+        return
+    src = Path(source).resolve()
+    if src.is_dir() and (out == src or src in out.parents):
+        raise TrainguardError(f"output directory {out_dir} is inside the input dataset "
+                              f"directory {source}; choose an --out outside it")
+    if src.is_file() and src.parent == out and src.name in _all_output_names():
+        raise TrainguardError(f"writing outputs to {out_dir} would overwrite the input file "
+                              f"{source}; choose another --out")
+
+
+def _all_output_names() -> set[str]:
+    exts = set(_SPLIT_EXTENSIONS.values())
+    return {"rows.parquet", "triggers.json", SKIPPED, SUMMARY} | \
+        {f"{side}.{ext}" for side in ("clean", "quarantine") for ext in exts}
+
+
 def write_outputs(out_dir: str | Path, raw: RawDataset, rows: pd.DataFrame,
-                  triggers: list[dict], summary: dict) -> Path:
-    """rows.parquet, triggers.json, clean/quarantine splits, summary.json."""
+                  triggers: list[dict], summary: dict, report_inputs: dict | None = None) -> Path:
+    """rows.parquet, triggers.json, clean/quarantine splits, skipped.jsonl (when rows were
+    skipped), summary.json."""
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    check_output_location(raw.source, out_dir)
+    staging = _make_staging(out_dir)
     try:
         pq.write_table(pa.Table.from_pandas(rows, preserve_index=False), staging / "rows.parquet")
         _write_json(staging / "triggers.json", triggers)
         clean_name, quarantine_name = split_paths(raw)
         flagged = rows["flagged"].to_numpy(dtype=bool)
+        if len(flagged) != len(raw):
+            raise TrainguardError(f"{len(flagged)} scored rows for {len(raw)} input rows")
         write_records(raw, np.flatnonzero(~flagged), staging / clean_name)
         write_records(raw, np.flatnonzero(flagged), staging / quarantine_name)
+        if raw.skipped:
+            _write_skipped(raw, staging / SKIPPED)
+        # report.html: summary and rows, plus the normalised table and embeddings when given
+        write_html_report(staging / REPORT, summary=summary, rows=rows, triggers=triggers,
+                          **(report_inputs or {}))
         _write_json(staging / SUMMARY, summary)
         _move_into_place(staging, out_dir)
     finally:
@@ -48,46 +93,95 @@ def write_outputs(out_dir: str | Path, raw: RawDataset, rows: pd.DataFrame,
     return out_dir
 
 
+def _make_staging(out_dir: Path) -> Path:
+    """A fresh staging directory next to DIR, named after this process so that one left by
+    a killed run can be recognised and removed."""
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        _remove_abandoned_staging(out_dir)
+        prefix = f".{out_dir.name}{_STAGING_MARK}{os.getpid()}-"
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=out_dir.parent))
+    except OSError as exc:
+        raise TrainguardError(f"cannot write outputs to {out_dir} ({exc.strerror or exc})") \
+            from None
+
+
+def _remove_abandoned_staging(out_dir: Path) -> None:
+    """Staging directories of runs whose process no longer exists (killed mid-write)."""
+    for path in out_dir.parent.glob(f".{glob.escape(out_dir.name)}{_STAGING_MARK}*"):
+        pid = path.name[len(out_dir.name) + len(_STAGING_MARK) + 1:].split("-", 1)[0]
+        if pid.isdigit() and not _process_exists(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def _move_into_place(staging: Path, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / SUMMARY).unlink(missing_ok=True)  # an old summary must not vouch for new files
+    (out_dir / SKIPPED).unlink(missing_ok=True)  # nor an old list of skipped rows
     for path in sorted(staging.iterdir(), key=lambda p: p.name == SUMMARY):
         os.replace(path, out_dir / path.name)
 
 
 def write_records(raw: RawDataset, indices: np.ndarray, path: Path) -> None:
-    """The selected input rows, in input order, in the input's own format."""
+    """The selected input rows, in input order, in the input's own format (and, for text
+    formats, its encoding and byte-order mark)."""
     records = [raw.records[i] for i in indices]
-    if raw.fmt in ("jsonl", "tsv") and raw.raw_lines is not None:
-        with open(path, "w", encoding="utf-8", newline="") as handle:
+    if raw.fmt in ("parquet", "hf-disk", "hf-hub"):  # keep the Arrow schema
+        pq.write_table(pa.Table.from_pylist(records, schema=raw.arrow_schema), path)
+        return
+    with _open_text(path, raw) as handle:
+        if raw.raw_lines is not None:  # jsonl, tsv, csv: copies of the original rows
             if raw.header_line is not None:
                 handle.write(raw.header_line)
             handle.writelines(raw.raw_lines[i] for i in indices)
-    elif raw.fmt == "jsonl":  # read with via_datasets: no original lines to copy
-        with open(path, "w", encoding="utf-8", newline="") as handle:
+        elif raw.fmt == "jsonl":  # read with via_datasets: no original lines to copy
             handle.writelines(json.dumps(r, ensure_ascii=False, default=_json_default) + "\n"
                               for r in records)
-    elif raw.fmt == "tsv":  # read with via_datasets: no original lines to copy
-        with open(path, "w", encoding="utf-8", newline="") as handle:
+        elif raw.fmt == "tsv":  # read with via_datasets: no original lines to copy
             handle.write("\t".join(raw.columns) + "\n")
             handle.writelines("\t".join("" if r[c] is None else str(r[c]) for c in raw.columns)
                               + "\n" for r in records)
-    elif raw.fmt == "json":
-        _write_json(path, records)
-    elif raw.fmt == "csv":
-        with open(path, "w", encoding="utf-8", newline="") as handle:
+        elif raw.fmt == "json":
+            _dump_json(handle, records)
+        else:  # csv read with via_datasets
             writer = csv.DictWriter(handle, fieldnames=raw.columns)
             writer.writeheader()
             writer.writerows(records)
-    else:  # parquet, datasets directories, hub datasets: keep the Arrow schema
-        table = pa.Table.from_pylist(records, schema=raw.arrow_schema)
-        pq.write_table(table, path)
+
+
+@contextlib.contextmanager
+def _open_text(path: Path, raw: RawDataset):
+    with open(path, "wb") as binary:
+        binary.write(raw.encoding.bom)
+        with io.TextIOWrapper(binary, encoding=raw.encoding.codec, newline="") as handle:
+            yield handle
+
+
+def _write_skipped(raw: RawDataset, path: Path) -> None:
+    """One JSON object per skipped row: its row number, field, reason and content."""
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(s.as_dict(), ensure_ascii=False, default=str) + "\n"
+                          for s in raw.skipped)
 
 
 def _write_json(path: Path, value) -> None:
     with open(path, "w", encoding="utf-8") as handle:
-        json.dump(value, handle, ensure_ascii=False, indent=2, default=_json_default)
-        handle.write("\n")
+        _dump_json(handle, value)
+
+
+def _dump_json(handle, value) -> None:
+    json.dump(value, handle, ensure_ascii=False, indent=2, default=_json_default)
+    handle.write("\n")
 
 
 def _json_default(value):

@@ -19,7 +19,7 @@ from auditors.features.probabilities import cross_validated_probs
 from auditors.features.targets import Targets, classification_targets, derive_response_targets
 from auditors.fusion import DEFAULT_THRESHOLD, fuse, gate
 from auditors.ingest import RawDataset, load_raw
-from auditors.outputs import split_paths, write_outputs
+from auditors.outputs import SKIPPED, split_paths, write_outputs
 from auditors.runner import DetectorRun, run_detectors
 from auditors.schema import CLASSIFICATION, SchemaChoice, detect_schema, normalise
 
@@ -61,11 +61,13 @@ class AuditResult:
 
 def load_table(source: str, *, split: str | None = None, text_col: str | None = None,
                label_col: str | None = None, schema: str | None = None,
-               via_datasets: bool = False) -> LoadedDataset:
-    raw = load_raw(source, split=split, via_datasets=via_datasets)
+               via_datasets: bool = False, on_bad_row: str = "fail") -> LoadedDataset:
+    """`on_bad_row="skip"` sets bad rows aside (`raw.skipped`, written to skipped.jsonl)
+    instead of stopping at the first one."""
+    raw = load_raw(source, split=split, via_datasets=via_datasets, on_bad_row=on_bad_row)
     choice = detect_schema(raw.columns, text_col=text_col, label_col=label_col, schema=schema,
                            source=source)
-    return LoadedDataset(raw, choice, normalise(raw, choice))
+    return LoadedDataset(raw, choice, normalise(raw, choice, on_bad_row=on_bad_row))
 
 
 def embed_table(table: pd.DataFrame, encoder, *, batch_size: int = 64,
@@ -131,6 +133,7 @@ def assemble(loaded: LoadedDataset, run: DetectorRun, *, threshold: float = DEFA
         "rows": int(len(table)),
         "flagged": int(rows["flagged"].sum()),
         "clean_rows": int((~rows["flagged"]).sum()),
+        "skipped_rows": len(loaded.raw.skipped),
         "gate": verdict,
         "flag_threshold": threshold,
         "detectors_run": list(run.results),
@@ -141,7 +144,8 @@ def assemble(loaded: LoadedDataset, run: DetectorRun, *, threshold: float = DEFA
         "label_model_note": label_model.note if label_model else "",
         "targets": label_model.targets.names if label_model and label_model.targets else [],
         "outputs": {"rows": "rows.parquet", "triggers": "triggers.json",
-                    "clean": clean_name, "quarantine": quarantine_name},
+                    "clean": clean_name, "quarantine": quarantine_name,
+                    "skipped": SKIPPED if loaded.raw.skipped else None},
         "timings_seconds": {**(timings or {}), "detectors": run.seconds},
         "top_triggers": [{k: t[k] for k in ("pattern", "score", "support", "target")}
                          for t in triggers[:10]],

@@ -12,12 +12,13 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 
 import pandas as pd
 
 from auditors.errors import AuditInputError
-from auditors.ingest import RawDataset
+from auditors.ingest import BadRows, RawDataset, no_rows_message
 
 CLASSIFICATION = "classification"
 INSTRUCTION = "instruction"  # Alpaca instruction/input/output
@@ -30,6 +31,12 @@ GENERATION_SCHEMAS = frozenset(SCHEMAS) - {CLASSIFICATION}
 
 TEXT_COLUMNS = ("text", "sentence", "sentences", "content", "review", "tweet")
 LABEL_COLUMNS = ("label", "labels", "class", "target")
+# Columns a schema cannot do without (classification names its own).
+REQUIRED_COLUMNS = {INSTRUCTION: ("instruction", "output"), PROMPT_COMPLETION: ("prompt", "completion"),
+                    PROMPT_RESPONSE: ("prompt", "response"), CHAT: ("messages",),
+                    PREFERENCE: ("chosen", "rejected")}
+KNOWN_COLUMNS = sorted({*TEXT_COLUMNS, *LABEL_COLUMNS, "input",
+                        *(c for names in REQUIRED_COLUMNS.values() for c in names)})
 PROMPT_ROLES = ("system", "user")
 RESPONSE_ROLES = ("assistant",)
 
@@ -62,6 +69,7 @@ def detect_schema(columns: list[str], *, text_col: str | None = None,
     if text_col or label_col or schema == CLASSIFICATION:
         return _classification(columns, text_col, label_col, source)
     if schema is not None:
+        _require_columns(schema, columns, source)
         return SchemaChoice(schema)
     if {"chosen", "rejected"} <= present:
         return SchemaChoice(PREFERENCE)
@@ -76,18 +84,27 @@ def detect_schema(columns: list[str], *, text_col: str | None = None,
     if any(c in present for c in TEXT_COLUMNS):
         return _classification(columns, None, None, source)
     raise AuditInputError(
-        f"cannot detect the schema from columns {columns}: expected text/label, "
-        "instruction/input/output, prompt/completion, prompt/response, messages, or "
-        "prompt/chosen/rejected (or pass --text-col and --label-col)", path=source)
+        f"cannot detect the schema from columns {columns}{_suggest_known(columns)}: expected "
+        "text/label, instruction/input/output, prompt/completion, prompt/response, messages, "
+        "or prompt/chosen/rejected (or pass --text-col and --label-col)", path=source)
+
+
+def _require_columns(schema: str, columns: list[str], source: str) -> None:
+    for name in REQUIRED_COLUMNS[schema]:
+        if name not in columns:
+            raise AuditInputError(f"schema '{schema}' needs a column '{name}'"
+                                  f"{_suggest(name, columns)}", path=source, field=name)
 
 
 def _classification(columns, text_col, label_col, source) -> SchemaChoice:
     text_col = text_col or next((c for c in TEXT_COLUMNS if c in columns), None)
     label_col = label_col or next((c for c in LABEL_COLUMNS if c in columns), None)
     if text_col is None:
-        raise AuditInputError(f"no text column among {columns}; pass --text-col", path=source)
+        raise AuditInputError(f"no text column among {columns}{_suggest_known(columns)}; "
+                              "pass --text-col", path=source)
     if label_col is None:
-        raise AuditInputError(f"no label column among {columns}; pass --label-col", path=source)
+        raise AuditInputError(f"no label column among {columns}{_suggest_known(columns)}; "
+                              "pass --label-col", path=source)
     return SchemaChoice(CLASSIFICATION, text_col, label_col)
 
 
@@ -96,10 +113,31 @@ def _suggest(name: str, columns: list[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def normalise(raw: RawDataset, choice: SchemaChoice) -> pd.DataFrame:
-    """One normalised row per input record, in input order."""
-    rows = [_normalise_record(record, choice, raw.source, index + 1)
-            for index, record in enumerate(raw.records)]
+def _suggest_known(columns: list[str]) -> str:
+    """Columns that look like a name trainguard knows (`Text`, `lable`, `messsages`)."""
+    pairs = []
+    for column in columns:
+        close = difflib.get_close_matches(str(column).lower(), KNOWN_COLUMNS, n=1, cutoff=0.75)
+        if close and close[0] != column:
+            pairs.append(f"'{column}' for '{close[0]}'")
+    return f" (did you mean {', '.join(pairs)}?)" if pairs else ""
+
+
+def normalise(raw: RawDataset, choice: SchemaChoice, *, on_bad_row: str = "fail") -> pd.DataFrame:
+    """One normalised row per input record, in input order. A record with a missing, empty
+    or nested value raises, or with `on_bad_row="skip"` moves to `raw.skipped`."""
+    bad_rows = BadRows(raw.source, on_bad_row)
+    rows, errors = [], {}
+    for index, record in enumerate(raw.records):
+        try:
+            rows.append(_normalise_record(record, choice, raw.source, raw.row_number(index)))
+        except AuditInputError as error:
+            if bad_rows.policy == "fail":
+                raise
+            errors[index] = error
+    raw.skip(errors)
+    if not rows:
+        raise AuditInputError(no_rows_message(raw.skipped), path=raw.source)
     table = pd.DataFrame(rows, columns=["prompt", "response", "rejected", "label"])
     table.insert(0, "row_index", range(len(table)))
     table.insert(1, "row_id", [_row_id(choice.name, r) for r in rows])
@@ -117,7 +155,7 @@ def _row_id(schema: str, normalised: tuple) -> str:
 def _normalise_record(record: dict, choice: SchemaChoice, source: str, row: int) -> tuple:
     def text(name: str, *, required: bool = True) -> str:
         value = record.get(name)
-        if value is None:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
             if required:
                 raise AuditInputError("missing value", path=source, row=row, field=name)
             return ""

@@ -287,7 +287,7 @@ def test_malformed_jsonl_on_line_3(tmp_path):
 
 def test_jsonl_line_that_is_a_list(tmp_path):
     path = write_text(tmp_path / "d.jsonl", f'{json.dumps(ROWS[0])}\n["text", 1]\n')
-    assert error_of(path) == f"{path}: row 2: each line must be a JSON object"
+    assert error_of(path) == f"{path}: row 2: each line must be a JSON object, found a list"
 
 
 def test_json_that_is_not_a_list(tmp_path):
@@ -299,15 +299,15 @@ def test_json_that_is_not_a_list(tmp_path):
 
 def test_json_list_with_a_non_object_item(tmp_path):
     path = write_text(tmp_path / "d.json", json.dumps([ROWS[0], ROWS[1], "stray"]))
-    assert error_of(path) == f"{path}: row 3: list item is not an object"
+    assert error_of(path) == f"{path}: row 3: list item is not an object, found a string"
 
 
 def test_csv_ragged_rows(tmp_path):
     path = write_text(tmp_path / "d.csv", "text,label\nfine,1\ntoo,many,fields\nok,0\n")
-    assert error_of(path) == f"{path}: row 3: expected 2 fields"
+    assert error_of(path) == f"{path}: row 3: expected 2 fields, found 3"
 
     path = write_text(tmp_path / "short.csv", "text,label\nfine,1\nok,0\nshort\n")
-    assert error_of(path) == f"{path}: row 4: expected 2 fields"
+    assert error_of(path) == f"{path}: row 4: expected 2 fields, found 1"
 
 
 def test_tsv_wrong_field_count(tmp_path):
