@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from enum import Enum
 from typing import Optional
 
 import typer
@@ -21,6 +22,11 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Audit fine-tuning datasets for backdoor poisoning before training.")
 console = Console(stderr=False)
 errors = Console(stderr=True)
+
+
+class BadRowPolicy(str, Enum):
+    fail = "fail"
+    skip = "skip"
 
 
 @app.callback()
@@ -41,6 +47,9 @@ def audit(
     split: Optional[str] = typer.Option(None, help="Split of a datasets directory or hub dataset."),
     via_datasets: bool = typer.Option(False, "--via-datasets", help="Read local files with "
                                       "datasets.load_dataset instead of the built-in readers."),
+    on_bad_row: BadRowPolicy = typer.Option(
+        BadRowPolicy.fail, "--on-bad-row", help="fail: stop at the first bad row (exit 2); "
+        "skip: set bad rows aside in OUT/skipped.jsonl and audit the rest."),
     model: Optional[str] = typer.Option(None, help="sentence-transformers model name or path "
                                         "(default: bundled all-MiniLM-L6-v2; never downloaded)."),
     batch_size: int = typer.Option(64, min=1, help="Embedding batch size."),
@@ -59,16 +68,21 @@ def audit(
     # still reach the Prefect API when a server is configured.
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL",
                           "DEBUG" if debug else "INFO" if verbose else "CRITICAL")
+    from auditors.outputs import check_output_location
     from flows.audit import audit_flow
 
+    _run_or_exit(debug, check_output_location, source=source, out_dir=out)  # before any work
     load_options = {"split": split, "text_col": text_col, "label_col": label_col,
-                    "schema": schema, "via_datasets": via_datasets}
+                    "schema": schema, "via_datasets": via_datasets, "on_bad_row": on_bad_row.value}
     names = [n.strip() for n in detectors.split(",") if n.strip()] if detectors else None
     summary = _run_or_exit(debug, audit_flow, source=source, out_dir=str(out), model=model,
                            detectors=names, batch_size=batch_size,
                            max_flagged_fraction=max_flagged_fraction,
                            flag_threshold=flag_threshold, load_options=load_options)
     show_summary(summary, out)
+    if summary.get("skipped_rows"):
+        errors.print(f"warning: {summary['skipped_rows']} bad row(s) skipped, listed in "
+                     f"{out / summary['outputs']['skipped']}", markup=False)
     raise typer.Exit(EXIT_PASS if summary["gate"]["passed"] else EXIT_GATE_FAILED)
 
 
