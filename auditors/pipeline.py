@@ -153,8 +153,13 @@ def assemble(loaded: LoadedDataset, run: DetectorRun, *, threshold: float = DEFA
     return AuditResult(rows, triggers, summary, run)
 
 
-def save(result: AuditResult, loaded: LoadedDataset, out_dir: str | Path) -> Path:
-    return write_outputs(out_dir, loaded.raw, result.rows, result.triggers, result.summary)
+def save(result: AuditResult, loaded: LoadedDataset, out_dir: str | Path,
+         embeddings: Embeddings | None = None) -> Path:
+    """All outputs; `embeddings` (optional) draw the report's embedding map."""
+    report_inputs = {"table": loaded.table,
+                     "embeddings": embeddings.prompt if embeddings is not None else None}
+    return write_outputs(out_dir, loaded.raw, result.rows, result.triggers, result.summary,
+                         report_inputs=report_inputs)
 
 
 def audit(source: str, out_dir: str | Path | None = None, *, encoder=None,
@@ -179,7 +184,7 @@ def audit(source: str, out_dir: str | Path | None = None, *, encoder=None,
     result = assemble(loaded, run, label_model=label_model, model_name=model or DEFAULT_MODEL,
                       max_flagged_fraction=max_flagged_fraction, timings=watch.laps)
     if out_dir is not None:
-        save(result, loaded, out_dir)
+        save(result, loaded, out_dir, embeddings)
     return result
 
 

@@ -13,8 +13,9 @@ import sys
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
 
-from auditors import pipeline, report
+from auditors import ledger, pipeline, report
 from auditors.features.embeddings import load_encoder
 
 # Stage inputs are whole tables and arrays: hashing them for Prefect's cache costs more
@@ -56,8 +57,26 @@ def assemble_task(loaded, run, label_model, options: dict, timings: dict):
 
 
 @stage(name="write-outputs")
-def write_task(result: pipeline.AuditResult, loaded: pipeline.LoadedDataset, out_dir: str) -> str:
-    return str(pipeline.save(result, loaded, out_dir))
+def write_task(result: pipeline.AuditResult, loaded: pipeline.LoadedDataset, out_dir: str,
+               embeddings: pipeline.Embeddings | None = None) -> str:
+    return str(pipeline.save(result, loaded, out_dir, embeddings))
+
+
+@stage(name="apply-ledger")
+def apply_ledger_task(store: str, result: pipeline.AuditResult, loaded: pipeline.LoadedDataset,
+                      run_id: str):
+    decisions = ledger.Ledger(store).decisions()
+    return ledger.apply_to_result(result, loaded.table, decisions, store=store, run_id=run_id)
+
+
+@stage(name="record-run")
+def record_run_task(store: str, run_id: str, source: str, parameters: dict,
+                    result: pipeline.AuditResult, loaded: pipeline.LoadedDataset,
+                    applied: ledger.Applied, out_dir: str) -> None:
+    ledger.Ledger(store).record_run(run_id=run_id, source=source, parameters=parameters,
+                                    summary=result.summary, table=loaded.table,
+                                    applied=applied, out_dir=out_dir,
+                                    started_at=flow_run.scheduled_start_time)
 
 
 @stage(name="publish-artifacts")
@@ -75,9 +94,11 @@ def audit_flow(source: str, out_dir: str, model: str | None = None,
                detectors: list[str] | None = None, batch_size: int = 64,
                max_flagged_fraction: float = pipeline.DEFAULT_MAX_FLAGGED_FRACTION,
                flag_threshold: float = pipeline.DEFAULT_THRESHOLD,
-               load_options: dict | None = None, show_progress: bool = True) -> dict:
+               load_options: dict | None = None, show_progress: bool = True,
+               store: str | None = None) -> dict:
     """ingest -> embeddings and n-gram statistics -> Cleanlab -> detectors -> flags and
-    quarantine. Returns the summary written to OUT_DIR/summary.json."""
+    quarantine. Returns the summary written to OUT_DIR/summary.json. With `store`, the
+    quarantine ledger there is applied to the flags and the run is recorded in it."""
     watch = pipeline.Stopwatch()
     loaded = ingest_task(source, load_options or {})
     watch.lap("ingest")
@@ -93,7 +114,15 @@ def audit_flow(source: str, out_dir: str, model: str | None = None,
     options = {"threshold": flag_threshold, "max_flagged_fraction": max_flagged_fraction,
                "model_name": model or pipeline.DEFAULT_MODEL}
     result = assemble_task(loaded, run, label_model, options, watch.laps)
-    write_task(result, loaded, out_dir)
+    if store:  # people's earlier decisions about these rows and triggers
+        run_id = str(flow_run.id or ledger.new_run_id())
+        result, applied = apply_ledger_task(store, result, loaded, run_id)
+    write_task(result, loaded, out_dir, embeddings)
+    if store:
+        parameters = {"model": options["model_name"], "detectors": detectors,
+                      "batch_size": batch_size, "max_flagged_fraction": max_flagged_fraction,
+                      "flag_threshold": flag_threshold, "load_options": load_options or {}}
+        record_run_task(store, run_id, source, parameters, result, loaded, applied, out_dir)
     publish_task(result)
     return result.summary
 

@@ -1,0 +1,250 @@
+"""`report.html`: one self-contained page per audit that a person can read without tools.
+
+Headline verdict, trigger table with example rows (trigger highlighted), poison-score
+histogram, a 2-D PCA map of the prompt embeddings, and per-detector summaries. Charts are
+inline SVG; there is no JavaScript, and a Content-Security-Policy forbids any, so text
+that escaped escaping still could not run. All dataset text goes through `html.escape`.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from auditors.features.ngrams import POSITION_END, POSITION_START, TOKEN_PATTERN
+from auditors.features.unicode import describe_codepoints
+
+REPORT = "report.html"
+MAX_TRIGGERS = 15
+EXAMPLES_PER_TRIGGER = 3
+MAX_EXAMPLE_CHARS = 400
+MAX_MAP_POINTS = 4000
+HISTOGRAM_BINS = 20
+PALETTE = ("#4e79a7", "#59a14f", "#edc948", "#b07aa1", "#76b7b2", "#ff9da7", "#9c755f",
+           "#bab0ac")
+FLAG_COLOUR = "#e15759"
+_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+_STYLE = """
+body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+h1{font-size:1.5em}.pass{color:#2a7d2a}.fail{color:#b3261e}
+table{border-collapse:collapse;margin:.5em 0 1.5em}th,td{border:1px solid #ccc;padding:4px 8px;
+vertical-align:top;text-align:left}th{background:#f3f3f3}mark{background:#ffd54f}
+.ex{font-family:ui-monospace,monospace;font-size:12px;white-space:pre-wrap;
+overflow-wrap:anywhere;max-width:600px}.muted{color:#666}svg{background:#fafafa}
+code.cp{background:#fde2e2}"""
+
+
+def esc(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def write_html_report(path: str | Path, *, summary: dict, rows: pd.DataFrame,
+                      triggers: list[dict], table: pd.DataFrame | None = None,
+                      embeddings: np.ndarray | None = None) -> Path:
+    path = Path(path)
+    path.write_text(render_report(summary=summary, rows=rows, triggers=triggers, table=table,
+                                  embeddings=embeddings), encoding="utf-8")
+    return path
+
+
+def render_report(*, summary: dict, rows: pd.DataFrame, triggers: list[dict],
+                  table: pd.DataFrame | None = None,
+                  embeddings: np.ndarray | None = None) -> str:
+    labels = table["label"].astype(str).tolist() if table is not None else None
+    sections = [
+        _headline(summary),
+        _section("Trigger candidates", _trigger_table(triggers, table)),
+        _section("Poison scores", _histogram(rows["poison_score"].to_numpy(),
+                                             summary.get("flag_threshold", 0.5))),
+        _section("Embedding map (PCA of the prompt embeddings)",
+                 _embedding_map(embeddings, rows["flagged"].to_numpy(dtype=bool), labels)),
+        _section("Detectors", _detectors(summary)),
+    ]
+    if "ledger" in summary:
+        sections.append(_section("Quarantine ledger", _ledger(summary["ledger"])))
+    title = f"trainguard audit: {esc(Path(str(summary['input'])).name)}"
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta http-equiv=\"Content-Security-Policy\" content=\"{_CSP}\">"
+            f"<title>{title}</title><style>{_STYLE}</style></head><body>"
+            + "".join(sections) + "</body></html>\n")
+
+
+def _section(title: str, body: str) -> str:
+    return f"<section><h2>{esc(title)}</h2>{body}</section>"
+
+
+def _headline(summary: dict) -> str:
+    gate = summary["gate"]
+    passed = gate["passed"]
+    verdict = "PASS" if passed else "FAIL"
+    return (f"<h1 class=\"{'pass' if passed else 'fail'}\" id=\"verdict\">{verdict}: "
+            f"{summary['flagged']} of {summary['rows']} rows flagged "
+            f"({gate['flagged_fraction']:.2%}; the gate allows "
+            f"{gate['max_flagged_fraction']:.2%})</h1>"
+            f"<p>input <code>{esc(summary['input'])}</code> ({esc(summary['format'])}, schema "
+            f"{esc(summary['schema_columns'])}); embedding model "
+            f"{esc(summary.get('embedding_model', ''))}; trainguard "
+            f"{esc(summary.get('trainguard_version', ''))}</p>")
+
+
+def _trigger_table(triggers: list[dict], table: pd.DataFrame | None) -> str:
+    if not triggers:
+        return "<p class=\"muted\">No trigger candidates.</p>"
+    head = ("<table id=\"triggers\"><tr><th>#</th><th>trigger</th><th>score</th>"
+            "<th>flag score</th><th>support</th><th>target</th><th>purity</th>"
+            "<th>example rows</th></tr>")
+    body = []
+    for rank, t in enumerate(triggers[:MAX_TRIGGERS], start=1):
+        codepoints = "".join(f"<br><code class=\"cp\">{esc(c)}</code>"
+                             for c in t.get("codepoints") or describe_codepoints(t["pattern"]))
+        examples = ""
+        if table is not None:
+            examples = "".join(
+                f"<div class=\"ex\">row {i}: {highlight(table['prompt'].iat[i], t['pattern'])}"
+                f" <span class=\"muted\">→ {esc(_target_of(table, i))}</span></div>"
+                for i in t.get("example_row_indices", [])[:EXAMPLES_PER_TRIGGER]
+                if i < len(table))
+        body.append(f"<tr><td>{rank}</td><td><code>{esc(t['pattern'])}</code>{codepoints}</td>"
+                    f"<td>{t['score']:.2f}</td><td>{t.get('flag_score', 0):.2f}</td>"
+                    f"<td>{t['support']}</td><td>{esc(t['target'])}</td>"
+                    f"<td>{t.get('target_share', 0):.0%}</td><td>{examples}</td></tr>")
+    return head + "".join(body) + "</table>"
+
+
+def _target_of(table: pd.DataFrame, i: int) -> str:
+    label = table["label"].iat[i]
+    return label if label else _clip(table["response"].iat[i], 120)
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def highlight(text: str, pattern: str) -> str:
+    """Escaped `text` (clipped) with the trigger's occurrences in <mark>; invisible
+    characters are shown by code point, so a zero-width trigger is visible too."""
+    text = _clip(str(text), MAX_EXAMPLE_CHARS)
+    matcher = _pattern_regex(pattern)
+    pieces, last = [], 0
+    for found in (matcher.finditer(text) if matcher else ()):
+        pieces += [_visible(text[last:found.start()]),
+                   f"<mark>{_visible(found.group())}</mark>"]
+        last = found.end()
+    return "".join(pieces + [_visible(text[last:])])
+
+
+def _pattern_regex(pattern: str) -> re.Pattern | None:
+    anchored = pattern[:1] in (POSITION_START, POSITION_END) and len(pattern) > 1
+    words = re.findall(TOKEN_PATTERN, pattern[1:] if anchored else pattern)
+    if not words:  # a Unicode token: the character itself
+        return re.compile(re.escape(pattern)) if len(pattern) == 1 else None
+    body = r"\W+".join(re.escape(w) for w in words)
+    return re.compile(rf"\b{body}\b", re.IGNORECASE)
+
+
+def _visible(text: str) -> str:
+    out = []
+    for ch in text:
+        if ch in "\t\n" or ch.isprintable():
+            out.append(esc(ch))
+        else:
+            out.append(f"<code class=\"cp\">U+{ord(ch):04X}</code>")
+    return "".join(out)
+
+
+def _histogram(scores: np.ndarray, threshold: float, width: int = 640,
+               height: int = 200) -> str:
+    counts, edges = np.histogram(scores, bins=HISTOGRAM_BINS, range=(0.0, 1.0))
+    if not counts.sum():
+        return "<p class=\"muted\">No rows.</p>"
+    # square-root heights: the few suspicious rows stay visible next to thousands of clean ones
+    scale = (height - 30) / np.sqrt(counts.max())
+    bar = (width - 40) / HISTOGRAM_BINS
+    bars = []
+    for k, (count, left) in enumerate(zip(counts, edges[:-1])):
+        h = np.sqrt(count) * scale
+        colour = FLAG_COLOUR if left >= threshold else PALETTE[0]
+        bars.append(f"<rect x=\"{20 + k * bar:.1f}\" y=\"{height - 20 - h:.1f}\" "
+                    f"width=\"{bar - 2:.1f}\" height=\"{h:.1f}\" fill=\"{colour}\">"
+                    f"<title>{left:.2f}–{left + 0.05:.2f}: {count} rows</title></rect>"
+                    + (f"<text x=\"{20 + (k + .5) * bar:.1f}\" y=\"{height - 24 - h:.1f}\" "
+                       f"font-size=\"10\" text-anchor=\"middle\">{count}</text>" if count else ""))
+    axis = "".join(f"<text x=\"{20 + x * (width - 40):.1f}\" y=\"{height - 5}\" font-size=\"10\""
+                   f" text-anchor=\"middle\">{x:.1f}</text>" for x in np.linspace(0, 1, 6))
+    return (f"<svg id=\"histogram\" width=\"{width}\" height=\"{height}\" "
+            f"xmlns=\"http://www.w3.org/2000/svg\" role=\"img\">{''.join(bars)}{axis}</svg>"
+            f"<p class=\"muted\">rows per poison_score bin (square-root scale); red: at or "
+            f"above the flag threshold {threshold}</p>")
+
+
+def project_2d(embeddings: np.ndarray, seed: int = 0) -> np.ndarray:
+    from sklearn.decomposition import PCA
+
+    if len(embeddings) < 3:
+        return np.zeros((len(embeddings), 2))
+    return PCA(n_components=2, random_state=seed).fit_transform(embeddings)
+
+
+def _embedding_map(embeddings: np.ndarray | None, flagged: np.ndarray,
+                   labels: list[str] | None, size: int = 520) -> str:
+    if embeddings is None or len(embeddings) == 0:
+        return "<p class=\"muted\">No embeddings for this run.</p>"
+    points = project_2d(embeddings)
+    keep = np.arange(len(points))
+    if len(keep) > MAX_MAP_POINTS:  # every flagged row, and an even sample of the rest
+        rest = np.flatnonzero(~flagged)
+        keep = np.union1d(np.flatnonzero(flagged),
+                          rest[np.linspace(0, len(rest) - 1, MAX_MAP_POINTS).astype(int)])
+    low, high = points.min(axis=0), points.max(axis=0)
+    xy = 10 + (points - low) / np.where(high > low, high - low, 1) * (size - 20)
+    classes = sorted(set(labels)) if labels and any(labels) else [""]
+    colour = {c: PALETTE[k % len(PALETTE)] for k, c in enumerate(classes)}
+    dots = []
+    for i in sorted(keep, key=lambda i: flagged[i]):  # flagged rows drawn on top
+        fill = colour[labels[i]] if labels and any(labels) else PALETTE[0]
+        x, y = xy[i]
+        if flagged[i]:
+            dots.append(f"<circle cx=\"{x:.1f}\" cy=\"{y:.1f}\" r=\"4\" fill=\"{fill}\" "
+                        f"stroke=\"{FLAG_COLOUR}\" stroke-width=\"2\" class=\"flagged\"/>")
+        else:
+            dots.append(f"<circle cx=\"{x:.1f}\" cy=\"{y:.1f}\" r=\"2\" fill=\"{fill}\" "
+                        "fill-opacity=\"0.55\"/>")
+    legend = " ".join(f"<span style=\"color:{colour[c]}\">●</span> {esc(_clip(c, 40))}"
+                      for c in classes[:len(PALETTE)] if c)
+    return (f"<svg id=\"embedding-map\" width=\"{size}\" height=\"{size}\" "
+            f"xmlns=\"http://www.w3.org/2000/svg\" role=\"img\">{''.join(dots)}</svg>"
+            f"<p class=\"muted\">fill: label {legend}; "
+            f"<span style=\"color:{FLAG_COLOUR}\">red ring</span>: flagged "
+            f"({int(flagged.sum())} rows); {len(keep)} of {len(points)} rows drawn</p>")
+
+
+def _detectors(summary: dict) -> str:
+    lines = [f"<tr><td>{esc(name)}</td><td>ran</td><td>{esc(_numbers(numbers))}</td></tr>"
+             for name, numbers in summary.get("detector_summaries", {}).items()]
+    lines += [f"<tr><td>{esc(name)}</td><td>skipped</td><td>{esc(why)}</td></tr>"
+              for name, why in summary.get("detectors_skipped", {}).items()]
+    lines += [f"<tr><td>{esc(name)}</td><td>failed</td><td>{esc(why)}</td></tr>"
+              for name, why in summary.get("detectors_failed", {}).items()]
+    note = summary.get("label_model_note")
+    return ("<table id=\"detectors\"><tr><th>detector</th><th>status</th><th>summary</th></tr>"
+            + "".join(lines) + "</table>" + (f"<p class=\"muted\">{esc(note)}</p>" if note else ""))
+
+
+def _numbers(numbers: dict) -> str:
+    return ", ".join(f"{key.replace('_', ' ')} {value:.3g}" if isinstance(value, float)
+                     else f"{key.replace('_', ' ')} {value}"
+                     for key, value in numbers.items() if key != "detector")
+
+
+def _ledger(ledger: dict) -> str:
+    hits = "".join(f"<li>confirmed trigger <code>{esc(p)}</code>: {n} rows</li>"
+                   for p, n in ledger.get("confirmed_trigger_rows", {}).items())
+    return (f"<ul><li>store <code>{esc(ledger.get('store', ''))}</code>, run "
+            f"{esc(ledger.get('run_id', ''))}</li>"
+            f"<li>confirmed rows that reappeared: {ledger.get('confirmed_rows', 0)}</li>"
+            f"<li>released rows not flagged again: {ledger.get('released_rows', 0)}</li>"
+            f"{hits}</ul>")

@@ -1,0 +1,180 @@
+"""The third-party intake gate: a policy file, the checks it asks for, and the diff against
+the previous intake of the same source.
+
+Every check returns the same shape, `{"check", "passed", "detail"}`; an intake passes when
+all of them pass."""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+import unicodedata
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from auditors.errors import TrainguardError
+from auditors.features.unicode import describe_codepoints, unicode_tokens
+from auditors.ledger import Ledger, fingerprint, new_run_id
+
+_CONTROL_CATEGORIES = {"Cf", "Cc", "Co", "Cn"}  # format, control, private use, unassigned
+_ORDINARY = {"\t", "\n", "\r"}
+TEXT_FIELDS = ("prompt", "response", "rejected")
+
+
+@dataclass(frozen=True)
+class IntakePolicy:
+    max_flagged_fraction: float = 0.005
+    fail_on_confirmed: bool = True  # a confirmed row or trigger appears in the data
+    fail_on_control_characters: bool = True  # invisible/control characters anywhere in text
+    fail_on_schema_drift: bool = True  # schema or columns differ from the expected ones
+    expected_schema: str | None = None  # else: the previous intake's schema
+    expected_columns: tuple[str, ...] | None = None  # else: the previous intake's columns
+
+    @classmethod
+    def from_dict(cls, values: dict, *, where: str = "policy") -> IntakePolicy:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise TrainguardError(f"{where}: unknown policy key(s) {', '.join(unknown)} "
+                                  f"(known: {', '.join(sorted(known))})")
+        if "expected_columns" in values:
+            values = {**values, "expected_columns": tuple(values["expected_columns"])}
+        fraction = values.get("max_flagged_fraction", cls.max_flagged_fraction)
+        if not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
+            raise TrainguardError(f"{where}: max_flagged_fraction must be between 0 and 1")
+        return cls(**values)
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> IntakePolicy:
+        try:
+            with open(path, "rb") as handle:
+                return cls.from_dict(tomllib.load(handle), where=str(path))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise TrainguardError(f"{path}: cannot read the policy ({exc})") from None
+
+
+def prompt_keys(table: pd.DataFrame) -> pd.DataFrame:
+    """Per row: a hash of its prompt side (what identifies "the same example") and its
+    `row_id` (a hash of all its content), so an edited answer or label reads as changed."""
+    keys = [hashlib.sha256(p.encode("utf-8")).hexdigest()[:16] for p in table["prompt"]]
+    return pd.DataFrame({"prompt_key": keys, "row_id": table["row_id"].to_numpy()})
+
+
+def diff_rows(previous: pd.DataFrame | None, current: pd.DataFrame, examples: int = 5) -> dict:
+    """Rows added, removed and changed (same prompt, other content) since `previous`."""
+    if previous is None:
+        return {"previous_intake": None, "added": len(current), "removed": 0, "changed": 0,
+                "unchanged": 0, "changed_row_ids": []}
+    before = previous.groupby("prompt_key")["row_id"].agg(frozenset)
+    after = current.groupby("prompt_key")["row_id"].agg(frozenset)
+    common = before.index.intersection(after.index)
+    changed = common[before[common].to_numpy() != after[common].to_numpy()]
+    changed_ids = sorted(set().union(*after[changed]) - set().union(*before[changed])) \
+        if len(changed) else []
+    return {"added": int((~current["prompt_key"].isin(before.index)).sum()),
+            "removed": int((~previous["prompt_key"].isin(after.index)).sum()),
+            "changed": int(len(changed)), "unchanged": int(len(common) - len(changed)),
+            "changed_row_ids": changed_ids[:examples]}
+
+
+def control_characters(table: pd.DataFrame) -> dict[str, int]:
+    """Invisible and control characters (zero-width, bidi, C0/C1 controls, private use)
+    found in any text field: `U+200B ZERO WIDTH SPACE` -> rows containing it."""
+    found: dict[str, int] = {}
+    for texts in zip(*(table[f] for f in TEXT_FIELDS if f in table)):
+        chars = set().union(*(_control_characters(text) for text in texts))
+        for name in _describe(chars):
+            found[name] = found.get(name, 0) + 1
+    return dict(sorted(found.items(), key=lambda kv: -kv[1]))
+
+
+def _control_characters(text: str) -> set[str]:
+    if not text or (text.isascii() and all(" " <= ch < "\x7f" or ch in _ORDINARY
+                                           for ch in text)):
+        return set()  # the common case, without the Unicode tokeniser
+    return {t for t in unicode_tokens(text) if len(t) == 1 and t not in _ORDINARY
+            and unicodedata.category(t) in _CONTROL_CATEGORIES}
+
+
+def _describe(chars: set[str]) -> list[str]:
+    """`describe_codepoints` names non-ASCII characters; C0 controls get the same form."""
+    return describe_codepoints("".join(sorted(chars))) + \
+        [f"U+{ord(ch):04X} CONTROL" for ch in sorted(chars) if ch.isascii()]
+
+
+def check(name: str, passed: bool, detail: str) -> dict:
+    return {"check": name, "passed": bool(passed), "detail": detail}
+
+
+def evaluate(policy: IntakePolicy, *, summary: dict, columns: list[str],
+             previous: dict | None, controls: dict[str, int]) -> list[dict]:
+    """The policy's checks, in a fixed order."""
+    gate = summary["gate"]
+    ledger = summary.get("ledger", {})
+    confirmed = ledger.get("confirmed_rows", 0) + sum(ledger.get("confirmed_trigger_rows",
+                                                                 {}).values())
+    checks = [check("flagged share", gate["flagged_fraction"] <= policy.max_flagged_fraction,
+                    f"{summary['flagged']} of {summary['rows']} rows flagged "
+                    f"({gate['flagged_fraction']:.2%}; policy allows "
+                    f"{policy.max_flagged_fraction:.2%})")]
+    if policy.fail_on_confirmed:
+        hits = ", ".join(f"{p!r} in {n} rows" for p, n in
+                         ledger.get("confirmed_trigger_rows", {}).items())
+        checks.append(check("confirmed rows and triggers", confirmed == 0,
+                            f"{ledger.get('confirmed_rows', 0)} confirmed rows reappear"
+                            + (f"; confirmed triggers: {hits}" if hits else "")))
+    if policy.fail_on_control_characters:
+        checks.append(check("control characters", not controls,
+                            "none" if not controls else "; ".join(
+                                f"{name} in {n} rows" for name, n in controls.items())))
+    if policy.fail_on_schema_drift:
+        checks.append(_schema_check(policy, summary["schema"], columns, previous))
+    return checks
+
+
+def _schema_check(policy: IntakePolicy, schema: str, columns: list[str],
+                  previous: dict | None) -> dict:
+    want_schema = policy.expected_schema or (previous or {}).get("schema")
+    want_columns = policy.expected_columns or (previous or {}).get("columns")
+    if want_schema is None and want_columns is None:
+        return check("schema drift", True, f"first intake: schema {schema}, columns {columns}")
+    problems = []
+    if want_schema is not None and schema != want_schema:
+        problems.append(f"schema {schema}, expected {want_schema}")
+    if want_columns is not None and list(columns) != list(want_columns):
+        problems.append(f"columns {list(columns)}, expected {list(want_columns)}")
+    return check("schema drift", not problems, "; ".join(problems) or "unchanged")
+
+
+@dataclass(frozen=True)
+class Provenance:
+    source_name: str
+    source_url: str | None = None
+    license: str | None = None
+    version: str | None = None
+
+
+def decide_intake(store: str | Path, source: str, table: pd.DataFrame, columns: list[str],
+                  summary: dict, policy: IntakePolicy, provenance: Provenance) -> dict:
+    """Diff against the previous intake of the same source, run the policy's checks, and
+    record the intake in the ledger. Returns the record (also written as intake.json)."""
+    ledger = Ledger(store)
+    previous = ledger.previous_intake(provenance.source_name)
+    keys = prompt_keys(table)
+    diff = diff_rows(previous[1] if previous else None, keys)
+    diff["previous_intake"] = previous[0]["intake_id"] if previous else None
+    checks = evaluate(policy, summary=summary, columns=columns,
+                      previous=previous[0] if previous else None,
+                      controls=control_characters(table))
+    record = {"intake_id": new_run_id(), **asdict(provenance), "input": source,
+              "fingerprint": fingerprint(source),
+              "run_id": summary.get("ledger", {}).get("run_id"),
+              "taken_at": datetime.now(timezone.utc), "schema": summary["schema"],
+              "columns": list(columns), "rows": int(len(table)), "diff": diff,
+              "checks": checks, "passed": all(c["passed"] for c in checks),
+              "policy": asdict(policy)}
+    ledger.record_intake({k: v for k, v in record.items() if k not in ("input", "policy")}, keys)
+    return {**record, "taken_at": record["taken_at"].isoformat()}

@@ -1,0 +1,78 @@
+"""The third-party intake gate as a Prefect flow: audit with the ledger applied, then diff
+against the previous intake of the same source and decide by the policy.
+
+    trainguard intake SOURCE --policy POLICY.toml --store DIR --out DIR --source-name NAME
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+
+from auditors import pipeline, policy as intake_policy, report
+from flows.audit import audit_flow, ingest_task, stage
+
+INTAKE_RECORD = "intake.json"
+
+
+@stage(name="intake-decision")
+def decide_task(store: str, source: str, loaded: pipeline.LoadedDataset, summary: dict,
+                rules: intake_policy.IntakePolicy,
+                provenance: intake_policy.Provenance) -> dict:
+    return intake_policy.decide_intake(store, source, loaded.table, loaded.raw.columns, summary,
+                                       rules, provenance)
+
+
+@stage(name="write-intake-record")
+def write_record_task(out_dir: str, record: dict) -> None:
+    path = Path(out_dir) / INTAKE_RECORD
+    path.write_text(json.dumps(record, indent=2, ensure_ascii=False, default=str) + "\n",
+                    encoding="utf-8")
+
+
+@stage(name="publish-intake-artifact")
+def publish_task(record: dict) -> None:
+    create_markdown_artifact(key="trainguard-intake", markdown=intake_markdown(record),
+                             description="trainguard intake decision")
+
+
+def intake_markdown(record: dict) -> str:
+    word = "PASS" if record["passed"] else "FAIL"
+    diff = record["diff"]
+    lines = [f"# trainguard intake: {word}", "",
+             f"- source: {report.escape_markdown(record['source_name'])} "
+             f"(version {report.escape_markdown(record['version'] or '-')}, license "
+             f"{report.escape_markdown(record['license'] or '-')})",
+             f"- fingerprint: `{record['fingerprint']}`",
+             f"- since the previous intake: {diff['added']} added, {diff['removed']} removed, "
+             f"{diff['changed']} changed", "", "| check | passed | detail |", "| --- | --- | --- |"]
+    lines += [f"| {c['check']} | {'yes' if c['passed'] else 'NO'} | "
+              f"{report.escape_markdown(c['detail'])} |" for c in record["checks"]]
+    return "\n".join(lines) + "\n"
+
+
+@flow(name="trainguard-intake")
+def intake_flow(source: str, policy: str | dict, store: str, out_dir: str,
+                source_name: str | None = None, source_url: str | None = None,
+                license: str | None = None, version: str | None = None,
+                model: str | None = None, detectors: list[str] | None = None,
+                batch_size: int = 64, load_options: dict | None = None,
+                show_progress: bool = True) -> dict:
+    """Audit SOURCE (ledger applied and recorded), then check it against POLICY (a TOML
+    file or a dict). Returns `{"intake": record, "summary": audit summary}`."""
+    rules = (intake_policy.IntakePolicy.from_dict(policy) if isinstance(policy, dict)
+             else intake_policy.IntakePolicy.from_toml(policy))
+    provenance = intake_policy.Provenance(source_name or Path(source).name, source_url,
+                                          license, version)
+    summary = audit_flow(source=source, out_dir=out_dir, model=model, detectors=detectors,
+                         batch_size=batch_size, max_flagged_fraction=rules.max_flagged_fraction,
+                         load_options=load_options, show_progress=show_progress, store=store)
+    # read again for the diff and the character checks: the audit flow returns its summary
+    loaded = ingest_task(source, load_options or {})
+    record = decide_task(store, source, loaded, summary, rules, provenance)
+    write_record_task(out_dir, record)
+    publish_task(record)
+    return {"intake": record, "summary": summary}
