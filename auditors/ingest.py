@@ -346,7 +346,7 @@ def _read_tsv(path: str, bad_rows: BadRows) -> RawDataset:
         columns = HEADERLESS_COLUMNS if len(first) == 2 else [f"column_{i}" for i in range(len(first))]
     records, raw_lines, numbers = [], [], []
     for line_no, line in enumerate(body, start=first_line):
-        if not line.strip():
+        if not line.strip() and "\t" not in line:  # a line of tabs is a row of empty fields
             continue
         values = line.rstrip("\r\n").split("\t")
         if len(values) != len(columns):
