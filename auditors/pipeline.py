@@ -100,6 +100,9 @@ def fit_label_model(table: pd.DataFrame, embeddings: Embeddings, *, seed: int = 
     if len(table) < MIN_ROWS_FOR_CROSS_VALIDATION:
         return LabelModel(targets, None, note=f"fewer than {MIN_ROWS_FOR_CROSS_VALIDATION} "
                                               "rows: too few for cross-validation")
+    if (np.bincount(targets.codes) >= 2).sum() < 2:  # some training fold would hold one class
+        return LabelModel(targets, None, note="fewer than two label classes have two or more "
+                                              "rows: too few for cross-validation")
     probs = cross_validated_probs(embeddings.prompt, targets.codes, targets.n_classes, seed=seed)
     return LabelModel(targets, probs)
 
