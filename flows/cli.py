@@ -6,6 +6,7 @@ flagged than the gate allows; 2 any error (one line on stderr, traceback with --
 
 from __future__ import annotations
 
+import getpass
 import os
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 EXIT_PASS, EXIT_GATE_FAILED, EXIT_ERROR = 0, 1, 2
 
@@ -59,6 +61,8 @@ def audit(
                                                "1) when a larger share of rows is flagged."),
     flag_threshold: float = typer.Option(0.5, min=0.0, max=1.0,
                                          help="poison_score at or above which a row is flagged."),
+    store: Optional[Path] = typer.Option(None, help="Quarantine ledger directory: apply its "
+                                         "decisions and record this run there."),
     verbose: bool = typer.Option(False, "--verbose", help="Show Prefect's logs."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
 ) -> None:
@@ -78,7 +82,8 @@ def audit(
     summary = _run_or_exit(debug, audit_flow, source=source, out_dir=str(out), model=model,
                            detectors=names, batch_size=batch_size,
                            max_flagged_fraction=max_flagged_fraction,
-                           flag_threshold=flag_threshold, load_options=load_options)
+                           flag_threshold=flag_threshold, load_options=load_options,
+                           store=str(store) if store else None)
     show_summary(summary, out)
     if summary.get("skipped_rows"):
         errors.print(f"warning: {summary['skipped_rows']} bad row(s) skipped, listed in "
@@ -98,11 +103,13 @@ def show_summary(summary: dict, out: Path) -> None:
     console.print(table, markup=False)
     for name, why in {**summary["detectors_skipped"], **summary["detectors_failed"]}.items():
         errors.print(f"warning: detector {name} did not run: {why}", markup=False)
+    if "ledger" in summary:
+        show_ledger_effect(summary["ledger"])
     style = "bold green" if summary["gate"]["passed"] else "bold red"
     console.print(verdict_line(summary), style=style, markup=False)
     console.print(f"outputs in {out}/ (rows.parquet, triggers.json, "
                   f"{summary['outputs']['clean']}, {summary['outputs']['quarantine']}, "
-                  "summary.json)", markup=False)
+                  "report.html, summary.json)", markup=False)
 
 
 def printable(text: str) -> str:
@@ -129,7 +136,172 @@ def _run_or_exit(debug: bool, func, **kwargs):
     raise typer.Exit(EXIT_ERROR)
 
 
+# --- operations: the quarantine ledger, intake gate and scheduled checks (docs/operations.md)
+
+def show_ledger_effect(ledger: dict) -> None:
+    hits = ", ".join(f"{printable(p)!r} in {n} rows"
+                     for p, n in ledger["confirmed_trigger_rows"].items())
+    console.print(f"ledger {ledger['store']}: {ledger['confirmed_rows']} confirmed rows "
+                  f"reappeared, {ledger['released_rows']} released rows not flagged"
+                  + (f"; confirmed triggers found: {hits}" if hits else ""), markup=False)
+
+
+def _quiet_prefect(verbose: bool, debug: bool) -> None:
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL",
+                          "DEBUG" if debug else "INFO" if verbose else "CRITICAL")
+
+
+def _open_ledger(store: Path, debug: bool):
+    from auditors.ledger import Ledger
+
+    return _run_or_exit(debug, Ledger, store=store, create=False)
+
+
+@app.command()
+def review(
+    store: Path = typer.Argument(..., help="Ledger directory (the audit's --store)."),
+    examples: int = typer.Option(3, min=1, help="Example rows per trigger."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
+) -> None:
+    """List open flags (quarantined, not yet decided) grouped by trigger, with example rows."""
+    ledger = _open_ledger(store, debug)
+    groups = ledger.open_flags(examples)
+    table = Table(title=f"Open flags in {store}", show_lines=True)
+    for column in ("trigger", "rows", "row_id", "label", "example"):
+        table.add_column(column, overflow="fold")
+    for group in groups:
+        for k, example in enumerate(group["examples"]):
+            first = k == 0
+            table.add_row(Text(repr(group["trigger"]) if first else ""),
+                          Text(str(group["rows"]) if first else ""), Text(example["row_id"]),
+                          Text(printable(example["label"] or "")),
+                          Text(printable(_clip(example["prompt"], 200))))
+    console.print(table)
+    decided = ledger.trigger_decisions()
+    for row in decided.itertuples():
+        console.print(Text(f"trigger {row.pattern!r}: {row.status} by {row.decided_by or '?'}"))
+    console.print(f"{sum(g['rows'] for g in groups)} open rows in {len(groups)} groups; decide "
+                  f"with `trainguard confirm|release {store} --trigger P | --row-id ID`",
+                  markup=False)
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _decide(status: str, store: Path, row_ids: list[str], trigger: Optional[str], by: str,
+            debug: bool) -> None:
+    if not row_ids and trigger is None:
+        typer.echo("error: give --row-id ID (repeatable) or --trigger PATTERN", err=True)
+        raise typer.Exit(EXIT_ERROR)
+    ledger = _open_ledger(store, debug)
+    changed = _run_or_exit(debug, ledger.decide, status=status, row_ids=row_ids,
+                           trigger=trigger, by=by)
+    what = ([f"trigger {trigger!r}"] if trigger is not None else []) + \
+        ([f"{len(row_ids)} row id(s)"] if row_ids else [])
+    console.print(Text(f"{status} {' and '.join(what)} by {by}: {changed} ledger rows updated"))
+
+
+_ROW_IDS = typer.Option([], "--row-id", help="Row id from rows.parquet or `review` "
+                        "(repeatable).")
+_TRIGGER = typer.Option(None, "--trigger", help="Trigger pattern, as listed by `review`.")
+_BY = typer.Option(getpass.getuser(), "--by", help="Who decides (default: the current user).")
+_DEBUG = typer.Option(False, "--debug", help="Show tracebacks on errors.")
+
+
+@app.command()
+def confirm(store: Path = typer.Argument(..., help="Ledger directory."),
+            row_id: list[str] = _ROW_IDS, trigger: Optional[str] = _TRIGGER, by: str = _BY,
+            debug: bool = _DEBUG) -> None:
+    """Confirm rows (or a trigger and its open rows) as poisoned: later audits quarantine
+    them wherever they reappear and search every dataset for the trigger."""
+    _decide("confirmed", store, row_id, trigger, by, debug)
+
+
+@app.command()
+def release(store: Path = typer.Argument(..., help="Ledger directory."),
+            row_id: list[str] = _ROW_IDS, trigger: Optional[str] = _TRIGGER, by: str = _BY,
+            debug: bool = _DEBUG) -> None:
+    """Release rows (or a trigger and its open rows) as false positives: later audits do not
+    flag them again."""
+    _decide("released", store, row_id, trigger, by, debug)
+
+
+@app.command()
+def intake(
+    source: str = typer.Argument(..., help="Third-party dataset (any input audit accepts)."),
+    policy: Path = typer.Option(..., exists=True, dir_okay=False, help="Policy TOML file."),
+    store: Path = typer.Option(..., help="Ledger directory."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory."),
+    source_name: Optional[str] = typer.Option(None, help="Name of the source; intakes of the "
+                                              "same name are diffed (default: file name)."),
+    source_url: Optional[str] = typer.Option(None, help="Where it came from."),
+    license: Optional[str] = typer.Option(None, "--license", help="License, as given."),
+    version: Optional[str] = typer.Option(None, "--version", help="Version, as given."),
+    text_col: Optional[str] = typer.Option(None, help="Text column (classification)."),
+    label_col: Optional[str] = typer.Option(None, help="Label column (classification)."),
+    schema: Optional[str] = typer.Option(None, help="Force the schema."),
+    split: Optional[str] = typer.Option(None, help="Split of a datasets directory or hub dataset."),
+    model: Optional[str] = typer.Option(None, help="sentence-transformers model name or path."),
+    detectors: Optional[str] = typer.Option(None, help="Comma-separated detectors to run."),
+    batch_size: int = typer.Option(64, min=1, help="Embedding batch size."),
+    verbose: bool = typer.Option(False, "--verbose", help="Show Prefect's logs."),
+    debug: bool = _DEBUG,
+) -> None:
+    """Gate a third-party dataset: fingerprint, provenance, diff against the previous intake,
+    audit with the ledger applied, and pass (exit 0) or fail (exit 1) by the policy."""
+    _quiet_prefect(verbose, debug)
+    from auditors.outputs import check_output_location
+    from flows.intake import intake_flow
+
+    _run_or_exit(debug, check_output_location, source=source, out_dir=out)
+    load_options = {"split": split, "text_col": text_col, "label_col": label_col,
+                    "schema": schema}
+    names = [n.strip() for n in detectors.split(",") if n.strip()] if detectors else None
+    result = _run_or_exit(debug, intake_flow, source=source, policy=str(policy),
+                          store=str(store), out_dir=str(out), source_name=source_name,
+                          source_url=source_url, license=license, version=version, model=model,
+                          detectors=names, batch_size=batch_size, load_options=load_options)
+    show_summary(result["summary"], out)
+    show_intake(result["intake"])
+    raise typer.Exit(EXIT_PASS if result["intake"]["passed"] else EXIT_GATE_FAILED)
+
+
+def show_intake(record: dict) -> None:
+    diff = record["diff"]
+    console.print(Text(f"intake of {record['source_name']!r} ({record['fingerprint']}): "
+                       f"{diff['added']} rows added, {diff['removed']} removed, "
+                       f"{diff['changed']} changed since the previous intake"))
+    table = Table(title="Intake policy")
+    for column in ("check", "passed", "detail"):
+        table.add_column(column, overflow="fold")
+    for check in record["checks"]:
+        table.add_row(Text(check["check"]), Text("yes" if check["passed"] else "NO"),
+                      Text(printable(check["detail"])))
+    console.print(table)
+    word, style = ("INTAKE PASS", "bold green") if record["passed"] else ("INTAKE FAIL", "bold red")
+    console.print(word, style=style, markup=False)
+
+
+@app.command()
+def serve(
+    config: Path = typer.Argument(..., exists=True, dir_okay=False, help="Schedule TOML."),
+    port: int = typer.Option(0, min=0, max=65535, help="Port of the local Prefect server "
+                             "started when PREFECT_API_URL is unset (default: a free one)."),
+    verbose: bool = typer.Option(False, "--verbose", help="Show Prefect's logs."),
+    debug: bool = _DEBUG,
+) -> None:
+    """Serve scheduled checks of the datasets in CONFIG as a Prefect deployment (runs until
+    interrupted). Starts a local Prefect server unless PREFECT_API_URL is set."""
+    _quiet_prefect(verbose, debug)
+    from flows.scheduled import serve_config
+
+    _run_or_exit(debug, serve_config, config_path=str(config), port=port or None,
+                 announce=lambda line: console.print(line, markup=False))
+
+
 def main() -> None:
+
     try:
         app()
     except KeyboardInterrupt:

@@ -1,0 +1,205 @@
+"""Scheduled checks: a Prefect deployment that runs the intake gate over every dataset listed
+in a TOML config, on a cron (or interval) schedule, recording results in the ledger.
+
+    trainguard serve examples/scheduled_checks.toml
+
+A cron schedule only fires while a Prefect server is running (the ephemeral API never
+schedules), so `serve_config` starts a local one (SQLite under PREFECT_HOME, loopback only)
+unless PREFECT_API_URL points at one. See docs/operations.md for the config format.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prefect import flow
+
+from auditors.errors import TrainguardError
+from auditors.policy import IntakePolicy
+from flows.intake import intake_flow
+
+DEPLOYMENT = "trainguard-scheduled-checks"
+SERVER_START_TIMEOUT_S = 180
+_DATASET_KEYS = {"name", "path", "schema", "text_col", "label_col", "split", "detectors",
+                 "policy", "model"}
+_TOP_KEYS = {"store", "out", "cron", "interval_seconds", "model", "datasets", "policy"}
+
+
+@dataclass
+class DatasetCheck:
+    name: str
+    path: str  # a file, directory or glob; relative to the config file
+    policy: dict = field(default_factory=dict)
+    load_options: dict = field(default_factory=dict)
+    detectors: list[str] | None = None
+    model: str | None = None
+
+
+@dataclass
+class ScheduleConfig:
+    store: str
+    out: str
+    datasets: list[DatasetCheck]
+    cron: str | None = None
+    interval_seconds: float | None = None
+
+
+def load_config(path: str | Path) -> ScheduleConfig:
+    """Read and check the config; relative paths are relative to the config file."""
+    path = Path(path)
+    try:
+        values = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise TrainguardError(f"{path}: cannot read the schedule config ({exc})") from None
+    _no_unknown(values, _TOP_KEYS, str(path))
+    for key in ("store", "out", "datasets"):
+        if key not in values:
+            raise TrainguardError(f"{path}: missing '{key}'")
+    if ("cron" in values) == ("interval_seconds" in values):
+        raise TrainguardError(f"{path}: give exactly one of 'cron' and 'interval_seconds'")
+    base = path.resolve().parent
+    default_policy = _policy(values.get("policy", {}), base, str(path))
+    checks = []
+    for k, entry in enumerate(values["datasets"], start=1):
+        where = f"{path}: datasets[{k}]"
+        _no_unknown(entry, _DATASET_KEYS, where)
+        if "name" not in entry or "path" not in entry:
+            raise TrainguardError(f"{where}: needs 'name' and 'path'")
+        checks.append(DatasetCheck(
+            name=entry["name"], path=os.path.normpath(base / entry["path"]),
+            policy=_policy(entry["policy"], base, where) if "policy" in entry else default_policy,
+            load_options={k: entry[k] for k in ("schema", "text_col", "label_col", "split")
+                          if k in entry},
+            detectors=entry.get("detectors"), model=entry.get("model", values.get("model"))))
+    return ScheduleConfig(store=os.path.normpath(base / values["store"]),
+                          out=os.path.normpath(base / values["out"]),
+                          datasets=checks, cron=values.get("cron"),
+                          interval_seconds=values.get("interval_seconds"))
+
+
+def _policy(value: str | dict, base: Path, where: str) -> dict:
+    """A policy file name or an inline table, checked now so a bad one fails at `serve`."""
+    if isinstance(value, str):
+        with open(base / value, "rb") as handle:
+            value = tomllib.load(handle)
+    IntakePolicy.from_dict(value, where=where)
+    return value
+
+
+def _no_unknown(values: dict, known: set[str], where: str) -> None:
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise TrainguardError(f"{where}: unknown key(s) {', '.join(unknown)}")
+
+
+def matching_files(pattern: str) -> list[str]:
+    return sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+
+
+@flow(name="trainguard-scheduled-checks", log_prints=True)
+def scheduled_checks_flow(config: str) -> list[dict]:
+    """Run the intake gate over every dataset file in CONFIG. One dataset's error does not
+    stop the others; the run fails at the end if any dataset could not be checked."""
+    settings = load_config(config)
+    results, failures = [], []
+    for check in settings.datasets:
+        for source in matching_files(check.path):
+            name = f"{check.name}/{Path(source).name}"
+            try:
+                outcome = intake_flow(source=source, policy=check.policy, store=settings.store,
+                                      out_dir=str(Path(settings.out) / check.name /
+                                                  Path(source).stem),
+                                      source_name=name, model=check.model,
+                                      detectors=check.detectors,
+                                      load_options=check.load_options, show_progress=False)
+            except TrainguardError as exc:
+                failures.append(f"{name}: {exc}")
+                continue
+            passed = outcome["intake"]["passed"]
+            print(f"{name}: {'PASS' if passed else 'FAIL'}")
+            results.append({"dataset": name, "passed": passed,
+                            "intake_id": outcome["intake"]["intake_id"]})
+    if failures:
+        raise TrainguardError("; ".join(failures))
+    return results
+
+
+def serve_config(config_path: str, port: int | None = None, announce=print) -> None:
+    """Serve the scheduled checks until interrupted, with a local Prefect server when none
+    is configured."""
+    config_path = str(Path(config_path).resolve())
+    settings = load_config(config_path)
+    schedule = ({"cron": settings.cron} if settings.cron
+                else {"interval": settings.interval_seconds})
+    with prefect_server(port, announce):
+        # limit=1: a run that outlasts the interval waits instead of competing for the CPU
+        scheduled_checks_flow.serve(name=DEPLOYMENT, parameters={"config": config_path},
+                                    print_starting_message=False, limit=1, **schedule)
+
+
+@contextmanager
+def prefect_server(port: int | None, announce=print):
+    """The configured Prefect API, or a local server on loopback for as long as needed."""
+    if os.environ.get("PREFECT_API_URL"):
+        announce(f"using the Prefect API at {os.environ['PREFECT_API_URL']}")
+        yield os.environ["PREFECT_API_URL"]
+        return
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    port = port or free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("prefect")), "server", "start", "--host",
+         "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
+    try:
+        wait_for_health(url, server)
+        announce(f"started a local Prefect server at {url} (UI at http://127.0.0.1:{port})")
+        os.environ["PREFECT_API_URL"] = url  # for flow-run subprocesses
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield url
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_health(url: str, server: subprocess.Popen | None = None,
+                    timeout_s: float = SERVER_START_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server is not None and server.poll() is not None:
+            raise TrainguardError(f"the local Prefect server exited with {server.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(1)
+    raise TrainguardError(f"no Prefect server answered at {url} within {timeout_s:.0f} s")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m flows.scheduled CONFIG")
+    serve_config(sys.argv[1])
