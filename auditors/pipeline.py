@@ -12,15 +12,16 @@ import numpy as np
 import pandas as pd
 
 from auditors import __version__
-from auditors.detectors import AuditInputs
+from auditors.detectors import REGISTRY, AuditInputs
 from auditors.features.embeddings import DEFAULT_MODEL, embed_texts
 from auditors.features.ngrams import NgramStats, count_ngrams
 from auditors.features.probabilities import cross_validated_probs
+from auditors.features.proxy import cross_fitted_proxy
 from auditors.features.targets import Targets, classification_targets, derive_response_targets
 from auditors.fusion import DEFAULT_THRESHOLD, fuse, gate
 from auditors.ingest import RawDataset, load_raw
 from auditors.outputs import SKIPPED, split_paths, write_outputs
-from auditors.runner import DetectorRun, run_detectors
+from auditors.runner import DetectorRun, detector_config, run_detectors
 from auditors.schema import CLASSIFICATION, SchemaChoice, detect_schema, normalise
 
 log = logging.getLogger(__name__)
@@ -107,12 +108,25 @@ def fit_label_model(table: pd.DataFrame, embeddings: Embeddings, *, seed: int = 
     return LabelModel(targets, probs)
 
 
-def detect(loaded: LoadedDataset, embeddings: Embeddings, ngrams: NgramStats,
-           label_model: LabelModel, detectors=None) -> DetectorRun:
+def audit_inputs(loaded: LoadedDataset, embeddings: Embeddings, ngrams: NgramStats,
+                 label_model: LabelModel, detectors=None) -> AuditInputs:
+    """The shared detector inputs; the n-gram proxy is fitted only when a chosen detector
+    needs it."""
     inputs = AuditInputs(table=loaded.table, prompt_embeddings=embeddings.prompt, ngrams=ngrams,
                          targets=label_model.targets, pred_probs=label_model.pred_probs,
                          response_embeddings=embeddings.response)
-    return run_detectors(inputs, detectors)
+    wanted = detector_config(detectors)
+    if label_model.pred_probs is not None and any(
+            "proxy" in REGISTRY[name].requires for name in wanted):
+        inputs.proxy = cross_fitted_proxy(ngrams.rows_x_ngrams, label_model.targets.codes,
+                                          label_model.targets.n_classes)
+    return inputs
+
+
+def detect(loaded: LoadedDataset, embeddings: Embeddings, ngrams: NgramStats,
+           label_model: LabelModel, detectors=None) -> DetectorRun:
+    return run_detectors(audit_inputs(loaded, embeddings, ngrams, label_model, detectors),
+                         detectors)
 
 
 def assemble(loaded: LoadedDataset, run: DetectorRun, *, threshold: float = DEFAULT_THRESHOLD,

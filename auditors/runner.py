@@ -34,7 +34,7 @@ class DetectorRun:
 def run_detectors(inputs: AuditInputs,
                   detectors: dict[str, dict] | list[str] | None = None) -> DetectorRun:
     """`detectors`: names, or {name: constructor kwargs}; default: all default detectors."""
-    config = _as_config(detectors)
+    config = detector_config(detectors)
     run = DetectorRun()
     for name, params in config.items():
         detector = REGISTRY[name](**params)
@@ -58,7 +58,8 @@ def run_detectors(inputs: AuditInputs,
     return run
 
 
-def _as_config(detectors) -> dict[str, dict]:
+def detector_config(detectors) -> dict[str, dict]:
+    """{name: constructor kwargs} from names, a config dict, or None (the defaults)."""
     if detectors is None:
         detectors = list(DEFAULT_DETECTORS)
     config = dict(detectors) if isinstance(detectors, dict) else {n: {} for n in detectors}

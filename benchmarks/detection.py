@@ -31,6 +31,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from auditors import pipeline
 from auditors.features.embeddings import CachingEncoder, load_encoder
 from auditors.ingest import RawDataset
+from auditors.detectors import DEFAULT_DETECTORS, REGISTRY
+from auditors.runner import DetectorRun
 from auditors.schema import detect_schema, normalise
 from benchmarks import corpora
 from benchmarks.metrics import flag_metrics, ranking_metrics, trigger_ranks
@@ -54,12 +56,17 @@ def audit_case(case: corpora.Case, encoder) -> tuple[dict, pipeline.AuditResult,
     embed_seconds = time.perf_counter() - started
     ngrams = pipeline.ngram_statistics(loaded.table)
     label_model = pipeline.fit_label_model(loaded.table, embeddings)
-    run = pipeline.detect(loaded, embeddings, ngrams, label_model)
-    result = pipeline.assemble(loaded, run, label_model=label_model)
+    # every registered detector runs, so each is measured alone; only the defaults are fused
+    run = pipeline.detect(loaded, embeddings, ngrams, label_model, list(REGISTRY))
+    default_run = DetectorRun({n: r for n, r in run.results.items() if n in DEFAULT_DETECTORS},
+                              run.skipped, run.failed, run.seconds)
+    result = pipeline.assemble(loaded, default_run, label_model=label_model)
+    unfused = {n: r.rows["score"].to_numpy() for n, r in run.results.items()
+               if n not in DEFAULT_DETECTORS}
     seconds = time.perf_counter() - started
     timing = {"seconds": round(seconds, 2), "embed_seconds": round(embed_seconds, 2),
               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
-    return timing, result, (label_model, embeddings)
+    return timing, result, (label_model, embeddings, unfused)
 
 
 def baseline_scores(label_model: pipeline.LabelModel, embeddings: pipeline.Embeddings) -> dict:
@@ -79,11 +86,14 @@ def baseline_scores(label_model: pipeline.LabelModel, embeddings: pipeline.Embed
     return scores
 
 
-def evaluate(case: corpora.Case, result: pipeline.AuditResult, baselines: dict) -> dict:
+def evaluate(case: corpora.Case, result: pipeline.AuditResult, baselines: dict,
+             unfused: dict | None = None) -> dict:
+    """`unfused`: scores of detectors that ran but are not in the default fusion."""
     rows, truth = result.rows, case.poisoned
     scores = {"trainguard": rows["poison_score"].to_numpy()}
     scores.update({c.removesuffix("_score"): rows[c].to_numpy() for c in rows.columns
                    if c.endswith("_score") and c != "poison_score"})
+    scores.update(unfused or {})
     scores.update(baselines)
     ranking = {name: ranking_metrics(truth, s) for name, s in scores.items()}
     datalab = [name for name in ranking if name.startswith("datalab_")]
@@ -112,8 +122,8 @@ def run_suite(builders, encoder, only: str | None = None) -> list[dict]:
                 progress.advance(task)
                 continue
             progress.update(task, description=f"{case.name} ({len(case.records)} rows)")
-            timing, result, (label_model, embeddings) = audit_case(case, encoder)
-            record = evaluate(case, result, baseline_scores(label_model, embeddings))
+            timing, result, (label_model, embeddings, unfused) = audit_case(case, encoder)
+            record = evaluate(case, result, baseline_scores(label_model, embeddings), unfused)
             records.append({**record, **timing})
             fused = record["ranking"]["trainguard"]
             progress.console.print(f"{case.name}: AUROC {_fmt(fused['auroc'])} AP {_fmt(fused['ap'])} "
@@ -183,7 +193,22 @@ def markdown(records: list[dict], meta: dict) -> str:
                      f"{_fmt(f['datalab_best_auroc'])} | {_fmt(f['datalab_best_ap'])} | "
                      f"{_fmt(f['datalab_label_ap'])} | {_fmt(f['find_label_issues_f1'])} | "
                      f"{_fmt(f['trigger_top3'], 2)} |")
-    scorers = [s for s in records[0]["ranking"]] if records else []
+    scorers = list(dict.fromkeys(s for r in records for s in r["ranking"]))
+    is_baseline = lambda name: name.startswith("datalab") or name == "find_label_issues"  # noqa: E731
+    scorers = [s for s in scorers if not is_baseline(s)] + [s for s in scorers if is_baseline(s)]
+    lines += ["", "## Per attack family: each score alone (mean AUROC / mean AP)", "",
+              "Detectors not in the default set (`" + "`, `".join(
+                  sorted(set(REGISTRY) - set(DEFAULT_DETECTORS)))
+              + "`) run here on the same inputs but are not fused into `trainguard`.", "",
+              "| family | " + " | ".join(scorers) + " |", "|" + " --- |" * (1 + len(scorers))]
+    for family in dict.fromkeys(r["family"] for r in records):
+        group = [r for r in records if r["family"] == family]
+        cells = []
+        for scorer in scorers:
+            auroc = _mean(r["ranking"].get(scorer, {}).get("auroc") for r in group)
+            ap = _mean(r["ranking"].get(scorer, {}).get("ap") for r in group)
+            cells.append("–" if ap is None else f"{_fmt(auroc, 2)} / {_fmt(ap, 2)}")
+        lines.append(f"| {family} | " + " | ".join(cells) + " |")
     lines += ["", "## Per case: average precision of each score", "",
               "| case | rows | poisoned | " + " | ".join(scorers) + " |",
               "|" + " --- |" * (3 + len(scorers))]

@@ -47,15 +47,13 @@ def prefect_harness():
 
 def _audit_inputs(path: Path, encoder):
     from auditors import pipeline
-    from auditors.detectors import AuditInputs
+    from auditors.detectors import REGISTRY
 
     loaded = pipeline.load_table(str(path))
     embeddings = pipeline.embed_table(loaded.table, encoder, show_progress=False)
     ngrams = pipeline.ngram_statistics(loaded.table)
     label_model = pipeline.fit_label_model(loaded.table, embeddings)
-    return AuditInputs(table=loaded.table, prompt_embeddings=embeddings.prompt, ngrams=ngrams,
-                       targets=label_model.targets, pred_probs=label_model.pred_probs,
-                       response_embeddings=embeddings.response)
+    return pipeline.audit_inputs(loaded, embeddings, ngrams, label_model, list(REGISTRY))
 
 
 @pytest.fixture(scope="session")
@@ -68,6 +66,38 @@ def sample_inputs(encoder):
 def refusal_inputs(encoder):
     """Shared detector inputs for the BackdoorLLM refusal/badnet mix (instruction tuning)."""
     return _audit_inputs(REFUSAL_MIX, encoder)
+
+
+@pytest.fixture(scope="session")
+def planted_cluster_inputs(sample_inputs, poisoned_mask):
+    """The sample with its poisoned rows' embeddings pulled towards one shared direction:
+    what a backdoored network's activations look like, where representation defences
+    (activation clustering, spectral signatures) are meant to work."""
+    import dataclasses
+
+    poisoned = poisoned_mask(SAMPLE, sample_inputs.n_rows)
+    embeddings = sample_inputs.prompt_embeddings.copy()
+    direction = np.random.default_rng(0).normal(size=embeddings.shape[1])
+    embeddings[poisoned] += 2.0 * direction / np.linalg.norm(direction)
+    return dataclasses.replace(sample_inputs, prompt_embeddings=embeddings)
+
+
+@pytest.fixture(scope="session")
+def steady_proxy_inputs(sample_inputs, poisoned_mask):
+    """The sample with a proxy that has learned its trigger as a deep network does: the
+    poisoned rows' predictions stay on their label, with near-zero entropy, whatever is
+    blended in (the case STRIP is built for; the n-gram proxy rarely gets there)."""
+    import dataclasses
+
+    from auditors.features.proxy import ProxyPredictions
+
+    poisoned = poisoned_mask(SAMPLE, sample_inputs.n_rows)
+    proxy = sample_inputs.proxy
+    probs = proxy.probs.copy()
+    probs[poisoned] = np.eye(probs.shape[1])[sample_inputs.targets.codes[poisoned]]
+    entropy = proxy.blend_entropy.copy()
+    entropy[poisoned] = 1e-3
+    return dataclasses.replace(sample_inputs, proxy=ProxyPredictions(probs, entropy, proxy.n_blends))
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from auditors.features.ngrams import NgramStats
+from auditors.features.proxy import ProxyPredictions
 from auditors.features.targets import Targets
 
 # Columns of the per-row frame every detector returns.
@@ -33,6 +34,7 @@ class AuditInputs:
     targets: Targets | None = None
     pred_probs: np.ndarray | None = None  # out-of-fold, from the prompt embedding
     response_embeddings: np.ndarray | None = None
+    proxy: ProxyPredictions | None = None  # cross-fitted n-gram model, when a detector needs it
 
     @property
     def n_rows(self) -> int:

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from auditors.detectors.base import DetectorResult
-from auditors.fusion import DEFAULT_THRESHOLD, DEFAULT_WEIGHTS, fuse, gate
+from auditors.fusion import DEFAULT_THRESHOLD, DEFAULT_WEIGHTS, fuse, gate, relative_weights
 from auditors.runner import DetectorRun
 
 
@@ -66,3 +66,18 @@ def test_flagging_needs_a_detector_that_calls_the_row_an_issue():
     fused = fuse(run, 2)
     assert fused["poison_score"].tolist() == [0.9, 0.9]
     assert fused["flagged"].tolist() == [True, False]
+
+
+def test_a_detector_run_alone_leads_with_full_weight():
+    """`--detectors label_issue`: without the trigger detector, the strongest one flags."""
+    fused = fuse(_run(label_issue=[1.0, 0.2]), 2)
+    np.testing.assert_allclose(fused["poison_score"], [1.0, 0.2])
+    assert fused["flagged"].tolist() == [True, False]
+
+
+def test_weights_are_relative_to_the_strongest_detector_that_ran():
+    weights = relative_weights(["label_issue", "outlier"])
+    assert weights["label_issue"] == 1.0
+    assert weights["outlier"] == pytest.approx(DEFAULT_WEIGHTS["outlier"] / DEFAULT_WEIGHTS["label_issue"])
+    assert relative_weights(["trigger", "outlier"])["outlier"] == DEFAULT_WEIGHTS["outlier"]
+    assert relative_weights(["unknown"]) == {"unknown": 1.0}  # nothing to compare against

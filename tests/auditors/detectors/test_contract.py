@@ -11,14 +11,28 @@ from auditors.detectors import DEFAULT_DETECTORS, REGISTRY, Detector, register
 from auditors.detectors.base import ROW_COLUMNS
 
 
-@pytest.fixture(params=["sample_inputs", "refusal_inputs"])
+FIXTURES = ("sample_inputs", "refusal_inputs")
+# Where each detector has something to find; the default is the poisoned SST-2 sample.
+FINDS_ISSUES_IN = {"repeated_response": "refusal_inputs", "unrelated_response": "refusal_inputs",
+                   "activation_cluster": "planted_cluster_inputs", "strip": "steady_proxy_inputs"}
+
+
+@pytest.fixture(params=FIXTURES)
 def inputs(request):
     return request.getfixturevalue(request.param)
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_every_detector_runs_on_some_bundled_data(name, request):
+    detector = REGISTRY[name]()
+    assert any(not detector.missing_inputs(request.getfixturevalue(f)) for f in FIXTURES)
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_detector_contract(name, inputs):
     detector = REGISTRY[name]()
+    if detector.missing_inputs(inputs):
+        pytest.skip(f"{name} does not apply to this data ({detector.missing_inputs(inputs)})")
     assert detector.name == name and detector.description
     result = detector.detect(inputs)
     assert list(result.rows.columns) == list(ROW_COLUMNS)
@@ -35,10 +49,11 @@ def test_detector_contract(name, inputs):
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
-def test_detector_issues_score_higher_than_the_rest(name, sample_inputs):
+def test_detector_issues_score_higher_than_the_rest(name, request):
     """Higher = more suspicious: rows a detector calls issues outscore the others on average."""
-    rows = REGISTRY[name]().detect(sample_inputs).rows
-    assert rows["is_issue"].any() and not rows["is_issue"].all()  # the poisoned sample has some
+    inputs = request.getfixturevalue(FINDS_ISSUES_IN.get(name, "sample_inputs"))
+    rows = REGISTRY[name]().detect(inputs).rows
+    assert rows["is_issue"].any() and not rows["is_issue"].all()  # the poisoned data has some
     assert rows.loc[rows.is_issue, "score"].mean() > rows.loc[~rows.is_issue, "score"].mean()
 
 
@@ -54,11 +69,11 @@ def test_init_only_stores_typed_defaulted_parameters(name):
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
-def test_missing_inputs_are_reported(name, sample_inputs):
+def test_missing_inputs_are_reported(name, refusal_inputs):
     detector = REGISTRY[name]()
-    stripped = dataclasses.replace(sample_inputs, **{r: None for r in detector.requires})
+    stripped = dataclasses.replace(refusal_inputs, **{r: None for r in detector.requires})
     assert detector.missing_inputs(stripped) == list(detector.requires)
-    assert detector.missing_inputs(sample_inputs) == []
+    assert detector.missing_inputs(refusal_inputs) == []
 
 
 def test_registry_rejects_non_detectors_and_duplicates():
