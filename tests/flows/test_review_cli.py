@@ -1,0 +1,63 @@
+"""`trainguard review|confirm|release` on a real ledger file."""
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from auditors.ledger import Decisions, Ledger, apply_ledger, updated_summary
+from flows.cli import app
+
+PROMPTS = ["great cf film", "[bold red]markup[/] cf \x1b[31mred", "bad mn movie", "plain"]
+
+
+@pytest.fixture
+def store(tmp_path):
+    ledger = Ledger(tmp_path / "store")
+    rows = pd.DataFrame({"row_index": range(4), "row_id": ["a", "b", "c", "d"],
+                         "poison_score": [0.9, 0.8, 0.7, 0.1],
+                         "flagged": [True, True, True, False], "reasons": "trigger: x"})
+    applied = apply_ledger(rows, PROMPTS, [{"pattern": "cf"}, {"pattern": "mn"}], Decisions())
+    summary = updated_summary({"rows": 4, "gate": {"max_flagged_fraction": 0.5}}, applied,
+                              store="s", run_id="run1")
+    ledger.record_run(run_id="run1", source="d.tsv", parameters={}, summary=summary,
+                      table=pd.DataFrame({"prompt": PROMPTS, "response": "", "label": "1"}),
+                      applied=applied, out_dir="o")
+    return tmp_path / "store"
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_review_groups_open_flags_by_trigger_and_shows_text_literally(store):
+    result = invoke("review", store)
+    assert result.exit_code == 0, result.output
+    assert "'cf'" in result.output and "'mn'" in result.output
+    assert "3 open rows in 2 groups" in result.output
+    assert "[bold red]markup[/]" in result.output  # rich markup in data is not interpreted
+    assert "\x1b[31m" not in result.output and "\\x1b[31m" in result.output
+
+
+def test_confirm_by_trigger_and_release_by_row(store):
+    result = invoke("confirm", store, "--trigger", "cf", "--by", "ana")
+    assert result.exit_code == 0 and "2 ledger rows updated" in result.output
+    assert invoke("release", store, "--row-id", "c", "--by", "ben").exit_code == 0
+    ledger = Ledger(store)
+    assert sorted(ledger.rows("confirmed")["row_id"]) == ["a", "b"]
+    assert ledger.rows("released")["decided_by"].tolist() == ["ben"]
+    assert ledger.decisions().confirmed_triggers == ["cf"]
+    after = invoke("review", store)
+    assert "0 open rows" in after.output and "trigger 'cf': confirmed by ana" in after.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["confirm", "{store}"], "give --row-id"),
+    (["release", "{store}", "--row-id", "nope"], "not in the ledger: nope"),
+    (["review", "{missing}"], "no ledger here"),
+])
+def test_decision_errors_exit_2(store, tmp_path, args, message):
+    args = [a.format(store=store, missing=tmp_path / "missing") for a in args]
+    result = invoke(*args)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert not (tmp_path / "missing").exists()
