@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import signal
 import sys
 from pathlib import Path
 from enum import Enum
@@ -301,12 +302,19 @@ def serve(
 
 
 def main() -> None:
-
+    # SIGTERM (kill, a scheduler, a container stop) ends an audit like Ctrl-C does, so that
+    # Prefect's temporary server and the output staging directory are cleaned up rather
+    # than orphaned.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         app()
     except KeyboardInterrupt:
         errors.print("interrupted", markup=False)
         sys.exit(130)
+
+
+def _raise_keyboard_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":
