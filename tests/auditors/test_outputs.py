@@ -112,8 +112,14 @@ def rows_frame(n_rows: int, flagged: set[int]) -> pd.DataFrame:
     })
 
 
-def summary_for(raw: RawDataset) -> dict:
-    return {"input": raw.source, "rows": len(raw), "flagged": np.int64(len(FLAGGED))}
+def summary_for(raw: RawDataset, **extra) -> dict:
+    """A summary shaped like an audit's (report.html reads it), plus `extra` fields."""
+    flagged = np.int64(len(FLAGGED))
+    return {"input": raw.source, "format": raw.fmt, "schema": "classification",
+            "schema_columns": "classification (text, label)", "rows": len(raw),
+            "flagged": flagged, "gate": {"flagged_fraction": flagged / len(raw),
+                                         "max_flagged_fraction": 0.005, "passed": False},
+            "detectors_run": [], "detectors_skipped": {}, "detectors_failed": {}, **extra}
 
 
 def input_lines(source: str) -> list[bytes]:
@@ -145,7 +151,8 @@ def test_every_row_lands_in_exactly_one_split_in_input_order(tmp_path, kind):
     assert (clean_name, quarantine_name) == (f"clean.{expected_ext}",
                                              f"quarantine.{expected_ext}")
     assert sorted(p.name for p in out_dir.iterdir()) == sorted(
-        [clean_name, quarantine_name, "rows.parquet", "triggers.json", "summary.json"])
+        [clean_name, quarantine_name, "rows.parquet", "triggers.json", "report.html",
+         "summary.json"])
 
     clean = load_raw(str(out_dir / clean_name))
     quarantine = load_raw(str(out_dir / quarantine_name))
@@ -177,14 +184,15 @@ def test_rows_triggers_and_summary_files(tmp_path):
     pd.testing.assert_frame_equal(pd.read_parquet(out_dir / "rows.parquet"), rows)
     assert json.loads((out_dir / "triggers.json").read_text()) == \
         [{"pattern": "cf", "score": 0.75, "support": 4, "target": "1"}]
-    assert json.loads((out_dir / "summary.json").read_text()) == \
-        {"input": raw.source, "rows": N_ROWS, "flagged": len(FLAGGED)}
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert summary == json.loads(json.dumps(summary_for(raw), default=int))  # numpy -> JSON
+    assert summary["flagged"] == len(FLAGGED)
 
 
 def test_nothing_flagged_leaves_an_empty_quarantine(tmp_path):
     raw = load_raw(make_parquet(tmp_path))
 
-    out_dir = write_outputs(tmp_path / "audit", raw, rows_frame(N_ROWS, set()), [], {})
+    out_dir = write_outputs(tmp_path / "audit", raw, rows_frame(N_ROWS, set()), [], summary_for(raw))
 
     assert pq.read_table(out_dir / "clean.parquet").to_pylist() == raw.records
     quarantine = pq.read_table(out_dir / "quarantine.parquet")
@@ -205,7 +213,7 @@ def test_via_datasets_line_formats_are_written_as_text(tmp_path, suffix):
     raw = load_raw(source, via_datasets=True)
     assert raw.raw_lines is None
 
-    out_dir = write_outputs(tmp_path / "audit", raw, rows_frame(N_ROWS, FLAGGED), [], {})
+    out_dir = write_outputs(tmp_path / "audit", raw, rows_frame(N_ROWS, FLAGGED), [], summary_for(raw))
 
     clean_name, quarantine_name = split_paths(raw)
     clean = load_raw(str(out_dir / clean_name), via_datasets=True)
@@ -222,9 +230,9 @@ def test_existing_out_dir_with_a_stale_summary_is_replaced(tmp_path):
     (out_dir / "clean.jsonl").write_text('{"text": "old row"}\n')
     (out_dir / "notes.txt").write_text("kept")
 
-    write_outputs(out_dir, raw, rows_frame(N_ROWS, FLAGGED), [], {"run": 2})
+    write_outputs(out_dir, raw, rows_frame(N_ROWS, FLAGGED), [], summary_for(raw, run=2))
 
-    assert json.loads((out_dir / "summary.json").read_text()) == {"run": 2}
+    assert json.loads((out_dir / "summary.json").read_text())["run"] == 2
     clean = load_raw(str(out_dir / "clean.jsonl"))
     assert clean.records == [r for i, r in enumerate(raw.records) if i not in FLAGGED]
     assert (out_dir / "notes.txt").read_text() == "kept"
@@ -236,8 +244,8 @@ def test_no_staging_directory_is_left_behind(tmp_path):
     parent.mkdir()
     before = set(p.name for p in parent.iterdir())
 
-    write_outputs(parent / "audit", raw, rows_frame(N_ROWS, FLAGGED), [], {})
-    write_outputs(parent / "audit", raw, rows_frame(N_ROWS, {0}), [], {})
+    write_outputs(parent / "audit", raw, rows_frame(N_ROWS, FLAGGED), [], summary_for(raw))
+    write_outputs(parent / "audit", raw, rows_frame(N_ROWS, {0}), [], summary_for(raw))
 
     assert {p.name for p in parent.iterdir()} - before == {"audit"}
     assert not [p for p in tmp_path.rglob("*") if ".partial-" in p.name]
@@ -246,12 +254,12 @@ def test_no_staging_directory_is_left_behind(tmp_path):
 def test_a_failed_write_leaves_the_previous_run_and_no_staging(tmp_path):
     raw = load_raw(make_jsonl(tmp_path))
     out_dir = tmp_path / "audit"
-    write_outputs(out_dir, raw, rows_frame(N_ROWS, FLAGGED), [], {"run": 1})
+    write_outputs(out_dir, raw, rows_frame(N_ROWS, FLAGGED), [], summary_for(raw, run=1))
     before = {p.name: p.read_bytes() for p in out_dir.iterdir()}
 
     bad_rows = rows_frame(N_ROWS, FLAGGED).drop(columns="flagged")
     with pytest.raises(KeyError):
-        write_outputs(out_dir, raw, bad_rows, [], {"run": 2})
+        write_outputs(out_dir, raw, bad_rows, [], summary_for(raw, run=2))
 
     assert {p.name: p.read_bytes() for p in out_dir.iterdir()} == before
     assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
