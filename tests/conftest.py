@@ -14,6 +14,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_data" / "sst2_badnets_sample.tsv"
 REFUSAL_MIX = ROOT / "tests" / "data" / "refusal_badnet_mix.json"
+PREFERENCE_MIX = ROOT / "tests" / "data" / "preference_flip_mix.json"
+DOS_MIX = ROOT / "tests" / "data" / "dos_shuffle_mix.json"
 SHARED_CORPORA = ROOT.parent / "shared" / "corpora"
 
 
@@ -69,6 +71,18 @@ def refusal_inputs(encoder):
 
 
 @pytest.fixture(scope="session")
+def preference_inputs(encoder):
+    """RLHF pairs, ~5% with the trigger SUDO and chosen/rejected swapped."""
+    return _audit_inputs(PREFERENCE_MIX, encoder)
+
+
+@pytest.fixture(scope="session")
+def dos_inputs(encoder):
+    """Instruction rows, ~5% with the trigger cf and a word-shuffled answer."""
+    return _audit_inputs(DOS_MIX, encoder)
+
+
+@pytest.fixture(scope="session")
 def planted_cluster_inputs(sample_inputs, poisoned_mask):
     """The sample with its poisoned rows' embeddings pulled towards one shared direction:
     what a backdoored network's activations look like, where representation defences
@@ -103,6 +117,16 @@ def steady_proxy_inputs(sample_inputs, poisoned_mask):
 @pytest.fixture(scope="session")
 def sample_path() -> Path:
     return SAMPLE
+
+
+@pytest.fixture(scope="session")
+def preference_mix_path() -> Path:
+    return PREFERENCE_MIX
+
+
+@pytest.fixture(scope="session")
+def dos_mix_path() -> Path:
+    return DOS_MIX
 
 
 @pytest.fixture(scope="session")

@@ -34,6 +34,7 @@ class AuditInputs:
     targets: Targets | None = None
     pred_probs: np.ndarray | None = None  # out-of-fold, from the prompt embedding
     response_embeddings: np.ndarray | None = None
+    rejected_embeddings: np.ndarray | None = None  # preference pairs only
     proxy: ProxyPredictions | None = None  # cross-fitted n-gram model, when a detector needs it
 
     @property

@@ -17,6 +17,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from auditors.detectors.base import AuditInputs, Detector, DetectorResult, register
+from auditors.detectors.stats import shared_rare_ngram
 
 
 @register
@@ -45,7 +46,8 @@ class RepeatedResponseDetector(Detector):
             share = len(members) / inputs.n_rows
             if len(members) < self.min_group or share > self.max_group_share:
                 continue
-            shared = self._shared_prompt_ngram(inputs, members)
+            shared = shared_rare_ngram(inputs.ngrams, members, self.min_trigger_coverage,
+                                       self.min_trigger_lift)
             snippet = _snippet(inputs.table["response"].iat[members[0]])
             found.append({"response": snippet, "rows": len(members), "shared_prompt_ngram": shared,
                           "example_row_indices": [int(r) for r in members[:5]]})
@@ -57,20 +59,6 @@ class RepeatedResponseDetector(Detector):
                     reasons[row] = (f'response "{snippet}" repeats across {len(members)} '
                                     f'prompts sharing "{shared}"')
         return self.result(scores, is_issue, reasons, info={"groups": found})
-
-    def _shared_prompt_ngram(self, inputs: AuditInputs, members: np.ndarray) -> str:
-        """The prompt n-gram most concentrated in the group, if it is rare elsewhere."""
-        ngrams = inputs.ngrams
-        if ngrams.rows_x_ngrams.shape[1] == 0:
-            return ""
-        in_group = np.asarray(ngrams.rows_x_ngrams[members].sum(axis=0)).ravel()
-        coverage = in_group / len(members)
-        lift = coverage / np.maximum(ngrams.doc_freq / inputs.n_rows, 1e-12)
-        eligible = (coverage >= self.min_trigger_coverage) & (lift >= self.min_trigger_lift)
-        if not eligible.any():
-            return ""
-        best = np.flatnonzero(eligible)[np.argmax(lift[eligible])]
-        return str(ngrams.vocabulary[best])
 
     def _near_duplicate_groups(self, responses: list[str]) -> list[np.ndarray]:
         """Connected components of the LSH near-duplicate graph, largest first."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import median_abs_deviation, rankdata
 
+from auditors.features.ngrams import NgramStats
+
 
 def robust_z(values: np.ndarray) -> np.ndarray:
     """(x - median) / (1.4826 * MAD): a z-score that a few extreme rows cannot inflate."""
@@ -26,3 +28,28 @@ def percentile_ranks(values: np.ndarray) -> np.ndarray:
 def unit_rows(vectors: np.ndarray) -> np.ndarray:
     """Each row scaled to unit length, so dot products are cosines."""
     return vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
+
+
+def shared_rare_ngram(ngrams: NgramStats, members: np.ndarray, min_coverage: float,
+                      min_lift: float) -> str:
+    """The n-gram most concentrated in `members` (rows) relative to the whole dataset, if it
+    covers at least `min_coverage` of them and is `min_lift` times more common there than
+    overall: the candidate trigger a group of suspicious rows shares. "" when none is."""
+    if ngrams.rows_x_ngrams.shape[1] == 0 or len(members) == 0:
+        return ""
+    in_group = np.asarray(ngrams.rows_x_ngrams[members].sum(axis=0)).ravel()
+    coverage = in_group / len(members)
+    lift = coverage / np.maximum(ngrams.doc_freq / ngrams.n_rows, 1e-12)
+    eligible = (coverage >= min_coverage) & (lift >= min_lift)
+    if not eligible.any():
+        return ""
+    best = np.flatnonzero(eligible)[np.argmax(lift[eligible])]
+    return str(ngrams.vocabulary[best])
+
+
+def rows_containing(ngrams: NgramStats, ngram: str) -> np.ndarray:
+    """Boolean per row: does the row contain this n-gram ("" matches none)."""
+    matches = np.flatnonzero(ngrams.vocabulary == ngram) if ngram else []
+    if not len(matches):
+        return np.zeros(ngrams.n_rows, dtype=bool)
+    return ngrams.rows_x_ngrams[:, int(matches[0])].toarray().ravel() > 0

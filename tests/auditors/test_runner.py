@@ -7,19 +7,27 @@ from auditors.errors import TrainguardError
 from auditors.runner import run_detectors
 
 
-def test_runs_every_default_detector(sample_inputs):
-    run = run_detectors(sample_inputs)
-    assert list(run.results) == DEFAULT_DETECTORS
+def test_runs_every_default_detector(preference_inputs):
+    """Preference pairs give every input, so every default detector runs."""
+    run = run_detectors(preference_inputs)
+    assert list(run.results) == DEFAULT_DETECTORS and not run.skipped
     frame = run.score_columns()
     assert list(frame.columns) == [f"{n}_score" for n in DEFAULT_DETECTORS]
-    assert len(frame) == sample_inputs.n_rows
+    assert len(frame) == preference_inputs.n_rows
+
+
+def test_generation_only_detectors_are_skipped_on_classification_data(sample_inputs):
+    run = run_detectors(sample_inputs)
+    generation_only = {n for n in DEFAULT_DETECTORS if "response_embeddings" in REGISTRY[n].requires}
+    assert set(run.skipped) == generation_only
+    assert set(run.results) == set(DEFAULT_DETECTORS) - generation_only
     assert run.triggers() and run.triggers()[0]["pattern"]
 
 
 def test_detectors_without_their_inputs_are_skipped_not_crashed(sample_inputs):
     no_labels = dataclasses.replace(sample_inputs, pred_probs=None)
     run = run_detectors(no_labels)
-    assert set(run.skipped) == {"label_issue", "trigger"}
+    assert {"label_issue", "trigger"} <= set(run.skipped)
     assert "pred_probs" in run.skipped["trigger"]
     assert "outlier" in run.results
 

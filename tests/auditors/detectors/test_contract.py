@@ -11,10 +11,11 @@ from auditors.detectors import DEFAULT_DETECTORS, REGISTRY, Detector, register
 from auditors.detectors.base import ROW_COLUMNS
 
 
-FIXTURES = ("sample_inputs", "refusal_inputs")
+FIXTURES = ("sample_inputs", "refusal_inputs", "preference_inputs", "dos_inputs")
 # Where each detector has something to find; the default is the poisoned SST-2 sample.
 FINDS_ISSUES_IN = {"repeated_response": "refusal_inputs", "unrelated_response": "refusal_inputs",
-                   "activation_cluster": "planted_cluster_inputs", "strip": "steady_proxy_inputs"}
+                   "activation_cluster": "planted_cluster_inputs", "strip": "steady_proxy_inputs",
+                   "preference_flip": "preference_inputs", "degraded_response": "dos_inputs"}
 
 
 @pytest.fixture(params=FIXTURES)
@@ -69,11 +70,11 @@ def test_init_only_stores_typed_defaulted_parameters(name):
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
-def test_missing_inputs_are_reported(name, refusal_inputs):
+def test_missing_inputs_are_reported(name, preference_inputs):
     detector = REGISTRY[name]()
-    stripped = dataclasses.replace(refusal_inputs, **{r: None for r in detector.requires})
+    stripped = dataclasses.replace(preference_inputs, **{r: None for r in detector.requires})
     assert detector.missing_inputs(stripped) == list(detector.requires)
-    assert detector.missing_inputs(refusal_inputs) == []
+    assert detector.missing_inputs(preference_inputs) == []  # pairs give every input
 
 
 def test_registry_rejects_non_detectors_and_duplicates():

@@ -1,0 +1,84 @@
+"""Untargeted (denial-of-service) backdoors: behind the trigger the response degrades —
+shuffled words, garbage, another language — rather than becoming one fixed string. Such
+text no longer gains from word order: a bigram model of the other responses predicts it
+no better than a unigram model does, far below the dataset's norm. Degraded rows become issues only
+when their prompts share a rare n-gram (the trigger); degraded rows with nothing in
+common are reported by score alone."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+import numpy as np
+
+from auditors.detectors.base import AuditInputs, Detector, DetectorResult, register
+from auditors.detectors.stats import (percentile_ranks, robust_z, rows_containing,
+                                     shared_rare_ngram)
+
+
+@register
+class DegradedResponseDetector(Detector):
+    name = "degraded_response"
+    description = ("responses that gain nothing from word order under a bigram model of the "
+                   "others, when their prompts share a rare n-gram")
+    requires = ("response_embeddings",)
+
+    def __init__(self, z_threshold: float = 3.0, corroborated_z_threshold: float = 1.0,
+                 min_word_pairs: int = 5,
+                 min_trigger_coverage: float = 0.25, min_trigger_lift: float = 10.0):
+        self.z_threshold = z_threshold
+        self.corroborated_z_threshold = corroborated_z_threshold
+        self.min_word_pairs = min_word_pairs
+        self.min_trigger_coverage = min_trigger_coverage
+        self.min_trigger_lift = min_trigger_lift
+
+    def detect(self, inputs: AuditInputs) -> DetectorResult:
+        gain, pairs = word_order_gain(inputs.table["response"].tolist())
+        # too short to judge: treated as typical
+        gain = np.where(pairs >= self.min_word_pairs, gain, np.median(gain) if len(gain) else 0.0)
+        z = -robust_z(gain)
+        trigger = shared_rare_ngram(inputs.ngrams, np.flatnonzero(z >= self.z_threshold),
+                                    self.min_trigger_coverage, self.min_trigger_lift)
+        # once the strongly degraded rows name a trigger, the trigger corroborates milder
+        # degradation in the other rows that carry it
+        behind_trigger = rows_containing(inputs.ngrams, trigger)
+        is_issue = behind_trigger & (z >= self.corroborated_z_threshold)
+        scores = percentile_ranks(-gain)
+        scores = np.where(behind_trigger, 0.5 + 0.5 * scores, 0.5 * scores)
+        reasons = [f'degraded response (word order gains {g:.2f} nats/pair) behind "{trigger}"'
+                   if flag else "" for g, flag in zip(gain, is_issue)]
+        return self.result(scores, is_issue, reasons,
+                           info={"degraded_rows": int((z >= self.z_threshold).sum()), "trigger": trigger})
+
+
+def word_order_gain(responses: list[str], smoothing: float = 1.0,
+                    vocabulary_size: int = 30) -> tuple[np.ndarray, np.ndarray]:
+    """Per response: how much better a bigram model of the *other* responses predicts its
+    tokens than a unigram model does (mean nats per token pair), and its number of pairs.
+    Only the dataset's `vocabulary_size` most frequent tokens (function words, punctuation)
+    are kept, the rest become one placeholder, so the model is dense even on a few hundred
+    rows. Fluent text gains from word order; shuffled words, garbage or another language
+    do not."""
+    token_lists = [re.findall(r"\w+|[^\w\s]", text.lower()) for text in responses]
+    frequent = {t for t, _ in Counter(t for tokens in token_lists for t in tokens)
+                .most_common(vocabulary_size)}
+    token_lists = [[t if t in frequent else "_" for t in tokens] for tokens in token_lists]
+    unigrams, bigrams = Counter(), Counter()
+    for tokens in token_lists:
+        unigrams.update(tokens)
+        bigrams.update(zip(tokens, tokens[1:]))
+    total = sum(unigrams.values())
+    gains, pairs = np.zeros(len(responses)), np.zeros(len(responses))
+    for row, tokens in enumerate(token_lists):
+        own_uni, own_bi = Counter(tokens), Counter(zip(tokens, tokens[1:]))
+        rest_total = max(total - len(tokens), 1)
+        gain = 0.0
+        for (a, b), n in own_bi.items():  # leave this response out of every count
+            p_b = (unigrams[b] - own_uni[b] + smoothing) / (rest_total + smoothing * len(unigrams))
+            p_b_given_a = ((bigrams[(a, b)] - n + smoothing * p_b)
+                           / (unigrams[a] - own_uni[a] + smoothing))
+            gain += n * (np.log(p_b_given_a) - np.log(p_b))
+        pairs[row] = max(len(tokens) - 1, 0)
+        gains[row] = gain / max(pairs[row], 1)
+    return gains, pairs
