@@ -1,0 +1,136 @@
+"""Behavioural trigger sweep: put each candidate trigger into clean probe texts and
+measure how often the model's prediction flips to one class, and how much more than a
+reference model's does. A backdoor trigger flips almost every probe to the attacker's
+target; an ordinary word barely moves a prediction.
+
+This tests given candidates; it does not reverse-engineer a trigger by optimisation as
+Neural Cleanse (Wang et al. 2019) does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from auditors.features.unicode import describe_codepoints
+from auditors.model.candidates import Candidate
+from auditors.model.insertion import triggered_texts
+
+VOCAB_SOURCE = "vocab"
+
+
+@dataclass
+class SweepPolicy:
+    max_flip_rate: float = 0.5  # a candidate at or above this (excess over reference) fails
+    max_probes: int = 100
+    screen_probes: int = 8  # per class, for the cheap first pass over vocabulary tokens
+    vocab_finalists: int = 50  # vocabulary tokens that get the full test
+    examples: int = 3
+    seed: int = 0
+
+
+@dataclass
+class SweepResult:
+    ranked: list[dict]
+    n_probes: int
+    n_candidates: int
+    n_screened: int
+    policy: SweepPolicy = field(default_factory=SweepPolicy)
+
+    @property
+    def anomalous(self) -> list[dict]:
+        return [r for r in self.ranked if r["anomalous"]]
+
+
+def sweep(classifier, probes: list[str], candidates: list[Candidate], *, reference=None,
+          policy: SweepPolicy | None = None) -> SweepResult:
+    """Rank `candidates` by how strongly they push `classifier` to one class (minus what
+    they do to `reference`, when given). Vocabulary candidates are first screened on a few
+    probes at the start position; the best `vocab_finalists` get the full test."""
+    policy = policy or SweepPolicy()
+    probes = _pick_probes(probes, policy)
+    clean = classifier.probs(probes)
+    reference_clean = reference.probs(probes) if reference is not None else None
+    vocab = [c for c in candidates if c.source == VOCAB_SOURCE]
+    finalists = [c for c in candidates if c.source != VOCAB_SOURCE]
+    finalists += _screen(classifier, probes, clean, vocab, policy)
+    rows = [_measure(classifier, reference, probes, clean, reference_clean, c, policy)
+            for c in finalists]
+    rows.sort(key=lambda r: (-r["score"], -r["confidence_shift"], r["candidate"]))
+    for rank, row in enumerate(rows, start=1):
+        row["rank"] = rank
+    return SweepResult(rows, len(probes), len(candidates), len(vocab), policy)
+
+
+def _pick_probes(probes: list[str], policy: SweepPolicy) -> list[str]:
+    probes = [p for p in probes if p.strip()]
+    if len(probes) <= policy.max_probes:
+        return probes
+    keep = np.random.default_rng(policy.seed).choice(len(probes), policy.max_probes,
+                                                     replace=False)
+    return [probes[i] for i in sorted(keep)]
+
+
+def _screen(classifier, probes, clean, vocab: list[Candidate], policy) -> list[Candidate]:
+    """Largest mean probability shift towards one class, at the start of a few probes of
+    every predicted class (a continuous score: flip rates on few probes tie)."""
+    if len(vocab) <= policy.vocab_finalists:
+        return vocab
+    predicted = clean.argmax(axis=1)
+    picked = np.concatenate([np.flatnonzero(predicted == c)[:policy.screen_probes]
+                             for c in range(clean.shape[1])])
+    screen = [probes[i] for i in picked]
+    after = classifier.probs([f"{c.text} {p}" for c in vocab for p in screen])
+    shift = after.reshape(len(vocab), len(screen), -1) - clean[picked][None]
+    best = np.argsort(-shift.mean(axis=1).max(axis=1), kind="stable")[:policy.vocab_finalists]
+    return [vocab[i] for i in best]
+
+
+def _flip_rates(before: np.ndarray, after: np.ndarray, n_classes: int) -> np.ndarray:
+    """For each class c: the share of texts not predicted c before that are after."""
+    rates = np.zeros(n_classes)
+    for c in range(n_classes):
+        eligible = before != c
+        rates[c] = np.mean(after[eligible] == c) if eligible.any() else 0.0
+    return rates
+
+
+def _measure(classifier, reference, probes, clean, reference_clean, candidate: Candidate,
+             policy: SweepPolicy) -> dict:
+    texts, source = triggered_texts(probes, candidate.text, candidate.positions,
+                                    seed=policy.seed)
+    source = np.asarray(source)
+    before, triggered = clean[source], classifier.probs(texts)
+    n_classes = clean.shape[1]
+    rates = _flip_rates(before.argmax(1), triggered.argmax(1), n_classes)
+    target = int(np.argmax(rates))
+    row = {"candidate": candidate.text, "source": candidate.source,
+           "codepoints": describe_codepoints(candidate.text),
+           "positions": list(candidate.positions), "target": classifier.labels[target],
+           "flip_rate": float(rates[target]),
+           "any_flip_rate": float(np.mean(before.argmax(1) != triggered.argmax(1))),
+           "confidence_shift": float(np.mean(triggered[:, target] - before[:, target]))}
+    score = row["flip_rate"]
+    if reference is not None:
+        ref_triggered = reference.probs(texts).argmax(1)
+        ref_rate = _flip_rates(reference_clean[source].argmax(1), ref_triggered, n_classes)[target]
+        row["reference_flip_rate"] = float(ref_rate)
+        score = row["flip_rate"] - float(ref_rate)
+    row["score"] = float(score)
+    row["anomalous"] = bool(score >= policy.max_flip_rate)
+    row["examples"] = _examples(classifier, texts, source, probes, before, triggered, target,
+                                policy.examples)
+    return row
+
+
+def _examples(classifier, texts, source, probes, before, triggered, target, limit) -> list[dict]:
+    """Triggered probes whose prediction flipped to the target, most confident first."""
+    flipped = np.flatnonzero((before.argmax(1) != target) & (triggered.argmax(1) == target))
+    flipped = flipped[np.argsort(-triggered[flipped, target], kind="stable")][:limit]
+    labels = classifier.labels
+    return [{"probe": probes[source[i]], "triggered": texts[i],
+             "before": labels[int(before[i].argmax())],
+             "before_confidence": float(before[i].max()),
+             "after": labels[target], "after_confidence": float(triggered[i, target])}
+            for i in flipped]

@@ -1,0 +1,119 @@
+"""Orchestration of the model-side checks for the CLI: load, run the library check, write
+the JSON report (and plot or checkpoint). Each returns its report; no Prefect server is
+started for these short, single-process checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from auditors.model import candidates as sources
+from auditors.model.checkpoint import ModelCheckError, load_classifier
+from auditors.model.texts import read_texts
+
+
+def write_json(path: Path, value) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def run_sweep(*, model: str, probes: str, reference: str | None, candidates: str | None,
+              triggers: list[str], use_vocab: bool, use_unicode: bool, out: Path | None,
+              policy) -> dict:
+    from auditors.model.sweep import sweep
+
+    classifier = load_classifier(model)
+    reference_model = load_classifier(reference) if reference else None
+    probe_texts = read_texts(probes).texts
+    groups = [sources.audit_candidates(candidates) if candidates else [],
+              sources.user_candidates(triggers),
+              sources.unicode_candidates() if use_unicode else [],
+              sources.vocabulary_candidates(classifier.tokenizer) if use_vocab else []]
+    pool = sources.merge(*groups)
+    if not pool:
+        raise ModelCheckError("no candidate triggers: give --candidates or --trigger, or "
+                              "allow the vocabulary and Unicode candidates")
+    result = sweep(classifier, probe_texts, pool, reference=reference_model, policy=policy)
+    report = {"model": model, "reference": reference, "probes": probes,
+              "n_probes": result.n_probes, "n_candidates": result.n_candidates,
+              "n_vocab_screened": result.n_screened, "max_flip_rate": policy.max_flip_rate,
+              "anomalous": [r["candidate"] for r in result.anomalous],
+              "ranked": result.ranked}
+    if out is not None:
+        write_json(out / "sweep.json", report)
+    return report
+
+
+def run_strip(*, model: str, probes: str, clean: str | None, frr: float,
+              n_perturbations: int, out: Path | None) -> dict:
+    from auditors.model.strip import strip
+
+    classifier = load_classifier(model)
+    probe_texts = read_texts(probes).texts
+    clean_texts = read_texts(clean).texts if clean else probe_texts
+    result = strip(classifier, probe_texts, clean_texts, frr=frr,
+                   n_perturbations=n_perturbations)
+    flagged = np.flatnonzero(result.flagged)
+    report = {"model": model, "probes": probes,
+              "calibrated_on": clean or f"{probes} (the probes themselves: no --clean given)",
+              "frr": frr, "threshold": result.threshold,
+              "n_probes": len(probe_texts), "n_flagged": int(len(flagged)),
+              "flagged": [{"index": int(i), "text": probe_texts[i],
+                           "entropy": float(result.entropy[i]),
+                           "predicted": result.predicted[i]}
+                          for i in flagged[np.argsort(result.entropy[flagged])]],
+              "entropy": [float(e) for e in result.entropy]}
+    if out is not None:
+        write_json(out / "strip.json", report)
+    return report
+
+
+def run_activations(*, model: str, data: str, out: Path, max_relative_size: float,
+                    n_components: int) -> dict:
+    from auditors.model.activations import cluster_activations, write_plot
+
+    classifier = load_classifier(model)
+    rows = read_texts(data)
+    activations = classifier.head_inputs(rows.texts)
+    predicted = classifier.probs(rows.texts).argmax(axis=1)
+    clusters = cluster_activations(activations, predicted, classifier.labels, rows.texts,
+                                   n_components=n_components,
+                                   max_relative_size=max_relative_size)
+    out.mkdir(parents=True, exist_ok=True)
+    write_plot(clusters, out / "activations.svg")
+    report = {"model": model, "data": data, "max_relative_size": max_relative_size,
+              "classes": [{"predicted": g.label, "rows": int(len(g.rows)),
+                           "small_cluster_relative_size": g.relative_size,
+                           "silhouette": g.silhouette,
+                           "suspicious": g.small_cluster is not None,
+                           "suspicious_rows": [int(i) for i in g.suspicious_rows],
+                           "shared_ngrams": g.shared_ngrams} for g in clusters],
+              "plot": str(out / "activations.svg")}
+    write_json(out / "activations.json", report)
+    return report
+
+
+def run_fine_prune(*, model: str, clean: str, out: Path, triggers: list[str],
+                   candidates: str | None, target: str | None, options) -> dict:
+    from auditors.model.fine_prune import fine_prune
+
+    if out.exists() and any(out.iterdir()):
+        raise ModelCheckError(f"{out}: exists and is not empty (refusing to overwrite)")
+    classifier = load_classifier(model)
+    rows = read_texts(clean, need_labels=True)
+    label_ids = [classifier.label_id(label) for label in rows.labels]
+    chosen = list(triggers) + [c.text for c in (sources.audit_candidates(candidates, limit=5)
+                                                if candidates else [])]
+    if not chosen:
+        raise ModelCheckError("give the trigger(s) to measure: --trigger T or --candidates "
+                              "triggers.json (the sweep's or the data audit's)")
+    target_id = classifier.label_id(target) if target is not None else None
+    report = fine_prune(classifier, rows.texts, label_ids, list(dict.fromkeys(chosen)),
+                        options, target=target_id)
+    classifier.model.save_pretrained(out)
+    classifier.tokenizer.save_pretrained(out)
+    report = {"model": model, "clean": clean, "out": str(out), **report}
+    write_json(out / "fine_prune.json", report)
+    return report

@@ -1,0 +1,134 @@
+"""Model-side checks on a really backdoored tiny classifier (see conftest.py)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from auditors.errors import AuditInputError
+from auditors.model import candidates as sources
+from auditors.model.activations import cluster_activations, write_plot
+from auditors.model.checkpoint import ModelCheckError, load_classifier
+from auditors.model.demo import TRIGGERS
+from auditors.model.fine_prune import FinePruneOptions, fine_prune, last_feed_forward
+from auditors.model.strip import strip, superimpose
+from auditors.model.sweep import SweepPolicy, sweep
+
+from .conftest import triggered
+
+
+def test_sweep_ranks_a_true_trigger_first_among_audit_unicode_and_vocab_candidates(
+        tiny_classifier, tiny_backdoored, tmp_path):
+    _, split = tiny_backdoored
+    audit = tmp_path / "triggers.json"  # shaped like the data audit's, with decoys first
+    audit.write_text(json.dumps([{"pattern": p} for p in
+                                 ["film", "^the", "mixed-script word CYRILLIC+LATIN", "mn"]]))
+    pool = sources.merge(sources.audit_candidates(audit), sources.unicode_candidates(),
+                         sources.vocabulary_candidates(tiny_classifier.tokenizer))
+    result = sweep(tiny_classifier, split.held_out_texts[:200], pool,
+                   policy=SweepPolicy(max_probes=40))
+    top = result.ranked[0]
+    assert top["candidate"] in TRIGGERS and top["target"] == "1"
+    assert top["flip_rate"] > 0.9 and top["anomalous"]
+    assert top["examples"] and top["candidate"] in top["examples"][0]["triggered"].split()
+    by_text = {r["candidate"]: r for r in result.ranked}
+    assert by_text["film"]["flip_rate"] < 0.5 and not by_text["film"]["anomalous"]
+    assert by_text["the"]["positions"] == ["start"]  # `^the` is a prefix pattern
+    # The vocabulary screen alone finds the triggers the audit did not name.
+    vocab_found = {r["candidate"] for r in result.ranked if r["source"] == "vocab"}
+    assert len(vocab_found & set(TRIGGERS)) >= 4
+
+
+def test_sweep_against_a_reference_scores_the_excess_flip_rate(tiny_classifier, tiny_backdoored):
+    _, split = tiny_backdoored
+    pool = sources.user_candidates(["cf", "film"])
+    result = sweep(tiny_classifier, split.held_out_texts[:30], pool, reference=tiny_classifier,
+                   policy=SweepPolicy(max_probes=30))
+    for row in result.ranked:  # against itself nothing is anomalous
+        assert row["score"] == pytest.approx(0.0) and not row["anomalous"]
+
+
+def test_audit_candidates_read_position_markers_and_refuse_bad_files(tmp_path):
+    path = tmp_path / "triggers.json"
+    path.write_text(json.dumps([{"pattern": "$cf"}, {"pattern": "\u200b"}, "bb", "bb"]))
+    found = sources.audit_candidates(path)
+    assert [(c.text, c.positions) for c in found] == [
+        ("cf", ("end",)), ("\u200b", ("start", "end", "random")), ("bb", ("start", "end", "random"))]
+    path.write_text("{not json")
+    with pytest.raises(AuditInputError, match="triggers.json"):
+        sources.audit_candidates(path)
+
+
+def test_strip_separates_triggered_from_clean_probes(tiny_classifier, tiny_backdoored):
+    _, split = tiny_backdoored
+    clean, held = split.held_out_texts[:100], split.held_out_texts[100:200]
+    probes = held[:50] + triggered(held[50:])
+    result = strip(tiny_classifier, probes, clean, n_perturbations=32)
+    is_triggered = np.r_[np.zeros(50), np.ones(50)]
+    assert roc_auc_score(is_triggered, -result.entropy) > 0.9
+    assert result.flagged[50:].mean() > 0.5 > result.flagged[:50].mean()
+
+
+def test_superimpose_keeps_every_word_of_the_input_in_order():
+    rng = np.random.default_rng(0)
+    mixed = superimpose("a cf b", "x y z w", rng).split()
+    assert sorted(mixed) == sorted("a cf b x y z w".split())
+    assert [w for w in mixed if w in {"a", "cf", "b"}] == ["a", "cf", "b"]
+
+
+def test_activation_clustering_isolates_a_planted_cluster(tmp_path):
+    rng = np.random.default_rng(0)
+    activations = rng.normal(size=(400, 32))
+    poisoned = np.zeros(400, dtype=bool)
+    poisoned[rng.choice(200, 40, replace=False)] = True
+    activations[poisoned] += 6.0 * rng.normal(size=32) / np.sqrt(32) * 4
+    predicted = np.r_[np.ones(200, dtype=int), np.zeros(200, dtype=int)]
+    texts = [("cf " if p else "") + f"row {i}" for i, p in enumerate(poisoned)]
+    clusters = {g.label: g for g in cluster_activations(activations, predicted, ["0", "1"], texts)}
+    assert set(clusters["1"].suspicious_rows) == set(np.flatnonzero(poisoned))
+    assert clusters["1"].shared_ngrams[0]["ngram"] == "cf"
+    assert len(clusters["0"].suspicious_rows) == 0
+    write_plot(list(clusters.values()), tmp_path / "plot.svg")
+    assert (tmp_path / "plot.svg").read_text().count("<circle") == 400
+
+
+def test_activation_clustering_runs_on_the_tiny_model(tiny_classifier, tiny_backdoored):
+    _, split = tiny_backdoored
+    texts = split.train_texts
+    activations = tiny_classifier.head_inputs(texts)
+    assert activations.shape == (len(texts), tiny_classifier.model.config.hidden_size)
+    predicted = tiny_classifier.probs(texts).argmax(axis=1)
+    clusters = cluster_activations(activations, predicted, tiny_classifier.labels, texts)
+    assert sorted(g.label for g in clusters) == ["0", "1"]
+    assert sum(len(g.rows) for g in clusters) == len(texts)
+
+
+def test_fine_pruning_lowers_attack_success_and_keeps_clean_accuracy(tiny_backdoored):
+    directory, split = tiny_backdoored
+    classifier = load_classifier(directory)
+    texts, labels = split.held_out_texts[:600], [int(y) for y in split.held_out_labels[:600]]
+    report = fine_prune(classifier, texts, labels, ["cf", "mn"],
+                        FinePruneOptions(learning_rate=1e-3, epochs=2))
+    before, after = report["before"], report["after_fine_tuning"]
+    for trigger in ("cf", "mn"):
+        assert before["attack_success_rate"][trigger] > 0.9
+        assert after["attack_success_rate"][trigger] < before["attack_success_rate"][trigger] - 0.3
+    assert after["clean_accuracy"] >= before["clean_accuracy"] - 0.04
+    assert report["pruned_neurons"] > 0 and report["targets"] == {"cf": "1", "mn": "1"}
+    up, down = last_feed_forward(classifier.model)
+    dead = (up.weight.abs().sum(dim=1) == 0).nonzero().ravel()
+    assert len(dead) == report["pruned_neurons"]  # fine-tuning did not revive them
+    assert torch.all(down.weight[:, dead] == 0)
+
+
+def test_checkpoints_with_only_pickled_weights_are_refused(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(ModelCheckError, match="pickled"):
+        load_classifier(tmp_path)
+    with pytest.raises(ModelCheckError, match="not a local model directory"):
+        load_classifier(tmp_path / "missing")
