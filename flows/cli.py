@@ -301,6 +301,178 @@ def serve(
                  announce=lambda line: console.print(line, markup=False))
 
 
+# --- model-side checks for fine-tuned classifiers (docs/model_checks.md)
+
+_MODEL = typer.Option(..., "--model", help="Local Hugging Face sequence-classification "
+                      "checkpoint directory (safetensors; never downloaded, no remote code).")
+
+
+def _show_report_path(out: Optional[Path], name: str) -> None:
+    if out is not None:
+        console.print(f"report in {out / name}", markup=False)
+
+
+@app.command()
+def sweep(
+    model: str = _MODEL,
+    probes: str = typer.Option(..., "--probes", help="Clean probe texts: .txt (one per line) "
+                               "or a table with a text column."),
+    reference: Optional[str] = typer.Option(None, "--reference", help="Reference checkpoint "
+                                            "(e.g. the base model): score the excess flip rate."),
+    candidates: Optional[str] = typer.Option(None, "--candidates", help="triggers.json of the "
+                                             "data audit (its `pattern`s are tested first)."),
+    trigger: list[str] = typer.Option([], "--trigger", help="A candidate of your own "
+                                      "(repeatable)."),
+    vocab: bool = typer.Option(True, "--vocab/--no-vocab", help="Screen the tokenizer's "
+                               "vocabulary."),
+    unicode: bool = typer.Option(True, "--unicode/--no-unicode", help="Test invisible "
+                                 "characters, homoglyphs and emoji."),
+    max_flip_rate: float = typer.Option(0.5, min=0.0, max=1.0, help="Policy: exit 1 when a "
+                                        "candidate flips this share of probes (or more)."),
+    max_probes: int = typer.Option(100, min=1, help="Probes used (a seeded sample)."),
+    top: int = typer.Option(10, min=1, help="Candidates shown."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write OUT/sweep.json."),
+    debug: bool = _DEBUG,
+) -> None:
+    """Insert candidate triggers into clean probes and rank them by how often they flip
+    the model's prediction to one class. Exit 1 when one exceeds --max-flip-rate."""
+    from auditors.model.sweep import SweepPolicy
+    from flows.model_checks import run_sweep
+
+    policy = SweepPolicy(max_flip_rate=max_flip_rate, max_probes=max_probes)
+    report = _run_or_exit(debug, run_sweep, model=model, probes=probes, reference=reference,
+                          candidates=candidates, triggers=trigger, use_vocab=vocab,
+                          use_unicode=unicode, out=out, policy=policy)
+    table = Table(title=f"Trigger sweep: {report['n_candidates']} candidates on "
+                  f"{report['n_probes']} probes")
+    for column in ("rank", "candidate", "source", "target", "flip rate", "conf. shift",
+                   "example"):
+        table.add_column(column, overflow="fold")
+    for row in report["ranked"][:top]:
+        example = row["examples"][0]["triggered"] if row["examples"] else ""
+        flip = f"{row['flip_rate']:.2f}" + (f" (ref {row['reference_flip_rate']:.2f})"
+                                            if "reference_flip_rate" in row else "")
+        table.add_row(Text(str(row["rank"])), Text(repr(row["candidate"])),
+                      Text(row["source"]), Text(printable(row["target"])), Text(flip),
+                      Text(f"{row['confidence_shift']:+.2f}"),
+                      Text(printable(_clip(example, 50))))
+    console.print(table)
+    _show_report_path(out, "sweep.json")
+    found = report["anomalous"]
+    if found:
+        console.print(Text(f"ANOMALOUS: {len(found)} candidate(s) at or above flip rate "
+                           f"{max_flip_rate}: " + ", ".join(repr(c) for c in found[:10])),
+                      style="bold red")
+        raise typer.Exit(EXIT_GATE_FAILED)
+    console.print("no candidate exceeds the policy", style="bold green", markup=False)
+
+
+@app.command()
+def strip(
+    model: str = _MODEL,
+    probes: str = typer.Option(..., "--probes", help="Inputs to check (.txt or a table)."),
+    clean: Optional[str] = typer.Option(None, "--clean", help="Clean inputs to calibrate the "
+                                        "threshold on and blend in (default: the probes)."),
+    frr: float = typer.Option(0.01, min=0.0, max=1.0, help="False rejection rate on clean "
+                              "inputs that sets the entropy threshold."),
+    perturbations: int = typer.Option(32, min=2, help="Superimpositions per input."),
+    max_flagged_fraction: float = typer.Option(0.05, min=0.0, max=1.0, help="Exit 1 when a "
+                                               "larger share of probes is flagged."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write OUT/strip.json."),
+    debug: bool = _DEBUG,
+) -> None:
+    """STRIP: superimpose each probe with clean texts many times; inputs whose prediction
+    stays confident (entropy under the calibrated threshold) likely carry a trigger."""
+    from flows.model_checks import run_strip
+
+    report = _run_or_exit(debug, run_strip, model=model, probes=probes, clean=clean, frr=frr,
+                          n_perturbations=perturbations, out=out)
+    for item in report["flagged"][:10]:
+        console.print(Text(f"entropy {item['entropy']:.3f} -> {printable(item['predicted'])}: "
+                           f"{printable(_clip(item['text'], 100))}"))
+    share = report["n_flagged"] / max(report["n_probes"], 1)
+    console.print(f"{report['n_flagged']} of {report['n_probes']} probes below the entropy "
+                  f"threshold {report['threshold']:.3f} (calibrated at FRR {frr} on "
+                  f"{report['calibrated_on']})", markup=False)
+    _show_report_path(out, "strip.json")
+    raise typer.Exit(EXIT_GATE_FAILED if share > max_flagged_fraction else EXIT_PASS)
+
+
+@app.command()
+def activations(
+    model: str = _MODEL,
+    data: str = typer.Option(..., "--data", help="The model's training rows (.txt or a table)."),
+    out: Path = typer.Option(Path("activation-clusters"), "--out", "-o",
+                             help="Writes activations.json and activations.svg here."),
+    max_relative_size: float = typer.Option(0.35, min=0.0, max=0.5, help="A cluster smaller "
+                                            "than this share of its class is suspicious."),
+    components: int = typer.Option(10, min=2, help="PCA dimensions before 2-means."),
+    debug: bool = _DEBUG,
+) -> None:
+    """Activation Clustering: 2-means on the final hidden layer per predicted class; report
+    small, separate clusters with their rows and shared n-grams. Exit 1 when one is found."""
+    from flows.model_checks import run_activations
+
+    report = _run_or_exit(debug, run_activations, model=model, data=data, out=out,
+                          max_relative_size=max_relative_size, n_components=components)
+    suspicious = [c for c in report["classes"] if c["suspicious"]]
+    for group in report["classes"]:
+        ngrams = ", ".join(repr(g["ngram"]) for g in group["shared_ngrams"][:5])
+        console.print(Text(f"predicted {printable(group['predicted'])}: {group['rows']} rows, "
+                           f"smaller cluster {group['small_cluster_relative_size']:.0%}, "
+                           f"silhouette {group['silhouette']:.2f}"
+                           + (f" SUSPICIOUS ({len(group['suspicious_rows'])} rows; shared: "
+                              f"{ngrams})" if group["suspicious"] else "")))
+    console.print(f"report in {out / 'activations.json'}, plot in {report['plot']}",
+                  markup=False)
+    raise typer.Exit(EXIT_GATE_FAILED if suspicious else EXIT_PASS)
+
+
+@app.command("fine-prune")
+def fine_prune(
+    model: str = _MODEL,
+    clean: str = typer.Option(..., "--clean", help="Clean labelled rows (a table with text "
+                              "and label); 20% held out to measure accuracy."),
+    out: Path = typer.Option(..., "--out", "-o", help="Empty or new directory for the pruned "
+                             "checkpoint and fine_prune.json."),
+    trigger: list[str] = typer.Option([], "--trigger", help="Trigger whose attack success "
+                                      "rate is measured (repeatable)."),
+    candidates: Optional[str] = typer.Option(None, "--candidates", help="triggers.json or "
+                                             "sweep output: its top 5 patterns are measured."),
+    target: Optional[str] = typer.Option(None, "--target", help="Attack target label "
+                                         "(default: per trigger, the class it pushes to)."),
+    max_accuracy_drop: float = typer.Option(0.04, min=0.0, max=1.0, help="Prune while "
+                                            "held-out clean accuracy stays within this."),
+    prune_fraction: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Prune this "
+                                                   "share of neurons instead."),
+    epochs: float = typer.Option(1.0, min=0.0, help="Clean fine-tuning epochs."),
+    learning_rate: float = typer.Option(5e-5, min=0.0, help="Fine-tuning learning rate."),
+    debug: bool = _DEBUG,
+) -> None:
+    """Fine-Pruning: prune the last feed-forward neurons dormant on clean data, fine-tune
+    on clean data, and report clean accuracy and attack success rate before and after."""
+    from auditors.model.fine_prune import FinePruneOptions
+    from flows.model_checks import run_fine_prune
+
+    options = FinePruneOptions(max_accuracy_drop=max_accuracy_drop,
+                               prune_fraction=prune_fraction, epochs=epochs,
+                               learning_rate=learning_rate)
+    report = _run_or_exit(debug, run_fine_prune, model=model, clean=clean, out=out,
+                          triggers=trigger, candidates=candidates, target=target,
+                          options=options)
+    table = Table(title=f"Fine-pruning: {report['pruned_neurons']} of {report['neurons']} "
+                  "neurons pruned")
+    for column in ("stage", "clean accuracy", "attack success rate"):
+        table.add_column(column, overflow="fold")
+    for stage in ("before", "after_pruning", "after_fine_tuning"):
+        result = report[stage]
+        attacks = ", ".join(f"{t!r} {rate:.2f}" for t, rate in
+                            result["attack_success_rate"].items())
+        table.add_row(stage.replace("_", " "), f"{result['clean_accuracy']:.3f}", Text(attacks))
+    console.print(table)
+    console.print(f"pruned checkpoint and fine_prune.json in {out}", markup=False)
+
+
 def main() -> None:
     # SIGTERM (kill, a scheduler, a container stop) ends an audit like Ctrl-C does, so that
     # Prefect's temporary server and the output staging directory are cleaned up rather
