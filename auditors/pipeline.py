@@ -13,7 +13,7 @@ import pandas as pd
 
 from auditors import __version__
 from auditors.detectors import REGISTRY, AuditInputs
-from auditors.features.embeddings import DEFAULT_MODEL, embed_texts
+from auditors.features.embeddings import DEFAULT_MODEL, EmbeddingCache, embed_texts
 from auditors.features.ngrams import NgramStats, count_ngrams
 from auditors.features.probabilities import cross_validated_probs
 from auditors.features.proxy import cross_fitted_proxy
@@ -73,12 +73,15 @@ def load_table(source: str, *, split: str | None = None, text_col: str | None = 
 
 
 def embed_table(table: pd.DataFrame, encoder, *, batch_size: int = 64,
-                show_progress: bool = True) -> Embeddings:
+                show_progress: bool = True, cache: EmbeddingCache | None = None) -> Embeddings:
     """Prompt side always; response side for generation data; rejected side for
-    preference pairs."""
+    preference pairs. With `cache`, rows whose `row_id` it holds are not embedded again."""
     def embed(column: str) -> np.ndarray:
-        return embed_texts(encoder, table[column].tolist(), batch_size=batch_size,
-                           show_progress=show_progress)
+        options = {"batch_size": batch_size, "show_progress": show_progress}
+        if cache is not None:
+            return cache.embed(encoder, column, table["row_id"].to_numpy(),
+                               table[column].tolist(), **options)
+        return embed_texts(encoder, table[column].tolist(), **options)
 
     generation = (table["schema"] != CLASSIFICATION).any()
     preference = (table["schema"] == PREFERENCE).any()
@@ -186,15 +189,18 @@ def save(result: AuditResult, loaded: LoadedDataset, out_dir: str | Path,
 def audit(source: str, out_dir: str | Path | None = None, *, encoder=None,
           model: str | None = None, detectors=None, show_progress: bool = False,
           max_flagged_fraction: float = DEFAULT_MAX_FLAGGED_FRACTION,
+          backend: str = "torch", cache_dir: str | Path | None = None,
           **load_options) -> AuditResult:
-    """The whole audit without Prefect. Pass `encoder` to reuse a loaded model."""
+    """The whole audit without Prefect. Pass `encoder` to reuse a loaded model (of
+    `backend`); with `cache_dir`, embeddings are cached there by row_id."""
     from auditors.features.embeddings import load_encoder
 
     watch = Stopwatch()
     loaded = load_table(source, **load_options)
     watch.lap("ingest")
-    encoder = encoder or load_encoder(model)
-    embeddings = embed_table(loaded.table, encoder, show_progress=show_progress)
+    encoder = encoder or load_encoder(model, backend=backend)
+    cache = EmbeddingCache(cache_dir, model, backend) if cache_dir else None
+    embeddings = embed_table(loaded.table, encoder, show_progress=show_progress, cache=cache)
     watch.lap("embeddings")
     ngrams = ngram_statistics(loaded.table)
     watch.lap("ngrams")
@@ -202,11 +208,18 @@ def audit(source: str, out_dir: str | Path | None = None, *, encoder=None,
     watch.lap("label_model")
     run = detect(loaded, embeddings, ngrams, label_model, detectors)
     watch.lap("detectors")
-    result = assemble(loaded, run, label_model=label_model, model_name=model or DEFAULT_MODEL,
+    result = assemble(loaded, run, label_model=label_model,
+                      model_name=model_name(model, backend),
                       max_flagged_fraction=max_flagged_fraction, timings=watch.laps)
     if out_dir is not None:
         save(result, loaded, out_dir, embeddings)
     return result
+
+
+def model_name(model: str | None, backend: str = "torch") -> str:
+    """The embedding model as the summary names it: backend shown unless torch."""
+    name = model or DEFAULT_MODEL
+    return name if backend == "torch" else f"{name} [{backend}]"
 
 
 class Stopwatch:

@@ -4,7 +4,11 @@ audits never download anything; other models are loaded only from names given by
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 
 from auditors.errors import TrainguardError
 
@@ -20,11 +24,25 @@ def resolve_model_path(model: str | None) -> str:
     return model
 
 
-def load_encoder(model: str | None = None, device: str | None = None):
-    """Load a sentence-transformers model from a local path or the local HF cache only."""
+def load_encoder(model: str | None = None, device: str | None = None, *,
+                 backend: str = "torch", cache_dir: str | Path | None = None):
+    """The embedding model for `backend` (`auditors.features.backends.BACKENDS`): the
+    sentence-transformers model itself for `torch`, else its ONNX int8 or static version,
+    built from it on first use and cached under `cache_dir` (default: the user cache dir).
+    Models load from a local path or the local HF cache only."""
+    from auditors.features import backends
+
+    if backend not in backends.BACKENDS:
+        raise TrainguardError(f"unknown embedding backend '{backend}' "
+                              f"(choose from {', '.join(backends.BACKENDS)})")
+    path = resolve_model_path(model)
+    if backend != backends.TORCH:
+        if not Path(path).is_dir():
+            raise TrainguardError(f"backend '{backend}' needs a local model directory, "
+                                  f"not '{model}'")
+        return backends.load_backend(path, backend, cache_dir)
     from sentence_transformers import SentenceTransformer
 
-    path = resolve_model_path(model)
     try:
         return SentenceTransformer(path, device=device, local_files_only=True,
                                    trust_remote_code=False)
@@ -46,6 +64,56 @@ def embed_texts(encoder, texts: list[str], *, batch_size: int = 64,
     return np.asarray(vectors, dtype=np.float32)
 
 
+class KeyedVectors:
+    """Vectors by string key, looked up for a whole column at once (a pandas Index, not a
+    Python dict of small arrays: a million keys load and look up in about a second)."""
+
+    def __init__(self, keys=(), vectors: np.ndarray | None = None):
+        self.keys = pd.Index(np.asarray(keys, dtype=object))
+        self.vectors = vectors if vectors is not None else np.zeros((0, 0), np.float32)
+
+    def positions(self, keys) -> np.ndarray:
+        """Row of each key in `vectors`, -1 where missing."""
+        if not len(self.keys):
+            return np.full(len(keys), -1)
+        return self.keys.get_indexer(pd.Index(np.asarray(keys, dtype=object)))
+
+    def add(self, keys, vectors: np.ndarray) -> None:
+        vectors = np.asarray(vectors, dtype=np.float32)
+        self.keys = self.keys.append(pd.Index(np.asarray(keys, dtype=object)))
+        self.vectors = vectors if not len(self.vectors) else np.concatenate([self.vectors, vectors])
+        if not self.keys.is_unique:  # the same key from two shards: keep the first
+            keep = ~self.keys.duplicated()
+            self.keys, self.vectors = self.keys[keep], self.vectors[keep]
+
+    def lookup_or_embed(self, keys, texts, embed) -> tuple[np.ndarray, list, np.ndarray]:
+        """Vectors for `keys`, calling `embed(texts)` once for the keys not stored yet (each
+        distinct key embedded once). Returns the vectors and the fresh keys and vectors."""
+        keys = np.asarray(keys, dtype=object)
+        missing = self.positions(keys) < 0
+        fresh_keys, first = np.unique(keys[missing], return_index=True) if missing.any() \
+            else (np.array([], dtype=object), np.array([], dtype=int))
+        fresh = np.zeros((0, 0), np.float32)
+        if len(fresh_keys):
+            missing_texts = [texts[i] for i in np.flatnonzero(missing)[first]]
+            fresh = np.asarray(embed(missing_texts), dtype=np.float32)
+            self.add(fresh_keys, fresh)
+        return self.vectors[self.positions(keys)], list(fresh_keys), fresh
+
+    def save(self, path: str | Path, keys=None, vectors=None) -> None:
+        """npz without pickle, written atomically (a reader never sees half a file)."""
+        keys = self.keys if keys is None else keys
+        vectors = self.vectors if vectors is None else vectors
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, keys=np.asarray(keys, dtype=str), vectors=vectors)
+        os.replace(tmp, path)
+
+    def load(self, path: str | Path) -> None:
+        with np.load(path, allow_pickle=False) as stored:
+            self.add(stored["keys"].astype(object), stored["vectors"])
+
+
 class CachingEncoder:
     """Wraps a sentence-transformers model so each distinct text is embedded once.
 
@@ -55,34 +123,90 @@ class CachingEncoder:
     def __init__(self, encoder, cache_file: str | None = None):
         self.encoder = encoder
         self.cache_file = cache_file
-        self._vectors: dict[str, np.ndarray] = {}
-        if cache_file:
-            self._load(cache_file)
+        self._vectors = KeyedVectors()
+        if cache_file and os.path.exists(cache_file):
+            self._vectors.load(cache_file)
 
     def __getattr__(self, name):  # everything else behaves like the wrapped model
         return getattr(self.encoder, name)
 
     def encode(self, texts, *, normalize_embeddings: bool = False, **options):
+        if not len(texts):
+            return np.zeros((0, 0))
         keys = [_text_key(t, normalize_embeddings) for t in texts]
-        missing = list(dict.fromkeys(k for k in keys if k not in self._vectors))
-        if missing:
-            text_of = dict(zip(keys, texts))
-            fresh = self.encoder.encode([text_of[k] for k in missing],
-                                        normalize_embeddings=normalize_embeddings, **options)
-            self._vectors.update(zip(missing, np.asarray(fresh, dtype=np.float32)))
-        return np.stack([self._vectors[k] for k in keys]) if keys else np.zeros((0, 0))
+        vectors, _, _ = self._vectors.lookup_or_embed(
+            keys, texts, lambda missing: self.encoder.encode(
+                missing, normalize_embeddings=normalize_embeddings, **options))
+        return vectors
 
     def save(self) -> None:
-        if self.cache_file and self._vectors:
-            keys = np.array(list(self._vectors), dtype="U40")
-            np.savez(self.cache_file, keys=keys, vectors=np.stack(list(self._vectors.values())))
+        if self.cache_file and len(self._vectors.keys):
+            self._vectors.save(self.cache_file)
 
-    def _load(self, path: str) -> None:
-        import os
 
-        if os.path.exists(path):
-            with np.load(path, allow_pickle=False) as stored:
-                self._vectors.update(zip(stored["keys"].tolist(), stored["vectors"]))
+class EmbeddingCache:
+    """Embeddings on disk keyed by model, backend, table side and `row_id`, so a re-audit
+    embeds only rows it has not seen (a `row_id` is a hash of the normalised row, so the
+    same row in another file or a later version of the dataset is found too).
+
+    Each audit appends one shard with its new vectors (`DIR/embeddings/<model>/<backend>/
+    <side>-<id>.npz`); many shards are merged into one. No dataset text is stored."""
+
+    MAX_SHARDS = 8
+
+    def __init__(self, directory: str | Path, model: str | None, backend: str):
+        self.root = Path(directory) / "embeddings" / model_key(model) / backend
+        self._sides: dict[str, KeyedVectors] = {}
+        self._loaded_shards: dict[str, list[Path]] = {}
+
+    def embed(self, encoder, side: str, row_ids, texts: list[str], **options) -> np.ndarray:
+        stored = self._load(side)
+        vectors, fresh_keys, fresh = stored.lookup_or_embed(
+            row_ids, texts, lambda missing: embed_texts(encoder, missing, **options))
+        if fresh_keys:
+            self._append(side, stored, fresh_keys, fresh)
+        if not len(vectors):  # no rows at all: keep the model's width
+            return embed_texts(encoder, [], **options)
+        return vectors
+
+    def _load(self, side: str) -> KeyedVectors:
+        if side not in self._sides:
+            stored, shards = KeyedVectors(), self._shards(side)
+            for shard in shards:
+                stored.load(shard)
+            self._sides[side], self._loaded_shards[side] = stored, shards
+        return self._sides[side]
+
+    def _shards(self, side: str) -> list[Path]:
+        return sorted(self.root.glob(f"{side}-*.npz")) if self.root.exists() else []
+
+    def _append(self, side: str, stored: KeyedVectors, keys: list, vectors: np.ndarray) -> None:
+        import uuid
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        loaded = self._loaded_shards.setdefault(side, [])
+        shard = self.root / f"{side}-{uuid.uuid4().hex}.npz"
+        if len(loaded) >= self.MAX_SHARDS:  # merge what this process read into one file
+            stored.save(shard)
+            for old in loaded:  # shards other audits wrote meanwhile stay
+                old.unlink(missing_ok=True)
+            loaded.clear()
+        else:
+            stored.save(shard, keys, vectors)
+        loaded.append(shard)
+
+
+def model_key(model: str | None) -> str:
+    """Directory name for a model's cached embeddings: its files' fingerprint for a local
+    model (a changed model gets new vectors), a hash of the name otherwise."""
+    import hashlib
+
+    from auditors.features.backends import model_fingerprint
+
+    path = resolve_model_path(model)
+    if Path(path).is_dir():
+        return model_fingerprint(path)
+    return "name-" + hashlib.sha1(path.encode("utf-8")).hexdigest()[:12]
 
 
 def _text_key(text: str, normalized: bool) -> str:

@@ -55,3 +55,69 @@ def test_caching_encoder_embeds_each_text_once_and_persists(encoder, tmp_path):
     reloaded = CachingEncoder(CountingEncoder(encoder), cache_file)
     np.testing.assert_array_equal(embed_texts(reloaded, texts, show_progress=False), first)
     assert reloaded.encoder.embedded == 0
+
+
+def _sample_table(sample_path, rows: int):
+    from auditors import pipeline
+
+    return pipeline.load_table(str(sample_path)).table.iloc[:rows].reset_index(drop=True)
+
+
+def test_reaudit_after_appending_one_percent_embeds_only_the_new_rows(encoder, sample_path,
+                                                                       tmp_path):
+    from auditors import pipeline
+    from auditors.features.embeddings import EmbeddingCache
+
+    full = _sample_table(sample_path, 500)
+    first_version = full.iloc[:495]
+    counting = CountingEncoder(encoder)
+    pipeline.embed_table(first_version, counting, show_progress=False,
+                         cache=EmbeddingCache(tmp_path, None, "torch"))
+    assert counting.embedded == first_version["row_id"].nunique()
+
+    counting.embedded = 0  # a later audit, in a new process: a fresh cache object
+    cached = pipeline.embed_table(full, counting, show_progress=False,
+                                  cache=EmbeddingCache(tmp_path, None, "torch"))
+    new_rows = set(full["row_id"][495:]) - set(first_version["row_id"])
+    assert counting.embedded == len(new_rows) <= 5
+    some = np.r_[0:5, 490:500]  # stored rows and new rows, in table order
+    plain = embed_texts(encoder, full["prompt"].iloc[some].tolist(), show_progress=False)
+    np.testing.assert_allclose(cached.prompt[some], plain, atol=1e-5)
+
+
+def test_cache_is_separate_per_model_backend_and_side(encoder, refusal_mix_path, tmp_path):
+    from auditors import pipeline
+    from auditors.features.embeddings import EmbeddingCache
+
+    table = pipeline.load_table(str(refusal_mix_path)).table.iloc[:30]
+    counting = CountingEncoder(encoder)
+    embeddings = pipeline.embed_table(table, counting, show_progress=False,
+                                      cache=EmbeddingCache(tmp_path, None, "torch"))
+    distinct = table["row_id"].nunique()
+    assert counting.embedded == 2 * distinct  # prompt and response sides
+    assert not np.allclose(embeddings.prompt, embeddings.response)
+    pipeline.embed_table(table, counting, show_progress=False,
+                         cache=EmbeddingCache(tmp_path, None, "onnx-int8"))
+    assert counting.embedded == 4 * distinct  # another backend never reuses torch vectors
+    stored = list((tmp_path / "embeddings").rglob("*.npz"))
+    assert {p.parent.name for p in stored} == {"torch", "onnx-int8"}
+    assert {p.name.split("-")[0] for p in stored} == {"prompt", "response"}
+    for path in stored:  # vectors and row ids only, no dataset text, no pickle
+        with np.load(path, allow_pickle=False) as shard:
+            assert set(shard.files) == {"keys", "vectors"}
+
+
+def test_cache_shards_are_merged_and_nothing_is_lost(encoder, sample_path, tmp_path):
+    from auditors import pipeline
+    from auditors.features.embeddings import EmbeddingCache
+
+    table = _sample_table(sample_path, 60)
+    for end in range(6, 61, 6):  # ten audits of a growing dataset, one shard each
+        pipeline.embed_table(table.iloc[:end], encoder, show_progress=False,
+                             cache=EmbeddingCache(tmp_path, None, "torch"))
+    shards = list((tmp_path / "embeddings").rglob("prompt-*.npz"))
+    assert len(shards) <= EmbeddingCache.MAX_SHARDS + 1
+    counting = CountingEncoder(encoder)
+    pipeline.embed_table(table, counting, show_progress=False,
+                         cache=EmbeddingCache(tmp_path, None, "torch"))
+    assert counting.embedded == 0
