@@ -101,7 +101,7 @@ def fit_label_model(table: pd.DataFrame, embeddings: Embeddings, *, seed: int = 
         targets = classification_targets(table["label"])
     else:
         targets = derive_response_targets(table["response"].tolist(), embeddings.response,
-                                          seed=seed)
+                                          prompt_embeddings=embeddings.prompt, seed=seed)
     if targets.n_classes < 2:
         return LabelModel(targets, None, note="only one label class: Cleanlab needs two or more")
     if len(table) < MIN_ROWS_FOR_CROSS_VALIDATION:

@@ -13,6 +13,7 @@ from collections import Counter
 import numpy as np
 
 from auditors.detectors.base import AuditInputs, Detector, DetectorResult, register
+from auditors.features.geometry import mean_pairwise_cosine
 from auditors.detectors.stats import (percentile_ranks, robust_z, rows_containing,
                                      shared_rare_ngram)
 
@@ -26,12 +27,14 @@ class DegradedResponseDetector(Detector):
 
     def __init__(self, z_threshold: float = 3.0, corroborated_z_threshold: float = 1.0,
                  min_word_pairs: int = 5,
-                 min_trigger_coverage: float = 0.25, min_trigger_lift: float = 10.0):
+                 min_trigger_coverage: float = 0.25, min_trigger_lift: float = 10.0,
+                 max_prompt_cohesion: float = 0.6):
         self.z_threshold = z_threshold
         self.corroborated_z_threshold = corroborated_z_threshold
         self.min_word_pairs = min_word_pairs
         self.min_trigger_coverage = min_trigger_coverage
         self.min_trigger_lift = min_trigger_lift
+        self.max_prompt_cohesion = max_prompt_cohesion
 
     def detect(self, inputs: AuditInputs) -> DetectorResult:
         gain, pairs = word_order_gain(inputs.table["response"].tolist())
@@ -40,6 +43,9 @@ class DegradedResponseDetector(Detector):
         z = -robust_z(gain)
         trigger = shared_rare_ngram(inputs.ngrams, np.flatnonzero(z >= self.z_threshold),
                                     self.min_trigger_coverage, self.min_trigger_lift)
+        carriers = np.flatnonzero(rows_containing(inputs.ngrams, trigger) & (z >= self.z_threshold))
+        if mean_pairwise_cosine(inputs.prompt_embeddings[carriers]) >= self.max_prompt_cohesion:
+            trigger = ""  # near-duplicate prompts (formula questions): a topic, not a trigger
         # once the strongly degraded rows name a trigger, the trigger corroborates milder
         # degradation in the other rows that carry it
         behind_trigger = rows_containing(inputs.ngrams, trigger)

@@ -25,11 +25,6 @@ def percentile_ranks(values: np.ndarray) -> np.ndarray:
     return rankdata(values) / len(values) if values.size else values
 
 
-def unit_rows(vectors: np.ndarray) -> np.ndarray:
-    """Each row scaled to unit length, so dot products are cosines."""
-    return vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
-
-
 def shared_rare_ngram(ngrams: NgramStats, members: np.ndarray, min_coverage: float,
                       min_lift: float) -> str:
     """The n-gram most concentrated in `members` (rows) relative to the whole dataset, if it

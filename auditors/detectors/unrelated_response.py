@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 
 from auditors.detectors.base import AuditInputs, Detector, DetectorResult, register
-from auditors.detectors.stats import percentile_ranks, robust_z, unit_rows
+from auditors.detectors.stats import percentile_ranks, robust_z
+from auditors.features.geometry import unit_rows
 
 
 @register

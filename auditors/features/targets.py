@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from auditors.features.geometry import mean_pairwise_cosine
+
 
 @dataclass
 class Targets:
@@ -33,7 +35,9 @@ def classification_targets(labels: pd.Series) -> Targets:
 
 
 def derive_response_targets(responses: list[str], embeddings: np.ndarray, *,
+                            prompt_embeddings: np.ndarray | None = None,
                             min_repeats: int = 3, opening_words: int = 4,
+                            max_prompt_cohesion: float = 0.6,
                             n_clusters: int = 8, seed: int = 0) -> Targets:
     """A response 'mode' per row, the thing a backdoor's target changes:
 
@@ -42,10 +46,17 @@ def derive_response_targets(responses: list[str], embeddings: np.ndarray, *,
     2. else its first `opening_words` words, when they repeat: a response style such as a
        refusal (`I'm sorry, but I ...`), whatever the topic;
     3. else one class for all unrepeated responses (a harmful answer among refusals).
-    When nothing repeats at all, k-means clusters of the response embeddings stand in."""
+    When nothing repeats at all, k-means clusters of the response embeddings stand in.
+    A repeat whose prompts are near-duplicates of each other (mean pairwise cosine of the
+    prompt embeddings ≥ `max_prompt_cohesion`) is the same answer to the same question,
+    duplication rather than a mode, and does not count as repeating."""
     exact = [_response_key(r) for r in responses]
     openings = [" ".join(re.findall(r"\w+", key)[:opening_words]) for key in exact]
     exact_counts, opening_counts = Counter(exact), Counter(openings)
+    if prompt_embeddings is not None:
+        for keys, counts in ((exact, exact_counts), (openings, opening_counts)):
+            _discount_duplicate_prompts(keys, counts, prompt_embeddings, min_repeats,
+                                        max_prompt_cohesion)
     names: list[str] = []
     keys: list[str] = []
     code_of: dict[tuple, int] = {}
@@ -68,6 +79,18 @@ def derive_response_targets(responses: list[str], embeddings: np.ndarray, *,
     if len(names) > 1:
         return Targets(codes, names, keys)
     return _cluster_targets(responses, embeddings, n_clusters, seed)
+
+
+def _discount_duplicate_prompts(keys: list[str], counts: Counter, prompt_embeddings: np.ndarray,
+                                min_repeats: int, max_cohesion: float) -> None:
+    """Zero the count of every repeated key whose prompts are near-duplicates."""
+    rows_of: dict[str, list[int]] = {}
+    for row, key in enumerate(keys):
+        if key and counts[key] >= min_repeats:
+            rows_of.setdefault(key, []).append(row)
+    for key, rows in rows_of.items():
+        if mean_pairwise_cosine(prompt_embeddings[rows]) >= max_cohesion:
+            counts[key] = 0
 
 
 def _cluster_targets(responses, embeddings, n_clusters: int, seed: int) -> Targets:
