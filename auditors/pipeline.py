@@ -198,7 +198,7 @@ def audit(source: str, out_dir: str | Path | None = None, *, encoder=None,
     watch = Stopwatch()
     loaded = load_table(source, **load_options)
     watch.lap("ingest")
-    encoder = encoder or load_encoder(model, backend=backend)
+    encoder = encoder or load_encoder(model, backend=backend, cache_dir=cache_dir)
     cache = EmbeddingCache(cache_dir, model, backend) if cache_dir else None
     embeddings = embed_table(loaded.table, encoder, show_progress=show_progress, cache=cache)
     watch.lap("embeddings")

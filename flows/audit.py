@@ -16,7 +16,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from auditors import ledger, pipeline, report
-from auditors.features.embeddings import load_encoder
+from auditors.features.embeddings import EmbeddingCache, load_encoder
 
 # Stage inputs are whole tables and arrays: hashing them for Prefect's cache costs more
 # than the stage, so tasks do not cache.
@@ -30,9 +30,12 @@ def ingest_task(source: str, load_options: dict) -> pipeline.LoadedDataset:
 
 @stage(name="embeddings")
 def embeddings_task(loaded: pipeline.LoadedDataset, model: str | None,
-                    batch_size: int, show_progress: bool) -> pipeline.Embeddings:
-    return pipeline.embed_table(loaded.table, load_encoder(model), batch_size=batch_size,
-                                show_progress=show_progress)
+                    batch_size: int, show_progress: bool, backend: str = "torch",
+                    cache_dir: str | None = None) -> pipeline.Embeddings:
+    cache = EmbeddingCache(cache_dir, model, backend) if cache_dir else None
+    encoder = load_encoder(model, backend=backend, cache_dir=cache_dir)
+    return pipeline.embed_table(loaded.table, encoder,
+                                batch_size=batch_size, show_progress=show_progress, cache=cache)
 
 
 @stage(name="ngram-statistics")
@@ -95,15 +98,18 @@ def audit_flow(source: str, out_dir: str, model: str | None = None,
                max_flagged_fraction: float = pipeline.DEFAULT_MAX_FLAGGED_FRACTION,
                flag_threshold: float = pipeline.DEFAULT_THRESHOLD,
                load_options: dict | None = None, show_progress: bool = True,
-               store: str | None = None) -> dict:
+               store: str | None = None, backend: str = "torch",
+               cache_dir: str | None = None) -> dict:
     """ingest -> embeddings and n-gram statistics -> Cleanlab -> detectors -> flags and
     quarantine. Returns the summary written to OUT_DIR/summary.json. With `store`, the
-    quarantine ledger there is applied to the flags and the run is recorded in it."""
+    quarantine ledger there is applied to the flags and the run is recorded in it.
+    `backend` picks the embedding backend; with `cache_dir`, embeddings are cached there
+    by row_id and re-audits embed only new rows."""
     watch = pipeline.Stopwatch()
     loaded = ingest_task(source, load_options or {})
     watch.lap("ingest")
     print(f"{len(loaded.table)} rows, schema detected: {loaded.schema.describe()}")
-    embeddings = embeddings_task(loaded, model, batch_size, show_progress)
+    embeddings = embeddings_task(loaded, model, batch_size, show_progress, backend, cache_dir)
     watch.lap("embeddings")
     ngrams = ngram_task(loaded)
     watch.lap("ngrams")
@@ -112,14 +118,14 @@ def audit_flow(source: str, out_dir: str, model: str | None = None,
     run = detectors_task(loaded, embeddings, ngrams, label_model, detectors)
     watch.lap("detectors")
     options = {"threshold": flag_threshold, "max_flagged_fraction": max_flagged_fraction,
-               "model_name": model or pipeline.DEFAULT_MODEL}
+               "model_name": pipeline.model_name(model, backend)}
     result = assemble_task(loaded, run, label_model, options, watch.laps)
     if store:  # people's earlier decisions about these rows and triggers
         run_id = str(flow_run.id or ledger.new_run_id())
         result, applied = apply_ledger_task(store, result, loaded, run_id)
     write_task(result, loaded, out_dir, embeddings)
     if store:
-        parameters = {"model": options["model_name"], "detectors": detectors,
+        parameters = {"model": options["model_name"], "backend": backend, "detectors": detectors,
                       "batch_size": batch_size, "max_flagged_fraction": max_flagged_fraction,
                       "flag_threshold": flag_threshold, "load_options": load_options or {}}
         record_run_task(store, run_id, source, parameters, result, loaded, applied, out_dir)

@@ -32,6 +32,18 @@ class BadRowPolicy(str, Enum):
     skip = "skip"
 
 
+class EmbeddingBackend(str, Enum):
+    torch = "torch"
+    onnx_int8 = "onnx-int8"
+    static = "static"
+
+
+def _default_cache_dir() -> Path:
+    from auditors.features.backends import default_cache_dir
+
+    return default_cache_dir()
+
+
 @app.callback()
 def _root() -> None:
     """trainguard: find poisoned rows, name their triggers, quarantine them."""
@@ -56,6 +68,15 @@ def audit(
     model: Optional[str] = typer.Option(None, help="sentence-transformers model name or path "
                                         "(default: bundled all-MiniLM-L6-v2; never downloaded)."),
     batch_size: int = typer.Option(64, min=1, help="Embedding batch size."),
+    backend: EmbeddingBackend = typer.Option(
+        EmbeddingBackend.torch, help="Embedding backend: torch (reference), onnx-int8 (≈3× "
+        "faster, cosine ≈ 0.99 to torch), static (model2vec, ≈100× faster, lower fidelity); "
+        "onnx-int8 and static are built from the model on first use and cached."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Embedding cache directory: rows "
+                                         "already embedded (same row_id, model and backend) are "
+                                         "not embedded again (default: the user cache dir)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the "
+                                  "embedding cache."),
     detectors: Optional[str] = typer.Option(None, help="Comma-separated detectors to run "
                                             "(default: all)."),
     max_flagged_fraction: float = typer.Option(0.005, min=0.0, max=1.0, help="Gate: fail (exit "
@@ -84,7 +105,8 @@ def audit(
                            detectors=names, batch_size=batch_size,
                            max_flagged_fraction=max_flagged_fraction,
                            flag_threshold=flag_threshold, load_options=load_options,
-                           store=str(store) if store else None)
+                           store=str(store) if store else None, backend=backend.value,
+                           cache_dir=None if no_cache else str(cache or _default_cache_dir()))
     show_summary(summary, out)
     if summary.get("skipped_rows"):
         errors.print(f"warning: {summary['skipped_rows']} bad row(s) skipped, listed in "
