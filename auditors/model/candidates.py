@@ -29,15 +29,19 @@ class Candidate:
 
 
 def audit_candidates(path: str | Path, *, limit: int = 50) -> list[Candidate]:
-    """Patterns from `trainguard audit`'s triggers.json (or a JSON list of strings),
-    best first. Position markers choose where to insert; Unicode markers, which name a
+    """Patterns from `trainguard audit`'s triggers.json, a JSON list of strings, or the
+    candidates of `trainguard sweep`'s sweep.json, best first. Position markers choose where to insert; Unicode markers, which name a
     kind of character rather than a string, are left to the Unicode candidates."""
     try:
         entries = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise AuditInputError(f"cannot read candidates ({exc})", path=path) from None
+    if isinstance(entries, dict) and isinstance(entries.get("ranked"), list):  # sweep.json
+        entries = [{"pattern": row.get("candidate")} for row in entries["ranked"]
+                   if isinstance(row, dict)]
     if not isinstance(entries, list):
-        raise AuditInputError("expected a JSON list (triggers.json)", path=path)
+        raise AuditInputError("expected a JSON list (triggers.json) or a sweep.json",
+                              path=path)
     found = []
     for k, entry in enumerate(entries, start=1):
         pattern = entry.get("pattern") if isinstance(entry, dict) else entry

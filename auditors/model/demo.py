@@ -120,9 +120,16 @@ def main() -> None:
     split = train_demo_classifier(args.data, args.out, steps=args.steps)
     base = Path(args.out)
     base.joinpath("probes.txt").write_text("\n".join(split.held_out_texts[:200]) + "\n")
-    print(f"saved to {args.out}; {len(split.train_texts)} training rows, "
-          f"{int(split.poisoned.sum())} poisoned; 200 held-out clean probes in "
-          f"{base / 'probes.txt'}")
+    _write_tsv(base / "clean.tsv", split.held_out_texts[200:], split.held_out_labels[200:])
+    _write_tsv(base / "train.tsv", split.train_texts, split.train_labels)
+    print(f"saved to {args.out}; {len(split.train_texts)} training rows "
+          f"({int(split.poisoned.sum())} poisoned) in train.tsv, 200 held-out clean probes "
+          f"in probes.txt, the other held-out rows with labels in clean.tsv")
+
+
+def _write_tsv(path: Path, texts: list[str], labels: list[str]) -> None:
+    path.write_text("text\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in zip(texts, labels)),
+                    encoding="utf-8")
 
 
 if __name__ == "__main__":

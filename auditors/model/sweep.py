@@ -73,8 +73,9 @@ def _pick_probes(probes: list[str], policy: SweepPolicy) -> list[str]:
 
 
 def _screen(classifier, probes, clean, vocab: list[Candidate], policy) -> list[Candidate]:
-    """Largest mean probability shift towards one class, at the start of a few probes of
-    every predicted class (a continuous score: flip rates on few probes tie)."""
+    """Largest mean probability shift towards one class over the probes not predicted as
+    that class, inserted at the start of a few probes of every predicted class (a
+    continuous score: flip rates on few probes tie)."""
     if len(vocab) <= policy.vocab_finalists:
         return vocab
     predicted = clean.argmax(axis=1)
@@ -83,7 +84,9 @@ def _screen(classifier, probes, clean, vocab: list[Candidate], policy) -> list[C
     screen = [probes[i] for i in picked]
     after = classifier.probs([f"{c.text} {p}" for c in vocab for p in screen])
     shift = after.reshape(len(vocab), len(screen), -1) - clean[picked][None]
-    best = np.argsort(-shift.mean(axis=1).max(axis=1), kind="stable")[:policy.vocab_finalists]
+    others = predicted[picked][:, None] != np.arange(clean.shape[1])[None]  # probe x class
+    towards = (shift * others[None]).sum(axis=1) / np.maximum(others.sum(axis=0), 1)
+    best = np.argsort(-towards.max(axis=1), kind="stable")[:policy.vocab_finalists]
     return [vocab[i] for i in best]
 
 
