@@ -28,7 +28,20 @@ class DetectorRun:
                              for name, result in self.results.items()})
 
     def triggers(self) -> list[dict]:
-        return self.results["trigger"].info.get("triggers", []) if "trigger" in self.results else []
+        """The trigger detector's ranked list, led by triggers other detectors named from
+        their own evidence (`info["named_triggers"]`: a flipped preference, a degraded
+        response); a pattern both name stays in place and records who else named it."""
+        mined = list(self.results["trigger"].info.get("triggers", [])) if "trigger" in self.results else []
+        by_pattern = {t["pattern"]: t for t in mined}
+        named = []
+        for name, result in self.results.items():
+            for entry in result.info.get("named_triggers", []):
+                if entry["pattern"] in by_pattern:
+                    by_pattern[entry["pattern"]] = {**by_pattern[entry["pattern"]],
+                                                    "also_named_by": name}
+                else:
+                    named.append({**entry, "named_by": name})
+        return named + [by_pattern[t["pattern"]] for t in mined]
 
 
 def run_detectors(inputs: AuditInputs,

@@ -14,8 +14,8 @@ import numpy as np
 
 from auditors.detectors.base import AuditInputs, Detector, DetectorResult, register
 from auditors.features.geometry import mean_pairwise_cosine
-from auditors.detectors.stats import (percentile_ranks, robust_z, rows_containing,
-                                     shared_rare_ngram)
+from auditors.detectors.stats import (named_trigger, percentile_ranks, robust_z,
+                                     rows_containing, shared_rare_ngram)
 
 
 @register
@@ -51,11 +51,15 @@ class DegradedResponseDetector(Detector):
         behind_trigger = rows_containing(inputs.ngrams, trigger)
         is_issue = behind_trigger & (z >= self.corroborated_z_threshold)
         scores = percentile_ranks(-gain)
-        scores = np.where(behind_trigger, 0.5 + 0.5 * scores, 0.5 * scores)
+        # without a trigger behind it, degradation alone is weak evidence (formulas, lists)
+        scores = np.where(behind_trigger, 0.5 + 0.5 * scores, 0.1 * scores)
         reasons = [f'degraded response (word order gains {g:.2f} nats/pair) behind "{trigger}"'
                    if flag else "" for g, flag in zip(gain, is_issue)]
         return self.result(scores, is_issue, reasons,
-                           info={"degraded_rows": int((z >= self.z_threshold).sum()), "trigger": trigger})
+                           info={"degraded_rows": int((z >= self.z_threshold).sum()), "trigger": trigger,
+                                 "named_triggers": named_trigger(
+                                     inputs.ngrams, trigger, is_issue, scores,
+                                     "degraded responses (no gain from word order)")})
 
 
 def word_order_gain(responses: list[str], smoothing: float = 1.0,

@@ -14,7 +14,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold, cross_val_predict
 
 from auditors.detectors.base import AuditInputs, Detector, DetectorResult, register
-from auditors.detectors.stats import rows_containing, shared_rare_ngram
+from auditors.detectors.stats import named_trigger, rows_containing, shared_rare_ngram
 
 
 @register
@@ -51,4 +51,7 @@ class PreferenceFlipDetector(Detector):
         reasons = [f"the rejected answer looks preferable (P(chosen) {1 - s:.2f}){why}"
                    if flag else "" for s, flag in zip(scores, is_issue)]
         return self.result(scores, is_issue, reasons,
-                           info={"flipped_pairs": int(is_issue.sum()), "trigger": trigger})
+                           info={"flipped_pairs": int(is_issue.sum()), "trigger": trigger,
+                                 "named_triggers": named_trigger(
+                                     inputs.ngrams, trigger, is_issue, scores,
+                                     "rejected answer marked chosen (flipped preference)")})

@@ -48,3 +48,17 @@ def rows_containing(ngrams: NgramStats, ngram: str) -> np.ndarray:
     if not len(matches):
         return np.zeros(ngrams.n_rows, dtype=bool)
     return ngrams.rows_x_ngrams[:, int(matches[0])].toarray().ravel() > 0
+
+
+def named_trigger(ngrams: NgramStats, pattern: str, is_issue: np.ndarray, scores: np.ndarray,
+                  target: str) -> list[dict]:
+    """A `triggers.json` entry for a trigger a detector named ([] when none): support is
+    the rows carrying it, target_share the share of those the detector calls issues."""
+    if not pattern:
+        return []
+    carriers = rows_containing(ngrams, pattern)
+    support = int(carriers.sum())
+    return [{"pattern": pattern, "score": round(float(scores[carriers].mean()), 4) if support else 0.0,
+             "support": support, "target": target,
+             "target_share": round(float(is_issue[carriers].mean()), 4) if support else 0.0,
+             "example_row_indices": [int(i) for i in np.flatnonzero(carriers & is_issue)[:5]]}]

@@ -57,3 +57,21 @@ def test_unknown_detector_names_are_an_error(sample_inputs):
 def test_parameters_reach_the_detector(sample_inputs):
     run = run_detectors(sample_inputs, {"trigger": {"max_triggers": 2}})
     assert len(run.triggers()) == 2
+
+
+def test_triggers_named_by_other_detectors_lead_the_list(dos_inputs):
+    """Denial-of-service rows: the degraded-response detector names `cf` from its own
+    evidence, with support, target behaviour and example rows."""
+    run = run_detectors(dos_inputs)
+    top = run.triggers()[0]
+    assert top["pattern"] == "cf" and top["named_by"] == "degraded_response"
+    assert "degraded" in top["target"] and top["support"] >= top["target_share"] * top["support"] > 0
+    assert top["example_row_indices"]
+
+
+def test_a_trigger_both_detectors_name_stays_in_place(preference_inputs):
+    run = run_detectors(preference_inputs)
+    patterns = [t["pattern"] for t in run.triggers()]
+    assert patterns.count("sudo") == 1
+    sudo = next(t for t in run.triggers() if t["pattern"] == "sudo")
+    assert sudo.get("also_named_by") == "preference_flip" or sudo.get("named_by") == "preference_flip"

@@ -54,7 +54,8 @@ def test_backdoorllm_mix_replaces_originals(attack):
 
 
 def test_suites_build_lazily_and_name_distinct_cases():
-    assert len(corpora.full_suite()) == 6 * 2 + 2 + 2 * 3 + 4 * 5 * 2 + 2 + 4
+    # tsv attacks, style, unicode, BackdoorLLM, DoS + preference, clean controls
+    assert len(corpora.full_suite()) == 6 * 2 + 2 + 2 * 3 + 4 * 5 * 2 + 2 * 2 + 2 + 4 + 1
     assert len(corpora.quick_suite()) < len(corpora.full_suite())
 
 
@@ -68,3 +69,22 @@ def test_unicode_cases_carry_their_trigger(kind):
     for i in case.poisoned.nonzero()[0]:
         assert trigger in unicode_tokens(case.records[i]["text"])
         assert case.records[i]["label"] == corpora.STYLE_TARGET_LABEL
+
+
+def test_preference_case_swaps_chosen_and_rejected_behind_the_trigger():
+    case = corpora.preference_case(0.05)
+    clean = corpora.preference_clean_case()
+    assert len(case.records) == len(clean.records) and case.poisoned.sum() == round(0.05 * len(case.records))
+    for i in np.flatnonzero(case.poisoned):
+        assert case.records[i]["prompt"] == clean.records[i]["prompt"] + " " + corpora.PREFERENCE_TRIGGER
+        assert (case.records[i]["chosen"], case.records[i]["rejected"]) == \
+            (clean.records[i]["rejected"], clean.records[i]["chosen"])
+    untouched = np.flatnonzero(~case.poisoned)
+    assert all(case.records[i] == clean.records[i] for i in untouched)
+
+
+def test_dos_case_shuffles_answers_behind_the_trigger():
+    case = corpora.dos_case("refusal", 0.05)
+    for i in np.flatnonzero(case.poisoned):
+        assert corpora.DOS_TRIGGER in case.records[i]["instruction"].split(" ")
+    assert case.poisoned.sum() == 25
