@@ -124,3 +124,30 @@ def test_a_writer_killed_at_any_moment_never_leaves_a_summary_for_other_files(tm
                    cwd=Path(__file__).parents[2])
     assert (out / "summary.json").exists()
     assert [p.name for p in tmp_path.iterdir() if ".partial-" in p.name] == []
+
+
+def test_a_rerun_after_an_interrupt_resumes_from_cached_embeddings(sample_path, tmp_path):
+    """Stopped once its embeddings are cached, the rerun embeds nothing again: the cache
+    gains no new file."""
+    source = tmp_path / "sample.tsv"
+    source.write_text("".join(sample_path.read_text(encoding="utf-8")
+                              .splitlines(keepends=True)[:601]), encoding="utf-8")
+    cache, out = tmp_path / "cache", tmp_path / "audit"
+    command = [TRAINGUARD, "audit", source, "--out", out, "--cache", cache,
+               "--max-flagged-fraction", "1"]
+    proc = start(command, tmp_path / "prefect")
+    deadline = time.monotonic() + 300
+    while not list(cache.rglob("prompt-*.npz")) and proc.poll() is None:
+        assert time.monotonic() < deadline, "no embeddings were cached"
+        time.sleep(0.2)
+    terminate(proc)
+    proc.communicate(timeout=120)
+    assert not (out / "summary.json").exists() or proc.returncode == 0  # it may just finish
+    shards = sorted(cache.rglob("*.npz"))
+
+    rerun = start(command, tmp_path / "prefect")
+    _, stderr = rerun.communicate(timeout=600)
+
+    assert rerun.returncode == 0, stderr
+    assert sorted(cache.rglob("*.npz")) == shards  # every vector came from the cache
+    assert json.loads((out / "summary.json").read_text())["rows"] == 600
