@@ -53,8 +53,9 @@ def run_detectors(inputs: AuditInputs,
         detector = REGISTRY[name](**params)
         missing = detector.missing_inputs(inputs)
         if missing:
-            run.skipped[name] = f"needs {', '.join(missing)}"
-            log.warning("skipping detector %s: needs %s", name, ", ".join(missing))
+            run.skipped[name] = skip_reason(missing)
+            if not run.skipped[name].startswith(NOT_APPLICABLE):
+                log.warning("skipping detector %s: %s", name, run.skipped[name])
             continue
         started = time.perf_counter()
         try:
@@ -69,6 +70,17 @@ def run_detectors(inputs: AuditInputs,
         run.results[name] = result
         run.seconds[name] = round(time.perf_counter() - started, 3)
     return run
+
+
+# inputs that only some data shapes have: a detector needing them simply does not apply
+SHAPE_INPUTS = {"response_embeddings": "responses", "rejected_embeddings": "preference pairs"}
+NOT_APPLICABLE = "not applicable"
+
+
+def skip_reason(missing: list[str]) -> str:
+    if set(missing) <= set(SHAPE_INPUTS):
+        return f"{NOT_APPLICABLE}: the data has no {' or '.join(SHAPE_INPUTS[m] for m in missing)}"
+    return f"needs {', '.join(missing)}"
 
 
 def detector_config(detectors) -> dict[str, dict]:

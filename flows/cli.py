@@ -116,6 +116,7 @@ def audit(
 
 def show_summary(summary: dict, out: Path) -> None:
     from auditors.report import verdict_line
+    from auditors.runner import NOT_APPLICABLE
 
     table = Table(title="Top trigger candidates", show_lines=False)
     for column in ("rank", "pattern", "score", "support", "target"):
@@ -125,7 +126,8 @@ def show_summary(summary: dict, out: Path) -> None:
                       str(trigger["support"]), printable(trigger["target"]))
     console.print(table, markup=False)
     for name, why in {**summary["detectors_skipped"], **summary["detectors_failed"]}.items():
-        errors.print(f"warning: detector {name} did not run: {why}", markup=False)
+        if not why.startswith(NOT_APPLICABLE):  # e.g. response detectors on classification data
+            errors.print(f"warning: detector {name} did not run: {why}", markup=False)
     if "ledger" in summary:
         show_ledger_effect(summary["ledger"])
     style = "bold green" if summary["gate"]["passed"] else "bold red"

@@ -20,6 +20,8 @@ def test_generation_only_detectors_are_skipped_on_classification_data(sample_inp
     run = run_detectors(sample_inputs)
     generation_only = {n for n in DEFAULT_DETECTORS if "response_embeddings" in REGISTRY[n].requires}
     assert set(run.skipped) == generation_only
+    assert all(why.startswith("not applicable: the data has no responses")
+               for why in run.skipped.values())
     assert set(run.results) == set(DEFAULT_DETECTORS) - generation_only
     assert run.triggers() and run.triggers()[0]["pattern"]
 
