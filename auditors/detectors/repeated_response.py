@@ -18,6 +18,7 @@ from scipy.sparse.csgraph import connected_components
 
 from auditors.detectors.base import AuditInputs, Detector, DetectorResult, register
 from auditors.detectors.stats import shared_rare_ngram
+from auditors.features.targets import snippet
 
 
 @register
@@ -48,7 +49,7 @@ class RepeatedResponseDetector(Detector):
                 continue
             shared = shared_rare_ngram(inputs.ngrams, members, self.min_trigger_coverage,
                                        self.min_trigger_lift)
-            snippet = _snippet(inputs.table["response"].iat[members[0]])
+            snippet = snippet(inputs.table["response"].iat[members[0]])
             found.append({"response": snippet, "rows": len(members), "shared_prompt_ngram": shared,
                           "example_row_indices": [int(r) for r in members[:5]]})
             # without a shared rare prompt n-gram the repeat is weak evidence on its own
@@ -84,8 +85,3 @@ def _shingles(text: str) -> set[str]:
     """Words and word pairs: short fixed strings still get several shingles."""
     words = re.findall(r"\w+", text.lower()) or [text.strip().lower()]
     return set(words) | {" ".join(pair) for pair in zip(words, words[1:])}
-
-
-def _snippet(text: str, width: int = 60) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= width else text[: width - 1] + "…"

@@ -64,7 +64,7 @@ def derive_response_targets(responses: list[str], embeddings: np.ndarray, *,
     for row, (key, opening) in enumerate(zip(exact, openings)):
         if key and exact_counts[key] >= min_repeats:
             label = ("exact", key)
-            name = f'repeated response: "{_snippet(responses[row])}"'
+            name = f'repeated response: "{snippet(responses[row])}"'
         elif opening and opening_counts[opening] >= min_repeats:
             label = ("opening", opening)
             name = f'responses opening "{opening} …"'
@@ -100,7 +100,7 @@ def _cluster_targets(responses, embeddings, n_clusters: int, seed: int) -> Targe
     if k < 2:
         return Targets(np.zeros(len(responses), dtype=np.int64), ["all responses"], [""])
     clusters = KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(embeddings)
-    names = [f'response cluster {c}: "{_snippet(responses[int(np.flatnonzero(clusters == c)[0])])}"'
+    names = [f'response cluster {c}: "{snippet(responses[int(np.flatnonzero(clusters == c)[0])])}"'
              for c in range(k)]
     return Targets(clusters.astype(np.int64), names, [""] * k)
 
@@ -109,7 +109,8 @@ def _response_key(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip().lower()
 
 
-def _snippet(text: str, width: int = 60) -> str:
+def snippet(text: str, width: int = 60) -> str:
+    """One line of at most `width` characters, for names and reasons."""
     text = re.sub(r"\s+", " ", text).strip()
     return text if len(text) <= width else text[: width - 1] + "…"
 
