@@ -49,15 +49,15 @@ class RepeatedResponseDetector(Detector):
                 continue
             shared = shared_rare_ngram(inputs.ngrams, members, self.min_trigger_coverage,
                                        self.min_trigger_lift)
-            snippet = snippet(inputs.table["response"].iat[members[0]])
-            found.append({"response": snippet, "rows": len(members), "shared_prompt_ngram": shared,
+            response = snippet(inputs.table["response"].iat[members[0]])
+            found.append({"response": response, "rows": len(members), "shared_prompt_ngram": shared,
                           "example_row_indices": [int(r) for r in members[:5]]})
             # without a shared rare prompt n-gram the repeat is weak evidence on its own
             scores[members] = (1.0 - share) * (1.0 if shared else 0.3)
             if shared:
                 is_issue[members] = True
                 for row in members:
-                    reasons[row] = (f'response "{snippet}" repeats across {len(members)} '
+                    reasons[row] = (f'response "{response}" repeats across {len(members)} '
                                     f'prompts sharing "{shared}"')
         return self.result(scores, is_issue, reasons, info={"groups": found})
 
