@@ -73,14 +73,19 @@ def load_table(source: str, *, split: str | None = None, text_col: str | None = 
 
 
 def embed_table(table: pd.DataFrame, encoder, *, batch_size: int = 64,
-                show_progress: bool = True, cache: EmbeddingCache | None = None) -> Embeddings:
+                show_progress: bool = True, cache: EmbeddingCache | None = None,
+                embed_many=None) -> Embeddings:
     """Prompt side always; response side for generation data; rejected side for
-    preference pairs. With `cache`, rows whose `row_id` it holds are not embedded again."""
+    preference pairs. With `cache`, rows whose `row_id` it holds are not embedded again.
+    `embed_many(texts)`, when given, embeds instead of `encoder` (the distributed flow maps
+    it over Dask workers); it must return unit vectors, one row per text."""
     def embed(column: str) -> np.ndarray:
         options = {"batch_size": batch_size, "show_progress": show_progress}
         if cache is not None:
             return cache.embed(encoder, column, table["row_id"].to_numpy(),
-                               table[column].tolist(), **options)
+                               table[column].tolist(), embed=embed_many, **options)
+        if embed_many is not None:
+            return np.asarray(embed_many(table[column].tolist()), dtype=np.float32)
         return embed_texts(encoder, table[column].tolist(), **options)
 
     generation = (table["schema"] != CLASSIFICATION).any()

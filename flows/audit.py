@@ -15,7 +15,11 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
+import numpy as np
+from prefect import unmapped
+
 from auditors import ledger, pipeline, report
+from auditors.features import chunks
 from auditors.features.embeddings import EmbeddingCache, load_encoder
 
 # Stage inputs are whole tables and arrays: hashing them for Prefect's cache costs more
@@ -41,6 +45,50 @@ def embeddings_task(loaded: pipeline.LoadedDataset, model: str | None,
 @stage(name="ngram-statistics")
 def ngram_task(loaded: pipeline.LoadedDataset):
     return pipeline.ngram_statistics(loaded.table)
+
+
+@stage(name="embed-chunk")
+def embed_chunk_task(texts: list[str], model: str | None, backend: str,
+                     cache_dir: str | None, batch_size: int):
+    return chunks.embed_chunk(texts, model=model, backend=backend, cache_dir=cache_dir,
+                              batch_size=batch_size)
+
+
+@stage(name="count-ngrams-chunk")
+def count_chunk_task(texts: list[str]) -> chunks.ChunkCounts:
+    return chunks.count_chunk(texts)
+
+
+@stage(name="reduce-ngram-statistics")
+def reduce_ngrams_task(counts: list[chunks.ChunkCounts]):
+    reducer = chunks.NgramReducer()
+    for chunk in counts:
+        reducer.add(chunk)
+    return reducer.finish()
+
+
+def mapped_embeddings(loaded: pipeline.LoadedDataset, model: str | None, backend: str,
+                      cache_dir: str | None, batch_size: int,
+                      chunk_rows: int) -> pipeline.Embeddings:
+    """Embeddings with the rows the cache lacks embedded chunk by chunk on the task runner's
+    workers (Dask); the cache is read and written here, in the flow's process."""
+    def embed_many(texts: list[str]) -> np.ndarray:
+        parts = [texts[a:b] for a, b in chunks.chunk_bounds(len(texts), chunk_rows)]
+        if not parts:
+            return chunks.embed_chunk([], model=model, backend=backend, cache_dir=cache_dir)
+        futures = embed_chunk_task.map(parts, unmapped(model), unmapped(backend),
+                                       unmapped(cache_dir), unmapped(batch_size))
+        return np.concatenate([future.result() for future in futures])
+
+    cache = EmbeddingCache(cache_dir, model, backend) if cache_dir else None
+    return pipeline.embed_table(loaded.table, None, cache=cache, embed_many=embed_many)
+
+
+def map_ngram_counts(loaded: pipeline.LoadedDataset, chunk_rows: int):
+    """Submits the n-gram counting of each chunk (prompt side) to the workers: futures."""
+    texts = loaded.table["prompt"].tolist()
+    return count_chunk_task.map([texts[a:b] for a, b in chunks.chunk_bounds(len(texts),
+                                                                           chunk_rows)])
 
 
 @stage(name="cleanlab-label-model")
@@ -99,19 +147,28 @@ def audit_flow(source: str, out_dir: str, model: str | None = None,
                flag_threshold: float = pipeline.DEFAULT_THRESHOLD,
                load_options: dict | None = None, show_progress: bool = True,
                store: str | None = None, backend: str = "torch",
-               cache_dir: str | None = None) -> dict:
+               cache_dir: str | None = None, chunk_rows: int | None = None) -> dict:
     """ingest -> embeddings and n-gram statistics -> Cleanlab -> detectors -> flags and
     quarantine. Returns the summary written to OUT_DIR/summary.json. With `store`, the
     quarantine ledger there is applied to the flags and the run is recorded in it.
     `backend` picks the embedding backend; with `cache_dir`, embeddings are cached there
-    by row_id and re-audits embed only new rows."""
+    by row_id and re-audits embed only new rows. With `chunk_rows`, embedding and n-gram
+    counting are mapped over chunks of that many rows on the flow's task runner (run it
+    with a `DaskTaskRunner`: `flows.dask.run_audit`) and their statistics reduced."""
     watch = pipeline.Stopwatch()
     loaded = ingest_task(source, load_options or {})
     watch.lap("ingest")
     print(f"{len(loaded.table)} rows, schema detected: {loaded.schema.describe()}")
-    embeddings = embeddings_task(loaded, model, batch_size, show_progress, backend, cache_dir)
-    watch.lap("embeddings")
-    ngrams = ngram_task(loaded)
+    if chunk_rows:  # counting runs on the workers while they embed
+        counts = map_ngram_counts(loaded, chunk_rows)
+        embeddings = mapped_embeddings(loaded, model, backend, cache_dir, batch_size, chunk_rows)
+        watch.lap("embeddings")
+        ngrams = reduce_ngrams_task([future.result() for future in counts])
+    else:
+        embeddings = embeddings_task(loaded, model, batch_size, show_progress, backend,
+                                     cache_dir)
+        watch.lap("embeddings")
+        ngrams = ngram_task(loaded)
     watch.lap("ngrams")
     label_model = label_model_task(loaded, embeddings)
     watch.lap("label_model")

@@ -85,6 +85,14 @@ def audit(
                                          help="poison_score at or above which a row is flagged."),
     store: Optional[Path] = typer.Option(None, help="Quarantine ledger directory: apply its "
                                          "decisions and record this run there."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Run embedding and "
+                                          "n-gram counting on a local Dask cluster of N worker "
+                                          "processes (prefect-dask)."),
+    dask_address: Optional[str] = typer.Option(None, "--dask-address", help="Run embedding and "
+                                               "n-gram counting on the running Dask cluster at "
+                                               "this scheduler address (tcp://host:8786)."),
+    chunk_rows: int = typer.Option(5000, "--chunk-rows", min=1, help="Rows per chunk mapped "
+                                   "over the Dask workers (with --workers/--dask-address)."),
     verbose: bool = typer.Option(False, "--verbose", help="Show Prefect's logs."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
 ) -> None:
@@ -95,9 +103,11 @@ def audit(
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL",
                           "DEBUG" if debug else "INFO" if verbose else "CRITICAL")
     from auditors.outputs import check_output_location
-    from flows.audit import audit_flow
+    from flows.dask import audit_flow_on
 
     _run_or_exit(debug, check_output_location, source=source, out_dir=out)  # before any work
+    audit_flow = _run_or_exit(debug, audit_flow_on, workers=workers, address=dask_address)
+    distributed = {"chunk_rows": chunk_rows} if workers or dask_address else {}
     load_options = {"split": split, "text_col": text_col, "label_col": label_col,
                     "schema": schema, "via_datasets": via_datasets, "on_bad_row": on_bad_row.value}
     names = [n.strip() for n in detectors.split(",") if n.strip()] if detectors else None
@@ -106,7 +116,8 @@ def audit(
                            max_flagged_fraction=max_flagged_fraction,
                            flag_threshold=flag_threshold, load_options=load_options,
                            store=str(store) if store else None, backend=backend.value,
-                           cache_dir=None if no_cache else str(cache or _default_cache_dir()))
+                           cache_dir=None if no_cache else str(cache or _default_cache_dir()),
+                           **distributed)
     show_summary(summary, out)
     if summary.get("skipped_rows"):
         errors.print(f"warning: {summary['skipped_rows']} bad row(s) skipped, listed in "

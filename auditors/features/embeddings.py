@@ -159,14 +159,17 @@ class EmbeddingCache:
         self._sides: dict[str, KeyedVectors] = {}
         self._loaded_shards: dict[str, list[Path]] = {}
 
-    def embed(self, encoder, side: str, row_ids, texts: list[str], **options) -> np.ndarray:
+    def embed(self, encoder, side: str, row_ids, texts: list[str], *, embed=None,
+              **options) -> np.ndarray:
+        """Vectors for `row_ids`; the rows not stored yet are embedded by `encoder`, or by
+        `embed(texts)` when given (e.g. chunks mapped over Dask workers)."""
         stored = self._load(side)
         vectors, fresh_keys, fresh = stored.lookup_or_embed(
-            row_ids, texts, lambda missing: embed_texts(encoder, missing, **options))
+            row_ids, texts, embed or (lambda missing: embed_texts(encoder, missing, **options)))
         if fresh_keys:
             self._append(side, stored, fresh_keys, fresh)
         if not len(vectors):  # no rows at all: keep the model's width
-            return embed_texts(encoder, [], **options)
+            return np.asarray(embed([]), np.float32) if embed else embed_texts(encoder, [], **options)
         return vectors
 
     def _load(self, side: str) -> KeyedVectors:

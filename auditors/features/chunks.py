@@ -1,0 +1,267 @@
+"""Row chunks: the map and reduce steps that let embedding and n-gram counting run chunk by
+chunk (on Dask workers, or over a file streamed in record batches) and still produce what
+the single-process functions produce.
+
+n-gram counting is split in two:
+
+- `count_chunk(texts)` (map) tokenises one chunk with exactly the analyzers
+  `auditors.features.ngrams.count_ngrams` uses (word 1..3-grams, then each family of
+  `ngrams.PSEUDO_TOKENS`: positions, Unicode, character n-grams) and returns each family's terms in first-appearance order and, per row,
+  which of them it contains. No thresholds are applied: a chunk cannot know the global
+  document frequencies.
+- `NgramReducer` (reduce) adds chunks in row order, summing document frequencies in one
+  table per family, and `finish()` applies the same `min_support` / `max_ngrams` rules as
+  scikit-learn's `CountVectorizer` (alphabetical columns, the `max_ngrams` most frequent
+  kept with the same tie-breaking, rows' entries in the order scikit-learn stores them), so
+  the result equals `count_ngrams` on all the rows at once.
+
+The tables are bounded: when a family's table holds more than `max_table` distinct terms,
+the terms seen in only one row so far are dropped (lossy counting). Below that bound the
+result is exact; above it, a term first seen once and then often enough later can be
+undercounted by the rows it had before the pruning. With the default bound (4 million terms
+per family) a 1M-row SST-2-like file is counted exactly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from auditors.features import ngrams as ng
+from auditors.features.unicode import unicode_tokens
+
+DEFAULT_CHUNK_ROWS = 5_000
+DEFAULT_MAX_TABLE = 4_000_000
+
+
+
+def pseudo_token_families() -> tuple:
+    """The pseudo-token analyzers `count_ngrams` appends after the word n-grams, in column
+    order (`ngrams.PSEUDO_TOKENS`: positions, Unicode, character n-grams)."""
+    return tuple(getattr(ng, "PSEUDO_TOKENS", (ng.position_tokens, unicode_tokens)))
+
+
+def _pseudo_zipf(analyzer, vocabulary: np.ndarray, language: str) -> np.ndarray:
+    if hasattr(ng, "pseudo_token_zipf"):
+        return ng.pseudo_token_zipf(analyzer, vocabulary, language)
+    if analyzer is ng.position_tokens:
+        return ng._general_zipf(vocabulary, language)
+    return np.zeros(len(vocabulary), dtype=np.float32)
+
+
+def chunk_bounds(n_rows: int, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> list[tuple[int, int]]:
+    """[start, stop) row ranges covering n_rows, each at most chunk_rows long."""
+    if chunk_rows < 1:
+        raise ValueError("chunk_rows must be at least 1")
+    return [(start, min(start + chunk_rows, n_rows)) for start in range(0, n_rows, chunk_rows)]
+
+
+# ---------------------------------------------------------------------------------------
+# n-grams: map
+
+
+@dataclass
+class FamilyCounts:
+    """One family's terms for one chunk: `terms[k]` in first-appearance order, and for row r
+    the local term ids `ids[indptr[r]:indptr[r + 1]]` (ascending)."""
+
+    terms: list
+    indptr: np.ndarray
+    ids: np.ndarray
+
+
+@dataclass
+class ChunkCounts:
+    n_rows: int
+    families: list[FamilyCounts]  # word n-grams, then `pseudo_token_families()`
+
+
+def _analyzers(max_n: int) -> list:
+    """Word n-grams first, then each pseudo-token family: the families of `count_ngrams`."""
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    words = CountVectorizer(ngram_range=(1, max_n), token_pattern=ng.TOKEN_PATTERN,
+                            lowercase=True).build_analyzer()
+    return [words, *pseudo_token_families()]
+
+
+def count_chunk(texts: list[str], *, max_n: int = 3) -> ChunkCounts:
+    """Map step: the terms of every family in one chunk of rows (no thresholds)."""
+    families = []
+    for analyze in _analyzers(max_n):
+        vocabulary: dict[str, int] = {}
+        ids: list[int] = []
+        indptr = [0]
+        for text in texts:
+            row = {}
+            for term in analyze(text):
+                row.setdefault(vocabulary.setdefault(term, len(vocabulary)), None)
+            ids.extend(sorted(row))
+            indptr.append(len(ids))
+        families.append(FamilyCounts(list(vocabulary), np.asarray(indptr, dtype=np.int64),
+                                     np.asarray(ids, dtype=np.int64)))
+    return ChunkCounts(len(texts), families)
+
+
+# ---------------------------------------------------------------------------------------
+# n-grams: reduce
+
+
+@dataclass
+class _FamilyTable:
+    """Global term table of one family: id = order of first appearance over the chunks
+    added so far; the rows of every chunk kept as global ids."""
+
+    index: dict = field(default_factory=dict)
+    terms: list = field(default_factory=list)
+    doc_freq: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    row_indptr: list = field(default_factory=list)  # per chunk
+    row_ids: list = field(default_factory=list)  # per chunk, global ids
+    pruned: int = 0
+
+    def add(self, counts: FamilyCounts, max_table: int) -> None:
+        index, terms = self.index, self.terms
+        local_to_global = np.empty(len(counts.terms), dtype=np.int64)
+        for local, term in enumerate(counts.terms):
+            gid = index.get(term)
+            if gid is None:
+                gid = index[term] = len(terms)
+                terms.append(term)
+            local_to_global[local] = gid
+        if len(terms) > len(self.doc_freq):
+            self.doc_freq = np.concatenate(
+                [self.doc_freq, np.zeros(len(terms) - len(self.doc_freq), dtype=np.int64)])
+        gids = local_to_global[counts.ids]
+        np.add.at(self.doc_freq, local_to_global, np.bincount(counts.ids, minlength=len(
+            counts.terms)).astype(np.int64))
+        self.row_indptr.append(counts.indptr)
+        self.row_ids.append(gids)
+        if len(terms) > max_table:
+            self._prune()
+
+    def _prune(self) -> None:
+        """Drop the terms seen in one row so far; ids stay in first-appearance order."""
+        keep = self.doc_freq > 1
+        self.pruned += int((~keep).sum())
+        new_id = np.cumsum(keep) - 1
+        new_id[~keep] = -1
+        self.terms = [t for t, k in zip(self.terms, keep) if k]
+        self.index = {t: i for i, t in enumerate(self.terms)}
+        self.doc_freq = self.doc_freq[keep]
+        for k, (indptr, ids) in enumerate(zip(self.row_indptr, self.row_ids)):
+            mapped = new_id[ids]
+            alive = mapped >= 0
+            rows = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+            per_row = np.bincount(rows[alive], minlength=len(indptr) - 1)
+            self.row_indptr[k] = np.concatenate([[0], np.cumsum(per_row)]).astype(np.int64)
+            self.row_ids[k] = mapped[alive]
+
+    def finish(self, n_rows: int, min_support: int, max_terms: int):
+        """(matrix, vocabulary) as `CountVectorizer(binary=True, min_df=..., max_features=...)`
+        would return them for all rows at once; (n_rows x 0, []) when no term qualifies."""
+        empty = sp.csr_matrix((n_rows, 0), dtype=np.int32), np.array([], dtype=object)
+        min_df = min(min_support, max(n_rows, 1))
+        if not self.terms or n_rows < min_df:
+            return empty
+        terms = np.array(self.terms, dtype=object)
+        alphabetical = np.argsort(terms, kind="stable")
+        dfs = self.doc_freq[alphabetical]
+        mask = (dfs >= min_df) & (dfs <= n_rows)
+        if max_terms is not None and mask.sum() > max_terms:
+            mask_inds = (-dfs[mask]).argsort()[:max_terms]  # CountVectorizer's tie-breaking
+            limited = np.zeros(len(dfs), dtype=bool)
+            limited[np.where(mask)[0][mask_inds]] = True
+            mask = limited
+        if not mask.any():
+            return empty
+        column_of = np.full(len(terms), -1, dtype=np.int64)
+        column_of[alphabetical[mask]] = np.arange(int(mask.sum()))
+        indptr_parts, index_parts, offset = [np.zeros(1, dtype=np.int64)], [], 0
+        for indptr, gids in zip(self.row_indptr, self.row_ids):
+            rows = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+            order = np.lexsort((gids, rows))  # a row's entries by first appearance
+            columns = column_of[gids[order]]
+            kept = columns >= 0
+            per_row = np.bincount(rows[order][kept], minlength=len(indptr) - 1)
+            indptr_parts.append(offset + np.cumsum(per_row))
+            index_parts.append(columns[kept])
+            offset += int(kept.sum())
+        indices = np.concatenate(index_parts) if index_parts else np.zeros(0, dtype=np.int64)
+        indptr = np.concatenate(indptr_parts)
+        index_dtype = np.int32 if offset <= np.iinfo(np.int32).max else np.int64
+        matrix = sp.csr_matrix((np.ones(len(indices), dtype=np.int32),
+                                indices.astype(index_dtype), indptr.astype(index_dtype)),
+                               shape=(n_rows, int(mask.sum())))
+        return matrix, terms[alphabetical[mask]]
+
+
+class NgramReducer:
+    """Adds `count_chunk` results in row order; `finish()` gives the `NgramStats` that
+    `count_ngrams` computes over all the rows at once (exact while no table is pruned)."""
+
+    def __init__(self, *, min_support: int = 2, max_ngrams: int = 200_000,
+                 max_table: int = DEFAULT_MAX_TABLE, language: str = "en"):
+        self.min_support, self.max_ngrams = min_support, max_ngrams
+        self.max_table, self.language = max_table, language
+        self.pseudo = pseudo_token_families()
+        self.tables = [_FamilyTable() for _ in range(1 + len(self.pseudo))]
+        self.n_rows = 0
+
+    def add(self, counts: ChunkCounts) -> "NgramReducer":
+        if len(counts.families) != len(self.tables):
+            raise ValueError("chunk counted with other n-gram families than this reducer")
+        for table, family in zip(self.tables, counts.families):
+            table.add(family, self.max_table)
+        self.n_rows += counts.n_rows
+        return self
+
+    @property
+    def pruned_terms(self) -> int:
+        return sum(t.pruned for t in self.tables)
+
+    def finish(self) -> ng.NgramStats:
+        n = self.n_rows
+        matrix, vocabulary = self.tables[0].finish(n, self.min_support, self.max_ngrams)
+        zipf = ng._general_zipf(vocabulary, self.language)
+        order = np.array([g.count(" ") + 1 for g in vocabulary], dtype=np.int32)
+        for analyzer, table in zip(self.pseudo, self.tables[1:]):
+            extra_matrix, extra_vocabulary = table.finish(n, self.min_support, self.max_ngrams)
+            if len(extra_vocabulary):
+                matrix = sp.hstack([matrix, extra_matrix], format="csr")
+                vocabulary = np.concatenate([vocabulary.astype(object),
+                                             extra_vocabulary.astype(object)])
+                zipf = np.concatenate([zipf, _pseudo_zipf(analyzer, extra_vocabulary,
+                                                          self.language)])
+                order = np.concatenate([order, np.ones(len(extra_vocabulary), dtype=np.int32)])
+        doc_freq = np.asarray(matrix.sum(axis=0)).ravel()
+        return ng.NgramStats(vocabulary=vocabulary, rows_x_ngrams=matrix, doc_freq=doc_freq,
+                             general_zipf=zipf, order=order)
+
+
+def chunked_ngrams(texts: list[str], *, chunk_rows: int = DEFAULT_CHUNK_ROWS, max_n: int = 3,
+                   **reducer_options) -> ng.NgramStats:
+    """`count_ngrams` computed chunk by chunk in this process (the reference for the
+    distributed and streaming paths)."""
+    reducer = NgramReducer(**reducer_options)
+    for start, stop in chunk_bounds(len(texts), chunk_rows):
+        reducer.add(count_chunk(texts[start:stop], max_n=max_n))
+    return reducer.finish()
+
+
+# ---------------------------------------------------------------------------------------
+# Embeddings: map
+
+_ENCODERS: dict = {}
+
+
+def embed_chunk(texts: list[str], *, model: str | None, backend: str,
+                cache_dir: str | None = None, batch_size: int = 64) -> np.ndarray:
+    """Map step: unit vectors for one chunk of texts. The encoder is loaded once per process
+    (a Dask worker keeps it between chunks)."""
+    from auditors.features.embeddings import embed_texts, load_encoder
+
+    key = (model, backend, cache_dir)
+    if key not in _ENCODERS:
+        _ENCODERS[key] = load_encoder(model, backend=backend, cache_dir=cache_dir)
+    return embed_texts(_ENCODERS[key], texts, batch_size=batch_size, show_progress=False)

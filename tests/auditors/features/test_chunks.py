@@ -1,0 +1,85 @@
+"""Chunked n-gram counting (map per chunk, reduce in row order) equals `count_ngrams` on all
+rows at once, down to the order scikit-learn stores each row's entries in; bounded tables
+prune singletons only past their bound."""
+
+import numpy as np
+import pytest
+
+from auditors.features.chunks import (NgramReducer, chunk_bounds, chunked_ngrams, count_chunk,
+                                      embed_chunk)
+from auditors.features.ngrams import count_ngrams
+
+EXTRA = ["emoji 😀😀 here", "zero\u200bwidth cf", "mixed wоrd text here", "😀😀 again",
+         "greatcf movie!!!", "", "a"]
+
+
+def assert_same_stats(expected, got):
+    assert list(got.vocabulary) == list(expected.vocabulary)
+    assert got.rows_x_ngrams.shape == expected.rows_x_ngrams.shape
+    for part in ("indptr", "indices", "data"):  # storage order too: detectors read rows in it
+        np.testing.assert_array_equal(getattr(got.rows_x_ngrams, part),
+                                      getattr(expected.rows_x_ngrams, part))
+    np.testing.assert_array_equal(got.doc_freq, expected.doc_freq)
+    np.testing.assert_array_equal(got.general_zipf, expected.general_zipf)
+    np.testing.assert_array_equal(got.order, expected.order)
+
+
+@pytest.fixture(scope="module")
+def texts(sample_path):
+    lines = sample_path.read_text(encoding="utf-8").splitlines()[1:1201]
+    return [line.rsplit("\t", 1)[0] for line in lines] + EXTRA
+
+
+@pytest.fixture(scope="module")
+def reference(texts):
+    return count_ngrams(texts)
+
+
+@pytest.mark.parametrize("chunk_rows", [10_000, 397, 1])
+def test_chunked_counts_equal_count_ngrams(texts, reference, chunk_rows):
+    assert_same_stats(reference, chunked_ngrams(texts, chunk_rows=chunk_rows))
+
+
+def test_max_ngrams_keeps_the_same_most_frequent_terms(texts):
+    assert_same_stats(count_ngrams(texts, max_ngrams=300),
+                      chunked_ngrams(texts, chunk_rows=250, max_ngrams=300))
+
+
+@pytest.mark.parametrize("rows", [[], [""], ["", "a"], ["same words", "same words"]])
+def test_degenerate_inputs(rows):
+    assert_same_stats(count_ngrams(rows), chunked_ngrams(rows, chunk_rows=1))
+
+
+def test_chunks_can_be_reduced_in_any_grouping(texts, reference):
+    reducer = NgramReducer()
+    for start, stop in chunk_bounds(len(texts), 500):
+        reducer.add(count_chunk(texts[start:stop]))
+    assert reducer.pruned_terms == 0
+    assert_same_stats(reference, reducer.finish())
+
+
+def test_bounded_table_prunes_singletons_and_keeps_frequent_terms(texts, reference):
+    bounded = chunked_ngrams(texts, chunk_rows=200, max_table=2_000)
+    assert bounded.rows_x_ngrams.shape[0] == len(texts)
+    kept = set(bounded.vocabulary)
+    frequent = {g for g, df in zip(reference.vocabulary, reference.doc_freq) if df >= 50}
+    assert frequent and frequent <= kept  # frequent terms survive the pruning
+    counted = dict(zip(bounded.vocabulary, bounded.doc_freq))
+    exact = dict(zip(reference.vocabulary, reference.doc_freq))
+    assert all(counted[g] <= exact[g] for g in counted)  # pruning only undercounts
+
+
+def test_chunk_bounds():
+    assert chunk_bounds(5, 2) == [(0, 2), (2, 4), (4, 5)]
+    assert chunk_bounds(0, 3) == []
+    with pytest.raises(ValueError):
+        chunk_bounds(3, 0)
+
+
+def test_embed_chunk_matches_whole_encode(encoder, texts):
+    from auditors.features.embeddings import embed_texts
+
+    whole = embed_texts(encoder, texts[:40], show_progress=False)
+    parts = np.concatenate([embed_chunk(texts[a:b], model=None, backend="torch")
+                            for a, b in chunk_bounds(40, 16)])
+    np.testing.assert_allclose(parts, whole, atol=1e-5)

@@ -1,0 +1,68 @@
+"""The audit flow on Prefect's DaskTaskRunner: a real 2-worker LocalCluster (processes)
+embeds and counts n-grams chunk by chunk, and the results equal the single-process run."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from flows.dask import run_audit
+
+
+@pytest.fixture(scope="module")
+def small_sample(sample_path, tmp_path_factory):
+    path = tmp_path_factory.mktemp("dask") / "sample.tsv"
+    path.write_text("".join(sample_path.read_text(encoding="utf-8")
+                            .splitlines(keepends=True)[:501]), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def runs(prefect_harness, small_sample, tmp_path_factory):
+    out = tmp_path_factory.mktemp("dask-runs")
+    single = run_audit(source=str(small_sample), out_dir=str(out / "single"),
+                       show_progress=False)
+    distributed = run_audit(source=str(small_sample), out_dir=str(out / "dask"),
+                            show_progress=False, workers=2, chunk_rows=200,
+                            cache_dir=str(out / "cache"))
+    return out, single, distributed
+
+
+def test_dask_run_equals_the_single_process_run(runs):
+    out, single, distributed = runs
+    rows = {name: pd.read_parquet(out / name / "rows.parquet") for name in ("single", "dask")}
+    scores = [c for c in rows["single"].columns if c.endswith("score")]
+    assert "poison_score" in scores and "trigger_score" in scores
+    # torch vectors of a chunk differ from the whole-file encode by float noise only
+    np.testing.assert_allclose(rows["dask"][scores], rows["single"][scores], atol=1e-5)
+    pd.testing.assert_series_equal(rows["dask"]["flagged"], rows["single"]["flagged"])
+    pd.testing.assert_series_equal(rows["dask"]["row_id"], rows["single"]["row_id"])
+    triggers = {name: json.loads((out / name / "triggers.json").read_text())
+                for name in ("single", "dask")}
+    assert [t["pattern"] for t in triggers["dask"]] == [t["pattern"] for t in triggers["single"]]
+    assert [t["support"] for t in triggers["dask"]] == [t["support"] for t in triggers["single"]]
+    assert distributed["flagged"] == single["flagged"] > 0
+    assert {t["pattern"] for t in distributed["top_triggers"][:5]} & {"cf", "mn", "bb", "tq", "mb"}
+
+
+def test_dask_run_fills_the_embedding_cache(runs):
+    out, _, _ = runs
+    shards = list((out / "cache" / "embeddings").rglob("prompt-*.npz"))
+    assert len(shards) == 1  # written once, by the flow, from all the workers' chunks
+    with np.load(shards[0]) as stored:
+        assert stored["vectors"].shape == (500, 384)
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--dask-address", "localhost:8786"], "not a Dask scheduler address"),
+    (["--workers", "2", "--dask-address", "tcp://127.0.0.1:8786"], "not both"),
+])
+def test_bad_dask_options_are_one_line_errors(small_sample, tmp_path, options, message):
+    result = CliRunner().invoke(app, ["audit", str(small_sample), "--out", str(tmp_path / "out"),
+                                      *options])
+    assert result.exit_code == 2
+    assert result.stderr.strip().count("\n") == 0 and message in result.stderr
+    assert not (tmp_path / "out" / "summary.json").exists()
