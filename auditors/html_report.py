@@ -181,12 +181,21 @@ def _histogram(scores: np.ndarray, threshold: float, width: int = 640,
             f"above the flag threshold {threshold}</p>")
 
 
-def project_2d(embeddings: np.ndarray, seed: int = 0) -> np.ndarray:
+PCA_FIT_ROWS = 5000
+
+
+def project_2d(embeddings: np.ndarray, seed: int = 0, fit_rows: int = PCA_FIT_ROWS) -> np.ndarray:
+    """The first two principal components, fitted on at most `fit_rows` rows (a seeded
+    sample: the axes of a picture need no more) and applied to every row."""
     from sklearn.decomposition import PCA
 
     if len(embeddings) < 3:
         return np.zeros((len(embeddings), 2))
-    return PCA(n_components=2, random_state=seed).fit_transform(embeddings)
+    pca = PCA(n_components=2, random_state=seed)
+    if len(embeddings) <= fit_rows:
+        return pca.fit_transform(embeddings)
+    sample = np.random.default_rng(seed).choice(len(embeddings), fit_rows, replace=False)
+    return pca.fit(embeddings[np.sort(sample)]).transform(embeddings)
 
 
 def _embedding_map(embeddings: np.ndarray | None, flagged: np.ndarray,

@@ -26,6 +26,8 @@ def unicode_tokens(text: str) -> list[str]:
     text CYRILLIC` marker for a non-Latin word made only of Latin look-alikes inside mostly
     Latin text, each emoji, and each run of two or more adjacent emoji."""
     tokens = {ch for ch in _INVISIBLE.findall(text) if ch not in _ORDINARY}
+    if text.isascii():  # no mixed scripts, no look-alikes, no emoji: only control characters
+        return sorted(tokens)
     words = _WORD.findall(text)
     latin_words = sum(word.isascii() for word in words)
     for word in words:
@@ -46,8 +48,16 @@ def _all_latin_lookalikes(word: str) -> bool:
     return len({item["character"] for item in found}) == len(set(word))
 
 
+# Every emoji sequence the `emoji` library knows starts with one of these characters (none is
+# ASCII), so a text holding none of them has no emoji and `emoji_list` (the costliest step
+# of the n-gram statistics) is skipped.
+_EMOJI_FIRST = frozenset(sequence[0] for sequence in emoji.EMOJI_DATA)
+
+
 def _emoji_tokens(text: str) -> set[str]:
     """Each emoji, plus each run of 2+ emoji separated by nothing but whitespace."""
+    if _EMOJI_FIRST.isdisjoint(text):
+        return set()
     tokens, run, run_end = set(), [], 0
     for found in emoji.emoji_list(text):
         tokens.add(found["emoji"])
