@@ -74,6 +74,7 @@ class RawDataset:
     row_numbers: list[int] | None = None  # 1-based line or record of each record
     encoding: TextEncoding = field(default_factory=TextEncoding)
     skipped: list[SkippedRow] = field(default_factory=list)
+    offsets: list[int] | None = None  # streamed batches: where each record is in the file
 
     def __len__(self) -> int:
         return len(self.records)
@@ -465,3 +466,164 @@ def _strip(value):
 def _first_line(exc: Exception) -> str:
     message = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {message[0]}" if message else type(exc).__name__
+
+
+# ---------------------------------------------------------------------------------------
+# Streaming: large JSONL and Parquet files read in record batches. Nothing of the file is
+# kept but, per row, where it is (a byte offset or a record number): the clean and
+# quarantine splits are copied from the file again when they are written.
+
+STREAMABLE = ("jsonl", "parquet")
+STREAM_MIN_BYTES = 64 * 2**20  # `stream=None`: files at least this large are streamed
+DEFAULT_BATCH_ROWS = 5_000
+
+
+def should_stream(source: str, *, via_datasets: bool = False, stream: bool | None = None) -> bool:
+    """Stream `source`? `stream=None` decides by size; only local UTF-8 JSONL (no byte-order
+    mark) and Parquet files can be streamed."""
+    if stream is False or via_datasets or source.startswith(HUB_PREFIX):
+        return False
+    path = Path(source)
+    if not path.is_file() or detect_format(source) not in STREAMABLE:
+        if stream:
+            raise AuditInputError("only local .jsonl and .parquet files can be streamed",
+                                  path=source)
+        return False
+    if detect_format(source) == "jsonl":
+        with path.open("rb") as handle:
+            head = handle.read(4)
+        if any(head.startswith(bom) for bom, _ in _BOMS):
+            if stream:
+                raise AuditInputError("streaming reads UTF-8 without a byte-order mark only",
+                                      path=source)
+            return False
+    return bool(stream) or path.stat().st_size >= STREAM_MIN_BYTES
+
+
+def iter_record_batches(source: str, *, batch_rows: int = DEFAULT_BATCH_ROWS,
+                        on_bad_row: str = "fail"):
+    """RawDatasets of at most `batch_rows` records each, in file order (their `row_numbers`
+    count from the start of the file, and a batch's bad rows are in its `skipped`). Each
+    batch carries `offsets` (JSONL: byte offset of every record's line; Parquet: its record
+    number from 0) for `StreamedRows`."""
+    fmt = detect_format(source)
+    _check_readable(Path(source), source)
+    reader = _jsonl_batches if fmt == "jsonl" else _parquet_batches
+    yield from reader(source, batch_rows, on_bad_row)
+
+
+def _jsonl_batches(path: str, batch_rows: int, on_bad_row: str):
+    def batch():
+        raw = RawDataset(records, "jsonl", path, raw_lines=lines, columns=_union_keys(records),
+                         row_numbers=numbers)
+        raw.skipped, raw.offsets = bad_rows.skipped, offsets
+        return raw
+
+
+    bad_rows = BadRows(path, on_bad_row)
+    records, lines, numbers, offsets = [], [], [], []
+    with open(path, "rb") as handle:
+        offset = 0
+        for line_no, data in enumerate(handle, start=1):
+            start, offset = offset, offset + len(data)
+            try:
+                line = data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise AuditInputError(f"invalid UTF-8 at byte {start + exc.start}; convert the "
+                                      "file to UTF-8", path=path, row=line_no) from None
+            if "\x00" in line:
+                raise AuditInputError("NUL character: a binary file, or UTF-16 without a "
+                                      "byte-order mark", path=path, row=line_no)
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                bad_rows(f"malformed JSON ({exc.msg})", line_no, line)
+                continue
+            if not isinstance(record, dict):
+                bad_rows(f"each line must be a JSON object, found {_json_type(record)}",
+                         line_no, line)
+                continue
+            records.append(record)
+            lines.append(_terminated(line))
+            numbers.append(line_no)
+            offsets.append(start)
+            if len(records) >= batch_rows:
+                yield batch()
+                bad_rows = BadRows(path, on_bad_row)
+                records, lines, numbers, offsets = [], [], [], []
+    if records or bad_rows.skipped:
+        yield batch()
+
+
+def _parquet_batches(path: str, batch_rows: int, on_bad_row: str):
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+        first = 0
+        for arrow_batch in parquet.iter_batches(batch_size=batch_rows):
+            records = arrow_batch.to_pylist()
+            numbers = list(range(first + 1, first + len(records) + 1))
+            raw = RawDataset(records, "parquet", path, columns=arrow_batch.schema.names,
+                             arrow_schema=parquet.schema_arrow, row_numbers=numbers)
+            raw.offsets = [n - 1 for n in numbers]
+            first += len(records)
+            yield raw
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise AuditInputError(f"cannot read Parquet ({exc})", path=path) from None
+
+
+class StreamedRows:
+    """The records (or, for JSONL, the original lines) of a streamed file, read back from
+    the file on demand in the order asked: a sequence for writing the splits. Holds one
+    offset per row, and for Parquet one decoded row group at a time."""
+
+    def __init__(self, path: str, fmt: str, offsets, *, lines: bool = False):
+        import numpy as np
+
+        self.path, self.fmt, self.lines = path, fmt, lines
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+        self._handle = None  # the open file (JSONL) or ParquetFile
+        self._group: tuple[int, list] | None = None
+        self._group_starts: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def __getitem__(self, index: int):
+        offset = int(self.offsets[index])
+        if self.fmt == "jsonl":
+            if self._handle is None:
+                self._handle = open(self.path, "rb")  # noqa: SIM115 (closed in close())
+            self._handle.seek(offset)
+            line = _terminated(self._handle.readline().decode("utf-8"))
+            return line if self.lines else json.loads(line)
+        return self._parquet_record(offset)
+
+    def close(self) -> None:
+        if self.fmt == "jsonl" and self._handle is not None:
+            self._handle.close()
+        self._handle, self._group = None, None
+
+    def __del__(self):
+        self.close()
+
+    def _parquet_record(self, number: int) -> dict:
+        import bisect
+
+        import pyarrow.parquet as pq
+
+        if self._handle is None:
+            self._handle = pq.ParquetFile(self.path)
+            sizes = [self._handle.metadata.row_group(g).num_rows
+                     for g in range(self._handle.metadata.num_row_groups)]
+            self._group_starts = [sum(sizes[:g]) for g in range(len(sizes))]
+        group = bisect.bisect_right(self._group_starts, number) - 1
+        if self._group is None or self._group[0] != group:
+            self._group = (group, self._handle.read_row_group(group).to_pylist())
+        return self._group[1][number - self._group_starts[group]]

@@ -19,6 +19,7 @@ from auditors.features.probabilities import cross_validated_probs
 from auditors.features.proxy import cross_fitted_proxy
 from auditors.features.targets import Targets, classification_targets, derive_response_targets
 from auditors.fusion import DEFAULT_THRESHOLD, fuse, gate
+from auditors import ingest
 from auditors.ingest import RawDataset, load_raw
 from auditors.outputs import SKIPPED, split_paths, write_outputs
 from auditors.runner import DetectorRun, detector_config, run_detectors
@@ -35,6 +36,7 @@ class LoadedDataset:
     raw: RawDataset
     schema: SchemaChoice
     table: pd.DataFrame
+    ngrams: NgramStats | None = None  # counted while streaming, batch by batch
 
 
 @dataclass
@@ -63,13 +65,74 @@ class AuditResult:
 
 def load_table(source: str, *, split: str | None = None, text_col: str | None = None,
                label_col: str | None = None, schema: str | None = None,
-               via_datasets: bool = False, on_bad_row: str = "fail") -> LoadedDataset:
+               via_datasets: bool = False, on_bad_row: str = "fail",
+               stream: bool | None = None,
+               batch_rows: int = ingest.DEFAULT_BATCH_ROWS) -> LoadedDataset:
     """`on_bad_row="skip"` sets bad rows aside (`raw.skipped`, written to skipped.jsonl)
-    instead of stopping at the first one."""
+    instead of stopping at the first one. Large JSONL and Parquet files (`stream=None`: from
+    `ingest.STREAM_MIN_BYTES`; `stream=True`: always) are streamed: see `stream_table`."""
+    if ingest.should_stream(source, via_datasets=via_datasets, stream=stream):
+        return stream_table(source, text_col=text_col, label_col=label_col, schema=schema,
+                            on_bad_row=on_bad_row, batch_rows=batch_rows)
     raw = load_raw(source, split=split, via_datasets=via_datasets, on_bad_row=on_bad_row)
     choice = detect_schema(raw.columns, text_col=text_col, label_col=label_col, schema=schema,
                            source=source)
     return LoadedDataset(raw, choice, normalise(raw, choice, on_bad_row=on_bad_row))
+
+
+def stream_table(source: str, *, text_col: str | None = None, label_col: str | None = None,
+                 schema: str | None = None, on_bad_row: str = "fail",
+                 batch_rows: int = ingest.DEFAULT_BATCH_ROWS) -> LoadedDataset:
+    """Read a JSONL or Parquet file in record batches: each batch is normalised and its
+    n-grams counted (`chunks.NgramReducer`, bounded tables), then dropped. What stays is the
+    normalised table, one file offset per row (the splits are copied from the file when
+    written) and the n-gram statistics. The schema is detected from the first batch's
+    columns."""
+    from itertools import chain
+
+    from auditors.features import chunks
+    from auditors.ingest import AuditInputError, StreamedRows, no_rows_message
+
+    batches = ingest.iter_record_batches(source, batch_rows=batch_rows, on_bad_row=on_bad_row)
+    first = next(batches, None)
+    while first is not None and not first.records:  # leading batches of bad rows only
+        skipped = first.skipped
+        first = next(batches, None)
+        if first is not None:
+            first.skipped = skipped + first.skipped
+    if first is None:
+        raise AuditInputError("dataset has no rows", path=source)
+    choice = detect_schema(first.columns, text_col=text_col, label_col=label_col,
+                           schema=schema, source=source)
+    reducer = chunks.NgramReducer()
+    frames, offsets, numbers, skipped = [], [], [], []
+    for batch in chain([first], batches):
+        where = dict(zip(batch.row_numbers, batch.offsets))
+        if batch.records:
+            try:
+                frame = normalise(batch, choice, on_bad_row=on_bad_row)
+            except AuditInputError:
+                if on_bad_row == "fail" or batch.records:
+                    raise
+                frame = None  # every row of this batch was bad and set aside
+            if frame is not None:
+                reducer.add(chunks.count_chunk(frame["prompt"].tolist()))
+                frames.append(frame)
+                kept = [batch.row_number(i) for i in range(len(batch.records))]
+                numbers += kept
+                offsets += [where[n] for n in kept]
+        skipped += batch.skipped
+    if not frames:
+        raise AuditInputError(no_rows_message(skipped), path=source)
+    table = pd.concat(frames, ignore_index=True)
+    table["row_index"] = np.arange(len(table))
+    fmt = ingest.detect_format(source)
+    raw = RawDataset(StreamedRows(source, fmt, offsets), fmt, source,
+                     raw_lines=StreamedRows(source, fmt, offsets, lines=True)
+                     if fmt == "jsonl" else None,
+                     columns=first.columns, arrow_schema=first.arrow_schema,
+                     row_numbers=numbers, skipped=sorted(skipped, key=lambda s: s.row))
+    return LoadedDataset(raw, choice, table, ngrams=reducer.finish())
 
 
 def embed_table(table: pd.DataFrame, encoder, *, batch_size: int = 64,
@@ -97,6 +160,11 @@ def embed_table(table: pd.DataFrame, encoder, *, batch_size: int = 64,
 def ngram_statistics(table: pd.DataFrame, **params) -> NgramStats:
     """n-grams of the prompt side: that is where a trigger sits."""
     return count_ngrams(table["prompt"].tolist(), **params)
+
+
+def dataset_ngrams(loaded: LoadedDataset) -> NgramStats:
+    """The statistics counted while streaming, else counted now."""
+    return loaded.ngrams if loaded.ngrams is not None else ngram_statistics(loaded.table)
 
 
 def fit_label_model(table: pd.DataFrame, embeddings: Embeddings, *, seed: int = 0) -> LabelModel:
@@ -207,7 +275,7 @@ def audit(source: str, out_dir: str | Path | None = None, *, encoder=None,
     cache = EmbeddingCache(cache_dir, model, backend) if cache_dir else None
     embeddings = embed_table(loaded.table, encoder, show_progress=show_progress, cache=cache)
     watch.lap("embeddings")
-    ngrams = ngram_statistics(loaded.table)
+    ngrams = dataset_ngrams(loaded)
     watch.lap("ngrams")
     label_model = fit_label_model(loaded.table, embeddings)
     watch.lap("label_model")

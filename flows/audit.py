@@ -44,7 +44,7 @@ def embeddings_task(loaded: pipeline.LoadedDataset, model: str | None,
 
 @stage(name="ngram-statistics")
 def ngram_task(loaded: pipeline.LoadedDataset):
-    return pipeline.ngram_statistics(loaded.table)
+    return pipeline.dataset_ngrams(loaded)
 
 
 @stage(name="embed-chunk")
@@ -159,11 +159,12 @@ def audit_flow(source: str, out_dir: str, model: str | None = None,
     loaded = ingest_task(source, load_options or {})
     watch.lap("ingest")
     print(f"{len(loaded.table)} rows, schema detected: {loaded.schema.describe()}")
-    if chunk_rows:  # counting runs on the workers while they embed
-        counts = map_ngram_counts(loaded, chunk_rows)
+    if chunk_rows:  # counting runs on the workers while they embed (unless streamed)
+        counts = map_ngram_counts(loaded, chunk_rows) if loaded.ngrams is None else None
         embeddings = mapped_embeddings(loaded, model, backend, cache_dir, batch_size, chunk_rows)
         watch.lap("embeddings")
-        ngrams = reduce_ngrams_task([future.result() for future in counts])
+        ngrams = (reduce_ngrams_task([future.result() for future in counts])
+                  if counts is not None else loaded.ngrams)
     else:
         embeddings = embeddings_task(loaded, model, batch_size, show_progress, backend,
                                      cache_dir)

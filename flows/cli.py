@@ -93,6 +93,9 @@ def audit(
                                                "this scheduler address (tcp://host:8786)."),
     chunk_rows: int = typer.Option(5000, "--chunk-rows", min=1, help="Rows per chunk mapped "
                                    "over the Dask workers (with --workers/--dask-address)."),
+    stream: Optional[bool] = typer.Option(None, "--stream/--no-stream", help="Read a .jsonl or "
+                                          ".parquet file in record batches, counting n-grams "
+                                          "per batch (default: files of 64 MiB or more)."),
     verbose: bool = typer.Option(False, "--verbose", help="Show Prefect's logs."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
 ) -> None:
@@ -109,7 +112,8 @@ def audit(
     audit_flow = _run_or_exit(debug, audit_flow_on, workers=workers, address=dask_address)
     distributed = {"chunk_rows": chunk_rows} if workers or dask_address else {}
     load_options = {"split": split, "text_col": text_col, "label_col": label_col,
-                    "schema": schema, "via_datasets": via_datasets, "on_bad_row": on_bad_row.value}
+                    "schema": schema, "via_datasets": via_datasets, "on_bad_row": on_bad_row.value,
+                    "stream": stream}
     names = [n.strip() for n in detectors.split(",") if n.strip()] if detectors else None
     summary = _run_or_exit(debug, audit_flow, source=source, out_dir=str(out), model=model,
                            detectors=names, batch_size=batch_size,
