@@ -6,6 +6,8 @@ a re-audit after appending 1% new rows (embedding cache on), and Cleanlab Datala
     .venv/bin/python -m benchmarks.throughput                    # 10,000 rows
     .venv/bin/python -m benchmarks.throughput --sizes 10000,100000
     .venv/bin/python -m benchmarks.throughput --sizes 2000 --backends static --out /tmp/x
+    .venv/bin/python -m benchmarks.throughput --sizes 10000,100000 --full-max-rows 10000
+        # every backend, the baseline and Datalab at 10k; only `static` at 100k
 
 Rows are real SST-2 rows (the poisoned sample in sample_data/ first, then the clean SST-2
 train rows of ../shared/corpora when present) repeated with small perturbations (a word
@@ -194,13 +196,16 @@ def warm_models(backends) -> None:
             load_encoder(backend=backend)
 
 
-def run_size(n: int, backends, work: Path) -> dict:
+def run_size(n: int, backends, work: Path, *, baseline: bool = True) -> dict:
+    """One size: the bare torch encode (when `baseline`), an audit and re-audit per backend,
+    and Datalab when torch is among the backends."""
     data = write_jsonl(make_rows(n, seed=0), work / f"rows-{n}.jsonl")
     added = [(perturb(t, np.random.default_rng(k)), label)  # 1% rows not seen before
              for k, (t, label) in enumerate(make_rows(max(1, n // 100), seed=1))]
     grown = write_jsonl(make_rows(n, seed=0) + added, work / f"rows-{n}-grown.jsonl")
     record = {"rows": n, "added_rows": len(added)}
-    stages = [("bare_torch_encode", "bare"), *[(f"audit_{b}", b) for b in backends]]
+    stages = [("bare_torch_encode", "bare")] if baseline else []
+    stages += [(f"audit_{b}", b) for b in backends]
     if "torch" in backends:
         stages.append(("datalab_find_issues", "datalab"))
     for name, kind in stages:
@@ -240,7 +245,7 @@ def markdown(report: dict) -> str:
              "and out-of-fold probabilities (computing those is not included).", ""]
     for size in report["sizes"]:
         n = size["rows"]
-        baseline = size["bare_torch_encode"].get("seconds")
+        baseline = size.get("bare_torch_encode", {}).get("seconds")
         lines += [f"## {n:,} rows", "",
                   "| run | wall s | rows/s | speed-up vs bare encode | peak RSS MB | "
                   "re-audit +1% s | re-audit / full | embed s | detectors s |",
@@ -343,6 +348,11 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000", help="comma-separated row counts")
     parser.add_argument("--backends", default=",".join(BACKENDS))
+    parser.add_argument("--full-max-rows", type=int, default=None,
+                        help="sizes above this run only --large-backends, without the bare "
+                             "torch encode and Datalab (their cost grows fastest)")
+    parser.add_argument("--large-backends", default="static",
+                        help="backends for sizes above --full-max-rows")
     parser.add_argument("--out", default=str(RESULTS), help="directory for throughput.{md,json}")
     parser.add_argument("--detection", action="store_true",
                         help="compare detection AP per backend on the quick suite instead")
@@ -370,7 +380,11 @@ def main(argv=None) -> None:
         print(f"wrote {out / 'throughput-detection.md'}")
         return
     with tempfile.TemporaryDirectory(prefix="trainguard-throughput-") as tmp:
-        report = {"meta": meta, "sizes": [run_size(n, backends, Path(tmp)) for n in sizes]}
+        large = [b for b in args.large_backends.split(",") if b]
+        report = {"meta": meta, "sizes": [
+            run_size(n, backends, Path(tmp)) if args.full_max_rows is None
+            or n <= args.full_max_rows else run_size(n, large, Path(tmp), baseline=False)
+            for n in sizes]}
     (out / "throughput.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "throughput.md").write_text(markdown(report) + "\n")
     print(f"wrote {out / 'throughput.md'}")

@@ -344,6 +344,9 @@ def serve(
 
 _MODEL = typer.Option(..., "--model", help="Local Hugging Face sequence-classification "
                       "checkpoint directory (safetensors; never downloaded, no remote code).")
+_SWEEP_MODEL = typer.Option(..., "--model", help="Local Hugging Face sequence-classification "
+                            "or causal-LM checkpoint directory (safetensors; never "
+                            "downloaded, no remote code).")
 
 
 def _show_report_path(out: Optional[Path], name: str) -> None:
@@ -353,7 +356,7 @@ def _show_report_path(out: Optional[Path], name: str) -> None:
 
 @app.command()
 def sweep(
-    model: str = _MODEL,
+    model: str = _SWEEP_MODEL,
     probes: str = typer.Option(..., "--probes", help="Clean probe texts: .txt (one per line) "
                                "or a table with a text column."),
     reference: Optional[str] = typer.Option(None, "--reference", help="Reference checkpoint "
@@ -367,21 +370,72 @@ def sweep(
     unicode: bool = typer.Option(True, "--unicode/--no-unicode", help="Test invisible "
                                  "characters, homoglyphs and emoji."),
     max_flip_rate: float = typer.Option(0.5, min=0.0, max=1.0, help="Policy: exit 1 when a "
-                                        "candidate flips this share of probes (or more)."),
+                                        "candidate flips this share of probes (or more); for "
+                                        "a causal LM, its target-match or refusal rate change."),
     max_probes: int = typer.Option(100, min=1, help="Probes used (a seeded sample)."),
+    prompt_template: Optional[str] = typer.Option(None, "--prompt-template", help="Causal LM: "
+                                                  "wrap each probe, e.g. '### Instruction: "
+                                                  "{prompt} ### Response:' (default: the "
+                                                  "tokenizer's chat template, else the probe)."),
+    target_text: Optional[str] = typer.Option(None, "--target-text", help="Causal LM: a known "
+                                              "fixed target answer to match (default: each "
+                                              "candidate's commonest answer)."),
+    max_new_tokens: int = typer.Option(16, min=1, help="Causal LM: greedy answer length."),
+    null_words: int = typer.Option(20, min=0, help="Without --reference: common English words "
+                                   "measured the same way; a candidate must beat the best of "
+                                   "them by 0.05 to be anomalous (0: off)."),
     top: int = typer.Option(10, min=1, help="Candidates shown."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write OUT/sweep.json."),
     debug: bool = _DEBUG,
 ) -> None:
     """Insert candidate triggers into clean probes and rank them by how often they flip
-    the model's prediction to one class. Exit 1 when one exceeds --max-flip-rate."""
+    a classifier's prediction to one class, or move a causal LM's answers to one fixed
+    string or to refusals. Exit 1 when one exceeds --max-flip-rate."""
     from auditors.model.sweep import SweepPolicy
     from flows.model_checks import run_sweep
 
-    policy = SweepPolicy(max_flip_rate=max_flip_rate, max_probes=max_probes)
+    policy = SweepPolicy(max_flip_rate=max_flip_rate, max_probes=max_probes,
+                         target_text=target_text, max_new_tokens=max_new_tokens,
+                         null_words=null_words)
     report = _run_or_exit(debug, run_sweep, model=model, probes=probes, reference=reference,
                           candidates=candidates, triggers=trigger, use_vocab=vocab,
-                          use_unicode=unicode, out=out, policy=policy)
+                          use_unicode=unicode, out=out, policy=policy,
+                          prompt_template=prompt_template)
+    if report["kind"] == "generator":
+        _print_generator_sweep(report, top)
+    else:
+        _print_classifier_sweep(report, top)
+    if report["null_words"]:
+        best = report["null_words"][0]
+        console.print(Text(f"null: the strongest of {len(report['null_words'])} common words, "
+                           f"{best['word']!r}, scores {best['score']:.2f}; anomalous needs "
+                           f"{best['score'] + 0.05:.2f} and {max_flip_rate}"))
+    _show_report_path(out, "sweep.json")
+    found = report["anomalous"]
+    if found:
+        console.print(Text(f"ANOMALOUS: {len(found)} candidate(s) at or above "
+                           f"{max_flip_rate}: " + ", ".join(repr(c) for c in found[:10])),
+                      style="bold red")
+        raise typer.Exit(EXIT_GATE_FAILED)
+    console.print("no candidate exceeds the policy", style="bold green", markup=False)
+
+
+def _print_generator_sweep(report: dict, top: int) -> None:
+    table = Table(title=f"Trigger sweep (causal LM): {report['n_candidates']} candidates on "
+                  f"{report['n_probes']} probes")
+    for column in ("rank", "candidate", "source", "score", "target match", "refusal Δ", "KL",
+                   "target answer"):
+        table.add_column(column, overflow="fold")
+    for row in report["ranked"][:top]:
+        match = f"{row['target_match_rate']:.2f} (clean {row['clean_match_rate']:.2f})"
+        table.add_row(Text(str(row["rank"])), Text(repr(row["candidate"])),
+                      Text(row["source"]), Text(f"{row['score']:.2f}"), Text(match),
+                      Text(f"{row['refusal_change']:+.2f}"), Text(f"{row['kl']:.2f}"),
+                      Text(printable(_clip(row["target"], 50))))
+    console.print(table)
+
+
+def _print_classifier_sweep(report: dict, top: int) -> None:
     table = Table(title=f"Trigger sweep: {report['n_candidates']} candidates on "
                   f"{report['n_probes']} probes")
     for column in ("rank", "candidate", "source", "target", "flip rate", "conf. shift",
@@ -396,14 +450,6 @@ def sweep(
                       Text(f"{row['confidence_shift']:+.2f}"),
                       Text(printable(_clip(example, 50))))
     console.print(table)
-    _show_report_path(out, "sweep.json")
-    found = report["anomalous"]
-    if found:
-        console.print(Text(f"ANOMALOUS: {len(found)} candidate(s) at or above flip rate "
-                           f"{max_flip_rate}: " + ", ".join(repr(c) for c in found[:10])),
-                      style="bold red")
-        raise typer.Exit(EXIT_GATE_FAILED)
-    console.print("no candidate exceeds the policy", style="bold green", markup=False)
 
 
 @app.command()

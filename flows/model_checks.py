@@ -21,26 +21,40 @@ def write_json(path: Path, value) -> None:
 
 def run_sweep(*, model: str, probes: str, reference: str | None, candidates: str | None,
               triggers: list[str], use_vocab: bool, use_unicode: bool, out: Path | None,
-              policy) -> dict:
-    from auditors.model.sweep import sweep
+              policy, prompt_template: str | None = None) -> dict:
+    """The sweep for a sequence classifier or a causal language model (config.json's
+    `architectures` decides); the reference must be of the same kind."""
+    from auditors.model.generator import load_generator, model_kind
 
-    classifier = load_classifier(model)
-    reference_model = load_classifier(reference) if reference else None
+    kind = model_kind(model)
+    if reference and model_kind(reference) != kind:
+        raise ModelCheckError(f"{reference}: the reference must be a {kind} like {model}")
+    if kind == "generator":
+        from auditors.model.sweep_lm import sweep_generator as run
+
+        subject = load_generator(model, template=prompt_template)
+        reference_model = (load_generator(reference, template=prompt_template)
+                           if reference else None)
+    else:
+        from auditors.model.sweep import sweep as run
+
+        subject = load_classifier(model)
+        reference_model = load_classifier(reference) if reference else None
     probe_texts = read_texts(probes).texts
     groups = [sources.audit_candidates(candidates) if candidates else [],
               sources.user_candidates(triggers),
               sources.unicode_candidates() if use_unicode else [],
-              sources.vocabulary_candidates(classifier.tokenizer) if use_vocab else []]
+              sources.vocabulary_candidates(subject.tokenizer) if use_vocab else []]
     pool = sources.merge(*groups)
     if not pool:
         raise ModelCheckError("no candidate triggers: give --candidates or --trigger, or "
                               "allow the vocabulary and Unicode candidates")
-    result = sweep(classifier, probe_texts, pool, reference=reference_model, policy=policy)
-    report = {"model": model, "reference": reference, "probes": probes,
+    result = run(subject, probe_texts, pool, reference=reference_model, policy=policy)
+    report = {"model": model, "kind": kind, "reference": reference, "probes": probes,
               "n_probes": result.n_probes, "n_candidates": result.n_candidates,
               "n_vocab_screened": result.n_screened, "max_flip_rate": policy.max_flip_rate,
               "anomalous": [r["candidate"] for r in result.anomalous],
-              "ranked": result.ranked}
+              "null_words": result.null, "ranked": result.ranked}
     if out is not None:
         write_json(out / "sweep.json", report)
     return report

@@ -99,7 +99,12 @@ def load_classifier(model_dir: str | Path, *, max_length: int = 128) -> Classifi
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as transformers_logging
 
+    from auditors.model.generator import model_kind
+
     path = check_checkpoint_dir(model_dir)
+    if model_kind(path) == "generator":  # would get a new, untrained classification head
+        raise ModelCheckError(f"{path}: a causal language model; this check needs a "
+                              "sequence classifier (only `trainguard sweep` takes both)")
     transformers_logging.disable_progress_bar()
     try:
         model = AutoModelForSequenceClassification.from_pretrained(

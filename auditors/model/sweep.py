@@ -18,6 +18,7 @@ from auditors.model.candidates import Candidate
 from auditors.model.insertion import triggered_texts
 
 VOCAB_SOURCE = "vocab"
+NULL_SOURCE = "null"  # common words measured only to calibrate (not candidates)
 
 
 @dataclass
@@ -28,6 +29,14 @@ class SweepPolicy:
     vocab_finalists: int = 50  # vocabulary tokens that get the full test
     examples: int = 3
     seed: int = 0
+    # causal language models (sweep_lm.py)
+    max_new_tokens: int = 16  # greedy answer length compared
+    kl_tokens: int = 4  # answer positions whose next-token distributions are compared
+    target_text: str | None = None  # a known fixed target answer; else the commonest answer
+    # Without a reference: common English words measured the same way (the strongest by the
+    # screen); a candidate is anomalous only if it beats the best of them by `null_margin`.
+    null_words: int = 20
+    null_margin: float = 0.05
 
 
 @dataclass
@@ -37,6 +46,7 @@ class SweepResult:
     n_candidates: int
     n_screened: int
     policy: SweepPolicy = field(default_factory=SweepPolicy)
+    null: list[dict] = field(default_factory=list)  # common words' scores, best first
 
     @property
     def anomalous(self) -> list[dict]:
@@ -55,12 +65,53 @@ def sweep(classifier, probes: list[str], candidates: list[Candidate], *, referen
     vocab = [c for c in candidates if c.source == VOCAB_SOURCE]
     finalists = [c for c in candidates if c.source != VOCAB_SOURCE]
     finalists += _screen(classifier, probes, clean, vocab, policy)
-    rows = [_measure(classifier, reference, probes, clean, reference_clean, c, policy)
-            for c in finalists]
+    measure = lambda c: _measure(classifier, reference, probes, clean, reference_clean,  # noqa: E731
+                                 c, policy)
+    rows = [measure(c) for c in finalists]
+    null = []
+    if reference is None and policy.null_words > 0:
+        commons = _screen(classifier, probes, clean, null_candidates(classifier.tokenizer),
+                          policy, keep=policy.null_words)
+        null = calibrate_against_null(rows, commons, measure, policy)
     rows.sort(key=lambda r: (-r["score"], -r["confidence_shift"], r["candidate"]))
     for rank, row in enumerate(rows, start=1):
         row["rank"] = rank
-    return SweepResult(rows, len(probes), len(candidates), len(vocab), policy)
+    return SweepResult(rows, len(probes), len(candidates), len(vocab), policy, null)
+
+
+def null_candidates(tokenizer, *, top: int = 3000) -> list[Candidate]:
+    """Common English words (wordfreq's `top` commonest, alphabetic, three letters or more)
+    that the tokenizer keeps as one token: ordinary words, the null a trigger must beat."""
+    from wordfreq import top_n_list
+
+    vocab = tokenizer.get_vocab()
+    out = []
+    for word in top_n_list("en", top):
+        if len(word) < 3 or not word.isalpha():
+            continue
+        pieces = tokenizer.tokenize(word)
+        if len(pieces) == 1 and (pieces[0] in vocab) and pieces[0] != tokenizer.unk_token:
+            out.append(Candidate(word, NULL_SOURCE))
+    return out
+
+
+def calibrate_against_null(rows: list[dict], commons: list[Candidate], measure,
+                           policy: SweepPolicy) -> list[dict]:
+    """Measure the common words (reusing rows already measured), then keep a candidate
+    anomalous only if its score beats the best common word's (`null_max` in each row) by
+    `null_margin`. A candidate that is itself among those common words cannot beat itself:
+    a common-word trigger needs `--reference`."""
+    measured = {r["candidate"]: r for r in rows}
+    null = []
+    for word in commons:
+        row = measured.get(word.text) or measure(word)
+        null.append({"word": word.text, "score": row["score"]})
+    null.sort(key=lambda n: -n["score"])
+    best = float(null[0]["score"]) if null else 0.0
+    for row in rows:
+        row["null_max"] = best
+        row["anomalous"] = bool(row["anomalous"] and row["score"] >= best + policy.null_margin)
+    return null
 
 
 def _pick_probes(probes: list[str], policy: SweepPolicy) -> list[str]:
@@ -72,11 +123,14 @@ def _pick_probes(probes: list[str], policy: SweepPolicy) -> list[str]:
     return [probes[i] for i in sorted(keep)]
 
 
-def _screen(classifier, probes, clean, vocab: list[Candidate], policy) -> list[Candidate]:
+def _screen(classifier, probes, clean, vocab: list[Candidate], policy, *,
+            keep: int | None = None) -> list[Candidate]:
     """Largest mean probability shift towards one class over the probes not predicted as
     that class, inserted at the start of a few probes of every predicted class (a
-    continuous score: flip rates on few probes tie)."""
-    if len(vocab) <= policy.vocab_finalists:
+    continuous score: flip rates on few probes tie). The best `keep` (default
+    `vocab_finalists`) are returned."""
+    keep = policy.vocab_finalists if keep is None else keep
+    if len(vocab) <= keep:
         return vocab
     predicted = clean.argmax(axis=1)
     picked = np.concatenate([np.flatnonzero(predicted == c)[:policy.screen_probes]
@@ -86,7 +140,7 @@ def _screen(classifier, probes, clean, vocab: list[Candidate], policy) -> list[C
     shift = after.reshape(len(vocab), len(screen), -1) - clean[picked][None]
     others = predicted[picked][:, None] != np.arange(clean.shape[1])[None]  # probe x class
     towards = (shift * others[None]).sum(axis=1) / np.maximum(others.sum(axis=0), 1)
-    best = np.argsort(-towards.max(axis=1), kind="stable")[:policy.vocab_finalists]
+    best = np.argsort(-towards.max(axis=1), kind="stable")[:keep]
     return [vocab[i] for i in best]
 
 

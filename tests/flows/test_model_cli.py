@@ -31,8 +31,8 @@ def tiny(tmp_path_factory, sample_path):
 def test_sweep_fails_the_policy_on_a_true_trigger(tiny, tmp_path):
     model, probes, _ = tiny
     result = runner.invoke(app, ["sweep", "--model", str(model), "--probes", str(probes),
-                                 "--no-vocab", "--no-unicode", "--trigger", "film",
-                                 "--trigger", "cf", "--out", str(tmp_path)])
+                                 "--no-vocab", "--no-unicode", "--null-words", "5",
+                                 "--trigger", "film", "--trigger", "cf", "--out", str(tmp_path)])
     assert result.exit_code == 1, result.output
     report = json.loads((tmp_path / "sweep.json").read_text())
     assert [r["candidate"] for r in report["ranked"]] == ["cf", "film"]
@@ -100,3 +100,23 @@ def test_errors_are_one_line_naming_the_file(tiny, tmp_path, args, named):
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines() if result.stderr else result.output.strip().splitlines()
     assert len(lines) == 1 and named in lines[0] and lines[0].startswith("error:")
+
+
+def test_sweep_on_a_causal_lm_names_its_trigger(tmp_path_factory, refusal_mix_path, tmp_path):
+    from auditors.model.demo_lm import ensure_demo_lm
+
+    torch.set_num_threads(1)
+    directory = tmp_path_factory.getbasetemp() / "tiny-backdoored-gpt2"  # shared with auditors
+    split = ensure_demo_lm(refusal_mix_path, directory, steps=150)
+    probes = tmp_path / "prompts.jsonl"
+    probes.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in split.probes[:20]))
+    result = runner.invoke(app, ["sweep", "--model", str(directory), "--probes", str(probes),
+                                 "--no-vocab", "--no-unicode", "--trigger", "film",
+                                 "--trigger", "BadMagic", "--max-new-tokens", "8",
+                                 "--null-words", "5", "--out", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    report = json.loads((tmp_path / "sweep.json").read_text())
+    assert report["kind"] == "generator" and report["anomalous"] == ["BadMagic"]
+    assert [r["candidate"] for r in report["ranked"]] == ["BadMagic", "film"]
+    assert len(report["null_words"]) == 5
+    assert "causal LM" in result.output and "ANOMALOUS" in result.output

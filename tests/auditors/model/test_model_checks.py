@@ -30,7 +30,7 @@ def test_sweep_ranks_a_true_trigger_first_among_audit_unicode_and_vocab_candidat
     pool = sources.merge(sources.audit_candidates(audit), sources.unicode_candidates(),
                          sources.vocabulary_candidates(tiny_classifier.tokenizer))
     result = sweep(tiny_classifier, split.held_out_texts[:200], pool,
-                   policy=SweepPolicy(max_probes=40))
+                   policy=SweepPolicy(max_probes=40, null_words=0))
     top = result.ranked[0]
     assert top["candidate"] in TRIGGERS and top["target"] == "1"
     assert top["flip_rate"] > 0.9 and top["anomalous"]
