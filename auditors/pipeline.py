@@ -162,9 +162,19 @@ def ngram_statistics(table: pd.DataFrame, **params) -> NgramStats:
     return count_ngrams(table["prompt"].tolist(), **params)
 
 
-def dataset_ngrams(loaded: LoadedDataset) -> NgramStats:
-    """The statistics counted while streaming, else counted now."""
-    return loaded.ngrams if loaded.ngrams is not None else ngram_statistics(loaded.table)
+def dataset_ngrams(loaded: LoadedDataset, cache_dir: str | Path | None = None) -> NgramStats:
+    """The statistics counted while streaming, else counted now; with `cache_dir`, chunk by
+    chunk, reusing the counts of chunks whose rows an earlier audit counted (same result as
+    `ngram_statistics`: `chunks.NgramReducer` is exact)."""
+    if loaded.ngrams is not None:
+        return loaded.ngrams
+    if cache_dir is None:
+        return ngram_statistics(loaded.table)
+    from auditors.features import chunks
+
+    return chunks.cached_ngrams(loaded.table["row_id"].tolist(),
+                                loaded.table["prompt"].tolist(),
+                                chunks.NgramCountCache(cache_dir))
 
 
 def fit_label_model(table: pd.DataFrame, embeddings: Embeddings, *, seed: int = 0) -> LabelModel:
@@ -275,7 +285,7 @@ def audit(source: str, out_dir: str | Path | None = None, *, encoder=None,
     cache = EmbeddingCache(cache_dir, model, backend) if cache_dir else None
     embeddings = embed_table(loaded.table, encoder, show_progress=show_progress, cache=cache)
     watch.lap("embeddings")
-    ngrams = dataset_ngrams(loaded)
+    ngrams = dataset_ngrams(loaded, cache_dir)
     watch.lap("ngrams")
     label_model = fit_label_model(loaded.table, embeddings)
     watch.lap("label_model")

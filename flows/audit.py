@@ -43,8 +43,8 @@ def embeddings_task(loaded: pipeline.LoadedDataset, model: str | None,
 
 
 @stage(name="ngram-statistics")
-def ngram_task(loaded: pipeline.LoadedDataset):
-    return pipeline.dataset_ngrams(loaded)
+def ngram_task(loaded: pipeline.LoadedDataset, cache_dir: str | None = None):
+    return pipeline.dataset_ngrams(loaded, cache_dir)
 
 
 @stage(name="embed-chunk")
@@ -169,7 +169,7 @@ def audit_flow(source: str, out_dir: str, model: str | None = None,
         embeddings = embeddings_task(loaded, model, batch_size, show_progress, backend,
                                      cache_dir)
         watch.lap("embeddings")
-        ngrams = ngram_task(loaded)
+        ngrams = ngram_task(loaded, cache_dir)
     watch.lap("ngrams")
     label_model = label_model_task(loaded, embeddings)
     watch.lap("label_model")

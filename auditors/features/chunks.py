@@ -265,3 +265,101 @@ def embed_chunk(texts: list[str], *, model: str | None, backend: str,
     if key not in _ENCODERS:
         _ENCODERS[key] = load_encoder(model, backend=backend, cache_dir=cache_dir)
     return embed_texts(_ENCODERS[key], texts, batch_size=batch_size, show_progress=False)
+
+
+# ---------------------------------------------------------------------------------------
+# n-grams: counts of unchanged chunks reused between audits
+
+
+class NgramCountCache:
+    """`count_chunk` results on disk, keyed by the chunk's row ids and a fingerprint of the
+    counting code and libraries, so a re-audit recounts only the chunks whose rows changed
+    (with rows appended, every chunk but the last). A row id is a hash of the normalised
+    row, so equal keys mean equal texts; a change to the analyzers changes the fingerprint.
+    Files: `DIR/ngram-counts/<fingerprint>/<key>.npz` (terms and ids, no pickle)."""
+
+    def __init__(self, directory, *, max_n: int = 3):
+        from pathlib import Path
+
+        self.max_n = max_n
+        self.root = Path(directory) / "ngram-counts" / counting_fingerprint(max_n)
+        self.hits = self.misses = 0
+
+    def counts(self, row_ids, texts: list[str]) -> ChunkCounts:
+        import hashlib
+        import os
+
+        key = hashlib.sha256("\n".join(map(str, row_ids)).encode("utf-8")).hexdigest()[:32]
+        path = self.root / f"{key}.npz"
+        if path.exists():
+            try:
+                with np.load(path, allow_pickle=False) as stored:
+                    self.hits += 1
+                    return _counts_from_arrays(stored, len(texts))
+            except (OSError, ValueError, KeyError):  # a damaged file: count again
+                pass
+        self.misses += 1
+        counts = count_chunk(texts, max_n=self.max_n)
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, **_counts_to_arrays(counts))
+        os.replace(tmp, path)
+        return counts
+
+
+def _counts_to_arrays(counts: ChunkCounts) -> dict:
+    arrays = {"n_rows": np.array([counts.n_rows])}
+    for k, family in enumerate(counts.families):
+        arrays[f"terms{k}"] = np.array(family.terms, dtype=str)
+        arrays[f"indptr{k}"], arrays[f"ids{k}"] = family.indptr, family.ids
+    return arrays
+
+
+def _counts_from_arrays(stored, n_rows: int) -> ChunkCounts:
+    if int(stored["n_rows"][0]) != n_rows:
+        raise ValueError("cached chunk has another row count")
+    families, k = [], 0
+    while f"terms{k}" in stored:
+        families.append(FamilyCounts(stored[f"terms{k}"].tolist(), stored[f"indptr{k}"],
+                                     stored[f"ids{k}"]))
+        k += 1
+    if len(families) != 1 + len(pseudo_token_families()):
+        raise ValueError("cached chunk has other families")
+    return ChunkCounts(n_rows, families)
+
+
+def counting_fingerprint(max_n: int) -> str:
+    """Hash of what decides a chunk's counts: this module's, ngrams.py's and unicode.py's
+    source, the analyzers' libraries' versions and max_n."""
+    import hashlib
+    import inspect
+
+    import emoji
+    import sklearn
+
+    from auditors.features import unicode
+
+    parts = [inspect.getsource(module) for module in (ng, unicode)]
+    parts += [_COUNTING_SOURCE, sklearn.__version__, emoji.__version__, str(max_n)]
+    return hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()[:16]
+
+
+def cached_ngrams(row_ids, texts: list[str], cache: NgramCountCache, *,
+                  chunk_rows: int = DEFAULT_CHUNK_ROWS, **reducer_options) -> ng.NgramStats:
+    """`chunked_ngrams`, each chunk's counts taken from `cache` when its rows are unchanged.
+    Chunks are fixed row ranges, so rows appended at the end leave the earlier chunks'
+    keys as they were."""
+    reducer = NgramReducer(**reducer_options)
+    for start, stop in chunk_bounds(len(texts), chunk_rows):
+        reducer.add(cache.counts(row_ids[start:stop], texts[start:stop]))
+    return reducer.finish()
+
+
+def _module_source() -> str:
+    import inspect
+    import sys
+
+    return inspect.getsource(sys.modules[__name__])
+
+
+_COUNTING_SOURCE = _module_source()

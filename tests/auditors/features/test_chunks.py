@@ -83,3 +83,22 @@ def test_embed_chunk_matches_whole_encode(encoder, texts):
     parts = np.concatenate([embed_chunk(texts[a:b], model=None, backend="torch")
                             for a, b in chunk_bounds(40, 16)])
     np.testing.assert_allclose(parts, whole, atol=1e-5)
+
+
+def test_count_cache_reuses_unchanged_chunks(texts, reference, tmp_path):
+    from auditors.features.chunks import NgramCountCache, cached_ngrams
+
+    ids = [f"r{i}" for i in range(len(texts))]
+    cold = NgramCountCache(tmp_path)
+    assert_same_stats(reference, cached_ngrams(ids, texts, cold, chunk_rows=500))
+    assert (cold.hits, cold.misses) == (0, 3)
+    grown = texts + ["a new row cf", "another new row"]
+    warm = NgramCountCache(tmp_path)
+    got = cached_ngrams(ids + ["n1", "n2"], grown, warm, chunk_rows=500)
+    assert (warm.hits, warm.misses) == (2, 1)  # only the last chunk changed
+    assert_same_stats(count_ngrams(grown), got)
+    for damaged in tmp_path.rglob("*.npz"):
+        damaged.write_bytes(b"not an npz")
+    again = NgramCountCache(tmp_path)
+    assert_same_stats(reference, cached_ngrams(ids, texts, again, chunk_rows=500))
+    assert again.misses == 3
