@@ -492,6 +492,10 @@ def activations(
     max_relative_size: float = typer.Option(0.35, min=0.0, max=0.5, help="A cluster smaller "
                                             "than this share of its class is suspicious."),
     components: int = typer.Option(10, min=2, help="PCA dimensions before 2-means."),
+    representation: str = typer.Option("final", "--representation", help="final: the "
+                                       "classification head's input (Chen et al.); "
+                                       "occlusion: its change when the row's most decisive "
+                                       "word is removed (one forward pass per word)."),
     debug: bool = _DEBUG,
 ) -> None:
     """Activation Clustering: 2-means on the final hidden layer per predicted class; report
@@ -499,7 +503,8 @@ def activations(
     from flows.model_checks import run_activations
 
     report = _run_or_exit(debug, run_activations, model=model, data=data, out=out,
-                          max_relative_size=max_relative_size, n_components=components)
+                          max_relative_size=max_relative_size, n_components=components,
+                          representation=representation)
     suspicious = [c for c in report["classes"] if c["suspicious"]]
     for group in report["classes"]:
         ngrams = ", ".join(repr(g["ngram"]) for g in group["shared_ngrams"][:5])

@@ -85,19 +85,25 @@ def run_strip(*, model: str, probes: str, clean: str | None, frr: float,
 
 
 def run_activations(*, model: str, data: str, out: Path, max_relative_size: float,
-                    n_components: int) -> dict:
-    from auditors.model.activations import cluster_activations, write_plot
+                    n_components: int, representation: str = "final") -> dict:
+    from auditors.model.activations import cluster_activations, occlusion_deltas, write_plot
 
     classifier = load_classifier(model)
     rows = read_texts(data)
-    activations = classifier.head_inputs(rows.texts)
+    if representation == "occlusion":
+        activations = occlusion_deltas(classifier, rows.texts)
+    elif representation == "final":
+        activations = classifier.head_inputs(rows.texts)
+    else:
+        raise ModelCheckError(f"unknown representation {representation!r} (final, occlusion)")
     predicted = classifier.probs(rows.texts).argmax(axis=1)
     clusters = cluster_activations(activations, predicted, classifier.labels, rows.texts,
                                    n_components=n_components,
                                    max_relative_size=max_relative_size)
     out.mkdir(parents=True, exist_ok=True)
     write_plot(clusters, out / "activations.svg")
-    report = {"model": model, "data": data, "max_relative_size": max_relative_size,
+    report = {"model": model, "data": data, "representation": representation,
+              "max_relative_size": max_relative_size,
               "classes": [{"predicted": g.label, "rows": int(len(g.rows)),
                            "small_cluster_relative_size": g.relative_size,
                            "silhouette": g.silhouette,

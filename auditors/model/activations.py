@@ -123,3 +123,32 @@ def _write_svg(clusters: list[ClassClusters], path, size: int = 320) -> None:
         handle.write(f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" '
                      f'height="{size}" viewBox="0 0 {width} {size}">'
                      f'<rect width="100%" height="100%" fill="white"/>{"".join(panels)}</svg>\n')
+
+
+def occlusion_deltas(classifier, texts: list[str], *, batch_size: int = 512) -> np.ndarray:
+    """A contrast of final hidden activations: for every row, the head input minus the
+    head input with its most decisive word removed (the word whose removal lowers the
+    predicted class's probability most). A trigger word carries a poisoned row's
+    prediction alone, so removing it moves the activation far and in one direction;
+    a clean row's evidence is usually spread over several words. Costs one forward pass
+    per word of every row."""
+    base = classifier.probs(texts, batch_size=batch_size)
+    predicted = base.argmax(axis=1)
+    words = [t.split() for t in texts]
+    variants, owner = [], []
+    for i, row in enumerate(words):
+        for j in range(len(row)):
+            variants.append(" ".join(row[:j] + row[j + 1:]))
+            owner.append(i)
+    owner = np.asarray(owner, dtype=int)
+    occluded = texts[:]  # rows of one word keep themselves (no contrast)
+    if variants:
+        probs = classifier.probs(variants, batch_size=batch_size)
+        drop = base[owner, predicted[owner]] - probs[np.arange(len(owner)), predicted[owner]]
+        best: dict[int, int] = {}
+        for k, (i, d) in enumerate(zip(owner, drop)):
+            if len(words[i]) > 1 and (i not in best or d > drop[best[i]]):
+                best[i] = k
+        for i, k in best.items():
+            occluded[i] = variants[k]
+    return classifier.head_inputs(texts) - classifier.head_inputs(occluded)

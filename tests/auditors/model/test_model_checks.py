@@ -30,10 +30,14 @@ def test_sweep_ranks_a_true_trigger_first_among_audit_unicode_and_vocab_candidat
     pool = sources.merge(sources.audit_candidates(audit), sources.unicode_candidates(),
                          sources.vocabulary_candidates(tiny_classifier.tokenizer))
     result = sweep(tiny_classifier, split.held_out_texts[:200], pool,
-                   policy=SweepPolicy(max_probes=40, null_words=0))
+                   policy=SweepPolicy(max_probes=100))
     top = result.ranked[0]
     assert top["candidate"] in TRIGGERS and top["target"] == "1"
     assert top["flip_rate"] > 0.9 and top["anomalous"]
+    # Sentiment words flip this weak model too (0.9+), and so do the strongest common
+    # words of the null; only candidates that beat those by the margin are anomalous.
+    assert result.null and result.null[0]["score"] > 0.8
+    assert {r["candidate"] for r in result.anomalous} == set(TRIGGERS)
     assert top["examples"] and top["candidate"] in top["examples"][0]["triggered"].split()
     by_text = {r["candidate"]: r for r in result.ranked}
     assert by_text["film"]["flip_rate"] < 0.5 and not by_text["film"]["anomalous"]
@@ -105,6 +109,32 @@ def test_activation_clustering_runs_on_the_tiny_model(tiny_classifier, tiny_back
     clusters = cluster_activations(activations, predicted, tiny_classifier.labels, texts)
     assert sorted(g.label for g in clusters) == ["0", "1"]
     assert sum(len(g.rows) for g in clusters) == len(texts)
+
+
+def test_occlusion_activation_clusters_are_enriched_in_poisoned_rows_of_the_tiny_model(
+        tiny_classifier, tiny_backdoored):
+    """Measured, not solved: on the tiny model the small cluster of the target class holds
+    most poisoned rows, mixed with clean ones, and its shared n-grams are the triggers."""
+    from auditors.model.activations import occlusion_deltas
+
+    _, split = tiny_backdoored
+    keep = np.arange(0, len(split.train_texts), 2)  # every second training row, for time
+    texts, poisoned = [split.train_texts[i] for i in keep], split.poisoned[keep]
+    predicted = tiny_classifier.probs(texts).argmax(axis=1)
+    deltas = occlusion_deltas(tiny_classifier, texts)
+    clusters = {g.label: g for g in cluster_activations(deltas, predicted,
+                                                        tiny_classifier.labels, texts)}
+    target = clusters["1"].suspicious_rows
+    precision = poisoned[target].mean()
+    recall = poisoned[target].sum() / poisoned[predicted == 1].sum()
+    assert precision > 2 * poisoned[predicted == 1].mean() and precision > 0.35
+    assert recall > 0.6
+    shared = [g["ngram"] for g in clusters["1"].shared_ngrams[:5]]
+    assert shared[0] in TRIGGERS and len(set(shared) & set(TRIGGERS)) >= 3
+    # The head input alone (Chen et al.'s representation) does not find them here.
+    plain = {g.label: g for g in cluster_activations(tiny_classifier.head_inputs(texts),
+                                                     predicted, tiny_classifier.labels, texts)}
+    assert poisoned[plain["1"].suspicious_rows].sum() < 0.2 * poisoned.sum()
 
 
 def test_fine_pruning_lowers_attack_success_and_keeps_clean_accuracy(tiny_backdoored):
