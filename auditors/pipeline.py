@@ -214,9 +214,18 @@ def audit_inputs(loaded: LoadedDataset, embeddings: Embeddings, ngrams: NgramSta
 
 
 def detect(loaded: LoadedDataset, embeddings: Embeddings, ngrams: NgramStats,
-           label_model: LabelModel, detectors=None) -> DetectorRun:
-    return run_detectors(audit_inputs(loaded, embeddings, ngrams, label_model, detectors),
-                         detectors)
+           label_model: LabelModel, detectors=None, *, cache_dir: str | Path | None = None,
+           model: str | None = None, backend: str = "torch") -> DetectorRun:
+    """With `cache_dir`, detectors that can keep statistics between audits keep them there
+    (the outlier detector's kNN graph, per model, backend and dataset source)."""
+    config = detector_config(detectors)
+    if cache_dir is not None and "outlier" in config:
+        from auditors.features.embeddings import model_key
+
+        graph_dir = Path(cache_dir) / "knn-graphs" / model_key(model) / backend
+        config["outlier"] = {"graph_dir": str(graph_dir), **config["outlier"]}
+    return run_detectors(audit_inputs(loaded, embeddings, ngrams, label_model, config),
+                         config)
 
 
 def assemble(loaded: LoadedDataset, run: DetectorRun, *, threshold: float = DEFAULT_THRESHOLD,
@@ -289,7 +298,8 @@ def audit(source: str, out_dir: str | Path | None = None, *, encoder=None,
     watch.lap("ngrams")
     label_model = fit_label_model(loaded.table, embeddings)
     watch.lap("label_model")
-    run = detect(loaded, embeddings, ngrams, label_model, detectors)
+    run = detect(loaded, embeddings, ngrams, label_model, detectors, cache_dir=cache_dir,
+                 model=model, backend=backend)
     watch.lap("detectors")
     result = assemble(loaded, run, label_model=label_model,
                       model_name=model_name(model, backend),

@@ -98,8 +98,10 @@ def label_model_task(loaded: pipeline.LoadedDataset,
 
 
 @stage(name="detectors")
-def detectors_task(loaded, embeddings, ngrams, label_model, detectors):
-    return pipeline.detect(loaded, embeddings, ngrams, label_model, detectors)
+def detectors_task(loaded, embeddings, ngrams, label_model, detectors, cache_dir=None,
+                   model=None, backend="torch"):
+    return pipeline.detect(loaded, embeddings, ngrams, label_model, detectors,
+                           cache_dir=cache_dir, model=model, backend=backend)
 
 
 @stage(name="flags-and-quarantine")
@@ -173,7 +175,8 @@ def audit_flow(source: str, out_dir: str, model: str | None = None,
     watch.lap("ngrams")
     label_model = label_model_task(loaded, embeddings)
     watch.lap("label_model")
-    run = detectors_task(loaded, embeddings, ngrams, label_model, detectors)
+    run = detectors_task(loaded, embeddings, ngrams, label_model, detectors, cache_dir, model,
+                         backend)
     watch.lap("detectors")
     options = {"threshold": flag_threshold, "max_flagged_fraction": max_flagged_fraction,
                "model_name": pipeline.model_name(model, backend)}

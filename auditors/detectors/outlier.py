@@ -11,6 +11,7 @@ graph: the neighbours are handed to `OutOfDistribution` as a fitted kNN object."
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 from cleanlab.outlier import OutOfDistribution
@@ -26,10 +27,10 @@ class CosineKnnGraph:
 
     metric = "cosine"
 
-    def __init__(self, features: np.ndarray, n_neighbors: int):
+    def __init__(self, features: np.ndarray, n_neighbors: int, **stored):
         self.n_neighbors = n_neighbors
         self._fit_X = features
-        self.distances, self.indices = cosine_knn(features, n_neighbors)
+        self.distances, self.indices = cosine_knn(features, n_neighbors, **stored)
 
     def kneighbors(self, X=None, n_neighbors=None, return_distance=True):
         """The graph of the rows it was built on (each row's neighbours, itself excluded)."""
@@ -38,24 +39,129 @@ class CosineKnnGraph:
         return (self.distances, self.indices) if return_distance else self.indices
 
 
-def cosine_knn(features: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(distances, indices) of each row's k nearest other rows, nearest first."""
-    import faiss
+def cosine_knn(features: np.ndarray, k: int, *, row_ids=None,
+               graph_file: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(distances, indices) of each row's k nearest other rows, nearest first. With
+    `graph_file` and `row_ids`, the graph of the previous audit stored there is extended
+    instead of rebuilt when that audit's rows are all still here with the same vectors
+    (`extend_graph`; the two latest graphs of other sources are tried too, for a new file
+    that holds an old one's rows); the new graph is stored for the next audit."""
     from cleanlab.internal.neighbor.knn_graph import correct_knn_distances_and_indices
 
+    x = _unit(features)
+    graph = None
+    for candidate in _stored_graphs(graph_file, k) if graph_file is not None else []:
+        graph = _load_graph(candidate, row_ids, x, k)
+        if graph is not None:
+            break
+    distances, indices = graph if graph is not None else _search(x, x, k, exclude_self=True)
+    if graph_file is not None:
+        _save_graph(graph_file, row_ids, x, distances, indices)
+    return correct_knn_distances_and_indices(features, distances.astype(np.float64), indices)
+
+
+def _unit(features: np.ndarray) -> np.ndarray:
     x = np.ascontiguousarray(features, dtype=np.float32)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
-    x = x / np.where(norms > 0, norms, 1.0)  # cosine, as scikit-learn normalises
-    index = faiss.IndexFlatIP(x.shape[1])
-    index.add(x)
-    similarity, neighbours = index.search(x, k + 1)
-    # Drop the row itself; where exact duplicates hide it, drop the first (as scikit-learn)
-    own = neighbours == np.arange(len(x))[:, None]
-    own[~own.any(axis=1), -1] = True
-    keep = ~own
-    distances = np.clip(1.0 - similarity[keep].reshape(len(x), k), 0.0, 2.0).astype(np.float64)
-    indices = neighbours[keep].reshape(len(x), k).astype(np.int64)
-    return correct_knn_distances_and_indices(features, distances, indices)
+    return x / np.where(norms > 0, norms, 1.0)  # cosine, as scikit-learn normalises
+
+
+def _search(queries: np.ndarray, base: np.ndarray, k: int, *, exclude_self: bool,
+            offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine distances and indices (into `base`, plus `offset`) of each query's k nearest
+    rows of `base`. `exclude_self`: queries are `base` itself; a row is not its own
+    neighbour (where exact duplicates hide it, the first neighbour goes, as in
+    scikit-learn)."""
+    import faiss
+
+    index = faiss.IndexFlatIP(base.shape[1])
+    index.add(base)
+    extra = 1 if exclude_self else 0
+    similarity, neighbours = index.search(queries, min(k + extra, len(base)))
+    if exclude_self:
+        own = neighbours == np.arange(len(queries))[:, None]
+        own[~own.any(axis=1), -1] = True
+        similarity = similarity[~own].reshape(len(queries), -1)
+        neighbours = neighbours[~own].reshape(len(queries), -1)
+    distances = np.clip(1.0 - similarity, 0.0, 2.0).astype(np.float32)
+    return distances, neighbours.astype(np.int64) + offset
+
+
+def extend_graph(x: np.ndarray, old: np.ndarray, distances: np.ndarray, indices: np.ndarray,
+                 k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k-NN graph of all rows of `x` from the graph of its rows `old` (positions in
+    `x`; `indices` point into `old`): an old row's nearest rows are its old neighbours or
+    among the new rows; a new row is searched against all. Exact (ties aside); costs
+    new rows x all rows instead of all rows squared."""
+    new = np.setdiff1d(np.arange(len(x)), old)
+    out_d = np.empty((len(x), k), dtype=np.float32)
+    out_i = np.empty((len(x), k), dtype=np.int64)
+    old_d, old_i = distances, old[indices]
+    if len(new):
+        near_d, near_i = _search(x[old], x[new], k, exclude_self=False)
+        both_d = np.concatenate([old_d, near_d], axis=1)
+        both_i = np.concatenate([old_i, new[near_i]], axis=1)
+        order = np.argsort(both_d, axis=1, kind="stable")[:, :k]
+        old_d, old_i = np.take_along_axis(both_d, order, 1), np.take_along_axis(both_i, order, 1)
+        all_d, all_i = _search(x[new], x, k + 1, exclude_self=False)
+        keep = all_i != new[:, None]  # drop the row itself, else the farthest
+        keep[keep.all(axis=1), -1] = False
+        out_d[new] = all_d[keep].reshape(len(new), -1)[:, :k]
+        out_i[new] = all_i[keep].reshape(len(new), -1)[:, :k]
+    out_d[old], out_i[old] = old_d, old_i
+    return out_d, out_i
+
+
+def _stored_graphs(graph_file: Path, k: int) -> list[Path]:
+    """This source's graph first, then the two latest of other sources (a new file that
+    holds an old one's rows, such as a grown copy)."""
+    def mtime(path: Path) -> float:
+        try:
+            return path.stat().st_mtime
+        except OSError:  # removed meanwhile
+            return 0.0
+
+    others = [p for p in graph_file.parent.glob(f"*-k{k}.npz") if p != graph_file] \
+        if graph_file.parent.is_dir() else []
+    return [graph_file, *sorted(others, key=mtime, reverse=True)[:2]]
+
+
+def _fingerprint(x: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha1(np.ascontiguousarray(x).tobytes()).hexdigest()
+
+
+def _load_graph(path: Path, row_ids, x: np.ndarray, k: int):
+    """The previous audit's graph extended to these rows, or None when it cannot be used
+    (missing, another k, a row gone, a vector changed)."""
+    import pandas as pd
+
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            old_ids, distances, indices = stored["row_ids"], stored["distances"], stored["indices"]
+            digest = str(stored["fingerprint"])
+    except (OSError, ValueError, KeyError):
+        return None
+    if distances.shape != (len(old_ids), k) or len(old_ids) > len(x) or not len(old_ids):
+        return None
+    position = pd.Index(np.asarray(row_ids, dtype=object))
+    if not position.is_unique:
+        return None
+    old = position.get_indexer(old_ids.astype(object))
+    if (old < 0).any() or _fingerprint(x[old]) != digest:
+        return None
+    return extend_graph(x, old, distances, indices, k)
+
+
+def _save_graph(path: Path, row_ids, x: np.ndarray, distances, indices) -> None:
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, row_ids=np.asarray(row_ids, dtype=str), distances=distances,
+             indices=indices, fingerprint=np.array(_fingerprint(x)))
+    os.replace(tmp, path)
 
 
 @register
@@ -64,15 +170,19 @@ class EmbeddingOutlierDetector(Detector):
     description = "kNN distance of the prompt embedding to its neighbours (cleanlab OutOfDistribution)"
     requires = ("prompt_embeddings",)
 
-    def __init__(self, k: int = 10, issue_quantile: float = 0.99):
+    def __init__(self, k: int = 10, issue_quantile: float = 0.99, graph_dir: str | None = None):
+        """`graph_dir`: keep the kNN graph there (per dataset source) and extend it on the
+        next audit of the same source when rows were only added (`extend_graph`)."""
         self.k = k
         self.issue_quantile = issue_quantile
+        self.graph_dir = graph_dir
 
     def detect(self, inputs: AuditInputs) -> DetectorResult:
         features = inputs.prompt_embeddings
         k = int(min(self.k, max(1, len(features) - 1)))
         if len(features) > k:
-            ood = OutOfDistribution(params={"knn": CosineKnnGraph(features, k)})
+            ood = OutOfDistribution(params={"knn": CosineKnnGraph(features, k,
+                                                                  **self._stored(inputs))})
             with warnings.catch_warnings():  # "already been fit": it is, on these rows
                 warnings.filterwarnings("ignore", "A KNN estimator has previously")
                 raw = ood.fit_score(features=features, verbose=False)
@@ -84,3 +194,14 @@ class EmbeddingOutlierDetector(Detector):
         reasons = [f"far from other rows (outlier score {s:.2f})" if f else ""
                    for s, f in zip(scores, is_issue)]
         return self.result(scores, is_issue, reasons, info={"k": k, "threshold": threshold})
+
+    def _stored(self, inputs: AuditInputs) -> dict:
+        if not self.graph_dir:
+            return {}
+        import hashlib
+
+        table = inputs.table
+        source = str(table["source"].iloc[0]) if "source" in table and len(table) else ""
+        name = hashlib.sha1(source.encode("utf-8")).hexdigest()[:16]
+        return {"row_ids": table["row_id"].to_numpy(),
+                "graph_file": Path(self.graph_dir) / f"{name}-k{self.k}.npz"}

@@ -258,9 +258,15 @@ _ENCODERS: dict = {}
 def embed_chunk(texts: list[str], *, model: str | None, backend: str,
                 cache_dir: str | None = None, batch_size: int = 64) -> np.ndarray:
     """Map step: unit vectors for one chunk of texts. The encoder is loaded once per process
-    (a Dask worker keeps it between chunks)."""
+    (a Dask worker keeps it between chunks). The onnx-int8 and static models are built
+    under `cache_dir` when that directory exists in this process's file system (a local
+    cluster), else under this process's default cache dir (a worker on another host)."""
+    from pathlib import Path
+
     from auditors.features.embeddings import embed_texts, load_encoder
 
+    if cache_dir is not None and not Path(cache_dir).is_dir():
+        cache_dir = None
     key = (model, backend, cache_dir)
     if key not in _ENCODERS:
         _ENCODERS[key] = load_encoder(model, backend=backend, cache_dir=cache_dir)

@@ -30,3 +30,44 @@ def test_detector_on_tiny_inputs(sample_inputs):
         inputs.prompt_embeddings = sample_inputs.prompt_embeddings[:n]
         result = EmbeddingOutlierDetector().detect(inputs)
         assert len(result.rows) == n and np.isfinite(result.rows["score"]).all()
+
+
+def test_stored_graph_is_extended_exactly(sample_inputs, tmp_path):
+    from auditors.detectors.outlier import cosine_knn
+
+    x = sample_inputs.prompt_embeddings
+    ids = np.array([f"r{i}" for i in range(len(x))])
+    graph = tmp_path / "graph.npz"
+    cosine_knn(x[:2900], 10, row_ids=ids[:2900], graph_file=graph)  # the first audit
+    order = np.random.default_rng(0).permutation(len(x))  # +100 rows, another order
+    extended = cosine_knn(x[order], 10, row_ids=ids[order], graph_file=graph)
+    fresh = cosine_knn(x[order], 10)
+    np.testing.assert_allclose(extended[0], fresh[0], atol=1e-5)
+    changed = x.copy()
+    changed[5] = changed[6]  # a stored row's vector changed: the graph is rebuilt
+    rebuilt = cosine_knn(changed, 10, row_ids=ids, graph_file=graph)
+    np.testing.assert_allclose(rebuilt[0], cosine_knn(changed, 10)[0], atol=1e-6)
+
+
+def test_pipeline_reaudit_reuses_graph_and_counts(sample_path, encoder, tmp_path):
+    import pandas as pd
+
+    from auditors import pipeline
+
+    lines = sample_path.read_text(encoding="utf-8").splitlines(keepends=True)
+    small, grown = tmp_path / "small.tsv", tmp_path / "grown.tsv"
+    small.write_text("".join(lines[:601]), encoding="utf-8")
+    grown.write_text("".join(lines[:621]), encoding="utf-8")  # +20 rows
+    cache = tmp_path / "cache"
+    pipeline.audit(str(small), None, encoder=encoder, cache_dir=cache)
+    graphs = list((cache / "knn-graphs").rglob("*.npz"))
+    assert len(graphs) == 1 and list((cache / "ngram-counts").rglob("*.npz"))
+    first = pipeline.audit(str(grown), None, encoder=encoder, cache_dir=cache)  # extends
+    assert len(list((cache / "knn-graphs").rglob("*.npz"))) == 2
+    again = pipeline.audit(str(grown), None, encoder=encoder, cache_dir=cache)
+    plain = pipeline.audit(str(grown), None, encoder=encoder)
+    scores = [c for c in plain.rows.columns if c.endswith("score")]
+    for result in (first, again):
+        np.testing.assert_allclose(result.rows[scores], plain.rows[scores], atol=1e-5)
+        pd.testing.assert_series_equal(result.rows["flagged"], plain.rows["flagged"])
+        assert [t["pattern"] for t in result.triggers] == [t["pattern"] for t in plain.triggers]
