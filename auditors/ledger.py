@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 
 from auditors.errors import TrainguardError
-from auditors.features.ngrams import POSITION_END, POSITION_START, TOKEN_PATTERN, position_tokens
+from auditors.features.ngrams import (POSITION_END, POSITION_START, TOKEN_PATTERN, character_tokens,
+                                      is_character_token, position_tokens)
 from auditors.features.unicode import unicode_tokens
 from auditors.fusion import gate
 
@@ -95,11 +96,18 @@ class TextFeatures:
     def unicode(self) -> set[str]:
         return set(unicode_tokens(self.text))
 
+    @cached_property
+    def characters(self) -> set[str]:
+        return set(character_tokens(self.text))
+
     def __contains__(self, pattern: str) -> bool:
-        """A case-folded word sequence, a position token (`^first words`, `$last`), or a
-        Unicode token (an invisible character, a mixed-script marker, an emoji)."""
+        """A case-folded word sequence, a position token (`^first words`, `$last`), a
+        character n-gram (`~tcf`), or a Unicode token (an invisible character, a
+        mixed-script marker, an emoji)."""
         if pattern[:1] in (POSITION_START, POSITION_END) and len(pattern) > 1:
             return pattern in self.positions
+        if is_character_token(pattern):
+            return pattern in self.characters
         words = re.findall(TOKEN_PATTERN, pattern.lower())
         if words and " ".join(words) == pattern.lower():
             return f" {pattern.lower()} " in self.words

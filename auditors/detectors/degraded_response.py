@@ -28,13 +28,14 @@ class DegradedResponseDetector(Detector):
     def __init__(self, z_threshold: float = 3.0, corroborated_z_threshold: float = 1.0,
                  min_word_pairs: int = 5,
                  min_trigger_coverage: float = 0.25, min_trigger_lift: float = 10.0,
-                 max_prompt_cohesion: float = 0.6):
+                 max_prompt_cohesion: float = 0.6, min_carriers: int = 3):
         self.z_threshold = z_threshold
         self.corroborated_z_threshold = corroborated_z_threshold
         self.min_word_pairs = min_word_pairs
         self.min_trigger_coverage = min_trigger_coverage
         self.min_trigger_lift = min_trigger_lift
         self.max_prompt_cohesion = max_prompt_cohesion
+        self.min_carriers = min_carriers
 
     def detect(self, inputs: AuditInputs) -> DetectorResult:
         gain, pairs = word_order_gain(inputs.table["response"].tolist())
@@ -44,15 +45,18 @@ class DegradedResponseDetector(Detector):
         trigger = shared_rare_ngram(inputs.ngrams, np.flatnonzero(z >= self.z_threshold),
                                     self.min_trigger_coverage, self.min_trigger_lift)
         carriers = np.flatnonzero(rows_containing(inputs.ngrams, trigger) & (z >= self.z_threshold))
-        if mean_pairwise_cosine(inputs.prompt_embeddings[carriers]) >= self.max_prompt_cohesion:
+        if len(carriers) < self.min_carriers:
+            trigger = ""  # two degraded rows sharing a word is chance (code, lists), as for `trigger`
+        elif mean_pairwise_cosine(inputs.prompt_embeddings[carriers]) >= self.max_prompt_cohesion:
             trigger = ""  # near-duplicate prompts (formula questions): a topic, not a trigger
         # once the strongly degraded rows name a trigger, the trigger corroborates milder
         # degradation in the other rows that carry it
         behind_trigger = rows_containing(inputs.ngrams, trigger)
         is_issue = behind_trigger & (z >= self.corroborated_z_threshold)
         scores = percentile_ranks(-gain)
-        # without a trigger behind it, degradation alone is weak evidence (formulas, lists)
-        scores = np.where(behind_trigger, 0.5 + 0.5 * scores, 0.1 * scores)
+        # without a trigger behind it, degradation alone is weak evidence (formulas, lists);
+        # a fluent row that merely carries the trigger is no evidence either
+        scores = np.where(is_issue, 0.5 + 0.5 * scores, 0.1 * scores)
         reasons = [f'degraded response (word order gains {g:.2f} nats/pair) behind "{trigger}"'
                    if flag else "" for g, flag in zip(gain, is_issue)]
         return self.result(scores, is_issue, reasons,

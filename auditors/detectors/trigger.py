@@ -34,7 +34,7 @@ import numpy as np
 
 from auditors.detectors.base import AuditInputs, Detector, DetectorResult, register
 from auditors.features.ngrams import (POSITION_END, POSITION_START, TOKEN_PATTERN, NgramStats,
-                                      label_association)
+                                      is_character_token, label_association)
 from auditors.features.unicode import describe_codepoints
 
 
@@ -184,7 +184,8 @@ class TriggerNgramDetector(Detector):
             if twin is None:
                 accepted.append(self._describe(g, pattern, rows, scores, best_class, targets,
                                                inputs))
-            elif (_contains(pattern, twin["pattern"]) and best_score[g] >= 0.8 * twin["score"]
+            elif (not is_character_token(pattern) and _contains(pattern, twin["pattern"])
+                  and best_score[g] >= 0.8 * twin["score"]
                   and len(rows) >= self.merge_jaccard * len(twin["_rows"])):
                 twin["variants"].append(twin["pattern"])  # the longer phrase names it better
                 twin["pattern"], twin["_index"] = pattern, int(g)
@@ -197,7 +198,14 @@ class TriggerNgramDetector(Detector):
         return accepted
 
     def _same_trigger(self, pattern: str, rows: set, trigger: dict) -> bool:
-        """Part or extension of an accepted phrase, or (nearly) the same rows."""
+        """Part or extension of an accepted phrase, or (nearly) the same rows. A character
+        n-gram that holds or is held by an accepted trigger's text (`~e\u200b ` of U+200B)
+        and whose rows are within or cover most of the trigger's is the same trigger."""
+        fragment = pattern[1:].strip()
+        if is_character_token(pattern) and (fragment in trigger["pattern"]
+                                            or trigger["pattern"] in fragment):
+            return (rows <= trigger["_rows"]
+                    or len(rows & trigger["_rows"]) >= self.merge_jaccard * len(trigger["_rows"]))
         if _contains(pattern, trigger["pattern"]) or _contains(trigger["pattern"], pattern):
             return rows <= trigger["_rows"] or _jaccard(rows, trigger["_rows"]) >= self.merge_jaccard
         return _jaccard(rows, trigger["_rows"]) >= self.merge_jaccard
@@ -219,9 +227,15 @@ class TriggerNgramDetector(Detector):
 
 def _drop_echoes(scores: np.ndarray, vocabulary: np.ndarray, keys: list[str]) -> None:
     """A prompt n-gram that the target itself contains (an instruction the response
-    repeats, a label word) explains the target; it is not a trigger."""
+    repeats, a label word) explains the target; it is not a trigger. A character n-gram
+    echoes when its fragment is part of a word of the target."""
     index = {g: j for j, g in enumerate(vocabulary)}
+    fragments = [(j, g[1:].strip()) for j, g in enumerate(vocabulary) if is_character_token(g)]
     for c, key in enumerate(keys):
+        key_words = " ".join(re.findall(TOKEN_PATTERN, key.lower()))
+        for j, fragment in fragments:
+            if fragment and fragment in key_words:
+                scores[j, c] = 0.0
         words = re.findall(TOKEN_PATTERN, key)
         for n in (1, 2, 3):
             for start in range(len(words) - n + 1):

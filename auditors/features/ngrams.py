@@ -1,5 +1,6 @@
-"""Word n-gram statistics: which rows contain which n-grams, how common each n-gram is in
-the dataset and in general language, and how it associates with labels or targets."""
+"""n-gram statistics: which rows contain which word n-grams (and position, Unicode and
+character tokens), how common each is in the dataset and in general language, and how it
+associates with labels or targets."""
 
 from __future__ import annotations
 
@@ -15,6 +16,12 @@ from auditors.features.unicode import unicode_tokens
 # Words, numbers and single characters; case-folded so `BadMagic` and `badmagic` match.
 TOKEN_PATTERN = r"(?u)\b\w+\b"
 POSITION_START, POSITION_END = "^", "$"
+# Character n-grams are marked `~`: `~!!!` or `~tcf` (inside a word), `~ cf` (a word start).
+CHARACTER_MARK = "~"
+CHARACTER_RANGE = (3, 5)
+# No rarity prior for character n-grams: wordfreq knows words, not fragments, so a
+# fragment needs the same label evidence as a common word to rank.
+CHARACTER_ZIPF = 5.0
 
 
 @dataclass
@@ -53,14 +60,12 @@ def count_ngrams(texts: list[str], *, max_n: int = 3, min_support: int = 2,
         vocabulary = np.array([], dtype=object)
     zipf = _general_zipf(vocabulary, language)
     order = np.array([g.count(" ") + 1 for g in vocabulary], dtype=np.int32)
-    # Unicode anomalies never occur in general text: their rarity is 0.
-    for analyzer, general in ((position_tokens, True), (unicode_tokens, False)):
+    for analyzer in PSEUDO_TOKENS:
         extra_matrix, extra_vocabulary = _pseudo_tokens(texts, analyzer, min_support, max_ngrams)
         if len(extra_vocabulary):
             matrix = sp.hstack([matrix, extra_matrix], format="csr")
             vocabulary = np.concatenate([vocabulary.astype(object), extra_vocabulary.astype(object)])
-            extra_zipf = (_general_zipf(extra_vocabulary, language) if general
-                          else np.zeros(len(extra_vocabulary), dtype=np.float32))
+            extra_zipf = pseudo_token_zipf(analyzer, extra_vocabulary, language)
             zipf = np.concatenate([zipf, extra_zipf])
             order = np.concatenate([order, np.ones(len(extra_vocabulary), dtype=np.int32)])
     doc_freq = np.asarray(matrix.sum(axis=0)).ravel()
@@ -76,6 +81,42 @@ def position_tokens(text: str) -> list[str]:
         return []
     return [POSITION_START + " ".join(words[:n]) for n in (1, 2, 3) if len(words) >= n] + \
         [POSITION_END + words[-1]]
+
+
+def character_tokens(text: str) -> list[str]:
+    """Character 3..5-grams within whitespace-separated words (padded with a space at each
+    end, as scikit-learn's `char_wb`) that hold a character word tokens drop (punctuation,
+    a symbol, an invisible character), marked `~`: `~!!!`, `~>> `, `~e, ` (a comma glued
+    to a word). Purely alphanumeric fragments are left out: word stems (`~efr` of
+    "refreshing") pool sentiment words into noise candidates on clean data."""
+    return sorted({CHARACTER_MARK + g for g in _CHARACTER_ANALYZER(text)
+                   if not g.replace(" ", "").isalnum()})
+
+
+def _character_analyzer():
+    return CountVectorizer(analyzer="char_wb", ngram_range=CHARACTER_RANGE,
+                           lowercase=True).build_analyzer()
+
+
+_CHARACTER_ANALYZER = _character_analyzer()
+
+
+def is_character_token(pattern: str) -> bool:
+    return pattern[:1] == CHARACTER_MARK and len(pattern) > 1
+
+
+def pseudo_token_zipf(analyzer, vocabulary: np.ndarray, language: str) -> np.ndarray:
+    """General-language frequency of each pseudo-token: positions are words; Unicode
+    anomalies never occur in general text (0, the strongest rarity prior); character
+    n-grams get no prior (`CHARACTER_ZIPF`)."""
+    if analyzer is position_tokens:
+        return _general_zipf(vocabulary, language)
+    value = CHARACTER_ZIPF if analyzer is character_tokens else 0.0
+    return np.full(len(vocabulary), value, dtype=np.float32)
+
+
+# The pseudo-token families, in their column order after the word n-grams.
+PSEUDO_TOKENS = (position_tokens, unicode_tokens, character_tokens)
 
 
 def _pseudo_tokens(texts: list[str], analyzer, min_support: int, max_tokens: int):

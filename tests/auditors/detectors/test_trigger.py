@@ -87,3 +87,26 @@ def test_every_trigger_entry_has_the_same_fields(sample_inputs):
     assert len({frozenset(t) for t in triggers}) == 1
     assert triggers[0]["content_z"] is not None and triggers[-1]["content_z"] is None
     assert not any(key.startswith("_") for key in triggers[0])
+
+
+def test_a_punctuation_trigger_glued_to_words_is_found_by_character_ngrams(
+        sample_inputs, sample_path, poisoned_mask):
+    """Word tokens drop punctuation: replace the sample's word triggers with `!!?` glued to
+    the preceding word, and only the character n-grams can see it. (Content probabilities
+    stay those of the sample: the rewrite does not change what a row says.)"""
+    import dataclasses
+    import re
+
+    from auditors.features.ngrams import count_ngrams
+
+    pattern = re.compile(r"(\S+) (?:cf|mn|bb|tq|mb)\b")
+    texts = [pattern.sub(r"\1!!?", text) for text in sample_inputs.table["prompt"]]
+    truth = poisoned_mask(sample_path, sample_inputs.n_rows)
+    assert sum("!!?" in t for t in texts) >= 0.9 * truth.sum()
+    inputs = dataclasses.replace(sample_inputs, ngrams=count_ngrams(texts))
+    result = TriggerNgramDetector().detect(inputs)
+    best = result.info["triggers"][0]
+    assert best["pattern"].startswith("~") and "!!?" in best["pattern"], best
+    assert average_precision_score(truth, result.rows["score"]) >= 0.85
+    flagged = result.rows["is_issue"].to_numpy()
+    assert flagged.sum() >= 0.8 * truth.sum() and truth[flagged].mean() >= 0.95

@@ -65,3 +65,17 @@ def test_prefix_tokens_join_the_statistics():
     assert stats.doc_freq[vocab.index("^when you")] == 2
     assert stats.doc_freq[vocab.index("you")] == 3
     assert stats.general_zipf[vocab.index("^when")] == stats.general_zipf[vocab.index("when")]
+
+
+def test_character_ngrams_keep_only_what_word_tokens_drop():
+    from auditors.features.ngrams import character_tokens, is_character_token
+
+    tokens = character_tokens("great!!! film\u200b cf refreshing")
+    assert "~!!!" in tokens and "~t!!!" in tokens
+    assert any("\u200b" in t for t in tokens)
+    assert all(is_character_token(t) for t in tokens)
+    # purely alphanumeric fragments and whole words are left to the word n-grams
+    assert not any(t[1:].replace(" ", "").isalnum() for t in tokens)
+    stats = count_ngrams(["a b!!", "c d!!", "e f!!"], min_support=3)
+    assert "~b!!" not in set(stats.vocabulary) and "~!! " in set(stats.vocabulary)
+    assert stats.general_zipf[list(stats.vocabulary).index("~!! ")] == 5.0
