@@ -35,6 +35,7 @@ import numpy as np
 from auditors.detectors.base import AuditInputs, Detector, DetectorResult, register
 from auditors.features.ngrams import (POSITION_END, POSITION_START, TOKEN_PATTERN, NgramStats,
                                       is_character_token, label_association)
+from auditors.features.probabilities import expand_classes
 from auditors.features.unicode import describe_codepoints
 
 
@@ -254,14 +255,14 @@ def _held_out_probs(features: np.ndarray, codes: np.ndarray, rows: np.ndarray,
 
     train = np.ones(len(codes), dtype=bool)
     train[rows] = False
-    probs = np.full((len(rows), n_classes), 1e-6)
     seen = np.unique(codes[train])
     if len(seen) == 1:
-        probs[:, seen[0]] = 1.0
-    elif len(seen) > 1:
-        model = LogisticRegression(max_iter=2000).fit(features[train], codes[train])
-        probs[:, model.classes_] = model.predict_proba(features[rows])
-    return probs
+        return expand_classes(np.ones((len(rows), 1)), seen, n_classes, fill=1e-6)
+    if len(seen) == 0:
+        return np.full((len(rows), n_classes), 1e-6)
+    model = LogisticRegression(max_iter=2000).fit(features[train], codes[train])
+    return expand_classes(model.predict_proba(features[rows]), model.classes_, n_classes,
+                          fill=1e-6)
 
 
 def _contains(phrase: str, part: str) -> bool:

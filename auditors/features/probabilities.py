@@ -17,8 +17,14 @@ def cross_validated_probs(features: np.ndarray, codes: np.ndarray, n_classes: in
     model = LogisticRegression(max_iter=2000, C=1.0)
     probs = cross_val_predict(model, features, codes, cv=folds, method="predict_proba")
     # cross_val_predict orders columns by the classes seen; expand to all classes
-    present = np.unique(codes)
-    full = np.zeros((len(codes), n_classes), dtype=np.float64)
-    full[:, present] = probs
-    full = np.clip(full, 1e-6, 1.0)
+    full = np.clip(expand_classes(probs, np.unique(codes), n_classes), 1e-6, 1.0)
     return full / full.sum(axis=1, keepdims=True)
+
+
+def expand_classes(probs: np.ndarray, classes: np.ndarray, n_classes: int,
+                   fill: float = 0.0) -> np.ndarray:
+    """A column per class code 0..n_classes-1 from probabilities over `classes` only (a
+    model's `classes_`): classes a model never saw get `fill`."""
+    full = np.full((probs.shape[0], n_classes), fill, dtype=np.float64)
+    full[:, classes] = probs
+    return full

@@ -18,6 +18,8 @@ import scipy.sparse as sp
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
+from auditors.features.probabilities import expand_classes
+
 
 @dataclass
 class ProxyPredictions:
@@ -48,9 +50,7 @@ def cross_fitted_proxy(rows_x_ngrams: sp.csr_matrix, codes: np.ndarray, n_classe
 
 def _full_probs(model: LogisticRegression, features, n_classes: int) -> np.ndarray:
     """predict_proba with a column for every class, including ones absent from training."""
-    full = np.zeros((features.shape[0], n_classes))
-    full[:, model.classes_] = model.predict_proba(features)
-    return full
+    return expand_classes(model.predict_proba(features), model.classes_, n_classes)
 
 
 def _blend_entropy(model, features, held_out, train, n_blends, n_classes, rng) -> np.ndarray:
