@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -142,19 +143,29 @@ def embed_table(table: pd.DataFrame, encoder, *, batch_size: int = 64,
     preference pairs. With `cache`, rows whose `row_id` it holds are not embedded again.
     `embed_many(texts)`, when given, embeds instead of `encoder` (the distributed flow maps
     it over Dask workers); it must return unit vectors, one row per text."""
+    options = {"batch_size": batch_size, "show_progress": show_progress}
+    if embed_many is None:  # the same chunks as a distributed run (flows.audit): onnx-int8
+        embed_many = partial(_embed_in_chunks, encoder, options)  # vectors move with batches
+
     def embed(column: str) -> np.ndarray:
-        options = {"batch_size": batch_size, "show_progress": show_progress}
         if cache is not None:
             return cache.embed(encoder, column, table["row_id"].to_numpy(),
                                table[column].tolist(), embed=embed_many, **options)
-        if embed_many is not None:
-            return np.asarray(embed_many(table[column].tolist()), dtype=np.float32)
-        return embed_texts(encoder, table[column].tolist(), **options)
+        return np.asarray(embed_many(table[column].tolist()), dtype=np.float32)
 
     generation = (table["schema"] != CLASSIFICATION).any()
     preference = (table["schema"] == PREFERENCE).any()
     return Embeddings(embed("prompt"), embed("response") if generation else None,
                       embed("rejected") if preference else None)
+
+
+def _embed_in_chunks(encoder, options: dict, texts: list[str]) -> np.ndarray:
+    """`embed_texts` over fixed chunks of `chunks.DEFAULT_CHUNK_ROWS` texts."""
+    from auditors.features.chunks import DEFAULT_CHUNK_ROWS, chunk_bounds
+
+    parts = [embed_texts(encoder, texts[a:b], **options)
+             for a, b in chunk_bounds(len(texts), DEFAULT_CHUNK_ROWS)]
+    return np.concatenate(parts) if parts else embed_texts(encoder, [], **options)
 
 
 def ngram_statistics(table: pd.DataFrame, **params) -> NgramStats:

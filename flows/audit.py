@@ -22,6 +22,12 @@ from auditors import ledger, pipeline, report
 from auditors.features import chunks
 from auditors.features.embeddings import EmbeddingCache, load_encoder
 
+# The flow's (and so `trainguard audit`'s, intake's and the scheduled checks') embedding
+# backend: onnx-int8 passed the detection gate (benchmarks/results/throughput-detection.md:
+# AP within 0.02 of torch on every family of the quick suite). The library functions keep
+# torch, the reference.
+DEFAULT_BACKEND = "onnx-int8"
+
 # Stage inputs are whole tables and arrays: hashing them for Prefect's cache costs more
 # than the stage, so tasks do not cache.
 stage = task(cache_policy=NO_CACHE, persist_result=False)
@@ -148,13 +154,13 @@ def audit_flow(source: str, out_dir: str, model: str | None = None,
                max_flagged_fraction: float = pipeline.DEFAULT_MAX_FLAGGED_FRACTION,
                flag_threshold: float = pipeline.DEFAULT_THRESHOLD,
                load_options: dict | None = None, show_progress: bool = True,
-               store: str | None = None, backend: str = "torch",
+               store: str | None = None, backend: str = DEFAULT_BACKEND,
                cache_dir: str | None = None, chunk_rows: int | None = None) -> dict:
     """ingest -> embeddings and n-gram statistics -> Cleanlab -> detectors -> flags and
     quarantine. Returns the summary written to OUT_DIR/summary.json. With `store`, the
     quarantine ledger there is applied to the flags and the run is recorded in it.
-    `backend` picks the embedding backend; with `cache_dir`, embeddings are cached there
-    by row_id and re-audits embed only new rows. With `chunk_rows`, embedding and n-gram
+    `backend` picks the embedding backend (default onnx-int8); with `cache_dir`,
+    embeddings are cached there by row_id and re-audits embed only new rows. With `chunk_rows`, embedding and n-gram
     counting are mapped over chunks of that many rows on the flow's task runner (run it
     with a `DaskTaskRunner`: `flows.dask.run_audit`) and their statistics reduced."""
     watch = pipeline.Stopwatch()

@@ -69,9 +69,10 @@ def audit(
                                         "(default: bundled all-MiniLM-L6-v2; never downloaded)."),
     batch_size: int = typer.Option(64, min=1, help="Embedding batch size."),
     backend: EmbeddingBackend = typer.Option(
-        EmbeddingBackend.torch, help="Embedding backend: torch (reference), onnx-int8 (≈3× "
-        "faster, cosine ≈ 0.99 to torch), static (model2vec, ≈100× faster, lower fidelity); "
-        "onnx-int8 and static are built from the model on first use and cached."),
+        EmbeddingBackend.onnx_int8, help="Embedding backend: onnx-int8 (default: ≈3× faster "
+        "than torch, cosine ≈ 0.99 to it, detection AP within 0.02 of it on every family of "
+        "the quick suite), torch (the reference), static (model2vec, ≈100× faster, lower "
+        "fidelity); onnx-int8 and static are built from the model on first use and cached."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Embedding cache directory: rows "
                                          "already embedded (same row_id, model and backend) are "
                                          "not embedded again (default: the user cache dir)."),
