@@ -45,18 +45,19 @@ class DegradedResponseDetector(Detector):
         trigger = shared_rare_ngram(inputs.ngrams, np.flatnonzero(z >= self.z_threshold),
                                     self.min_trigger_coverage, self.min_trigger_lift)
         carriers = np.flatnonzero(rows_containing(inputs.ngrams, trigger) & (z >= self.z_threshold))
-        if len(carriers) < self.min_carriers:
-            trigger = ""  # two degraded rows sharing a word is chance (code, lists), as for `trigger`
-        elif mean_pairwise_cosine(inputs.prompt_embeddings[carriers]) >= self.max_prompt_cohesion:
+        if mean_pairwise_cosine(inputs.prompt_embeddings[carriers]) >= self.max_prompt_cohesion:
             trigger = ""  # near-duplicate prompts (formula questions): a topic, not a trigger
         # once the strongly degraded rows name a trigger, the trigger corroborates milder
         # degradation in the other rows that carry it
         behind_trigger = rows_containing(inputs.ngrams, trigger)
         is_issue = behind_trigger & (z >= self.corroborated_z_threshold)
+        if is_issue.sum() < self.min_carriers:
+            # two degraded rows sharing a word is chance (code answers), as for `trigger`
+            trigger, behind_trigger = "", np.zeros_like(behind_trigger)
+            is_issue = np.zeros_like(is_issue)
         scores = percentile_ranks(-gain)
-        # without a trigger behind it, degradation alone is weak evidence (formulas, lists);
-        # a fluent row that merely carries the trigger is no evidence either
-        scores = np.where(is_issue, 0.5 + 0.5 * scores, 0.1 * scores)
+        # without a trigger behind it, degradation alone is weak evidence (formulas, lists)
+        scores = np.where(behind_trigger, 0.5 + 0.5 * scores, 0.1 * scores)
         reasons = [f'degraded response (word order gains {g:.2f} nats/pair) behind "{trigger}"'
                    if flag else "" for g, flag in zip(gain, is_issue)]
         return self.result(scores, is_issue, reasons,
