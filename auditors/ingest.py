@@ -489,15 +489,19 @@ def should_stream(source: str, *, via_datasets: bool = False, stream: bool | Non
             raise AuditInputError("only local .jsonl and .parquet files can be streamed",
                                   path=source)
         return False
-    if detect_format(source) == "jsonl":
-        with path.open("rb") as handle:
-            head = handle.read(4)
-        if any(head.startswith(bom) for bom, _ in _BOMS):
-            if stream:
-                raise AuditInputError("streaming reads UTF-8 without a byte-order mark only",
-                                      path=source)
-            return False
-    return bool(stream) or path.stat().st_size >= STREAM_MIN_BYTES
+    try:
+        size = path.stat().st_size
+        if detect_format(source) == "jsonl":
+            with path.open("rb") as handle:
+                head = handle.read(4)
+    except OSError:  # unreadable: the whole-file reader reports it, located
+        return False
+    if detect_format(source) == "jsonl" and any(head.startswith(bom) for bom, _ in _BOMS):
+        if stream:
+            raise AuditInputError("streaming reads UTF-8 without a byte-order mark only",
+                                  path=source)
+        return False
+    return bool(stream) or size >= STREAM_MIN_BYTES
 
 
 def iter_record_batches(source: str, *, batch_rows: int = DEFAULT_BATCH_ROWS,
