@@ -228,21 +228,29 @@ def _read_jsonl(path: str, bad_rows: BadRows) -> RawDataset:
     text, encoding = _decode(path)
     records, lines, numbers = [], [], []
     for line_no, line in enumerate(_split_lines(text), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            bad_rows(f"malformed JSON ({exc.msg})", line_no, line)
-            continue
-        if not isinstance(record, dict):
-            bad_rows(f"each line must be a JSON object, found {_json_type(record)}", line_no, line)
+        record = _jsonl_record(line, line_no, bad_rows)
+        if record is None:
             continue
         records.append(record)
         lines.append(_terminated(line))
         numbers.append(line_no)
     return RawDataset(records, "jsonl", path, raw_lines=lines, columns=_union_keys(records),
                       row_numbers=numbers, encoding=encoding)
+
+
+def _jsonl_record(line: str, line_no: int, bad_rows: BadRows) -> dict | None:
+    """The object on one JSONL line; None for a blank line or a bad one (reported)."""
+    if not line.strip():
+        return None
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        bad_rows(f"malformed JSON ({exc.msg})", line_no, line)
+        return None
+    if not isinstance(record, dict):
+        bad_rows(f"each line must be a JSON object, found {_json_type(record)}", line_no, line)
+        return None
+    return record
 
 
 def _read_json(path: str, bad_rows: BadRows) -> RawDataset:
@@ -538,16 +546,8 @@ def _jsonl_batches(path: str, batch_rows: int, on_bad_row: str):
             if "\x00" in line:
                 raise AuditInputError("NUL character: a binary file, or UTF-16 without a "
                                       "byte-order mark", path=path, row=line_no)
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                bad_rows(f"malformed JSON ({exc.msg})", line_no, line)
-                continue
-            if not isinstance(record, dict):
-                bad_rows(f"each line must be a JSON object, found {_json_type(record)}",
-                         line_no, line)
+            record = _jsonl_record(line, line_no, bad_rows)
+            if record is None:
                 continue
             records.append(record)
             lines.append(_terminated(line))
