@@ -56,8 +56,8 @@ def test_pipeline_reaudit_reuses_graph_and_counts(sample_path, encoder, tmp_path
 
     lines = sample_path.read_text(encoding="utf-8").splitlines(keepends=True)
     small, grown = tmp_path / "small.tsv", tmp_path / "grown.tsv"
-    small.write_text("".join(lines[:601]), encoding="utf-8")
-    grown.write_text("".join(lines[:621]), encoding="utf-8")  # +20 rows
+    small.write_text("".join(lines[:301]), encoding="utf-8")
+    grown.write_text("".join(lines[:311]), encoding="utf-8")  # +10 rows
     cache = tmp_path / "cache"
     pipeline.audit(str(small), None, encoder=encoder, cache_dir=cache)
     graphs = list((cache / "knn-graphs").rglob("*.npz"))
