@@ -145,13 +145,21 @@ def _load_graph(path: Path, row_ids, x: np.ndarray, k: int):
         return None
     if distances.shape != (len(old_ids), k) or len(old_ids) > len(x) or not len(old_ids):
         return None
-    position = pd.Index(np.asarray(row_ids, dtype=object))
-    if not position.is_unique:
-        return None
+    position = pd.Index(_occurrence_keys(row_ids))
     old = position.get_indexer(old_ids.astype(object))
     if (old < 0).any() or _fingerprint(x[old]) != digest:
         return None
     return extend_graph(x, old, distances, indices, k)
+
+
+def _occurrence_keys(row_ids) -> np.ndarray:
+    """Unique keys: a row id with its occurrence number (`id#0`, `id#1` for a repeated
+    row), so the k-th copy of a repeated row maps to the k-th copy (equal rows have equal
+    vectors)."""
+    import pandas as pd
+
+    ids = pd.Series(np.asarray(row_ids, dtype=object))
+    return (ids + "#" + ids.groupby(ids).cumcount().astype(str)).to_numpy(dtype=object)
 
 
 def _save_graph(path: Path, row_ids, x: np.ndarray, distances, indices) -> None:
@@ -159,7 +167,7 @@ def _save_graph(path: Path, row_ids, x: np.ndarray, distances, indices) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, row_ids=np.asarray(row_ids, dtype=str), distances=distances,
+    np.savez(tmp, row_ids=np.asarray(_occurrence_keys(row_ids), dtype=str), distances=distances,
              indices=indices, fingerprint=np.array(_fingerprint(x)))
     os.replace(tmp, path)
 

@@ -35,11 +35,16 @@ def test_detector_on_tiny_inputs(sample_inputs):
 def test_stored_graph_is_extended_exactly(sample_inputs, tmp_path):
     from auditors.detectors.outlier import cosine_knn
 
-    x = sample_inputs.prompt_embeddings
-    ids = np.array([f"r{i}" for i in range(len(x))])
+    x = np.concatenate([sample_inputs.prompt_embeddings, sample_inputs.prompt_embeddings[:5]])
+    ids = np.array([f"r{i}" for i in range(len(sample_inputs.prompt_embeddings))] +
+                   [f"r{i}" for i in range(5)])  # repeated rows keep their row id
     graph = tmp_path / "graph.npz"
-    cosine_knn(x[:2900], 10, row_ids=ids[:2900], graph_file=graph)  # the first audit
+    first = np.r_[0:2900, 3000:3003]  # the first audit: some rows and repeats
+    cosine_knn(x[first], 10, row_ids=ids[first], graph_file=graph)
     order = np.random.default_rng(0).permutation(len(x))  # +100 rows, another order
+    from auditors.detectors import outlier
+
+    assert outlier._load_graph(graph, ids[order], outlier._unit(x[order]), 10) is not None
     extended = cosine_knn(x[order], 10, row_ids=ids[order], graph_file=graph)
     fresh = cosine_knn(x[order], 10)
     np.testing.assert_allclose(extended[0], fresh[0], atol=1e-5)
