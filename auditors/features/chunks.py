@@ -29,7 +29,6 @@ import numpy as np
 import scipy.sparse as sp
 
 from auditors.features import ngrams as ng
-from auditors.features.unicode import unicode_tokens
 
 DEFAULT_CHUNK_ROWS = 5_000
 DEFAULT_MAX_TABLE = 4_000_000
@@ -39,15 +38,7 @@ DEFAULT_MAX_TABLE = 4_000_000
 def pseudo_token_families() -> tuple:
     """The pseudo-token analyzers `count_ngrams` appends after the word n-grams, in column
     order (`ngrams.PSEUDO_TOKENS`: positions, Unicode, character n-grams)."""
-    return tuple(getattr(ng, "PSEUDO_TOKENS", (ng.position_tokens, unicode_tokens)))
-
-
-def _pseudo_zipf(analyzer, vocabulary: np.ndarray, language: str) -> np.ndarray:
-    if hasattr(ng, "pseudo_token_zipf"):
-        return ng.pseudo_token_zipf(analyzer, vocabulary, language)
-    if analyzer is ng.position_tokens:
-        return ng._general_zipf(vocabulary, language)
-    return np.zeros(len(vocabulary), dtype=np.float32)
+    return ng.PSEUDO_TOKENS
 
 
 def chunk_bounds(n_rows: int, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> list[tuple[int, int]]:
@@ -81,8 +72,7 @@ def _analyzers(max_n: int) -> list:
     """Word n-grams first, then each pseudo-token family: the families of `count_ngrams`."""
     from sklearn.feature_extraction.text import CountVectorizer
 
-    words = CountVectorizer(ngram_range=(1, max_n), token_pattern=ng.TOKEN_PATTERN,
-                            lowercase=True).build_analyzer()
+    words = CountVectorizer(**ng.word_vectorizer_options(max_n)).build_analyzer()
     return [words, *pseudo_token_families()]
 
 
@@ -223,7 +213,7 @@ class NgramReducer:
     def finish(self) -> ng.NgramStats:
         n = self.n_rows
         matrix, vocabulary = self.tables[0].finish(n, self.min_support, self.max_ngrams)
-        zipf = ng._general_zipf(vocabulary, self.language)
+        zipf = ng.general_zipf(vocabulary, self.language)
         order = np.array([g.count(" ") + 1 for g in vocabulary], dtype=np.int32)
         for analyzer, table in zip(self.pseudo, self.tables[1:]):
             extra_matrix, extra_vocabulary = table.finish(n, self.min_support, self.max_ngrams)
@@ -231,7 +221,7 @@ class NgramReducer:
                 matrix = sp.hstack([matrix, extra_matrix], format="csr")
                 vocabulary = np.concatenate([vocabulary.astype(object),
                                              extra_vocabulary.astype(object)])
-                zipf = np.concatenate([zipf, _pseudo_zipf(analyzer, extra_vocabulary,
+                zipf = np.concatenate([zipf, ng.pseudo_token_zipf(analyzer, extra_vocabulary,
                                                           self.language)])
                 order = np.concatenate([order, np.ones(len(extra_vocabulary), dtype=np.int32)])
         doc_freq = np.asarray(matrix.sum(axis=0)).ravel()

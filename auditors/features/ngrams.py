@@ -48,8 +48,7 @@ def count_ngrams(texts: list[str], *, max_n: int = 3, min_support: int = 2,
     """Binary document-term matrix of word 1..max_n-grams seen in at least `min_support`
     rows, capped at the `max_ngrams` most frequent so adversarial inputs stay bounded."""
     n_rows = len(texts)
-    vectorizer = CountVectorizer(ngram_range=(1, max_n), token_pattern=TOKEN_PATTERN,
-                                 lowercase=True, binary=True, dtype=np.int32,
+    vectorizer = CountVectorizer(**word_vectorizer_options(max_n), binary=True, dtype=np.int32,
                                  min_df=min(min_support, max(n_rows, 1)),
                                  max_features=max_ngrams)
     try:
@@ -58,7 +57,7 @@ def count_ngrams(texts: list[str], *, max_n: int = 3, min_support: int = 2,
     except ValueError:  # no n-gram reaches min_support (tiny or empty texts)
         matrix = sp.csr_matrix((n_rows, 0), dtype=np.int32)
         vocabulary = np.array([], dtype=object)
-    zipf = _general_zipf(vocabulary, language)
+    zipf = general_zipf(vocabulary, language)
     order = np.array([g.count(" ") + 1 for g in vocabulary], dtype=np.int32)
     for analyzer in PSEUDO_TOKENS:
         extra_matrix, extra_vocabulary = _pseudo_tokens(texts, analyzer, min_support, max_ngrams)
@@ -71,6 +70,11 @@ def count_ngrams(texts: list[str], *, max_n: int = 3, min_support: int = 2,
     doc_freq = np.asarray(matrix.sum(axis=0)).ravel()
     return NgramStats(vocabulary=vocabulary, rows_x_ngrams=matrix, doc_freq=doc_freq,
                       general_zipf=zipf, order=order)
+
+
+def word_vectorizer_options(max_n: int) -> dict:
+    """How word n-grams are tokenised (shared with the chunked counting in `chunks.py`)."""
+    return {"ngram_range": (1, max_n), "token_pattern": TOKEN_PATTERN, "lowercase": True}
 
 
 def position_tokens(text: str) -> list[str]:
@@ -110,7 +114,7 @@ def pseudo_token_zipf(analyzer, vocabulary: np.ndarray, language: str) -> np.nda
     anomalies never occur in general text (0, the strongest rarity prior); character
     n-grams get no prior (`CHARACTER_ZIPF`)."""
     if analyzer is position_tokens:
-        return _general_zipf(vocabulary, language)
+        return general_zipf(vocabulary, language)
     value = CHARACTER_ZIPF if analyzer is character_tokens else 0.0
     return np.full(len(vocabulary), value, dtype=np.float32)
 
@@ -130,7 +134,7 @@ def _pseudo_tokens(texts: list[str], analyzer, min_support: int, max_tokens: int
         return sp.csr_matrix((len(texts), 0), dtype=np.int32), np.array([], dtype=object)
 
 
-def _general_zipf(vocabulary: np.ndarray, language: str) -> np.ndarray:
+def general_zipf(vocabulary: np.ndarray, language: str) -> np.ndarray:
     from wordfreq import zipf_frequency
 
     cache: dict[str, float] = {}
