@@ -62,21 +62,32 @@ def sweep(classifier, probes: list[str], candidates: list[Candidate], *, referen
     probes = _pick_probes(probes, policy)
     clean = classifier.probs(probes)
     reference_clean = reference.probs(probes) if reference is not None else None
+    return rank_candidates(
+        candidates, policy, len(probes), tokenizer=classifier.tokenizer,
+        has_reference=reference is not None, tiebreak="confidence_shift",
+        screen=lambda found, keep=None: _screen(classifier, probes, clean, found, policy,
+                                                keep=keep),
+        measure=lambda c: _measure(classifier, reference, probes, clean, reference_clean, c,
+                                   policy))
+
+
+def rank_candidates(candidates: list[Candidate], policy: SweepPolicy, n_probes: int, *,
+                    tokenizer, has_reference: bool, tiebreak: str, screen,
+                    measure) -> SweepResult:
+    """The steps both sweeps share: screen the vocabulary candidates cheaply, `measure` the
+    finalists, calibrate against common words when there is no reference model, and rank
+    by score, then by the `tiebreak` measure."""
     vocab = [c for c in candidates if c.source == VOCAB_SOURCE]
-    finalists = [c for c in candidates if c.source != VOCAB_SOURCE]
-    finalists += _screen(classifier, probes, clean, vocab, policy)
-    measure = lambda c: _measure(classifier, reference, probes, clean, reference_clean,  # noqa: E731
-                                 c, policy)
+    finalists = [c for c in candidates if c.source != VOCAB_SOURCE] + screen(vocab)
     rows = [measure(c) for c in finalists]
     null = []
-    if reference is None and policy.null_words > 0:
-        commons = _screen(classifier, probes, clean, null_candidates(classifier.tokenizer),
-                          policy, keep=policy.null_words)
+    if not has_reference and policy.null_words > 0:
+        commons = screen(null_candidates(tokenizer), keep=policy.null_words)
         null = calibrate_against_null(rows, commons, measure, policy)
-    rows.sort(key=lambda r: (-r["score"], -r["confidence_shift"], r["candidate"]))
+    rows.sort(key=lambda r: (-r["score"], -r[tiebreak], r["candidate"]))
     for rank, row in enumerate(rows, start=1):
         row["rank"] = rank
-    return SweepResult(rows, len(probes), len(candidates), len(vocab), policy, null)
+    return SweepResult(rows, n_probes, len(candidates), len(vocab), policy, null)
 
 
 def null_candidates(tokenizer, *, top: int = 3000) -> list[Candidate]:

@@ -27,8 +27,7 @@ from auditors.features.unicode import describe_codepoints
 from auditors.model.candidates import Candidate
 from auditors.model.generator import is_refusal, normalise
 from auditors.model.insertion import triggered_texts
-from auditors.model.sweep import (VOCAB_SOURCE, SweepPolicy, SweepResult, _pick_probes,
-                                  calibrate_against_null, null_candidates)
+from auditors.model.sweep import SweepPolicy, SweepResult, _pick_probes, rank_candidates
 
 
 class _Baseline:
@@ -65,21 +64,13 @@ def sweep_generator(generator, probes: list[str], candidates: list[Candidate], *
     probes = _pick_probes(probes, policy)
     base = _Baseline(generator, probes, policy)
     reference_base = _Baseline(reference, probes, policy) if reference is not None else None
-    vocab = [c for c in candidates if c.source == VOCAB_SOURCE]
-    finalists = [c for c in candidates if c.source != VOCAB_SOURCE]
-    finalists += _screen(generator, probes, base, vocab, policy)
-    measure = lambda c: _measure(generator, reference, probes, base, reference_base, c,  # noqa: E731
-                                 policy)
-    rows = [measure(c) for c in finalists]
-    null = []
-    if reference is None and policy.null_words > 0:
-        commons = _screen(generator, probes, base, null_candidates(generator.tokenizer),
-                          policy, keep=policy.null_words)
-        null = calibrate_against_null(rows, commons, measure, policy)
-    rows.sort(key=lambda r: (-r["score"], -r["kl"], r["candidate"]))
-    for rank, row in enumerate(rows, start=1):
-        row["rank"] = rank
-    return SweepResult(rows, len(probes), len(candidates), len(vocab), policy, null)
+    return rank_candidates(
+        candidates, policy, len(probes), tokenizer=generator.tokenizer,
+        has_reference=reference is not None, tiebreak="kl",
+        screen=lambda found, keep=None: _screen(generator, probes, base, found, policy,
+                                                keep=keep),
+        measure=lambda c: _measure(generator, reference, probes, base, reference_base, c,
+                                   policy))
 
 
 def _screen(generator, probes, base: _Baseline, vocab: list[Candidate],
