@@ -96,8 +96,7 @@ def classification_output_layer(model: torch.nn.Module) -> torch.nn.Linear:
 def load_classifier(model_dir: str | Path, *, max_length: int = 128) -> Classifier:
     """A local Hugging Face sequence-classification checkpoint (config.json,
     model.safetensors and a tokenizer), loaded without network or remote code."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    from transformers.utils import logging as transformers_logging
+    from transformers import AutoModelForSequenceClassification
 
     from auditors.model.generator import model_kind
 
@@ -105,20 +104,31 @@ def load_classifier(model_dir: str | Path, *, max_length: int = 128) -> Classifi
     if model_kind(path) == "generator":  # would get a new, untrained classification head
         raise ModelCheckError(f"{path}: a causal language model; this check needs a "
                               "sequence classifier (only `trainguard sweep` takes both)")
+    model, tokenizer = load_local(path, AutoModelForSequenceClassification,
+                                  "a sequence classifier")
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return Classifier(model, tokenizer, path, max_length)
+
+
+def load_local(path: Path, auto_class, what: str):
+    """(model, tokenizer) in eval mode from a local safetensors checkpoint: no network, no
+    remote code, no pickled weights. A tokenizer without a pad token (decoder models often
+    ship without one) pads with its end-of-text token."""
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as transformers_logging
+
     transformers_logging.disable_progress_bar()
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            path, local_files_only=True, trust_remote_code=False, use_safetensors=True)
+        model = auto_class.from_pretrained(path, local_files_only=True, trust_remote_code=False,
+                                           use_safetensors=True)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True,
                                                   trust_remote_code=False)
     except (OSError, ValueError, KeyError) as exc:
-        raise ModelCheckError(f"{path}: cannot load as a sequence classifier "
-                              f"({_first_line(exc)})") from None
-    if tokenizer.pad_token is None:  # decoder classifiers often ship without one
+        raise ModelCheckError(f"{path}: cannot load as {what} ({_first_line(exc)})") from None
+    if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-        model.config.pad_token_id = tokenizer.pad_token_id
     model.eval()
-    return Classifier(model, tokenizer, path, max_length)
+    return model, tokenizer
 
 
 def check_checkpoint_dir(model_dir: str | Path) -> Path:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from auditors.model.checkpoint import ModelCheckError, _first_line, check_checkpoint_dir
+from auditors.model.checkpoint import ModelCheckError, check_checkpoint_dir, load_local
 
 # Openings of refusals and safety disclaimers (lower-cased, after optional punctuation).
 _I_AM = r"i\s*(?:'\s*m|am)"  # decoded word-level text may read `i ' m`
@@ -141,22 +141,10 @@ class Generator:
 def load_generator(model_dir: str | Path, *, template: str | None = None,
                    max_length: int = 256) -> Generator:
     """A local Hugging Face causal-LM checkpoint, loaded without network or remote code."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as transformers_logging
+    from transformers import AutoModelForCausalLM
 
     path = check_checkpoint_dir(model_dir)
     if template is not None and "{prompt}" not in template:
         raise ModelCheckError("--prompt-template must contain {prompt}")
-    transformers_logging.disable_progress_bar()
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            path, local_files_only=True, trust_remote_code=False, use_safetensors=True)
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True,
-                                                  trust_remote_code=False)
-    except (OSError, ValueError, KeyError) as exc:
-        raise ModelCheckError(f"{path}: cannot load as a causal language model "
-                              f"({_first_line(exc)})") from None
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-    model.eval()
+    model, tokenizer = load_local(path, AutoModelForCausalLM, "a causal language model")
     return Generator(model, tokenizer, path, template, max_length)
