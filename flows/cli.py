@@ -490,32 +490,54 @@ def activations(
     data: str = typer.Option(..., "--data", help="The model's training rows (.txt or a table)."),
     out: Path = typer.Option(Path("activation-clusters"), "--out", "-o",
                              help="Writes activations.json and activations.svg here."),
+    representation: str = typer.Option("decisive-token", "--representation", help=(
+        "decisive-token: the input embedding of each row's most decisive word (the one "
+        "whose removal lowers the predicted class most; one forward pass per word); "
+        "occlusion: the change of the classification head's input when that word is "
+        "removed; final: the head's input (Chen et al.).")),
+    clustering: str = typer.Option(None, "--clustering", help="hdbscan (any number of "
+                                   "clusters; default for decisive-token) or kmeans2 (Chen "
+                                   "et al.'s two clusters; default otherwise)."),
     max_relative_size: float = typer.Option(0.35, min=0.0, max=0.5, help="A cluster smaller "
                                             "than this share of its class is suspicious."),
-    components: int = typer.Option(10, min=2, help="PCA dimensions before 2-means."),
-    representation: str = typer.Option("final", "--representation", help="final: the "
-                                       "classification head's input (Chen et al.); "
-                                       "occlusion: its change when the row's most decisive "
-                                       "word is removed (one forward pass per word)."),
+    min_cluster_size: int = typer.Option(8, min=2, help="hdbscan's smallest cluster."),
+    min_class_change: float = typer.Option(0.5, min=0.0, max=1.0, help="With decisive-token "
+                                           "or occlusion: a cluster is suspicious only when "
+                                           "this share of its rows changes class without "
+                                           "their decisive word (0: no test)."),
+    components: int = typer.Option(10, min=2, help="PCA dimensions before clustering."),
     debug: bool = _DEBUG,
 ) -> None:
-    """Activation Clustering: 2-means on the final hidden layer per predicted class; report
-    small, separate clusters with their rows and shared n-grams. Exit 1 when one is found."""
+    """Activation Clustering: cluster a representation of every training row per predicted
+    class; report small clusters with their rows and shared n-grams. Exit 1 when one is
+    found."""
     from flows.model_checks import run_activations
 
     report = _run_or_exit(debug, run_activations, model=model, data=data, out=out,
                           max_relative_size=max_relative_size, n_components=components,
-                          representation=representation)
-    suspicious = [c for c in report["classes"] if c["suspicious"]]
+                          representation=representation, clustering=clustering,
+                          min_cluster_size=min_cluster_size,
+                          min_class_change=min_class_change)
     for group in report["classes"]:
-        ngrams = ", ".join(repr(g["ngram"]) for g in group["shared_ngrams"][:5])
-        console.print(Text(f"predicted {printable(group['predicted'])}: {group['rows']} rows, "
-                           f"smaller cluster {group['small_cluster_relative_size']:.0%}, "
-                           f"silhouette {group['silhouette']:.2f}"
-                           + (f" SUSPICIOUS ({len(group['suspicious_rows'])} rows; shared: "
-                              f"{ngrams})" if group["suspicious"] else "")))
+        found = [c for c in group["clusters"] if c["suspicious"]]
+        line = f"predicted {printable(group['predicted'])}: {group['rows']} rows, " + (
+            f"{len(group['clusters'])} clusters" if report["clustering"] == "hdbscan" else
+            f"silhouette {group['silhouette']:.2f}")
+        if found:
+            line += (f", SUSPICIOUS: {len(found)} cluster(s), {len(group['suspicious_rows'])} "
+                     f"rows ({group['suspicious_relative_size']:.0%})")
+        else:
+            line += ", nothing suspicious"
+        console.print(Text(line))
+        for cluster in found:
+            ngrams = ", ".join(repr(g["ngram"]) for g in cluster["shared_ngrams"][:5])
+            change = ("" if cluster["class_change"] is None else
+                      f", {cluster['class_change']:.0%} change class without their decisive "
+                      "word")
+            console.print(Text(f"  {cluster['size']} rows{change}; shared: {ngrams}"))
     console.print(f"report in {out / 'activations.json'}, plot in {report['plot']}",
                   markup=False)
+    suspicious = [c for c in report["classes"] if c["suspicious"]]
     raise typer.Exit(EXIT_GATE_FAILED if suspicious else EXIT_PASS)
 
 

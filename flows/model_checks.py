@@ -84,35 +84,67 @@ def run_strip(*, model: str, probes: str, clean: str | None, frr: float,
     return report
 
 
-def run_activations(*, model: str, data: str, out: Path, max_relative_size: float,
-                    n_components: int, representation: str = "final") -> dict:
-    from auditors.model.activations import cluster_activations, occlusion_deltas, write_plot
+REPRESENTATIONS = ("decisive-token", "occlusion", "final")
 
+
+def run_activations(*, model: str, data: str, out: Path, max_relative_size: float,
+                    n_components: int, representation: str = "decisive-token",
+                    clustering: str | None = None, min_cluster_size: int = 8,
+                    min_class_change: float = 0.5) -> dict:
+    from auditors.model.activations import (METHODS, cluster_activations,
+                                            decisive_token_embeddings, occlude_decisive_words,
+                                            occlusion_deltas, write_plot)
+
+    if representation not in REPRESENTATIONS:
+        raise ModelCheckError(f"unknown representation {representation!r} "
+                              f"({', '.join(REPRESENTATIONS)})")
+    clustering = clustering or ("hdbscan" if representation == "decisive-token" else "kmeans2")
+    if clustering not in METHODS:
+        raise ModelCheckError(f"unknown clustering {clustering!r} ({', '.join(METHODS)})")
     classifier = load_classifier(model)
     rows = read_texts(data)
-    if representation == "occlusion":
-        activations = occlusion_deltas(classifier, rows.texts)
-    elif representation == "final":
+    changes_class = None
+    if representation == "final":
         activations = classifier.head_inputs(rows.texts)
     else:
-        raise ModelCheckError(f"unknown representation {representation!r} (final, occlusion)")
+        occlusion = occlude_decisive_words(classifier, rows.texts)
+        changes_class = occlusion.changes_class
+        activations = (occlusion_deltas(classifier, rows.texts, occlusion)
+                       if representation == "occlusion"
+                       else decisive_token_embeddings(classifier, rows.texts, occlusion))
     predicted = classifier.probs(rows.texts).argmax(axis=1)
     clusters = cluster_activations(activations, predicted, classifier.labels, rows.texts,
-                                   n_components=n_components,
-                                   max_relative_size=max_relative_size)
+                                   method=clustering, n_components=n_components,
+                                   max_relative_size=max_relative_size,
+                                   min_cluster_size=min_cluster_size,
+                                   changes_class=changes_class,
+                                   min_class_change=min_class_change)
     out.mkdir(parents=True, exist_ok=True)
     write_plot(clusters, out / "activations.svg")
     report = {"model": model, "data": data, "representation": representation,
-              "max_relative_size": max_relative_size,
-              "classes": [{"predicted": g.label, "rows": int(len(g.rows)),
-                           "small_cluster_relative_size": g.relative_size,
-                           "silhouette": g.silhouette,
-                           "suspicious": g.small_cluster is not None,
-                           "suspicious_rows": [int(i) for i in g.suspicious_rows],
-                           "shared_ngrams": g.shared_ngrams} for g in clusters],
+              "clustering": clustering, "max_relative_size": max_relative_size,
+              "min_cluster_size": min_cluster_size if clustering == "hdbscan" else None,
+              "min_class_change": min_class_change if changes_class is not None else None,
+              "classes": [_class_report(g) for g in clusters],
               "plot": str(out / "activations.svg")}
     write_json(out / "activations.json", report)
     return report
+
+
+def _class_report(group) -> dict:
+    return {"predicted": group.label, "rows": int(len(group.rows)),
+            "suspicious": bool(group.suspicious_clusters),
+            "suspicious_relative_size": group.relative_size if group.suspicious_clusters
+            else 0.0,
+            "silhouette": group.silhouette,
+            "noise_rows": int((group.assignment < 0).sum()),
+            "suspicious_rows": [int(i) for i in group.suspicious_rows],
+            "shared_ngrams": group.shared_ngrams,
+            "clusters": [{"size": int(len(c.rows)), "relative_size": c.relative_size,
+                          "class_change": c.class_change, "suspicious": c.suspicious,
+                          **({"rows": [int(i) for i in c.rows],
+                              "shared_ngrams": c.shared_ngrams} if c.suspicious else {})}
+                         for c in group.clusters]}
 
 
 def run_fine_prune(*, model: str, clean: str, out: Path, triggers: list[str],

@@ -8,7 +8,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from auditors.model.demo import ensure_demo_classifier
+from auditors.model.demo import TRIGGERS, ensure_demo_classifier
 from flows.cli import app
 
 runner = CliRunner()
@@ -60,14 +60,41 @@ def test_strip_flags_triggered_probes(tiny, tmp_path):
     assert sum(i >= 20 for i in flagged) > 2 * sum(i < 20 for i in flagged)
 
 
-def test_activations_writes_report_and_plot(tiny, tmp_path):
+def test_activations_passes_clean_rows_and_writes_report_and_plot(tiny, tmp_path):
     model, _, clean = tiny
     result = runner.invoke(app, ["activations", "--model", str(model), "--data", str(clean),
                                  "--out", str(tmp_path)])
-    assert result.exit_code in (0, 1), result.output
+    assert result.exit_code == 0, result.output  # held-out clean rows: nothing suspicious
     report = json.loads((tmp_path / "activations.json").read_text())
+    assert report["representation"] == "decisive-token" and report["clustering"] == "hdbscan"
     assert sum(c["rows"] for c in report["classes"]) == 400
+    assert not any(c["suspicious_rows"] for c in report["classes"])
     assert (tmp_path / "activations.svg").read_text().startswith("<svg")
+
+
+def test_activations_flags_the_poisoned_training_rows(tiny, tmp_path, sample_path):
+    model, _, _ = tiny
+    split = ensure_demo_classifier(sample_path, model)
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps({"text": t}) + "\n" for t in split.train_texts[::2]))
+    result = runner.invoke(app, ["activations", "--model", str(model), "--data", str(data),
+                                 "--out", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    assert "SUSPICIOUS" in result.output
+    report = json.loads((tmp_path / "activations.json").read_text())
+    target = next(c for c in report["classes"] if c["predicted"] == "1")
+    poisoned = split.poisoned[::2]
+    assert poisoned[target["suspicious_rows"]].mean() >= 0.8
+    found = [c for c in target["clusters"] if c["suspicious"]]
+    assert all(c["shared_ngrams"][0]["ngram"].strip("^$") in TRIGGERS for c in found)
+
+
+def test_activations_refuses_an_unknown_representation(tiny, tmp_path):
+    model, _, clean = tiny
+    result = runner.invoke(app, ["activations", "--model", str(model), "--data", str(clean),
+                                 "--out", str(tmp_path), "--representation", "umap"])
+    assert result.exit_code == 2
+    assert "umap" in result.output
 
 
 def test_fine_prune_saves_a_loadable_checkpoint(tiny, tmp_path):

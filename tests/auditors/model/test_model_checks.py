@@ -100,6 +100,38 @@ def test_activation_clustering_isolates_a_planted_cluster(tmp_path):
     assert (tmp_path / "plot.svg").read_text().count("<circle") == 400
 
 
+def test_density_clustering_reports_every_small_cluster_whose_rows_change_class():
+    """Three planted poison clusters (three triggers) in class 1, and a dense clean group
+    whose rows keep their class without their decisive word: only the three are reported."""
+    rng = np.random.default_rng(0)
+    activations = rng.normal(size=(600, 16))
+    order = rng.permutation(300)
+    planted = {"cf": order[:20], "mn": order[20:40], "bb": order[40:60], "film": order[60:90]}
+    changes = np.zeros(600, dtype=bool)
+    for k, (name, rows) in enumerate(planted.items()):
+        activations[rows] = 8.0 * np.eye(16)[k] + 0.1 * rng.normal(size=(len(rows), 16))
+        changes[rows] = name != "film"
+    changes[order[200:230]] = True  # clean rows that hang on one word, not clustered
+    predicted = np.r_[np.ones(300, dtype=int), np.zeros(300, dtype=int)]
+    texts = [f"row {i}" for i in range(600)]
+    for name, rows in planted.items():
+        for i in rows:
+            texts[i] = f"{name} row {i}"
+    clusters = {g.label: g for g in cluster_activations(
+        activations, predicted, ["0", "1"], texts, method="hdbscan", min_cluster_size=8,
+        changes_class=changes)}
+    found = clusters["1"].suspicious_clusters
+    assert sorted(c.shared_ngrams[0]["ngram"] for c in found) == ["bb", "cf", "mn"]
+    assert set(clusters["1"].suspicious_rows) == set(np.r_[planted["cf"], planted["mn"],
+                                                           planted["bb"]])
+    assert all(c.class_change == 1.0 for c in found)
+    assert clusters["0"].suspicious_clusters == []
+    # Without the class-change test the clean dense group is reported too.
+    untested = cluster_activations(activations, predicted, ["0", "1"], texts,
+                                   method="hdbscan", min_cluster_size=8)
+    assert len(untested[1].suspicious_clusters) == 4
+
+
 def test_activation_clustering_runs_on_the_tiny_model(tiny_classifier, tiny_backdoored):
     _, split = tiny_backdoored
     texts = split.train_texts
@@ -111,19 +143,64 @@ def test_activation_clustering_runs_on_the_tiny_model(tiny_classifier, tiny_back
     assert sum(len(g.rows) for g in clusters) == len(texts)
 
 
+@pytest.fixture(scope="module")
+def occluded_training_rows(tiny_backdoored):
+    """Every second training row of the tiny model (for time) with its predicted class
+    and each row's most decisive word (one forward pass per word)."""
+    from auditors.model.activations import occlude_decisive_words
+
+    directory, split = tiny_backdoored
+    classifier = load_classifier(directory)
+    keep = np.arange(0, len(split.train_texts), 2)
+    texts, poisoned = [split.train_texts[i] for i in keep], split.poisoned[keep]
+    predicted = classifier.probs(texts).argmax(axis=1)
+    return classifier, texts, poisoned, predicted, occlude_decisive_words(classifier, texts)
+
+
+def test_decisive_token_clusters_isolate_the_poisoned_rows_of_the_tiny_model(
+        occluded_training_rows):
+    """The default of `trainguard activations`: density clusters of the decisive word's
+    embedding, kept when most of their rows change class without that word. Measured on
+    three demo models (every second training row): precision 1.00, recall 0.84 / 1.00 /
+    0.78; all rows: 1.00 and 0.91 / 0.98 / 0.92."""
+    from auditors.model.activations import decisive_token_embeddings
+
+    classifier, texts, poisoned, predicted, occlusion = occluded_training_rows
+    embeddings = decisive_token_embeddings(classifier, texts, occlusion)
+    assert embeddings.shape == (len(texts), classifier.model.config.hidden_size)
+    decisive = [t.split()[j] for t, j in zip(texts, occlusion.word_index)]
+    assert np.mean([w in TRIGGERS for w, p in zip(decisive, poisoned) if p]) > 0.8
+    clusters = {g.label: g for g in cluster_activations(
+        embeddings, predicted, classifier.labels, texts, method="hdbscan",
+        changes_class=occlusion.changes_class)}
+    reported = clusters["1"].suspicious_rows
+    precision = poisoned[reported].mean()
+    recall = poisoned[reported].sum() / poisoned.sum()
+    assert precision >= 0.8 and recall >= 0.6, (precision, recall)
+    assert len(clusters["0"].suspicious_rows) == 0
+    # several small clusters, one per trigger, each named by its shared n-grams
+    found = clusters["1"].suspicious_clusters
+    tops = [c.shared_ngrams[0]["ngram"].strip("^$") for c in found]
+    assert len(found) >= 3 and set(tops) <= set(TRIGGERS) and len(set(tops)) == len(tops)
+    # The clusters alone are not enough: without the class-change test, clusters of clean
+    # rows that rest on one ordinary word (`best`, `'s`) are reported too.
+    untested = {g.label: g for g in cluster_activations(
+        embeddings, predicted, classifier.labels, texts, method="hdbscan")}
+    everything = np.concatenate([g.suspicious_rows for g in untested.values()])
+    assert poisoned[everything].mean() < 0.6
+
+
 def test_occlusion_activation_clusters_are_enriched_in_poisoned_rows_of_the_tiny_model(
-        tiny_classifier, tiny_backdoored):
-    """Measured, not solved: on the tiny model the small cluster of the target class holds
-    most poisoned rows, mixed with clean ones, and its shared n-grams are the triggers."""
+        occluded_training_rows):
+    """Measured, not solved: with the head input's change under occlusion and Chen et
+    al.'s two clusters, the small cluster of the target class holds most poisoned rows,
+    mixed with clean ones, and its shared n-grams are the triggers."""
     from auditors.model.activations import occlusion_deltas
 
-    _, split = tiny_backdoored
-    keep = np.arange(0, len(split.train_texts), 2)  # every second training row, for time
-    texts, poisoned = [split.train_texts[i] for i in keep], split.poisoned[keep]
-    predicted = tiny_classifier.probs(texts).argmax(axis=1)
-    deltas = occlusion_deltas(tiny_classifier, texts)
+    classifier, texts, poisoned, predicted, occlusion = occluded_training_rows
+    deltas = occlusion_deltas(classifier, texts, occlusion)
     clusters = {g.label: g for g in cluster_activations(deltas, predicted,
-                                                        tiny_classifier.labels, texts)}
+                                                        classifier.labels, texts)}
     target = clusters["1"].suspicious_rows
     precision = poisoned[target].mean()
     recall = poisoned[target].sum() / poisoned[predicted == 1].sum()
@@ -132,8 +209,8 @@ def test_occlusion_activation_clusters_are_enriched_in_poisoned_rows_of_the_tiny
     shared = [g["ngram"] for g in clusters["1"].shared_ngrams[:5]]
     assert shared[0] in TRIGGERS and len(set(shared) & set(TRIGGERS)) >= 3
     # The head input alone (Chen et al.'s representation) does not find them here.
-    plain = {g.label: g for g in cluster_activations(tiny_classifier.head_inputs(texts),
-                                                     predicted, tiny_classifier.labels, texts)}
+    plain = {g.label: g for g in cluster_activations(classifier.head_inputs(texts),
+                                                     predicted, classifier.labels, texts)}
     assert poisoned[plain["1"].suspicious_rows].sum() < 0.2 * poisoned.sum()
 
 
