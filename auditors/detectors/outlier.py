@@ -18,6 +18,8 @@ from cleanlab.outlier import OutOfDistribution
 
 from auditors.detectors.base import AuditInputs, Detector, DetectorResult, register
 
+EXACT_MAX_ROWS = 50_000  # above this the kNN graph is approximate (`approximate_knn`)
+
 
 class CosineKnnGraph:
     """The k nearest other rows of every row by cosine distance, in the shape of a fitted
@@ -39,13 +41,14 @@ class CosineKnnGraph:
         return (self.distances, self.indices) if return_distance else self.indices
 
 
-def cosine_knn(features: np.ndarray, k: int, *, row_ids=None,
-               graph_file: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+def cosine_knn(features: np.ndarray, k: int, *, row_ids=None, graph_file: Path | None = None,
+               exact_max_rows: int = EXACT_MAX_ROWS) -> tuple[np.ndarray, np.ndarray]:
     """(distances, indices) of each row's k nearest other rows, nearest first. With
     `graph_file` and `row_ids`, the graph of the previous audit stored there is extended
     instead of rebuilt when that audit's rows are all still here with the same vectors
     (`extend_graph`; the two latest graphs of other sources are tried too, for a new file
-    that holds an old one's rows); the new graph is stored for the next audit."""
+    that holds an old one's rows); the new graph is stored for the next audit. Above
+    `exact_max_rows` rows the graph is approximate (`approximate_knn`)."""
     from cleanlab.internal.neighbor.knn_graph import correct_knn_distances_and_indices
 
     x = _unit(features)
@@ -54,7 +57,12 @@ def cosine_knn(features: np.ndarray, k: int, *, row_ids=None,
         graph = _load_graph(candidate, row_ids, x, k)
         if graph is not None:
             break
-    distances, indices = graph if graph is not None else _search(x, x, k, exclude_self=True)
+    if graph is not None:
+        distances, indices = graph
+    elif len(x) > exact_max_rows:
+        distances, indices = approximate_knn(x, k)
+    else:
+        distances, indices = _search(x, x, k, exclude_self=True)
     if graph_file is not None:
         _save_graph(graph_file, row_ids, x, distances, indices)
     return correct_knn_distances_and_indices(features, distances.astype(np.float64), indices)
@@ -79,12 +87,66 @@ def _search(queries: np.ndarray, base: np.ndarray, k: int, *, exclude_self: bool
     extra = 1 if exclude_self else 0
     similarity, neighbours = index.search(queries, min(k + extra, len(base)))
     if exclude_self:
-        own = neighbours == np.arange(len(queries))[:, None]
-        own[~own.any(axis=1), -1] = True
-        similarity = similarity[~own].reshape(len(queries), -1)
-        neighbours = neighbours[~own].reshape(len(queries), -1)
-    distances = np.clip(1.0 - similarity, 0.0, 2.0).astype(np.float32)
-    return distances, neighbours.astype(np.int64) + offset
+        similarity, neighbours = _drop_own(similarity, neighbours, np.arange(len(queries)))
+    return _distances(similarity), neighbours.astype(np.int64) + offset
+
+
+def _drop_own(similarity, neighbours, own_rows):
+    """Each query's result without the query row itself (else without the last)."""
+    own = neighbours == own_rows[:, None]
+    own[~own.any(axis=1), -1] = True
+    n = len(own_rows)
+    return similarity[~own].reshape(n, -1), neighbours[~own].reshape(n, -1)
+
+
+def _distances(similarity: np.ndarray) -> np.ndarray:
+    return np.clip(1.0 - similarity, 0.0, 2.0).astype(np.float32)
+
+
+def approximate_knn(x: np.ndarray, k: int, *, nprobe: int = 4,
+                    exact_top_fraction: float = 0.01, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The kNN graph of many rows from a faiss inverted-file index (k-means cells, the
+    `nprobe` nearest cells searched), then made exact where the outlier ranking needs it.
+
+    An approximate search can only miss neighbours, so a row's approximate mean distance is
+    an upper bound of its exact one. Rows are re-searched exactly, most distant first, until
+    every row left approximate has a bound below the exact score of the
+    `exact_top_fraction`-th most distant re-searched row: then the rows whose exact score is
+    in that top fraction all have exact neighbours, and only the order of the unremarkable
+    rest is approximate. Costs about `nprobe / cells` of an exact search plus the re-search
+    (at least `exact_top_fraction` of it). Rows the index could not fill are re-searched."""
+    import faiss
+
+    n = len(x)
+    cells = max(1, int(2 * np.sqrt(n)))
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(x.shape[1]), x.shape[1], cells,
+                               faiss.METRIC_INNER_PRODUCT)
+    index.cp.niter, index.cp.seed = 10, seed
+    sample = np.random.default_rng(seed).choice(n, min(n, 40 * cells), replace=False)
+    index.train(x[np.sort(sample)])
+    index.add(x)
+    index.nprobe = nprobe
+    similarity, neighbours = index.search(x, k + 1)
+    del index
+    similarity, neighbours = _drop_own(similarity, neighbours, np.arange(n))
+    distances, indices = _distances(similarity), neighbours.astype(np.int64)
+    distances[indices < 0] = 2.0  # unfilled: as far as possible, so re-searched first
+    bound = distances.mean(axis=1)
+    order = np.argsort(-bound, kind="stable")
+    top = max(1, int(np.ceil(exact_top_fraction * n)))
+    flat = faiss.IndexFlatIP(x.shape[1])
+    flat.add(x)
+    done, exact_scores = 0, []
+    while done < n:
+        batch = order[done:min(n, max(2 * done, 2 * top))]
+        d, i = _drop_own(*flat.search(x[batch], k + 1), batch)
+        distances[batch], indices[batch] = _distances(d), i.astype(np.int64)
+        exact_scores.append(distances[batch].mean(axis=1))
+        done += len(batch)
+        kth_exact = np.sort(np.concatenate(exact_scores))[::-1][min(top, done) - 1]
+        if done >= top and (done == n or bound[order[done]] < kth_exact):
+            break
+    return distances, indices
 
 
 def extend_graph(x: np.ndarray, old: np.ndarray, distances: np.ndarray, indices: np.ndarray,
@@ -178,19 +240,24 @@ class EmbeddingOutlierDetector(Detector):
     description = "kNN distance of the prompt embedding to its neighbours (cleanlab OutOfDistribution)"
     requires = ("prompt_embeddings",)
 
-    def __init__(self, k: int = 10, issue_quantile: float = 0.99, graph_dir: str | None = None):
+    def __init__(self, k: int = 10, issue_quantile: float = 0.99, graph_dir: str | None = None,
+                 exact_max_rows: int = EXACT_MAX_ROWS):
         """`graph_dir`: keep the kNN graph there (per dataset source) and extend it on the
-        next audit of the same source when rows were only added (`extend_graph`)."""
+        next audit of the same source when rows were only added (`extend_graph`). Above
+        `exact_max_rows` rows the graph is approximate, exact for the most distant rows
+        (`approximate_knn`)."""
         self.k = k
         self.issue_quantile = issue_quantile
         self.graph_dir = graph_dir
+        self.exact_max_rows = exact_max_rows
 
     def detect(self, inputs: AuditInputs) -> DetectorResult:
         features = inputs.prompt_embeddings
         k = int(min(self.k, max(1, len(features) - 1)))
         if len(features) > k:
-            ood = OutOfDistribution(params={"knn": CosineKnnGraph(features, k,
-                                                                  **self._stored(inputs))})
+            graph = CosineKnnGraph(features, k, exact_max_rows=self.exact_max_rows,
+                                   **self._stored(inputs))
+            ood = OutOfDistribution(params={"knn": graph})
             with warnings.catch_warnings():  # "already been fit": it is, on these rows
                 warnings.filterwarnings("ignore", "A KNN estimator has previously")
                 raw = ood.fit_score(features=features, verbose=False)

@@ -14,9 +14,10 @@ flips labels the content does not support. `rarity_boost` is a mild prior from `
 (attackers choose tokens that are rare in natural text). Rows are scored by the strongest
 candidate they contain that points at their own label.
 
-The best `recheck_triggers` candidates are then rescored with
-probabilities from a model fitted without their rows (a trigger that the embedding model
-learned from the other poisoned rows cannot explain itself away), and only if that model
+The best `recheck_triggers` candidates are then rescored with probabilities from a model
+fitted without their rows (on a random sample of at most `refit_max_rows` others, so the
+refits cost the same at any size; a trigger that the embedding model learned from the
+other poisoned rows cannot explain itself away), and only if that model
 sees their rows as a random sample of the data: the rows' mean probability of the target
 may exceed the dataset's by less than `content_z_max` standard errors. A backdoor inserts
 its trigger into rows picked regardless of their content; a real word ("shit" in offensive
@@ -35,7 +36,7 @@ import numpy as np
 from auditors.detectors.base import AuditInputs, Detector, DetectorResult, register
 from auditors.features.ngrams import (POSITION_END, POSITION_START, TOKEN_PATTERN, NgramStats,
                                       is_character_token, label_association)
-from auditors.features.probabilities import expand_classes
+from auditors.features.probabilities import HeldOutProbabilities
 from auditors.features.unicode import describe_codepoints
 
 
@@ -50,7 +51,8 @@ class TriggerNgramDetector(Detector):
                  common_zipf: float = 5.0, content_z_max: float = 3.0,
                  flag_score: float = 4.5, recheck_triggers: int = 20,
                  min_candidate_score: float = 2.0, merge_jaccard: float = 0.8,
-                 max_triggers: int = 50, example_rows: int = 3):
+                 max_triggers: int = 50, example_rows: int = 3,
+                 refit_max_rows: int = 25_000):
         self.min_support = min_support
         self.max_support_fraction = max_support_fraction
         self.variance_prior = variance_prior
@@ -63,6 +65,7 @@ class TriggerNgramDetector(Detector):
         self.merge_jaccard = merge_jaccard
         self.max_triggers = max_triggers
         self.example_rows = example_rows
+        self.refit_max_rows = refit_max_rows
 
     def detect(self, inputs: AuditInputs) -> DetectorResult:
         stats, targets = inputs.ngrams, inputs.targets
@@ -105,11 +108,12 @@ class TriggerNgramDetector(Detector):
         prior, spread = probs.mean(axis=0), probs.std(axis=0)
         matrix = stats.rows_x_ngrams.tocsc()
         rarity = self._rarity(stats)
+        held_out = HeldOutProbabilities(inputs.prompt_embeddings, targets.codes,
+                                        targets.n_classes, max_rows=self.refit_max_rows)
         for trigger in triggers[: self.recheck_triggers]:
             g, c, members = trigger["_index"], trigger["_class"], trigger["_members"]
             rows = matrix.indices[matrix.indptr[g]:matrix.indptr[g + 1]]
-            p = _held_out_probs(inputs.prompt_embeddings, targets.codes, rows,
-                                targets.n_classes)[:, c]
+            p = held_out.probs(rows)[:, c]
             # is R(g) a random sample of the data, as far as its content goes?
             content_z = (p.mean() - prior[c]) / max(spread[c] / np.sqrt(len(rows)), 1e-9)
             trigger["content_z"] = round(float(content_z), 2)
@@ -154,18 +158,20 @@ class TriggerNgramDetector(Detector):
 
     @staticmethod
     def _row_strength(stats: NgramStats, scores: np.ndarray, codes: np.ndarray):
-        """Per row: the best score among its n-grams for the row's own label, and which."""
+        """Per row: the best score among its n-grams for the row's own label, and which
+        (the first of equals, in the row's n-gram order)."""
         strength = np.zeros(stats.n_rows)
         which = np.zeros(stats.n_rows, dtype=np.int64)
-        if scores.size == 0:
-            return strength, which
         matrix = stats.rows_x_ngrams
-        for row in range(stats.n_rows):
-            ngrams = matrix.indices[matrix.indptr[row]:matrix.indptr[row + 1]]
-            if len(ngrams):
-                own = scores[ngrams, codes[row]]
-                best = int(own.argmax())
-                strength[row], which[row] = own[best], ngrams[best]
+        if scores.size == 0 or matrix.nnz == 0:
+            return strength, which
+        row_of = np.repeat(np.arange(stats.n_rows), np.diff(matrix.indptr))
+        own = scores[matrix.indices, codes[row_of]]
+        filled = np.flatnonzero(np.diff(matrix.indptr))
+        strength[filled] = np.maximum.reduceat(own, matrix.indptr[filled])
+        best = np.flatnonzero(own == strength[row_of])
+        rows, first = np.unique(row_of[best], return_index=True)
+        which[rows] = matrix.indices[best[first]]
         return strength, which
 
     def _trigger_list(self, stats, scores, best_class, best_score, targets, inputs) -> list[dict]:
@@ -245,24 +251,6 @@ def _drop_echoes(scores: np.ndarray, vocabulary: np.ndarray, keys: list[str]) ->
                           index.get(POSITION_END + ngram)):
                     if j is not None:
                         scores[j, c] = 0.0
-
-
-def _held_out_probs(features: np.ndarray, codes: np.ndarray, rows: np.ndarray,
-                    n_classes: int) -> np.ndarray:
-    """Class probabilities for `rows` from a logistic regression fitted on all other rows.
-    A class that only these rows carry gets ~0: nothing else in the data points to it."""
-    from sklearn.linear_model import LogisticRegression
-
-    train = np.ones(len(codes), dtype=bool)
-    train[rows] = False
-    seen = np.unique(codes[train])
-    if len(seen) == 1:
-        return expand_classes(np.ones((len(rows), 1)), seen, n_classes, fill=1e-6)
-    if len(seen) == 0:
-        return np.full((len(rows), n_classes), 1e-6)
-    model = LogisticRegression(max_iter=2000).fit(features[train], codes[train])
-    return expand_classes(model.predict_proba(features[rows]), model.classes_, n_classes,
-                          fill=1e-6)
 
 
 def _contains(phrase: str, part: str) -> bool:

@@ -92,8 +92,12 @@ def character_tokens(text: str) -> list[str]:
     end, as scikit-learn's `char_wb`) that hold a character word tokens drop (punctuation,
     a symbol, an invisible character), marked `~`: `~!!!`, `~>> `, `~e, ` (a comma glued
     to a word). Purely alphanumeric fragments are left out: word stems (`~efr` of
-    "refreshing") pool sentiment words into noise candidates on clean data."""
-    return sorted({CHARACTER_MARK + g for g in _CHARACTER_ANALYZER(text)
+    "refreshing") pool sentiment words into noise candidates on clean data. So only words
+    that are not alphanumeric themselves are analysed (most words, far faster)."""
+    words = [w for w in text.lower().split() if not w.isalnum()]
+    if not words:
+        return []
+    return sorted({CHARACTER_MARK + g for g in _CHARACTER_ANALYZER(" ".join(words))
                    if not g.replace(" ", "").isalnum()})
 
 

@@ -22,6 +22,32 @@ def test_scores_equal_cleanlab_default(sample_inputs):
     assert np.mean(same) > 0.99
 
 
+def test_approximate_graph_is_exact_for_the_most_distant_rows(sample_inputs):
+    """Above `exact_max_rows` the graph comes from an inverted-file index; the 1% most
+    outlying rows still get their exact neighbours, so the detector flags the same rows,
+    and elsewhere a missed neighbour can only make a row look farther."""
+    import copy
+
+    from auditors.detectors.outlier import _search, _unit, approximate_knn
+
+    x = _unit(sample_inputs.prompt_embeddings)
+    exact_d, exact_i = _search(x, x, 10, exclude_self=True)
+    approx_d, approx_i = approximate_knn(x, 10, nprobe=1)  # one cell: many misses
+    exact_score, approx_score = exact_d.mean(axis=1), approx_d.mean(axis=1)
+    top = int(np.ceil(0.01 * len(x)))
+    assert set(np.argsort(-approx_score)[:top]) == set(np.argsort(-exact_score)[:top])
+    assert (approx_score >= exact_score - 1e-5).all()
+    assert (approx_score > exact_score + 1e-3).any()  # it is approximate elsewhere
+    assert ((approx_i >= 0) & (approx_i < len(x)) & (approx_i != np.arange(len(x))[:, None])).all()
+
+    flagged = {}
+    for name, limit in (("exact", 10**9), ("approximate", 100)):
+        inputs = copy.copy(sample_inputs)
+        result = EmbeddingOutlierDetector(exact_max_rows=limit).detect(inputs)
+        flagged[name] = set(np.flatnonzero(result.rows["is_issue"]))
+    assert flagged["approximate"] == flagged["exact"] and flagged["exact"]
+
+
 def test_detector_on_tiny_inputs(sample_inputs):
     import copy
 

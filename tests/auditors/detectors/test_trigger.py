@@ -70,17 +70,6 @@ def test_echoes_of_the_target_are_not_triggers():
     assert scores[:, 0].tolist() == [1.0, 1.0, 1.0, 1.0]
 
 
-def test_held_out_probabilities_give_a_private_class_zero():
-    from auditors.detectors.trigger import _held_out_probs
-
-    rng = np.random.default_rng(0)
-    features = rng.normal(size=(40, 5))
-    codes = np.array([0] * 20 + [1] * 15 + [2] * 5)
-    probs = _held_out_probs(features, codes, np.arange(35, 40), 3)
-    assert probs.shape == (5, 3) and (probs[:, 2] < 1e-3).all()
-    np.testing.assert_allclose(probs[:, :2].sum(axis=1), 1.0, atol=1e-4)
-
-
 def test_every_trigger_entry_has_the_same_fields(sample_inputs):
     triggers = TriggerNgramDetector(recheck_triggers=2).detect(sample_inputs).info["triggers"]
     assert len(triggers) > 2
@@ -110,3 +99,28 @@ def test_a_punctuation_trigger_glued_to_words_is_found_by_character_ngrams(
     assert average_precision_score(truth, result.rows["score"]) >= 0.85
     flagged = result.rows["is_issue"].to_numpy()
     assert flagged.sum() >= 0.8 * truth.sum() and truth[flagged].mean() >= 0.95
+
+
+def test_row_strength_is_each_rows_best_own_label_ngram():
+    """The vectorised per-row maximum agrees with a plain loop over rows, first of equals
+    included, and rows without n-grams get nothing."""
+    from scipy import sparse
+
+    from auditors.features.ngrams import NgramStats
+
+    rng = np.random.default_rng(3)
+    matrix = sparse.random(50, 30, density=0.1, format="csr", random_state=4)
+    matrix.data[:] = 1
+    scores = rng.integers(0, 4, size=(30, 2)).astype(float)  # integer scores: many ties
+    codes = rng.integers(0, 2, size=50)
+    stats = NgramStats(np.array([f"w{j}" for j in range(30)], dtype=object), matrix,
+                       np.asarray(matrix.sum(axis=0)).ravel(), np.zeros(30), np.ones(30))
+    strength, which = TriggerNgramDetector._row_strength(stats, scores, codes)
+    for row in range(50):
+        ngrams = matrix.indices[matrix.indptr[row]:matrix.indptr[row + 1]]
+        if len(ngrams) == 0:
+            assert strength[row] == 0
+            continue
+        own = scores[ngrams, codes[row]]
+        assert strength[row] == own.max() and which[row] == ngrams[own.argmax()]
+    assert (np.diff(matrix.indptr) == 0).any()

@@ -1,0 +1,39 @@
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+from auditors.features.probabilities import HeldOutProbabilities, cross_validated_probs
+
+
+def _blobs(n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, 2, size=n)
+    features = rng.normal(size=(n, 8)) + codes[:, None] * 0.8
+    return features, codes
+
+
+def test_held_out_probabilities_give_a_private_class_zero():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(40, 5))
+    codes = np.array([0] * 20 + [1] * 15 + [2] * 5)
+    probs = HeldOutProbabilities(features, codes, 3).probs(np.arange(35, 40))
+    assert probs.shape == (5, 3) and (probs[:, 2] < 1e-3).all()
+    np.testing.assert_allclose(probs[:, :2].sum(axis=1), 1.0, atol=1e-4)
+
+
+def test_refits_use_a_bounded_sample_that_never_holds_the_group():
+    features, codes = _blobs(1_000)
+    held_out = HeldOutProbabilities(features, codes, 2, max_rows=200)
+    assert len(held_out.sample) == 200 and len(np.unique(held_out.sample)) == 200
+    rows = held_out.sample[:50]  # rows inside the sample are left out of the refit
+    train = np.setdiff1d(held_out.sample, rows)
+    cold = LogisticRegression(max_iter=2000).fit(features[train], codes[train])
+    np.testing.assert_allclose(held_out.probs(rows), cold.predict_proba(features[rows]),
+                               atol=2e-3)
+
+
+def test_out_of_fold_probabilities_cover_classes_a_fold_lacks():
+    features, codes = _blobs(60)
+    codes[:2] = 2  # a class too rare for every fold to see
+    probs = cross_validated_probs(features, codes, 3)
+    assert probs.shape == (60, 3)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0)
