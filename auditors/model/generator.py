@@ -74,10 +74,29 @@ class Generator:
                     for p in prompts]
         return list(prompts)
 
-    def _encode(self, texts: list[str]) -> dict:
+    @property
+    def context_length(self) -> int | None:
+        """The model's position limit (`n_positions` or `max_position_embeddings`)."""
+        config = self.model.config
+        for name in ("n_positions", "max_position_embeddings"):
+            value = getattr(config, name, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
+    def _encode(self, texts: list[str], *, reserve: int = 0) -> dict:
+        """Left-padded, left-truncated prompts: at most `max_length` tokens, and at most the
+        model's context length minus `reserve` (the tokens that will follow), so a long
+        prompt loses its start rather than overflowing the position embeddings."""
         self.tokenizer.padding_side = "left"
         self.tokenizer.truncation_side = "left"
-        return self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
+        limit = self.max_length
+        if self.context_length is not None:
+            limit = min(limit, self.context_length - reserve)
+        if limit < 1:
+            raise ModelCheckError(f"{self.path}: a context of {self.context_length} tokens "
+                                  f"leaves no room for a prompt and {reserve} answer tokens")
+        return self.tokenizer(texts, padding=True, truncation=True, max_length=limit,
                               return_tensors="pt", add_special_tokens=False)
 
     @torch.no_grad()
@@ -90,7 +109,7 @@ class Generator:
         eos = self.tokenizer.eos_token_id
         formatted = self.format(prompts)
         for i in range(0, len(formatted), batch_size):
-            batch = self._encode(formatted[i:i + batch_size])
+            batch = self._encode(formatted[i:i + batch_size], reserve=max_new_tokens)
             out = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                       pad_token_id=self.tokenizer.pad_token_id,
                                       eos_token_id=eos)
@@ -114,7 +133,7 @@ class Generator:
         for i in range(0, len(formatted), batch_size):
             batch_texts = formatted[i:i + batch_size]
             prefixes = [c[:n_tokens - 1] for c in continuations[i:i + batch_size]]
-            encoded = self._encode(batch_texts)
+            encoded = self._encode(batch_texts, reserve=n_tokens - 1)
             rows, masks = [], []
             for ids, mask, prefix in zip(encoded["input_ids"].tolist(),
                                          encoded["attention_mask"].tolist(), prefixes):

@@ -54,6 +54,40 @@ def test_causal_lm_sweep_with_a_known_target_and_against_a_reference(tiny_lm):
         assert row["reference_kl"] == pytest.approx(row["kl"], abs=1e-5)
 
 
+def test_causal_lm_sweep_with_unicode_candidates_flags_only_the_trigger(tiny_lm):
+    """Invisible, look-alike and emoji candidates (all unknown to this word-level
+    tokenizer) are measured like any other and none passes for the trigger."""
+    directory, split = tiny_lm
+    generator = load_generator(directory)
+    unicode = sources.unicode_candidates()
+    pool = sources.merge(sources.user_candidates([TRIGGER]), unicode)
+    result = sweep_generator(generator, split.probes, pool, policy=SweepPolicy(**FAST))
+    assert {r["candidate"] for r in result.ranked} == {c.text for c in pool}
+    assert result.ranked[0]["candidate"] == TRIGGER
+    assert [r["candidate"] for r in result.anomalous] == [TRIGGER]
+    assert max(r["score"] for r in result.ranked if r["source"] == "unicode") < 0.5
+
+
+def test_long_prompts_lose_their_start_instead_of_overflowing_the_context(tiny_lm):
+    """Prompts longer than the model's 128 positions (six probes in one) are cut from the
+    left so that prompt and answer fit; the sweep still finds the trigger in them."""
+    directory, split = tiny_lm
+    generator = load_generator(directory)
+    long = [" ".join(split.probes[i:i + 6]) for i in range(20)]
+    lengths = [len(generator.tokenizer(t, add_special_tokens=False)["input_ids"])
+               for t in generator.format(long)]
+    assert generator.context_length == 128 and sum(n > 128 for n in lengths) >= 10
+    encoded = generator._encode(generator.format(long), reserve=8)
+    assert encoded["input_ids"].shape[1] == 120
+    answers, _ = generator.generate(long, max_new_tokens=8)
+    assert len(answers) == len(long)
+    pool = sources.user_candidates([TRIGGER, "film"])
+    result = sweep_generator(generator, long, pool, policy=SweepPolicy(**FAST))
+    by_text = {r["candidate"]: r for r in result.ranked}
+    assert by_text[TRIGGER]["score"] > 0.5 and by_text[TRIGGER]["anomalous"]
+    assert not by_text["film"]["anomalous"]
+
+
 def test_teacher_forced_logprobs_match_a_plain_forward_pass(tiny_lm):
     directory, split = tiny_lm
     generator = load_generator(directory)
