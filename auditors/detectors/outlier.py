@@ -80,15 +80,18 @@ def _search(queries: np.ndarray, base: np.ndarray, k: int, *, exclude_self: bool
     rows of `base`. `exclude_self`: queries are `base` itself; a row is not its own
     neighbour (where exact duplicates hide it, the first neighbour goes, as in
     scikit-learn)."""
-    import faiss
-
-    index = faiss.IndexFlatIP(base.shape[1])
-    index.add(base)
     extra = 1 if exclude_self else 0
-    similarity, neighbours = index.search(queries, min(k + extra, len(base)))
+    similarity, neighbours = _brute_force(queries, base, min(k + extra, len(base)))
     if exclude_self:
         similarity, neighbours = _drop_own(similarity, neighbours, np.arange(len(queries)))
     return _distances(similarity), neighbours.astype(np.int64) + offset
+
+
+def _brute_force(queries: np.ndarray, base: np.ndarray, k: int):
+    """Exact inner-product search without an index (no copy of `base`)."""
+    import faiss
+
+    return faiss.knn(queries, base, k, metric=faiss.METRIC_INNER_PRODUCT)
 
 
 def _drop_own(similarity, neighbours, own_rows):
@@ -134,12 +137,10 @@ def approximate_knn(x: np.ndarray, k: int, *, nprobe: int = 4,
     bound = distances.mean(axis=1)
     order = np.argsort(-bound, kind="stable")
     top = max(1, int(np.ceil(exact_top_fraction * n)))
-    flat = faiss.IndexFlatIP(x.shape[1])
-    flat.add(x)
     done, exact_scores = 0, []
     while done < n:
         batch = order[done:min(n, max(2 * done, 2 * top))]
-        d, i = _drop_own(*flat.search(x[batch], k + 1), batch)
+        d, i = _drop_own(*_brute_force(x[batch], x, k + 1), batch)
         distances[batch], indices[batch] = _distances(d), i.astype(np.int64)
         exact_scores.append(distances[batch].mean(axis=1))
         done += len(batch)
