@@ -379,14 +379,16 @@ def main(argv=None) -> None:
         (out / "throughput-detection.md").write_text(detection_markdown(result, meta))
         print(f"wrote {out / 'throughput-detection.md'}")
         return
+    report = {"meta": meta, "sizes": []}
     with tempfile.TemporaryDirectory(prefix="trainguard-throughput-") as tmp:
         large = [b for b in args.large_backends.split(",") if b]
-        report = {"meta": meta, "sizes": [
-            run_size(n, backends, Path(tmp)) if args.full_max_rows is None
-            or n <= args.full_max_rows else run_size(n, large, Path(tmp), baseline=False)
-            for n in sizes]}
-    (out / "throughput.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "throughput.md").write_text(markdown(report) + "\n")
+        for n in sizes:
+            full = args.full_max_rows is None or n <= args.full_max_rows
+            report["sizes"].append(run_size(n, backends if full else large, Path(tmp),
+                                            baseline=full))
+            # written after every size, so a long last size cannot lose the others
+            (out / "throughput.json").write_text(json.dumps(report, indent=2) + "\n")
+            (out / "throughput.md").write_text(markdown(report) + "\n")
     print(f"wrote {out / 'throughput.md'}")
 
 
