@@ -41,8 +41,15 @@ class HeldOutProbabilities:
                  max_rows: int = 25_000, seed: int = 0):
         self.features, self.codes, self.n_classes = features, codes, n_classes
         n = len(codes)
-        self.sample = (np.arange(n) if n <= max_rows else
-                       np.sort(np.random.default_rng(seed).choice(n, max_rows, replace=False)))
+        if n <= max_rows:
+            self.sample = np.arange(n)
+            return
+        sample = np.random.default_rng(seed).choice(n, max_rows, replace=False)
+        # a rare class is kept whole: a sample that missed its other rows would make a
+        # group's class look private to the group (probability ~0, a false trigger)
+        counts = np.bincount(codes, minlength=n_classes)
+        rare = np.flatnonzero(np.isin(codes, np.flatnonzero(counts <= max_rows // 100)))
+        self.sample = np.union1d(sample, rare)
 
     def probs(self, rows: np.ndarray) -> np.ndarray:
         """(len(rows), n_classes) probabilities for `rows` from a model that never saw them.

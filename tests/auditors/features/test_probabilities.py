@@ -37,3 +37,13 @@ def test_out_of_fold_probabilities_cover_classes_a_fold_lacks():
     probs = cross_validated_probs(features, codes, 3)
     assert probs.shape == (60, 3)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0)
+
+
+def test_a_rare_class_is_never_sampled_away():
+    """With 5,000 rows capped at 1,000, the 6 rows of a rare class (at most 1% of the cap)
+    are all kept, so leaving out 3 of them still leaves the class seen elsewhere."""
+    features, codes = _blobs(5_000)
+    codes[[5, 50, 500, 600, 700, 900]] = 2
+    held_out = HeldOutProbabilities(features, codes, 3, max_rows=1_000)
+    assert {5, 50, 500, 600, 700, 900} <= set(held_out.sample.tolist())
+    assert held_out.probs(np.array([5, 50, 500]))[:, 2].max() > 1e-3
