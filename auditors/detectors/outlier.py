@@ -11,7 +11,9 @@ graph: the neighbours are handed to `OutOfDistribution` as a fitted kNN object."
 from __future__ import annotations
 
 import warnings
+from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from cleanlab.outlier import OutOfDistribution
@@ -19,6 +21,7 @@ from cleanlab.outlier import OutOfDistribution
 from auditors.detectors.base import AuditInputs, Detector, DetectorResult, register
 
 EXACT_MAX_ROWS = 50_000  # above this the kNN graph is approximate (`approximate_knn`)
+IVF_MIN_ROWS = 10_000  # below this an inverted-file index is not worth building
 
 
 class CosineKnnGraph:
@@ -41,6 +44,15 @@ class CosineKnnGraph:
         return (self.distances, self.indices) if return_distance else self.indices
 
 
+class KnnGraph(NamedTuple):
+    """Each row's k nearest other rows (cosine distance, nearest first) and whether that
+    row's neighbours are exact (an approximate search can only miss neighbours)."""
+
+    distances: np.ndarray  # (n, k) float32
+    indices: np.ndarray  # (n, k) int64
+    exact: np.ndarray  # (n,) bool
+
+
 def cosine_knn(features: np.ndarray, k: int, *, row_ids=None, graph_file: Path | None = None,
                exact_max_rows: int = EXACT_MAX_ROWS) -> tuple[np.ndarray, np.ndarray]:
     """(distances, indices) of each row's k nearest other rows, nearest first. With
@@ -48,24 +60,37 @@ def cosine_knn(features: np.ndarray, k: int, *, row_ids=None, graph_file: Path |
     instead of rebuilt when that audit's rows are all still here with the same vectors
     (`extend_graph`; the two latest graphs of other sources are tried too, for a new file
     that holds an old one's rows); the new graph is stored for the next audit. Above
-    `exact_max_rows` rows the graph is approximate (`approximate_knn`)."""
+    `exact_max_rows` rows the graph, and its extension, are approximate except for the most
+    distant rows (`approximate_knn`)."""
     from cleanlab.internal.neighbor.knn_graph import correct_knn_distances_and_indices
 
     x = _unit(features)
+    approximate = len(x) > exact_max_rows
     graph = None
     for candidate in _stored_graphs(graph_file, k) if graph_file is not None else []:
-        graph = _load_graph(candidate, row_ids, x, k)
+        graph = _load_graph(candidate, row_ids, x, k, approximate=approximate)
         if graph is not None:
             break
-    if graph is not None:
-        distances, indices = graph
-    elif len(x) > exact_max_rows:
-        distances, indices = approximate_knn(x, k)
-    else:
-        distances, indices = _search(x, x, k, exclude_self=True)
+    if graph is None:
+        graph = approximate_knn(x, k) if approximate else KnnGraph(
+            *_search(x, x, k, exclude_self=True), np.ones(len(x), dtype=bool))
     if graph_file is not None:
-        _save_graph(graph_file, row_ids, x, distances, indices)
-    return correct_knn_distances_and_indices(features, distances.astype(np.float64), indices)
+        _save_graph(graph_file, row_ids, x, graph)
+    return correct_knn_distances_and_indices(features, graph.distances.astype(np.float64),
+                                             graph.indices,
+                                             exact_duplicate_sets=exact_duplicate_sets(features))
+
+
+def exact_duplicate_sets(features: np.ndarray) -> list[np.ndarray]:
+    """The rows of each group of identical vectors (two or more, ascending), as cleanlab's
+    `_compute_exact_duplicate_sets` finds them: that scans all rows once per group, which
+    grows as rows x groups (minutes at a million rows of repeated text). Here one sort of
+    the rows' bytes (so -0.0 and 0.0 differ, which embeddings do not produce)."""
+    x = np.ascontiguousarray(features)
+    rows = x.view(np.dtype((np.void, x.dtype.itemsize * x.shape[1]))).ravel()
+    _, inverse, counts = np.unique(rows, return_inverse=True, return_counts=True)
+    groups = np.split(np.argsort(inverse, kind="stable"), np.cumsum(counts)[:-1])
+    return [group for group, count in zip(groups, counts) if count > 1]
 
 
 def _unit(features: np.ndarray) -> np.ndarray:
@@ -106,73 +131,111 @@ def _distances(similarity: np.ndarray) -> np.ndarray:
     return np.clip(1.0 - similarity, 0.0, 2.0).astype(np.float32)
 
 
-def approximate_knn(x: np.ndarray, k: int, *, nprobe: int = 4,
-                    exact_top_fraction: float = 0.01, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The kNN graph of many rows from a faiss inverted-file index (k-means cells, the
-    `nprobe` nearest cells searched), then made exact where the outlier ranking needs it.
-
-    An approximate search can only miss neighbours, so a row's approximate mean distance is
-    an upper bound of its exact one. Rows are re-searched exactly, most distant first, until
-    every row left approximate has a bound below the exact score of the
-    `exact_top_fraction`-th most distant re-searched row: then the rows whose exact score is
-    in that top fraction all have exact neighbours, and only the order of the unremarkable
-    rest is approximate. Costs about `nprobe / cells` of an exact search plus the re-search
-    (at least `exact_top_fraction` of it). Rows the index could not fill are re-searched."""
+def _ivf_search(queries: np.ndarray, base: np.ndarray, k: int, *, nprobe: int,
+                seed: int = 0):
+    """Approximate inner-product search: a faiss inverted-file index over `base` (2*sqrt(n)
+    k-means cells), the `nprobe` cells nearest each query searched. Unfilled slots come
+    back as index -1. A small `base` is searched exactly: an index would save nothing."""
     import faiss
 
-    n = len(x)
-    cells = max(1, int(2 * np.sqrt(n)))
-    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(x.shape[1]), x.shape[1], cells,
+    n = len(base)
+    if n < IVF_MIN_ROWS:
+        return _brute_force(queries, base, min(k, n))
+    cells = int(2 * np.sqrt(n))
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(base.shape[1]), base.shape[1], cells,
                                faiss.METRIC_INNER_PRODUCT)
     index.cp.niter, index.cp.seed = 10, seed
     sample = np.random.default_rng(seed).choice(n, min(n, 40 * cells), replace=False)
-    index.train(x[np.sort(sample)])
-    index.add(x)
+    index.train(base[np.sort(sample)])
+    index.add(base)
     index.nprobe = nprobe
-    similarity, neighbours = index.search(x, k + 1)
-    del index
-    similarity, neighbours = _drop_own(similarity, neighbours, np.arange(n))
-    distances, indices = _distances(similarity), neighbours.astype(np.int64)
-    distances[indices < 0] = 2.0  # unfilled: as far as possible, so re-searched first
+    return index.search(queries, min(k, n))
+
+
+def approximate_knn(x: np.ndarray, k: int, *, nprobe: int = 4,
+                    exact_top_fraction: float = 0.01, seed: int = 0) -> KnnGraph:
+    """The kNN graph of many rows from a faiss inverted-file index (`_ivf_search`), then
+    made exact where the outlier ranking needs it (`exact_where_it_counts`). Costs about
+    `nprobe / cells` of an exact search plus the re-search (at least `exact_top_fraction`
+    of it)."""
+    n = len(x)
+    similarity, neighbours = _drop_own(*_ivf_search(x, x, k + 1, nprobe=nprobe, seed=seed),
+                                       np.arange(n))
+    graph = KnnGraph(_distances(similarity), neighbours.astype(np.int64),
+                     np.zeros(n, dtype=bool))
+    return exact_where_it_counts(x, graph, exact_top_fraction)
+
+
+def exact_where_it_counts(x: np.ndarray, graph: KnnGraph,
+                          exact_top_fraction: float = 0.01) -> KnnGraph:
+    """Re-search rows exactly until every row whose exact score (mean distance) is in the
+    `exact_top_fraction` most distant has exact neighbours; updates `graph` in place.
+
+    A row with approximate neighbours has a mean distance that is an upper bound of its
+    exact one. Rows are taken most distant first (exact rows as they are, the others
+    re-searched) until every row left has a bound below the exact score of the
+    `exact_top_fraction`-th most distant row taken: only the order of the unremarkable rest
+    is approximate. Rows with unfilled neighbours (index -1) are re-searched in any case."""
+    distances, indices, exact = graph
+    n, k = distances.shape
+    _research(x, graph, np.flatnonzero((indices < 0).any(axis=1) & ~exact))
     bound = distances.mean(axis=1)
     order = np.argsort(-bound, kind="stable")
     top = max(1, int(np.ceil(exact_top_fraction * n)))
-    done, exact_scores = 0, []
+    done = 0
     while done < n:
         batch = order[done:min(n, max(2 * done, 2 * top))]
-        d, i = _drop_own(*_brute_force(x[batch], x, k + 1), batch)
-        distances[batch], indices[batch] = _distances(d), i.astype(np.int64)
-        exact_scores.append(distances[batch].mean(axis=1))
+        _research(x, graph, batch[~exact[batch]])
         done += len(batch)
-        kth_exact = np.sort(np.concatenate(exact_scores))[::-1][min(top, done) - 1]
+        taken = distances[order[:done]].mean(axis=1)
+        kth_exact = np.partition(taken, len(taken) - min(top, done))[len(taken) - min(top, done)]
         if done >= top and (done == n or bound[order[done]] < kth_exact):
             break
-    return distances, indices
+    return graph
 
 
-def extend_graph(x: np.ndarray, old: np.ndarray, distances: np.ndarray, indices: np.ndarray,
-                 k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The k-NN graph of all rows of `x` from the graph of its rows `old` (positions in
-    `x`; `indices` point into `old`): an old row's nearest rows are its old neighbours or
-    among the new rows; a new row is searched against all. Exact (ties aside); costs
-    new rows x all rows instead of all rows squared."""
-    new = np.setdiff1d(np.arange(len(x)), old)
-    out_d = np.empty((len(x), k), dtype=np.float32)
-    out_i = np.empty((len(x), k), dtype=np.int64)
-    old_d, old_i = distances, old[indices]
+def _research(x: np.ndarray, graph: KnnGraph, rows: np.ndarray) -> None:
+    """Exact neighbours for `rows`, written into `graph`."""
+    if not len(rows):
+        return
+    k = graph.distances.shape[1]
+    d, i = _drop_own(*_brute_force(x[rows], x, k + 1), rows)
+    graph.distances[rows], graph.indices[rows], graph.exact[rows] = _distances(d), i, True
+
+
+def extend_graph(x: np.ndarray, old: np.ndarray, stored: KnnGraph, *,
+                 approximate: bool = False, nprobe: int = 4) -> KnnGraph:
+    """The k-NN graph of all rows of `x` from the graph `stored` of its rows `old`
+    (positions in `x`; `stored.indices` point into `old`): an old row's nearest rows are
+    its old neighbours or among the new rows; a new row is searched against all. Costs new
+    rows x all rows instead of all rows squared. Exact (ties aside) unless `approximate`:
+    then the new rows and the old approximate rows are searched by inverted-file indexes,
+    the old exact rows exactly among the new rows, and `exact_where_it_counts` finishes."""
+    n, k = len(x), stored.distances.shape[1]
+    new = np.setdiff1d(np.arange(n), old)
+    graph = KnnGraph(np.empty((n, k), dtype=np.float32), np.empty((n, k), dtype=np.int64),
+                     np.zeros(n, dtype=bool))
+    old_d, old_i = stored.distances, old[stored.indices]
+    old_exact = stored.exact if approximate else np.ones(len(old), dtype=bool)
     if len(new):
-        near_d, near_i = _search(x[old], x[new], k, exclude_self=False)
+        near_d = np.empty((len(old), min(k, len(new))), dtype=np.float32)
+        near_i = np.empty(near_d.shape, dtype=np.int64)
+        for rows, search in ((np.flatnonzero(old_exact), _brute_force),
+                             (np.flatnonzero(~old_exact), partial(_ivf_search, nprobe=nprobe))):
+            if len(rows):
+                similarity, neighbours = search(x[old[rows]], x[new], near_d.shape[1])
+                near_d[rows] = _distances(similarity)
+                near_i[rows] = np.where(neighbours >= 0, new[neighbours], -1)
         both_d = np.concatenate([old_d, near_d], axis=1)
-        both_i = np.concatenate([old_i, new[near_i]], axis=1)
+        both_i = np.concatenate([old_i, near_i], axis=1)
         order = np.argsort(both_d, axis=1, kind="stable")[:, :k]
         old_d, old_i = np.take_along_axis(both_d, order, 1), np.take_along_axis(both_i, order, 1)
-        all_d, all_i = _search(x[new], x, k + 1, exclude_self=False)
-        keep = all_i != new[:, None]  # drop the row itself, else the farthest
-        keep[keep.all(axis=1), -1] = False
-        out_d[new] = all_d[keep].reshape(len(new), -1)[:, :k]
-        out_i[new] = all_i[keep].reshape(len(new), -1)[:, :k]
-    out_d[old], out_i[old] = old_d, old_i
-    return out_d, out_i
+        search = partial(_ivf_search, nprobe=nprobe) if approximate else _brute_force
+        d, i = _drop_own(*search(x[new], x, k + 1), new)
+        graph.distances[new], graph.indices[new] = _distances(d), i
+        graph.exact[new] = not approximate
+    graph.distances[old], graph.indices[old], graph.exact[old] = old_d, old_i, old_exact
+    return exact_where_it_counts(x, graph) if approximate else graph
 
 
 def _stored_graphs(graph_file: Path, k: int) -> list[Path]:
@@ -195,24 +258,26 @@ def _fingerprint(x: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(x).tobytes()).hexdigest()
 
 
-def _load_graph(path: Path, row_ids, x: np.ndarray, k: int):
+def _load_graph(path: Path, row_ids, x: np.ndarray, k: int, *, approximate: bool = False):
     """The previous audit's graph extended to these rows, or None when it cannot be used
-    (missing, another k, a row gone, a vector changed)."""
+    (missing, another k or format, a row gone, a vector changed)."""
     import pandas as pd
 
     try:
         with np.load(path, allow_pickle=False) as stored:
-            old_ids, distances, indices = stored["row_ids"], stored["distances"], stored["indices"]
-            digest = str(stored["fingerprint"])
+            old_ids, digest = stored["row_ids"], str(stored["fingerprint"])
+            graph = KnnGraph(stored["distances"], stored["indices"], stored["exact"])
     except (OSError, ValueError, KeyError):
         return None
-    if distances.shape != (len(old_ids), k) or len(old_ids) > len(x) or not len(old_ids):
+    if graph.distances.shape != (len(old_ids), k) or len(old_ids) > len(x) or not len(old_ids):
         return None
     position = pd.Index(_occurrence_keys(row_ids))
     old = position.get_indexer(old_ids.astype(object))
     if (old < 0).any() or _fingerprint(x[old]) != digest:
         return None
-    return extend_graph(x, old, distances, indices, k)
+    if not approximate and not graph.exact.all():  # an approximate graph is not extended exactly
+        return None
+    return extend_graph(x, old, graph, approximate=approximate)
 
 
 def _occurrence_keys(row_ids) -> np.ndarray:
@@ -225,13 +290,13 @@ def _occurrence_keys(row_ids) -> np.ndarray:
     return (ids + "#" + ids.groupby(ids).cumcount().astype(str)).to_numpy(dtype=object)
 
 
-def _save_graph(path: Path, row_ids, x: np.ndarray, distances, indices) -> None:
+def _save_graph(path: Path, row_ids, x: np.ndarray, graph: KnnGraph) -> None:
     import os
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, row_ids=np.asarray(_occurrence_keys(row_ids), dtype=str), distances=distances,
-             indices=indices, fingerprint=np.array(_fingerprint(x)))
+    np.savez(tmp, row_ids=np.asarray(_occurrence_keys(row_ids), dtype=str), distances=graph.distances,
+             indices=graph.indices, exact=graph.exact, fingerprint=np.array(_fingerprint(x)))
     os.replace(tmp, path)
 
 

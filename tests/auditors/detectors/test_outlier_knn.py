@@ -22,23 +22,27 @@ def test_scores_equal_cleanlab_default(sample_inputs):
     assert np.mean(same) > 0.99
 
 
-def test_approximate_graph_is_exact_for_the_most_distant_rows(sample_inputs):
+def test_approximate_graph_is_exact_for_the_most_distant_rows(sample_inputs, monkeypatch):
     """Above `exact_max_rows` the graph comes from an inverted-file index; the 1% most
     outlying rows still get their exact neighbours, so the detector flags the same rows,
     and elsewhere a missed neighbour can only make a row look farther."""
     import copy
 
+    from auditors.detectors import outlier
     from auditors.detectors.outlier import _search, _unit, approximate_knn
 
+    monkeypatch.setattr(outlier, "IVF_MIN_ROWS", 100)  # the sample is small: index it anyway
     x = _unit(sample_inputs.prompt_embeddings)
     exact_d, exact_i = _search(x, x, 10, exclude_self=True)
-    approx_d, approx_i = approximate_knn(x, 10, nprobe=1)  # one cell: many misses
+    approx_d, approx_i, exact = approximate_knn(x, 10, nprobe=1)  # one cell: many misses
     exact_score, approx_score = exact_d.mean(axis=1), approx_d.mean(axis=1)
     top = int(np.ceil(0.01 * len(x)))
     assert set(np.argsort(-approx_score)[:top]) == set(np.argsort(-exact_score)[:top])
     assert (approx_score >= exact_score - 1e-5).all()
     assert (approx_score > exact_score + 1e-3).any()  # it is approximate elsewhere
     assert ((approx_i >= 0) & (approx_i < len(x)) & (approx_i != np.arange(len(x))[:, None])).all()
+    np.testing.assert_allclose(approx_d[exact], exact_d[exact], atol=1e-5)
+    assert exact.sum() >= top
 
     flagged = {}
     for name, limit in (("exact", 10**9), ("approximate", 100)):
@@ -46,6 +50,53 @@ def test_approximate_graph_is_exact_for_the_most_distant_rows(sample_inputs):
         result = EmbeddingOutlierDetector(exact_max_rows=limit).detect(inputs)
         flagged[name] = set(np.flatnonzero(result.rows["is_issue"]))
     assert flagged["approximate"] == flagged["exact"] and flagged["exact"]
+
+
+def test_exact_duplicate_sets_equal_cleanlabs(sample_inputs):
+    from cleanlab.internal.neighbor.knn_graph import _compute_exact_duplicate_sets
+
+    from auditors.detectors.outlier import exact_duplicate_sets
+
+    x = sample_inputs.prompt_embeddings
+    features = np.concatenate([x[:40], x[:40], x[5:10], x[40:300]])[::-1]  # pairs, triples
+    ours, theirs = exact_duplicate_sets(features), _compute_exact_duplicate_sets(features)
+    assert len(ours) == 40
+    assert sorted(map(list, ours)) == sorted(map(list, theirs))
+    assert exact_duplicate_sets(x[40:300]) == []
+
+
+def test_approximate_graph_is_extended_approximately(sample_inputs, tmp_path, monkeypatch):
+    """Above `exact_max_rows` a stored graph is extended with inverted-file searches: the
+    1% most distant rows of the grown data still have exact neighbours, a missed neighbour
+    can only make a row look farther, and the rows marked exact are."""
+    from auditors.detectors.outlier import _search, _unit, cosine_knn, extend_graph
+    from auditors.detectors import outlier
+    from auditors.detectors.outlier import approximate_knn
+
+    monkeypatch.setattr(outlier, "IVF_MIN_ROWS", 100)  # index the sample, not the 60 new rows
+    x = _unit(sample_inputs.prompt_embeddings)
+    order = np.random.default_rng(1).permutation(len(x))
+    old = np.sort(order[: len(x) - 60])  # the first audit; 60 rows come later
+    stored = approximate_knn(x[old], 10, nprobe=1)
+    grown = extend_graph(x, old, stored, approximate=True, nprobe=1)
+    exact_d, _ = _search(x, x, 10, exclude_self=True)
+    exact_score, approx_score = exact_d.mean(axis=1), grown.distances.mean(axis=1)
+    top = int(np.ceil(0.01 * len(x)))
+    assert set(np.argsort(-approx_score)[:top]) == set(np.argsort(-exact_score)[:top])
+    assert (approx_score >= exact_score - 1e-5).all()
+    assert (approx_score > exact_score + 1e-3).any()  # approximate elsewhere
+    np.testing.assert_allclose(grown.distances[grown.exact], exact_d[grown.exact], atol=1e-5)
+    assert ((grown.indices >= 0) & (grown.indices != np.arange(len(x))[:, None])).all()
+
+    ids = np.array([f"r{i}" for i in range(len(x))])
+    graph = tmp_path / "graph.npz"
+    cosine_knn(x[old], 10, row_ids=ids[old], graph_file=graph, exact_max_rows=100)
+    through_file = cosine_knn(x, 10, row_ids=ids, graph_file=graph, exact_max_rows=100)
+    file_score = through_file[0].mean(axis=1)
+    assert set(np.argsort(-file_score)[:top]) == set(np.argsort(-exact_score)[:top])
+    # an approximate graph is rebuilt, not extended, when the data becomes small enough
+    exact_again = cosine_knn(x, 10, row_ids=ids, graph_file=graph)
+    np.testing.assert_allclose(exact_again[0], cosine_knn(x, 10)[0], atol=1e-6)
 
 
 def test_detector_on_tiny_inputs(sample_inputs):
