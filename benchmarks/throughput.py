@@ -6,8 +6,10 @@ a re-audit after appending 1% new rows (embedding cache on), and Cleanlab Datala
     .venv/bin/python -m benchmarks.throughput                    # 10,000 rows
     .venv/bin/python -m benchmarks.throughput --sizes 10000,100000
     .venv/bin/python -m benchmarks.throughput --sizes 2000 --backends static --out /tmp/x
-    .venv/bin/python -m benchmarks.throughput --sizes 10000,100000 --full-max-rows 10000
-        # every backend, the baseline and Datalab at 10k; only `static` at 100k
+    .venv/bin/python -m benchmarks.throughput --sizes 10000,100000,1000000 \
+        --full-max-rows 10000 --timeout 2400
+        # every backend, the baseline and Datalab at 10k; only `static` at 100k and 1M;
+        # a measurement still running after 40 min is stopped, keeping its first audit
 
 Rows are real SST-2 rows (the poisoned sample in sample_data/ first, then the clean SST-2
 train rows of ../shared/corpora when present) repeated with small perturbations (a word
@@ -114,8 +116,10 @@ def measure_bare_encode(data: Path) -> dict:
     return {"seconds": time.perf_counter() - started, "rows": len(texts)}
 
 
-def measure_audit(data: Path, grown: Path, backend: str, work: Path) -> dict:
-    """A first audit with an empty embedding cache, then the re-audit of the grown file."""
+def measure_audit(data: Path, grown: Path, backend: str, work: Path, report) -> dict:
+    """A first audit with an empty embedding cache, then the re-audit of the grown file;
+    `report(record)` is called after each, so a re-audit stopped by the time limit still
+    leaves the first audit's figures."""
     from auditors import pipeline
 
     from auditors.features.embeddings import load_encoder
@@ -128,14 +132,16 @@ def measure_audit(data: Path, grown: Path, backend: str, work: Path) -> dict:
         return result, time.perf_counter() - started
 
     first, seconds = timed_audit(data, work / f"out-{backend}")
+    record = {"seconds": seconds, "rows": first.summary["rows"],
+              "stages": stage_seconds(first.summary["timings_seconds"]),
+              "flagged": first.summary["flagged"],
+              "top_triggers": [t["pattern"] for t in first.triggers[:5]]}
+    report(record)
+    del first
     again, reaudit_seconds = timed_audit(grown, work / f"again-{backend}")
-    return {"seconds": seconds, "rows": first.summary["rows"],
-            "stages": stage_seconds(first.summary["timings_seconds"]),
-            "flagged": first.summary["flagged"],
-            "top_triggers": [t["pattern"] for t in first.triggers[:5]],
-            "reaudit_seconds": reaudit_seconds,
-            "reaudit_rows": again.summary["rows"],
-            "reaudit_stages": stage_seconds(again.summary["timings_seconds"])}
+    record.update(reaudit_seconds=reaudit_seconds, reaudit_rows=again.summary["rows"],
+                  reaudit_stages=stage_seconds(again.summary["timings_seconds"]))
+    return record
 
 
 def stage_seconds(timings: dict) -> dict:
@@ -165,26 +171,46 @@ def measure_datalab(data: Path, work: Path) -> dict:
 
 def child_main(args) -> None:
     kind, data, work = args.child, Path(args.data), Path(args.work)
+
+    def report(record: dict) -> None:
+        record["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        print("RESULT " + json.dumps(record), flush=True)
+
     if kind == "bare":
         record = measure_bare_encode(data)
     elif kind == "datalab":
         record = measure_datalab(data, work)
     else:
-        record = measure_audit(data, Path(args.grown), kind, work)
-    record["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    print("RESULT " + json.dumps(record))
+        record = measure_audit(data, Path(args.grown), kind, work, report)
+    report(record)
 
 
-def run_child(kind: str, data: Path, grown: Path, work: Path) -> dict:
+def run_child(kind: str, data: Path, grown: Path, work: Path,
+              timeout: float | None = None) -> dict:
+    """The child's last reported record; past `timeout` seconds the child is stopped and
+    what it reported so far is kept (a first audit without its re-audit)."""
     command = [sys.executable, "-m", "benchmarks.throughput", "--child", kind, "--data", str(data),
                "--grown", str(grown), "--work", str(work)]
-    proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
-    results = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode or not results:
-        return {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1]}
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+        stdout, stderr, failed = proc.stdout, proc.stderr, proc.returncode != 0
+    except subprocess.TimeoutExpired as stopped:
+        stdout, stderr, failed = _text(stopped.stdout), _text(stopped.stderr), True
+    results = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
+    if not results:
+        reason = f"stopped after {timeout:.0f} s" if failed and timeout else \
+            (stderr.strip().splitlines() or ["no output"])[-1]
+        return {"error": reason}
     record = json.loads(results[-1][len("RESULT "):])
     record["rows_per_s"] = record["rows"] / record["seconds"]
+    if failed and kind not in ("bare", "datalab") and "reaudit_seconds" not in record:
+        record["reaudit_error"] = (f"not finished at the {timeout:.0f} s limit" if timeout
+                                   else (stderr.strip().splitlines() or ["failed"])[-1])
     return record
+
+
+def _text(output) -> str:
+    return output.decode("utf-8", "replace") if isinstance(output, bytes) else (output or "")
 
 
 def warm_models(backends) -> None:
@@ -196,9 +222,10 @@ def warm_models(backends) -> None:
             load_encoder(backend=backend)
 
 
-def run_size(n: int, backends, work: Path, *, baseline: bool = True) -> dict:
+def run_size(n: int, backends, work: Path, *, baseline: bool = True,
+             timeout: float | None = None) -> dict:
     """One size: the bare torch encode (when `baseline`), an audit and re-audit per backend,
-    and Datalab when torch is among the backends."""
+    and Datalab when torch is among the backends; each run stopped after `timeout` s."""
     data = write_jsonl(make_rows(n, seed=0), work / f"rows-{n}.jsonl")
     added = [(perturb(t, np.random.default_rng(k)), label)  # 1% rows not seen before
              for k, (t, label) in enumerate(make_rows(max(1, n // 100), seed=1))]
@@ -210,7 +237,7 @@ def run_size(n: int, backends, work: Path, *, baseline: bool = True) -> dict:
         stages.append(("datalab_find_issues", "datalab"))
     for name, kind in stages:
         print(f"{n} rows: {name} ...", flush=True)
-        record[name] = run_child(kind, data, grown, work)
+        record[name] = run_child(kind, data, grown, work, timeout)
         print(f"  {_brief(record[name])}", flush=True)
     return record
 
@@ -222,6 +249,8 @@ def _brief(measurement: dict) -> str:
             f"peak RSS {measurement['peak_rss_mb']} MB")
     if "reaudit_seconds" in measurement:
         text += f", re-audit +1% {measurement['reaudit_seconds']:.1f} s"
+    if "reaudit_error" in measurement:
+        text += f", re-audit {measurement['reaudit_error']}"
     return text
 
 
@@ -256,7 +285,8 @@ def markdown(report: dict) -> str:
                 lines.append(f"| {name} | error: {m['error']} | | | | | | | |")
                 continue
             speedup = f"{baseline / m['seconds']:.2f}×" if baseline and name.startswith("audit") else ""
-            reaudit = f"{m['reaudit_seconds']:.1f}" if "reaudit_seconds" in m else ""
+            reaudit = f"{m['reaudit_seconds']:.1f}" if "reaudit_seconds" in m \
+                else m.get("reaudit_error", "")
             share = f"{m['reaudit_seconds'] / m['seconds']:.0%}" if "reaudit_seconds" in m else ""
             stages = m.get("stages", {})
             lines.append(f"| {name} | {m['seconds']:.1f} | {m['rows_per_s']:,.0f} | {speedup} | "
@@ -265,7 +295,8 @@ def markdown(report: dict) -> str:
         lines.append("")
         for name in [k for k in size if k.startswith("audit_") and "stages" in size[k]]:
             stages = ", ".join(f"{k} {v:.1f}" for k, v in size[name]["stages"].items())
-            again = ", ".join(f"{k} {v:.1f}" for k, v in size[name]["reaudit_stages"].items())
+            reaudit_stages = size[name].get("reaudit_stages", {}).items()
+            again = ", ".join(f"{k} {v:.1f}" for k, v in reaudit_stages) or "not finished"
             lines += [f"- `{name}` stages (s): {stages}; re-audit: {again}; top triggers: "
                       f"{', '.join(map(repr, size[name]['top_triggers']))}"]
         lines.append("")
@@ -353,6 +384,9 @@ def main(argv=None) -> None:
                              "torch encode and Datalab (their cost grows fastest)")
     parser.add_argument("--large-backends", default="static",
                         help="backends for sizes above --full-max-rows")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="stop each measurement (one process: audit, then re-audit) after "
+                             "this many seconds, keeping what it finished")
     parser.add_argument("--out", default=str(RESULTS), help="directory for throughput.{md,json}")
     parser.add_argument("--detection", action="store_true",
                         help="compare detection AP per backend on the quick suite instead")
@@ -385,7 +419,7 @@ def main(argv=None) -> None:
         for n in sizes:
             full = args.full_max_rows is None or n <= args.full_max_rows
             report["sizes"].append(run_size(n, backends if full else large, Path(tmp),
-                                            baseline=full))
+                                            baseline=full, timeout=args.timeout))
             # written after every size, so a long last size cannot lose the others
             (out / "throughput.json").write_text(json.dumps(report, indent=2) + "\n")
             (out / "throughput.md").write_text(markdown(report) + "\n")
