@@ -67,14 +67,15 @@ class AuditResult:
 def load_table(source: str, *, split: str | None = None, text_col: str | None = None,
                label_col: str | None = None, schema: str | None = None,
                via_datasets: bool = False, on_bad_row: str = "fail",
-               stream: bool | None = None,
-               batch_rows: int = ingest.DEFAULT_BATCH_ROWS) -> LoadedDataset:
+               stream: bool | None = None, batch_rows: int = ingest.DEFAULT_BATCH_ROWS,
+               cache_dir: str | Path | None = None) -> LoadedDataset:
     """`on_bad_row="skip"` sets bad rows aside (`raw.skipped`, written to skipped.jsonl)
     instead of stopping at the first one. Large JSONL and Parquet files (`stream=None`: from
-    `ingest.STREAM_MIN_BYTES`; `stream=True`: always) are streamed: see `stream_table`."""
+    `ingest.STREAM_MIN_BYTES`; `stream=True`: always) are streamed: see `stream_table`
+    (`cache_dir` is its n-gram count cache)."""
     if ingest.should_stream(source, via_datasets=via_datasets, stream=stream):
         return stream_table(source, text_col=text_col, label_col=label_col, schema=schema,
-                            on_bad_row=on_bad_row, batch_rows=batch_rows)
+                            on_bad_row=on_bad_row, batch_rows=batch_rows, cache_dir=cache_dir)
     raw = load_raw(source, split=split, via_datasets=via_datasets, on_bad_row=on_bad_row)
     choice = detect_schema(raw.columns, text_col=text_col, label_col=label_col, schema=schema,
                            source=source)
@@ -83,12 +84,15 @@ def load_table(source: str, *, split: str | None = None, text_col: str | None = 
 
 def stream_table(source: str, *, text_col: str | None = None, label_col: str | None = None,
                  schema: str | None = None, on_bad_row: str = "fail",
-                 batch_rows: int = ingest.DEFAULT_BATCH_ROWS) -> LoadedDataset:
+                 batch_rows: int = ingest.DEFAULT_BATCH_ROWS,
+                 cache_dir: str | Path | None = None) -> LoadedDataset:
     """Read a JSONL or Parquet file in record batches: each batch is normalised and its
     n-grams counted (`chunks.NgramReducer`, bounded tables), then dropped. What stays is the
     normalised table, one file offset per row (the splits are copied from the file when
     written) and the n-gram statistics. The schema is detected from the first batch's
-    columns."""
+    columns. With `cache_dir`, a batch whose rows an earlier audit counted is not counted
+    again (`chunks.NgramCountCache`: batches are fixed row ranges of the file, so rows
+    appended at the end leave the earlier batches as they were)."""
     from itertools import chain
 
     from auditors.features import chunks
@@ -106,6 +110,7 @@ def stream_table(source: str, *, text_col: str | None = None, label_col: str | N
     choice = detect_schema(first.columns, text_col=text_col, label_col=label_col,
                            schema=schema, source=source)
     reducer = chunks.NgramReducer()
+    count_cache = chunks.NgramCountCache(cache_dir) if cache_dir is not None else None
     frames, offsets, numbers, skipped = [], [], [], []
     for batch in chain([first], batches):
         where = dict(zip(batch.row_numbers, batch.offsets))
@@ -117,7 +122,9 @@ def stream_table(source: str, *, text_col: str | None = None, label_col: str | N
                     raise
                 frame = None  # every row of this batch was bad and set aside
             if frame is not None:
-                reducer.add(chunks.count_chunk(frame["prompt"].tolist()))
+                texts = frame["prompt"].tolist()
+                reducer.add(count_cache.counts(frame["row_id"].tolist(), texts)
+                            if count_cache is not None else chunks.count_chunk(texts))
                 frames.append(frame)
                 kept = [batch.row_number(i) for i in range(len(batch.records))]
                 numbers += kept
@@ -299,11 +306,12 @@ def audit(source: str, out_dir: str | Path | None = None, *, encoder=None,
     from auditors.features.embeddings import load_encoder
 
     watch = Stopwatch()
-    loaded = load_table(source, **load_options)
+    loaded = load_table(source, cache_dir=cache_dir, **load_options)
     watch.lap("ingest")
     encoder = encoder or load_encoder(model, backend=backend, cache_dir=cache_dir)
-    cache = EmbeddingCache(cache_dir, model, backend) if cache_dir else None
-    embeddings = embed_table(loaded.table, encoder, show_progress=show_progress, cache=cache)
+    # the cache's in-memory copy of every stored vector goes once the embeddings are out
+    embeddings = embed_table(loaded.table, encoder, show_progress=show_progress,
+                             cache=EmbeddingCache(cache_dir, model, backend) if cache_dir else None)
     watch.lap("embeddings")
     ngrams = dataset_ngrams(loaded, cache_dir)
     watch.lap("ngrams")

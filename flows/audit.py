@@ -34,8 +34,9 @@ stage = task(cache_policy=NO_CACHE, persist_result=False)
 
 
 @stage(name="ingest")
-def ingest_task(source: str, load_options: dict) -> pipeline.LoadedDataset:
-    return pipeline.load_table(source, **load_options)
+def ingest_task(source: str, load_options: dict,
+                cache_dir: str | None = None) -> pipeline.LoadedDataset:
+    return pipeline.load_table(source, cache_dir=cache_dir, **load_options)
 
 
 @stage(name="embeddings")
@@ -164,7 +165,7 @@ def audit_flow(source: str, out_dir: str, model: str | None = None,
     counting are mapped over chunks of that many rows on the flow's task runner (run it
     with a `DaskTaskRunner`: `flows.dask.run_audit`) and their statistics reduced."""
     watch = pipeline.Stopwatch()
-    loaded = ingest_task(source, load_options or {})
+    loaded = ingest_task(source, load_options or {}, cache_dir)
     watch.lap("ingest")
     print(f"{len(loaded.table)} rows, schema detected: {loaded.schema.describe()}")
     if chunk_rows:  # counting runs on the workers while they embed (unless streamed)

@@ -84,19 +84,46 @@ def cosine_knn(features: np.ndarray, k: int, *, row_ids=None, graph_file: Path |
 def exact_duplicate_sets(features: np.ndarray) -> list[np.ndarray]:
     """The rows of each group of identical vectors (two or more, ascending), as cleanlab's
     `_compute_exact_duplicate_sets` finds them: that scans all rows once per group, which
-    grows as rows x groups (minutes at a million rows of repeated text). Here one sort of
-    the rows' bytes (so -0.0 and 0.0 differ, which embeddings do not produce)."""
+    grows as rows x groups (minutes at a million rows of repeated text) and sorts a copy of
+    all vectors. Here only rows whose hash is shared are compared, by one sort of their
+    bytes (so -0.0 and 0.0 differ, which embeddings do not produce)."""
     x = np.ascontiguousarray(features)
-    rows = x.view(np.dtype((np.void, x.dtype.itemsize * x.shape[1]))).ravel()
+    hashes = _row_hashes(x)
+    _, inverse, counts = np.unique(hashes, return_inverse=True, return_counts=True)
+    candidates = np.flatnonzero(counts[inverse] > 1)  # every member of a group of equals
+    if not len(candidates):
+        return []
+    rows = x[candidates]
+    rows = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
     _, inverse, counts = np.unique(rows, return_inverse=True, return_counts=True)
-    groups = np.split(np.argsort(inverse, kind="stable"), np.cumsum(counts)[:-1])
+    groups = np.split(candidates[np.argsort(inverse, kind="stable")], np.cumsum(counts)[:-1])
     return [group for group, count in zip(groups, counts) if count > 1]
 
 
+def _row_hashes(x: np.ndarray, block: int = 65_536) -> np.ndarray:
+    """A 64-bit hash of each row's bytes (equal rows, equal hashes), a block at a time."""
+    words = x.view(np.uint8).reshape(len(x), -1)
+    pad = (-words.shape[1]) % 8
+    weights = np.random.default_rng(0).integers(1, 2**63, (words.shape[1] + pad) // 8,
+                                                dtype=np.uint64) | np.uint64(1)
+    hashes = np.empty(len(x), dtype=np.uint64)
+    for start in range(0, len(x), block):
+        part = words[start:start + block]
+        if pad:
+            part = np.pad(part, ((0, 0), (0, pad)))
+        hashes[start:start + block] = (np.ascontiguousarray(part).view(np.uint64) * weights).sum(
+            axis=1, dtype=np.uint64)
+    return hashes
+
+
 def _unit(features: np.ndarray) -> np.ndarray:
+    """Unit-length float32 rows (cosine, as scikit-learn normalises); the embeddings
+    themselves when they already are (a copy of a million vectors is a gigabyte)."""
     x = np.ascontiguousarray(features, dtype=np.float32)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norms > 0, norms, 1.0)  # cosine, as scikit-learn normalises
+    if np.allclose(norms, 1.0, atol=1e-6):
+        return x
+    return x / np.where(norms > 0, norms, 1.0)
 
 
 def _search(queries: np.ndarray, base: np.ndarray, k: int, *, exclude_self: bool,
@@ -252,10 +279,15 @@ def _stored_graphs(graph_file: Path, k: int) -> list[Path]:
     return [graph_file, *sorted(others, key=mtime, reverse=True)[:2]]
 
 
-def _fingerprint(x: np.ndarray) -> str:
+def _fingerprint(x: np.ndarray, rows: np.ndarray | None = None, block: int = 65_536) -> str:
+    """SHA-1 of the vectors of `rows` (all rows by default), a block at a time: no copy."""
     import hashlib
 
-    return hashlib.sha1(np.ascontiguousarray(x).tobytes()).hexdigest()
+    digest = hashlib.sha1()
+    rows = np.arange(len(x)) if rows is None else rows
+    for start in range(0, len(rows), block):
+        digest.update(np.ascontiguousarray(x[rows[start:start + block]]))
+    return digest.hexdigest()
 
 
 def _load_graph(path: Path, row_ids, x: np.ndarray, k: int, *, approximate: bool = False):
@@ -273,7 +305,7 @@ def _load_graph(path: Path, row_ids, x: np.ndarray, k: int, *, approximate: bool
         return None
     position = pd.Index(_occurrence_keys(row_ids))
     old = position.get_indexer(old_ids.astype(object))
-    if (old < 0).any() or _fingerprint(x[old]) != digest:
+    if (old < 0).any() or _fingerprint(x, old) != digest:
         return None
     if not approximate and not graph.exact.all():  # an approximate graph is not extended exactly
         return None

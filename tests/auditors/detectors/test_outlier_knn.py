@@ -63,6 +63,9 @@ def test_exact_duplicate_sets_equal_cleanlabs(sample_inputs):
     assert len(ours) == 40
     assert sorted(map(list, ours)) == sorted(map(list, theirs))
     assert exact_duplicate_sets(x[40:300]) == []
+    narrow = np.round(features[:, :3], 1) + 0.0  # 12-byte rows, many equal (+0.0: no -0.0)
+    assert sorted(map(list, exact_duplicate_sets(narrow))) == \
+        sorted(map(list, _compute_exact_duplicate_sets(narrow)))
 
 
 def test_approximate_graph_is_extended_approximately(sample_inputs, tmp_path, monkeypatch):
