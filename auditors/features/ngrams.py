@@ -163,8 +163,8 @@ def label_association(stats: NgramStats, labels: np.ndarray, n_classes: int,
     variance. A trigger shows up as many more rows of the target label than the content
     of those rows explains."""
     onehot = np.eye(n_classes, dtype=np.float64)[labels]
-    # a transposed view (CSC over the same arrays): a float64 CSR copy of a million rows'
-    # n-grams was the audit's peak memory
+    # a transposed view (CSC over the same arrays), not a float64 CSR copy: at a million
+    # rows that copy is over a gigabyte
     transposed = stats.rows_x_ngrams.T
     result = {"observed": np.asarray(transposed @ onehot)}
     if pred_probs is not None:
