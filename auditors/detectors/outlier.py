@@ -81,23 +81,36 @@ def cosine_knn(features: np.ndarray, k: int, *, row_ids=None, graph_file: Path |
                                              exact_duplicate_sets=exact_duplicate_sets(features))
 
 
-def exact_duplicate_sets(features: np.ndarray) -> list[np.ndarray]:
+def exact_duplicate_sets(features: np.ndarray, block: int = 65_536) -> list[np.ndarray]:
     """The rows of each group of identical vectors (two or more, ascending), as cleanlab's
     `_compute_exact_duplicate_sets` finds them: that scans all rows once per group, which
     grows as rows x groups (minutes at a million rows of repeated text) and sorts a copy of
-    all vectors. Here only rows whose hash is shared are compared, by one sort of their
-    bytes (so -0.0 and 0.0 differ, which embeddings do not produce)."""
+    all vectors. Here rows are grouped by a hash of their bytes and each row is compared
+    with the first of its group, a block at a time (so -0.0 and 0.0 differ, which
+    embeddings do not produce); a group that a hash collision mixed is split exactly."""
     x = np.ascontiguousarray(features)
-    hashes = _row_hashes(x)
-    _, inverse, counts = np.unique(hashes, return_inverse=True, return_counts=True)
+    _, inverse, counts = np.unique(_row_hashes(x), return_inverse=True, return_counts=True)
     candidates = np.flatnonzero(counts[inverse] > 1)  # every member of a group of equals
     if not len(candidates):
         return []
-    rows = x[candidates]
-    rows = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
-    _, inverse, counts = np.unique(rows, return_inverse=True, return_counts=True)
-    groups = np.split(candidates[np.argsort(inverse, kind="stable")], np.cumsum(counts)[:-1])
-    return [group for group, count in zip(groups, counts) if count > 1]
+    candidates = candidates[np.argsort(inverse[candidates], kind="stable")]
+    starts = np.flatnonzero(np.diff(inverse[candidates], prepend=-1))
+    first = np.repeat(candidates[starts], np.diff(np.append(starts, len(candidates))))
+    rows = x.view(np.uint8).reshape(len(x), -1)
+    equal = np.concatenate([(rows[candidates[i:i + block]] == rows[first[i:i + block]]).all(axis=1)
+                            for i in range(0, len(candidates), block)])
+    groups = []
+    for group, same in zip(np.split(candidates, starts[1:]), np.split(equal, starts[1:])):
+        groups += [group] if same.all() else _equal_rows(rows[group], group)
+    return [group for group in groups if len(group) > 1]
+
+
+def _equal_rows(rows: np.ndarray, positions: np.ndarray) -> list[np.ndarray]:
+    """`positions` grouped by identical `rows` (bytes)."""
+    keys = np.ascontiguousarray(rows).view(np.dtype((np.void, rows.shape[1]))).ravel()
+    _, inverse = np.unique(keys, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    return np.split(positions[order], np.flatnonzero(np.diff(inverse[order])) + 1)
 
 
 def _row_hashes(x: np.ndarray, block: int = 65_536) -> np.ndarray:
@@ -120,7 +133,7 @@ def _unit(features: np.ndarray) -> np.ndarray:
     """Unit-length float32 rows (cosine, as scikit-learn normalises); the embeddings
     themselves when they already are (a copy of a million vectors is a gigabyte)."""
     x = np.ascontiguousarray(features, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x))[:, None]  # no squared copy of x
     if np.allclose(norms, 1.0, atol=1e-6):
         return x
     return x / np.where(norms > 0, norms, 1.0)

@@ -52,7 +52,7 @@ def test_approximate_graph_is_exact_for_the_most_distant_rows(sample_inputs, mon
     assert flagged["approximate"] == flagged["exact"] and flagged["exact"]
 
 
-def test_exact_duplicate_sets_equal_cleanlabs(sample_inputs):
+def test_exact_duplicate_sets_equal_cleanlabs(sample_inputs, monkeypatch):
     from cleanlab.internal.neighbor.knn_graph import _compute_exact_duplicate_sets
 
     from auditors.detectors.outlier import exact_duplicate_sets
@@ -66,6 +66,11 @@ def test_exact_duplicate_sets_equal_cleanlabs(sample_inputs):
     narrow = np.round(features[:, :3], 1) + 0.0  # 12-byte rows, many equal (+0.0: no -0.0)
     assert sorted(map(list, exact_duplicate_sets(narrow))) == \
         sorted(map(list, _compute_exact_duplicate_sets(narrow)))
+    from auditors.detectors import outlier
+
+    # every row's hash colliding: the groups are still split by the rows' bytes
+    monkeypatch.setattr(outlier, "_row_hashes", lambda rows: np.zeros(len(rows), np.uint64))
+    assert sorted(map(list, exact_duplicate_sets(features))) == sorted(map(list, theirs))
 
 
 def test_approximate_graph_is_extended_approximately(sample_inputs, tmp_path, monkeypatch):
