@@ -192,7 +192,7 @@ def _ivf_search(queries: np.ndarray, base: np.ndarray, k: int, *, nprobe: int,
     return index.search(queries, min(k, n))
 
 
-def approximate_knn(x: np.ndarray, k: int, *, nprobe: int = 4,
+def approximate_knn(x: np.ndarray, k: int, *, nprobe: int = 2,
                     exact_top_fraction: float = 0.01, seed: int = 0) -> KnnGraph:
     """The kNN graph of many rows from a faiss inverted-file index (`_ivf_search`), then
     made exact where the outlier ranking needs it (`exact_where_it_counts`). Costs about
@@ -224,7 +224,8 @@ def exact_where_it_counts(x: np.ndarray, graph: KnnGraph,
     top = max(1, int(np.ceil(exact_top_fraction * n)))
     done = 0
     while done < n:
-        batch = order[done:min(n, max(2 * done, 2 * top))]
+        # 2% first, then 1% at a time (doubling re-searched up to twice what was needed)
+        batch = order[done:min(n, done + (2 * top if done == 0 else top))]
         _research(x, graph, batch[~exact[batch]])
         done += len(batch)
         taken = distances[order[:done]].mean(axis=1)
@@ -244,7 +245,7 @@ def _research(x: np.ndarray, graph: KnnGraph, rows: np.ndarray) -> None:
 
 
 def extend_graph(x: np.ndarray, old: np.ndarray, stored: KnnGraph, *,
-                 approximate: bool = False, nprobe: int = 4) -> KnnGraph:
+                 approximate: bool = False, nprobe: int = 2) -> KnnGraph:
     """The k-NN graph of all rows of `x` from the graph `stored` of its rows `old`
     (positions in `x`; `stored.indices` point into `old`): an old row's nearest rows are
     its old neighbours or among the new rows; a new row is searched against all. Costs new
