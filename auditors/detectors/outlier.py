@@ -72,8 +72,7 @@ def cosine_knn(features: np.ndarray, k: int, *, row_ids=None, graph_file: Path |
         if graph is not None:
             break
     if graph is None:
-        graph = approximate_knn(x, k) if approximate else KnnGraph(
-            *_search(x, x, k, exclude_self=True), np.ones(len(x), dtype=bool))
+        graph = approximate_knn(x, k) if approximate else exact_knn(x, k)
     if graph_file is not None:
         _save_graph(graph_file, row_ids, x, graph)
     return correct_knn_distances_and_indices(features, graph.distances.astype(np.float64),
@@ -139,17 +138,13 @@ def _unit(features: np.ndarray) -> np.ndarray:
     return x / np.where(norms > 0, norms, 1.0)
 
 
-def _search(queries: np.ndarray, base: np.ndarray, k: int, *, exclude_self: bool,
-            offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Cosine distances and indices (into `base`, plus `offset`) of each query's k nearest
-    rows of `base`. `exclude_self`: queries are `base` itself; a row is not its own
-    neighbour (where exact duplicates hide it, the first neighbour goes, as in
-    scikit-learn)."""
-    extra = 1 if exclude_self else 0
-    similarity, neighbours = _brute_force(queries, base, min(k + extra, len(base)))
-    if exclude_self:
-        similarity, neighbours = _drop_own(similarity, neighbours, np.arange(len(queries)))
-    return _distances(similarity), neighbours.astype(np.int64) + offset
+def exact_knn(x: np.ndarray, k: int) -> KnnGraph:
+    """Every row's exact k nearest other rows (`_research` of all rows)."""
+    n = len(x)
+    graph = KnnGraph(np.empty((n, k), dtype=np.float32), np.empty((n, k), dtype=np.int64),
+                     np.zeros(n, dtype=bool))
+    _research(x, graph, np.arange(n))
+    return graph
 
 
 def _brute_force(queries: np.ndarray, base: np.ndarray, k: int):
@@ -236,7 +231,8 @@ def exact_where_it_counts(x: np.ndarray, graph: KnnGraph,
 
 
 def _research(x: np.ndarray, graph: KnnGraph, rows: np.ndarray) -> None:
-    """Exact neighbours for `rows`, written into `graph`."""
+    """Exact neighbours for `rows`, written into `graph` (a row is not its own neighbour;
+    where exact duplicates hide it, the farthest of the k + 1 found goes instead)."""
     if not len(rows):
         return
     k = graph.distances.shape[1]
@@ -319,9 +315,9 @@ def _load_graph(path: Path, row_ids, x: np.ndarray, k: int, *, approximate: bool
         return None
     position = pd.Index(_occurrence_keys(row_ids))
     old = position.get_indexer(old_ids.astype(object))
-    if (old < 0).any() or _fingerprint(x, old) != digest:
-        return None
     if not approximate and not graph.exact.all():  # an approximate graph is not extended exactly
+        return None
+    if (old < 0).any() or _fingerprint(x, old) != digest:
         return None
     return extend_graph(x, old, graph, approximate=approximate)
 

@@ -29,11 +29,11 @@ def test_approximate_graph_is_exact_for_the_most_distant_rows(sample_inputs, mon
     import copy
 
     from auditors.detectors import outlier
-    from auditors.detectors.outlier import _search, _unit, approximate_knn
+    from auditors.detectors.outlier import _unit, approximate_knn, exact_knn
 
     monkeypatch.setattr(outlier, "IVF_MIN_ROWS", 100)  # the sample is small: index it anyway
     x = _unit(sample_inputs.prompt_embeddings)
-    exact_d, exact_i = _search(x, x, 10, exclude_self=True)
+    exact_d, exact_i, _ = exact_knn(x, 10)
     approx_d, approx_i, exact = approximate_knn(x, 10, nprobe=1)  # one cell: many misses
     exact_score, approx_score = exact_d.mean(axis=1), approx_d.mean(axis=1)
     top = int(np.ceil(0.01 * len(x)))
@@ -77,7 +77,7 @@ def test_approximate_graph_is_extended_approximately(sample_inputs, tmp_path, mo
     """Above `exact_max_rows` a stored graph is extended with inverted-file searches: the
     1% most distant rows of the grown data still have exact neighbours, a missed neighbour
     can only make a row look farther, and the rows marked exact are."""
-    from auditors.detectors.outlier import _search, _unit, cosine_knn, extend_graph
+    from auditors.detectors.outlier import _unit, cosine_knn, exact_knn, extend_graph
     from auditors.detectors import outlier
     from auditors.detectors.outlier import approximate_knn
 
@@ -87,7 +87,7 @@ def test_approximate_graph_is_extended_approximately(sample_inputs, tmp_path, mo
     old = np.sort(order[: len(x) - 60])  # the first audit; 60 rows come later
     stored = approximate_knn(x[old], 10, nprobe=1)
     grown = extend_graph(x, old, stored, approximate=True, nprobe=1)
-    exact_d, _ = _search(x, x, 10, exclude_self=True)
+    exact_d, _, _ = exact_knn(x, 10)
     exact_score, approx_score = exact_d.mean(axis=1), grown.distances.mean(axis=1)
     top = int(np.ceil(0.01 * len(x)))
     assert set(np.argsort(-approx_score)[:top]) == set(np.argsort(-exact_score)[:top])
