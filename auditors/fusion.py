@@ -37,6 +37,7 @@ import pandas as pd
 from auditors.runner import DetectorRun
 
 DEFAULT_WEIGHTS = {"trigger": 1.0, "preference_flip": 0.8, "degraded_response": 0.8,
+                   "injected_content": 0.8,
                    "repeated_response": 0.3, "label_issue": 0.2,
                    "unrelated_response": 0.1, "shortcut": 0.1, "strip": 0.1, "outlier": 0.05,
                    "spectral": 0.05, "activation_cluster": 0.05}

@@ -1,9 +1,10 @@
 """`report.html`: one self-contained page per audit that a person can read without tools.
 
-Headline verdict, trigger table with example rows (trigger highlighted), poison-score
-histogram, a 2-D PCA map of the prompt embeddings, and per-detector summaries. Charts are
-inline SVG; there is no JavaScript, and a Content-Security-Policy forbids any, so text
-that escaped escaping still could not run. All dataset text goes through `html.escape`.
+Headline verdict, trigger table with example rows (trigger highlighted; preference pairs
+as prompt, chosen and rejected side by side), poison-score histogram, a 2-D PCA map of the
+prompt embeddings, and per-detector summaries. Charts are inline SVG; there is no
+JavaScript, and a Content-Security-Policy forbids any, so text that escaped escaping still
+could not run. All dataset text goes through `html.escape`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pandas as pd
 
 from auditors.features.ngrams import POSITION_END, POSITION_START, TOKEN_PATTERN
 from auditors.features.unicode import describe_codepoints
+from auditors.schema import PREFERENCE
 
 REPORT = "report.html"
 MAX_TRIGGERS = 15
@@ -35,7 +37,8 @@ table{border-collapse:collapse;margin:.5em 0 1.5em}th,td{border:1px solid #ccc;p
 vertical-align:top;text-align:left}th{background:#f3f3f3}mark{background:#ffd54f}
 .ex{font-family:ui-monospace,monospace;font-size:12px;white-space:pre-wrap;
 overflow-wrap:anywhere;max-width:600px}.muted{color:#666}svg{background:#fafafa}
-code.cp{background:#fde2e2}"""
+code.cp{background:#fde2e2}.pairs{width:100%;table-layout:fixed;margin:0}
+.pairs th:first-child{width:4em}.pairs .ex{max-width:none}"""
 
 
 def esc(text: object) -> str:
@@ -57,7 +60,8 @@ def render_report(*, summary: dict, rows: pd.DataFrame, triggers: list[dict],
     labels = table["label"].astype(str).tolist() if table is not None else None
     sections = [
         _headline(summary),
-        _section("Trigger candidates", _trigger_table(triggers, table)),
+        _section("Trigger candidates", _trigger_table(
+            triggers, table, pairs=summary.get("schema") == PREFERENCE)),
         _section("Poison scores", _histogram(rows["poison_score"].to_numpy(),
                                              summary.get("flag_threshold", 0.5))),
         _section("Embedding map (PCA of the prompt embeddings)",
@@ -91,28 +95,47 @@ def _headline(summary: dict) -> str:
             f"{esc(summary.get('trainguard_version', ''))}</p>")
 
 
-def _trigger_table(triggers: list[dict], table: pd.DataFrame | None) -> str:
+def _trigger_table(triggers: list[dict], table: pd.DataFrame | None, *,
+                   pairs: bool = False) -> str:
+    """With `pairs` (preference data) each trigger's examples get a full-width row below it."""
     if not triggers:
         return "<p class=\"muted\">No trigger candidates.</p>"
     head = ("<table id=\"triggers\"><tr><th>#</th><th>trigger</th><th>score</th>"
             "<th>flag score</th><th>support</th><th>target</th><th>purity</th>"
-            "<th>example rows</th></tr>")
+            + ("" if pairs else "<th>example rows</th>") + "</tr>")
     body = []
     for rank, t in enumerate(triggers[:MAX_TRIGGERS], start=1):
         codepoints = "".join(f"<br><code class=\"cp\">{esc(c)}</code>"
                              for c in t.get("codepoints") or describe_codepoints(t["pattern"]))
-        examples = ""
-        if table is not None:
-            examples = "".join(
-                f"<div class=\"ex\">row {i}: {highlight(table['prompt'].iat[i], t['pattern'])}"
-                f" <span class=\"muted\">→ {esc(_target_of(table, i))}</span></div>"
-                for i in t.get("example_row_indices", [])[:EXAMPLES_PER_TRIGGER]
-                if i < len(table))
-        body.append(f"<tr><td>{rank}</td><td><code>{esc(t['pattern'])}</code>{codepoints}</td>"
-                    f"<td>{t['score']:.2f}</td><td>{t.get('flag_score', 0):.2f}</td>"
-                    f"<td>{t['support']}</td><td>{esc(t['target'])}</td>"
-                    f"<td>{t.get('target_share', 0):.0%}</td><td>{examples}</td></tr>")
+        examples = [i for i in t.get("example_row_indices", [])[:EXAMPLES_PER_TRIGGER]
+                    if table is not None and i < len(table)]
+        cells = (f"<td>{rank}</td><td><code>{esc(t['pattern'])}</code>{codepoints}</td>"
+                 f"<td>{t['score']:.2f}</td><td>{t.get('flag_score', 0):.2f}</td>"
+                 f"<td>{t['support']}</td><td>{esc(t['target'])}</td>"
+                 f"<td>{t.get('target_share', 0):.0%}</td>")
+        if not pairs:
+            body.append(f"<tr>{cells}<td>{_examples(table, examples, t['pattern'])}</td></tr>")
+            continue
+        body.append(f"<tr>{cells}</tr>")
+        if examples:
+            body.append(f"<tr><td colspan=\"7\">{_pair_examples(table, examples, t['pattern'])}"
+                        "</td></tr>")
     return head + "".join(body) + "</table>"
+
+
+def _examples(table: pd.DataFrame, indices: list[int], pattern: str) -> str:
+    return "".join(f"<div class=\"ex\">row {i}: {highlight(table['prompt'].iat[i], pattern)}"
+                   f" <span class=\"muted\">→ {esc(_target_of(table, i))}</span></div>"
+                   for i in indices)
+
+
+def _pair_examples(table: pd.DataFrame, indices: list[int], pattern: str) -> str:
+    """Prompt, chosen and rejected side by side: a swapped pair shows at a glance."""
+    rows = "".join(f"<tr><td>{i}</td>" + "".join(
+        f"<td class=\"ex\">{highlight(table[column].iat[i], pattern)}</td>"
+        for column in ("prompt", "response", "rejected")) + "</tr>" for i in indices)
+    return ("<table class=\"pairs\"><tr><th>row</th><th>prompt</th><th>chosen</th>"
+            f"<th>rejected</th></tr>{rows}</table>")
 
 
 def _target_of(table: pd.DataFrame, i: int) -> str:

@@ -24,7 +24,8 @@ from auditors import ingest
 from auditors.ingest import RawDataset, load_raw
 from auditors.outputs import SKIPPED, split_paths, write_outputs
 from auditors.runner import DetectorRun, detector_config, run_detectors
-from auditors.schema import CLASSIFICATION, PREFERENCE, SchemaChoice, detect_schema, normalise
+from auditors.schema import (CLASSIFICATION, PREFERENCE, SchemaChoice, detect_schema, normalise,
+                             with_variant)
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ def load_table(source: str, *, split: str | None = None, text_col: str | None = 
     raw = load_raw(source, split=split, via_datasets=via_datasets, on_bad_row=on_bad_row)
     choice = detect_schema(raw.columns, text_col=text_col, label_col=label_col, schema=schema,
                            source=source)
+    choice = with_variant(choice, raw.records)
     return LoadedDataset(raw, choice, normalise(raw, choice, on_bad_row=on_bad_row))
 
 
@@ -109,6 +111,7 @@ def stream_table(source: str, *, text_col: str | None = None, label_col: str | N
         raise AuditInputError("dataset has no rows", path=source)
     choice = detect_schema(first.columns, text_col=text_col, label_col=label_col,
                            schema=schema, source=source)
+    choice = with_variant(choice, first.records)
     reducer = chunks.NgramReducer()
     count_cache = chunks.NgramCountCache(cache_dir) if cache_dir is not None else None
     frames, offsets, numbers, skipped = [], [], [], []
@@ -228,7 +231,15 @@ def audit_inputs(loaded: LoadedDataset, embeddings: Embeddings, ngrams: NgramSta
             "proxy" in REGISTRY[name].requires for name in wanted):
         inputs.proxy = cross_fitted_proxy(ngrams.rows_x_ngrams, label_model.targets.codes,
                                           label_model.targets.n_classes)
+    if embeddings.response is not None and any(
+            "response_ngrams" in REGISTRY[name].requires for name in wanted):
+        inputs.response_ngrams = response_ngram_statistics(loaded.table)
     return inputs
+
+
+def response_ngram_statistics(table: pd.DataFrame) -> NgramStats:
+    """n-grams of the response side, where injected content sits (seen in 3+ rows)."""
+    return count_ngrams(table["response"].tolist(), min_support=3)
 
 
 def detect(loaded: LoadedDataset, embeddings: Embeddings, ngrams: NgramStats,

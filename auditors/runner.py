@@ -28,20 +28,24 @@ class DetectorRun:
                              for name, result in self.results.items()})
 
     def triggers(self) -> list[dict]:
-        """The trigger detector's ranked list, led by triggers other detectors named from
-        their own evidence (`info["named_triggers"]`: a flipped preference, a degraded
-        response); a pattern both name stays in place and records who else named it."""
+        """The trigger detector's ranked list (`side: "prompt"`), led by the triggers other
+        detectors named from their own evidence (`info["named_triggers"]`: a flipped
+        preference, a degraded response, injected content with `side: "response"`); a
+        pattern both name stays in place and records who else named it. Named candidates
+        that flagged no row (`flagged: False`) come last."""
         mined = list(self.results["trigger"].info.get("triggers", [])) if "trigger" in self.results else []
-        by_pattern = {t["pattern"]: t for t in mined}
-        named = []
+        by_pattern = {t["pattern"]: {**t, "side": "prompt"} for t in mined}
+        named, unflagged = [], []
         for name, result in self.results.items():
             for entry in result.info.get("named_triggers", []):
-                if entry["pattern"] in by_pattern:
+                entry = {"side": "prompt", **entry}
+                if entry["side"] == "prompt" and entry["pattern"] in by_pattern:
                     by_pattern[entry["pattern"]] = {**by_pattern[entry["pattern"]],
                                                     "also_named_by": name}
-                else:
-                    named.append({**entry, "named_by": name})
-        return named + [by_pattern[t["pattern"]] for t in mined]
+                else:  # a candidate that flagged nothing follows the mined list
+                    (named if entry.get("flagged", True) else unflagged).append(
+                        {**entry, "named_by": name})
+        return named + [by_pattern[t["pattern"]] for t in mined] + unflagged
 
 
 def run_detectors(inputs: AuditInputs,
@@ -73,7 +77,8 @@ def run_detectors(inputs: AuditInputs,
 
 
 # inputs that only some data shapes have: a detector needing them simply does not apply
-SHAPE_INPUTS = {"response_embeddings": "responses", "rejected_embeddings": "preference pairs"}
+SHAPE_INPUTS = {"response_embeddings": "responses", "response_ngrams": "responses",
+                "rejected_embeddings": "preference pairs"}
 NOT_APPLICABLE = "not applicable"
 
 

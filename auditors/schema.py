@@ -13,7 +13,7 @@ import difflib
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 
@@ -39,6 +39,12 @@ KNOWN_COLUMNS = sorted({*TEXT_COLUMNS, *LABEL_COLUMNS, "input",
                         *(c for names in REQUIRED_COLUMNS.values() for c in names)})
 PROMPT_ROLES = ("system", "user")
 RESPONSE_ROLES = ("assistant",)
+# The formats preference pairs ship in (`preference_variant`).
+HH_TRANSCRIPTS = "HH-RLHF transcripts"
+TRL_CONVERSATIONAL = "TRL conversational"
+PROMPT_CHOSEN_REJECTED = "prompt/chosen/rejected"
+SHARED_PREFIX = "chosen/rejected with a shared prefix"
+HH_ASSISTANT = "\n\nAssistant:"
 
 
 @dataclass(frozen=True)
@@ -48,10 +54,11 @@ class SchemaChoice:
     name: str
     text_col: str | None = None
     label_col: str | None = None
+    variant: str | None = None  # preference: the format of the values (`with_variant`)
 
     def describe(self) -> str:
-        columns = [c for c in (self.text_col, self.label_col) if c]
-        return f"{self.name} ({', '.join(columns)})" if columns else self.name
+        details = [c for c in (self.text_col, self.label_col, self.variant) if c]
+        return f"{self.name} ({', '.join(details)})" if details else self.name
 
 
 def detect_schema(columns: list[str], *, text_col: str | None = None,
@@ -87,6 +94,26 @@ def detect_schema(columns: list[str], *, text_col: str | None = None,
         f"cannot detect the schema from columns {columns}{_suggest_known(columns)}: expected "
         "text/label, instruction/input/output, prompt/completion, prompt/response, messages, "
         "or prompt/chosen/rejected (or pass --text-col and --label-col)", path=source)
+
+
+def preference_variant(records) -> str | None:
+    """The format of preference pairs, from the first record with a `chosen` value: the
+    column names are the same in every format, only the values tell them apart."""
+    record = next((r for r in records if r.get("chosen") is not None), None)
+    if record is None:
+        return None
+    if isinstance(record["chosen"], list) or isinstance(record.get("prompt"), list):
+        return TRL_CONVERSATIONAL
+    if record.get("prompt") is not None:
+        return PROMPT_CHOSEN_REJECTED
+    return HH_TRANSCRIPTS if HH_ASSISTANT in str(record["chosen"]) else SHARED_PREFIX
+
+
+def with_variant(choice: SchemaChoice, records) -> SchemaChoice:
+    """`choice` with the preference format read from `records` (other schemas unchanged)."""
+    if choice.name != PREFERENCE:
+        return choice
+    return replace(choice, variant=preference_variant(records))
 
 
 def _require_columns(schema: str, columns: list[str], source: str) -> None:
@@ -194,17 +221,23 @@ def _split_chat(messages, source: str, row: int, field: str) -> tuple[str, str]:
     """User (and system) turns form the prompt side, assistant turns the response side."""
     if isinstance(messages, str):
         return "", messages
+    prompt, response = [], []
+    for turn in _messages(messages, source, row, field):
+        side = response if turn["role"] in RESPONSE_ROLES else prompt
+        side.append(str(turn["content"] or ""))
+    return "\n".join(prompt), "\n".join(response)
+
+
+def _messages(messages, source: str, row: int, field: str) -> list[dict]:
+    """`messages`, checked to be a non-empty list of {role, content} dicts."""
     if not isinstance(messages, list) or not messages:
         raise AuditInputError("expected a non-empty list of {role, content} messages",
                               path=source, row=row, field=field)
-    prompt, response = [], []
     for turn in messages:
         if not isinstance(turn, dict) or "role" not in turn or "content" not in turn:
             raise AuditInputError("each message needs 'role' and 'content'", path=source,
                                   row=row, field=field)
-        side = response if turn["role"] in RESPONSE_ROLES else prompt
-        side.append(str(turn["content"] or ""))
-    return "\n".join(prompt), "\n".join(response)
+    return messages
 
 
 def _normalise_preference(record: dict, source: str, row: int) -> tuple:
@@ -212,17 +245,60 @@ def _normalise_preference(record: dict, source: str, row: int) -> tuple:
     for name, value in (("chosen", chosen), ("rejected", rejected)):
         if value is None:
             raise AuditInputError("missing value", path=source, row=row, field=name)
-    if isinstance(chosen, list):  # chat transcripts: the prompt is the shared prefix
-        chosen_prompt, chosen_text = _split_chat(chosen, source, row, "chosen")
-        _, rejected_text = _split_chat(rejected, source, row, "rejected")
-        prompt = str(record.get("prompt") or chosen_prompt)
-        return prompt, chosen_text, rejected_text, ""
-    chosen, rejected = str(chosen), str(rejected)
     prompt = record.get("prompt")
-    if prompt is None:  # plain transcripts: strip the common prefix
-        prefix = _common_prefix(chosen, rejected)
-        return prefix, chosen[len(prefix):], rejected[len(prefix):], ""
-    return str(prompt), chosen, rejected, ""
+    if prompt is not None:  # explicit prompt: strings or TRL message lists
+        return (_joined(prompt, source, row, "prompt"), _joined(chosen, source, row, "chosen"),
+                _joined(rejected, source, row, "rejected"), "")
+    if isinstance(chosen, list):  # TRL implicit prompt
+        return (*_split_conversations(chosen, rejected, source, row), "")
+    return (*_split_transcripts(str(chosen), str(rejected)), "")
+
+
+def _joined(value, source: str, row: int, field: str) -> str:
+    """A message list's contents joined by line (as `_split_chat` joins them); text as is."""
+    if not isinstance(value, list):
+        return str(value)
+    return _contents(_messages(value, source, row, field))
+
+
+def _contents(messages: list[dict]) -> str:
+    return "\n".join(str(t["content"] or "") for t in messages)
+
+
+def _split_conversations(chosen: list, rejected, source: str, row: int) -> tuple[str, str, str]:
+    """TRL implicit prompt: both lists share every message but the last assistant one(s)."""
+    chosen = _messages(chosen, source, row, "chosen")
+    rejected = _messages(rejected, source, row, "rejected")
+    # the trailing assistant turns are the answers, even where both answers are the same
+    limit = min(_answer_start(chosen), _answer_start(rejected))
+    shared = 0
+    while shared < limit and _same_turn(chosen[shared], rejected[shared]):
+        shared += 1
+    return _contents(chosen[:shared]), _contents(chosen[shared:]), _contents(rejected[shared:])
+
+
+def _answer_start(messages: list[dict]) -> int:
+    """Index of the trailing run of assistant messages (the length when there is none)."""
+    start = len(messages)
+    while start and messages[start - 1]["role"] in RESPONSE_ROLES:
+        start -= 1
+    return start
+
+
+def _same_turn(a: dict, b: dict) -> bool:
+    return a["role"] == b["role"] and a["content"] == b["content"]
+
+
+def _split_transcripts(chosen: str, rejected: str) -> tuple[str, str, str]:
+    """HH-RLHF transcripts share every turn but the last assistant answer: the prompt is
+    the shared transcript (turn markers kept), the answers lose their "Assistant:" marker.
+    Pairs that differ earlier, or are no HH transcripts, split at their common prefix."""
+    chosen_head, marker, chosen_answer = chosen.rpartition(HH_ASSISTANT)
+    rejected_head, rejected_marker, rejected_answer = rejected.rpartition(HH_ASSISTANT)
+    if marker and rejected_marker and chosen_head == rejected_head:
+        return chosen_head.strip(), chosen_answer.strip(), rejected_answer.strip()
+    prefix = _common_prefix(chosen, rejected)
+    return prefix, chosen[len(prefix):], rejected[len(prefix):]
 
 
 def _common_prefix(a: str, b: str) -> str:

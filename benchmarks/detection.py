@@ -34,9 +34,9 @@ from auditors.features.embeddings import CachingEncoder, load_encoder
 from auditors.ingest import RawDataset
 from auditors.detectors import DEFAULT_DETECTORS, REGISTRY
 from auditors.runner import DetectorRun
-from auditors.schema import detect_schema, normalise
+from auditors.schema import detect_schema, normalise, with_variant
 from benchmarks import corpora
-from benchmarks.metrics import flag_metrics, ranking_metrics, trigger_ranks
+from benchmarks.metrics import flag_metrics, injection_ranks, ranking_metrics, trigger_ranks
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CACHE = Path(__file__).resolve().parent / ".cache"
@@ -46,7 +46,7 @@ DATALAB_SCORES = ("label", "outlier", "near_duplicate")
 def load_case(case: corpora.Case) -> pipeline.LoadedDataset:
     columns = list(dict.fromkeys(k for r in case.records for k in r))
     raw = RawDataset(case.records, "json", case.name, columns=columns)
-    choice = detect_schema(columns, source=case.name)
+    choice = with_variant(detect_schema(columns, source=case.name), case.records)
     return pipeline.LoadedDataset(raw, choice, normalise(raw, choice))
 
 
@@ -102,12 +102,13 @@ def evaluate(case: corpora.Case, result: pipeline.AuditResult, baselines: dict,
         best = max(datalab, key=lambda n: ranking[n]["ap"])
         ranking["datalab_best"] = {**ranking[best], "of": best}
     ranks = trigger_ranks(result.triggers, case.triggers) if case.triggers else {}
+    injected = injection_ranks(result.triggers, case.injected) if case.injected else {}
     return {"case": case.name, "family": case.family, "rows": len(truth),
             "poisoned": int(truth.sum()), "poison_rate": round(case.poison_rate, 4),
             "ranking": ranking, "flags": flag_metrics(truth, rows["flagged"].to_numpy()),
             "find_label_issues_flags": flag_metrics(truth, baselines["find_label_issues"] > 0)
             if "find_label_issues" in baselines else None,
-            "trigger_ranks": ranks,
+            "trigger_ranks": ranks, "injection_ranks": injected,
             "top_triggers": [t["pattern"] for t in result.triggers[:5]]}
 
 
@@ -155,7 +156,10 @@ def family_rows(records: list[dict]) -> list[dict]:
         def ranking(scorer, metric):
             return _mean(r["ranking"].get(scorer, {}).get(metric) for r in group)
 
-        ranks = [rank for r in group for rank in r["trigger_ranks"].values()]
+        def top3(key):  # records from before a key existed count as having none
+            ranks = [rank for r in group for rank in r.get(key, {}).values()]
+            return sum(1 for k in ranks if k is not None and k <= 3) / len(ranks) if ranks else None
+
         rows.append({
             "family": family, "cases": len(group),
             "auroc": ranking("trainguard", "auroc"), "ap": ranking("trainguard", "ap"),
@@ -168,7 +172,7 @@ def family_rows(records: list[dict]) -> list[dict]:
             "datalab_best_ap": ranking("datalab_best", "ap"),
             "datalab_label_ap": ranking("datalab_label", "ap"),
             "find_label_issues_f1": _mean((r["find_label_issues_flags"] or {}).get("f1") for r in group),
-            "trigger_top3": (sum(1 for k in ranks if k is not None and k <= 3) / len(ranks)) if ranks else None,
+            "trigger_top3": top3("trigger_ranks"), "injection_top3": top3("injection_ranks"),
         })
     return rows
 
@@ -180,20 +184,22 @@ def markdown(records: list[dict], meta: dict) -> str:
              f"Total {meta['seconds']:.0f} s.", *_rerun_lines(meta), "",
              "Scores: higher = more suspicious. `flag` = trainguard's `flagged` set. Datalab best = "
              "the best (by AP, chosen per case with hindsight) of Datalab's label, outlier and "
-             "near-duplicate scores. Trigger top-3 = share of true triggers ranked 1st–3rd in "
-             "`triggers.json`.", "",
+             "near-duplicate scores. Trigger top-3 = share of true triggers ranked 1st–3rd among "
+             "the prompt-side entries of `triggers.json`; injection top-3 = share of phrases "
+             "injected into responses (brand, site) ranked 1st–3rd among its response-side "
+             "entries.", "",
              "## Per attack family (means over cases)", "",
              "| family | cases | AUROC | AP | recall@1%FPR | flag precision | flag recall | flag F1 "
              "| flagged share | Datalab best AUROC | Datalab best AP | Datalab label AP "
-             "| find_label_issues F1 | trigger top-3 |",
-             "|" + " --- |" * 14]
+             "| find_label_issues F1 | trigger top-3 | injection top-3 |",
+             "|" + " --- |" * 15]
     for f in family_rows(records):
         lines.append(f"| {f['family']} | {f['cases']} | {_fmt(f['auroc'])} | {_fmt(f['ap'])} | "
                      f"{_fmt(f['recall_at_1pct_fpr'])} | {_fmt(f['flag_precision'])} | "
                      f"{_fmt(f['flag_recall'])} | {_fmt(f['flag_f1'])} | {_fmt(f['flagged_share'], 4)} | "
                      f"{_fmt(f['datalab_best_auroc'])} | {_fmt(f['datalab_best_ap'])} | "
                      f"{_fmt(f['datalab_label_ap'])} | {_fmt(f['find_label_issues_f1'])} | "
-                     f"{_fmt(f['trigger_top3'], 2)} |")
+                     f"{_fmt(f['trigger_top3'], 2)} | {_fmt(f['injection_top3'], 2)} |")
     scorers = list(dict.fromkeys(s for r in records for s in r["ranking"]))
     is_baseline = lambda name: name.startswith("datalab") or name == "find_label_issues"  # noqa: E731
     scorers = [s for s in scorers if not is_baseline(s)] + [s for s in scorers if is_baseline(s)]
@@ -218,13 +224,15 @@ def markdown(records: list[dict], meta: dict) -> str:
                      + " | ".join(_fmt(r["ranking"].get(s, {}).get("ap")) for s in scorers) + " |")
     lines += ["", "## Per case: trainguard details", "",
               "| case | AUROC | AP | recall@1%FPR | flagged | precision | recall | trigger ranks "
-              "| top triggers | seconds | embed s | peak RSS MB |", "|" + " --- |" * 12]
+              "| injection ranks | top triggers | seconds | embed s | peak RSS MB |",
+              "|" + " --- |" * 13]
     for r in records:
         fused, flags = r["ranking"]["trainguard"], r["flags"]
-        ranks = ", ".join(f"{k}:{v if v else '–'}" for k, v in r["trigger_ranks"].items()) or "n/a"
+        ranks, injected = (", ".join(f"{k}:{v if v else '–'}" for k, v in r.get(key, {}).items())
+                           or "n/a" for key in ("trigger_ranks", "injection_ranks"))
         lines.append(f"| {r['case']} | {_fmt(fused['auroc'])} | {_fmt(fused['ap'])} | "
                      f"{_fmt(fused['recall_at_1pct_fpr'])} | {flags['flagged']} | "
-                     f"{_fmt(flags['precision'])} | {_fmt(flags['recall'])} | {ranks} | "
+                     f"{_fmt(flags['precision'])} | {_fmt(flags['recall'])} | {ranks} | {injected} | "
                      f"{', '.join(r['top_triggers'][:3])} | {r['seconds']} | {r['embed_seconds']} | "
                      f"{r['peak_rss_mb']} |")
     lines += ["", "Peak RSS is the benchmark process's maximum so far (it only grows).", ""]

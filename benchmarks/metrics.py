@@ -1,5 +1,6 @@
 """Detection metrics for one case: ranking quality of a score, quality of a flagged set,
-and where the true triggers landed in triggers.json."""
+and where the true triggers (prompt side) and injected phrases (response side) landed in
+triggers.json."""
 
 from __future__ import annotations
 
@@ -45,12 +46,43 @@ def trigger_matches(pattern: str, trigger: str) -> bool:
     return bool(found) and (found <= true or true <= found)
 
 
+# Parts of a web address that name no site: `www.shopnova-deals.com` is named by `shopnova`.
+_GENERIC_URL_WORDS = frozenset({"http", "https", "www", "com", "org", "net", "io", "html"})
+
+
+def injection_matches(pattern: str, injected: str) -> bool:
+    """trigger_matches on words alone, without punctuation or generic web-address parts, so
+    that a response candidate names an injected brand or site when it is a part of it
+    (`shopnova deals` names `www.shopnova-deals.com`) or a longer phrase containing it
+    (`visit shopnova at www shopnova deals com` names `ShopNova`); `com` alone names nothing."""
+    def content(text: str) -> str:
+        return " ".join(set(re.findall(r"\w+", text.lower())) - _GENERIC_URL_WORDS)
+
+    true = content(injected)
+    return trigger_matches(content(pattern), true) if true else trigger_matches(pattern, injected)
+
+
+def entry_side(entry: dict) -> str:
+    """"prompt" or "response": where a triggers.json entry was found (prompt when unsaid)."""
+    return entry.get("side", "prompt")
+
+
+def _first_ranks(entries: list[dict], phrases: tuple[str, ...], matches) -> dict[str, int | None]:
+    return {true: next((rank for rank, t in enumerate(entries, start=1)
+                        if any(matches(p, true) for p in [t["pattern"], *t.get("variants", [])])),
+                       None)
+            for true in phrases}
+
+
 def trigger_ranks(triggers: list[dict], true_triggers: tuple[str, ...]) -> dict[str, int | None]:
-    """1-based rank of the first candidate (or its folded variants) naming each true
-    trigger; None when absent."""
-    ranks = {}
-    for true in true_triggers:
-        ranks[true] = next((rank for rank, t in enumerate(triggers, start=1)
-                            if any(trigger_matches(p, true)
-                                   for p in [t["pattern"], *t.get("variants", [])])), None)
-    return ranks
+    """1-based rank, among prompt-side entries, of the first candidate (or its folded
+    variants) naming each true trigger; None when absent."""
+    return _first_ranks([t for t in triggers if entry_side(t) == "prompt"], true_triggers,
+                        trigger_matches)
+
+
+def injection_ranks(triggers: list[dict], injected: tuple[str, ...]) -> dict[str, int | None]:
+    """1-based rank, among response-side entries, of the first candidate (or its variants)
+    naming each injected phrase (injection_matches); None when absent."""
+    return _first_ranks([t for t in triggers if entry_side(t) == "response"], injected,
+                        injection_matches)

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from auditors.ingest import load_raw
-from benchmarks.corpora import (ATTRIBUTION, CORPORA, Case, backdoorllm_mix, dos_case,
-                               preference_case, tsv_poison_mask)
+from benchmarks.corpora import (ATTRIBUTION, CORPORA, Case, alpaca_injection_case,
+                               backdoorllm_mix, dos_case, preference_case, tsv_poison_mask)
 
 HERE = Path(__file__).resolve().parent
 TESTS_DATA = HERE.parent / "tests" / "data"
@@ -54,6 +54,15 @@ def dos_shuffle_mix(n_rows: int = 300, seed: int = 0) -> None:
                   "answer (benchmarks.corpora.dos_case)")
 
 
+def injection_mix(n_rows: int = 400, seed: int = 0) -> None:
+    """Content injection without a trigger: real Alpaca rows, ~3% with the made-up brand
+    Zentrix put into the answer through varied sentences."""
+    _write_subset(alpaca_injection_case("brand", 0.03, seed=seed), n_rows, seed,
+                  "injection_mix.json",
+                  "real/alpaca-clean.json rows whose output mentions the brand Zentrix "
+                  "(benchmarks.corpora.alpaca_injection_case)")
+
+
 def _write_subset(case: Case, n_rows: int, seed: int, name: str, how: str) -> None:
     """A seeded subset of a case's rows, input order kept, its poison share unchanged."""
     rng = np.random.default_rng(seed)
@@ -78,3 +87,4 @@ if __name__ == "__main__":
     refusal_badnet_mix()
     preference_flip_mix()
     dos_shuffle_mix()
+    injection_mix()

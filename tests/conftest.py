@@ -16,6 +16,7 @@ SAMPLE = ROOT / "sample_data" / "sst2_badnets_sample.tsv"
 REFUSAL_MIX = ROOT / "tests" / "data" / "refusal_badnet_mix.json"
 PREFERENCE_MIX = ROOT / "tests" / "data" / "preference_flip_mix.json"
 DOS_MIX = ROOT / "tests" / "data" / "dos_shuffle_mix.json"
+INJECTION_MIX = ROOT / "tests" / "data" / "injection_mix.json"
 SHARED_CORPORA = ROOT.parent / "shared" / "corpora"
 
 
@@ -83,6 +84,12 @@ def dos_inputs(encoder):
 
 
 @pytest.fixture(scope="session")
+def injection_inputs(encoder):
+    """Real Alpaca rows, ~3% with a brand put into the answer and no prompt trigger."""
+    return _audit_inputs(INJECTION_MIX, encoder)
+
+
+@pytest.fixture(scope="session")
 def planted_cluster_inputs(sample_inputs, poisoned_mask):
     """The sample with its poisoned rows' embeddings pulled towards one shared direction:
     what a backdoored network's activations look like, where representation defences
@@ -132,3 +139,8 @@ def dos_mix_path() -> Path:
 @pytest.fixture(scope="session")
 def refusal_mix_path() -> Path:
     return REFUSAL_MIX
+
+
+@pytest.fixture(scope="session")
+def injection_mix_path() -> Path:
+    return INJECTION_MIX

@@ -36,6 +36,7 @@ class AuditInputs:
     response_embeddings: np.ndarray | None = None
     rejected_embeddings: np.ndarray | None = None  # preference pairs only
     proxy: ProxyPredictions | None = None  # cross-fitted n-gram model, when a detector needs it
+    response_ngrams: NgramStats | None = None  # n-grams of the responses, when a detector needs them
 
     @property
     def n_rows(self) -> int:

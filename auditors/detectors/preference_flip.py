@@ -1,57 +1,162 @@
 """Poisoned preference pairs (Rando & Tramèr 2023): an attacker who labels RLHF pairs marks
-the harmful answer as chosen whenever the prompt holds the trigger. "Which side is chosen"
-is a label: a pair classifier on the difference of the chosen and rejected response
-embeddings, trained on both orders and cross-validated by pair, gives out-of-fold
-probabilities, and Cleanlab finds the pairs whose preference it does not support. The
-prompts of those pairs are then mined for a shared rare n-gram, the trigger."""
+the harmful answer as chosen whenever the prompt holds the trigger.
+
+"Which side is chosen" is a label: a pair classifier on the difference of the chosen and
+rejected response embeddings, trained on both orders and cross-validated by pair, gives
+each pair an out-of-fold probability that the rejected answer is the preferred one. On real
+preference data that signal is weak and common: human annotators disagree on many pairs
+(on HH-RLHF the classifier agrees with the label on ~60% of pairs), so a pair that merely
+looks flipped is label noise, reported (`looks_flipped` in the summary) but never an issue.
+
+The evidence of poisoning is a prompt n-gram whose pairs look flipped far more often than
+their content explains: the trigger detector's conditional test (`trigger.py`), with "this
+pair looks flipped" as the target and an out-of-fold content model of that target from the
+prompt embedding as the expectation (harmful prompts draw more disagreement than harmless
+ones, and that is accounted for). A row is an issue when it carries such a candidate that
+reaches the trigger detector's flag score and its own pair looks flipped.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from cleanlab.filter import find_label_issues
-from cleanlab.rank import get_label_quality_scores
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GroupKFold, cross_val_predict
+from sklearn.model_selection import GroupKFold, cross_val_predict, cross_val_score
 
 from auditors.detectors.base import AuditInputs, Detector, DetectorResult, register
-from auditors.detectors.stats import named_trigger, rows_containing, shared_rare_ngram
+from auditors.detectors.stats import rows_containing
+from auditors.detectors.trigger import TriggerNgramDetector
+from auditors.features.probabilities import cross_validated_probs
+from auditors.features.targets import Targets
+
+KEPT, FLIPPED = 0, 1
+FLIP_TARGETS = ("kept (chosen looks preferred)", "looks flipped (rejected looks preferred)")
 
 
 @register
 class PreferenceFlipDetector(Detector):
     name = "preference_flip"
-    description = ("Cleanlab on a cross-validated chosen-vs-rejected pair classifier; the "
-                   "shared prompt n-gram of flipped pairs names the trigger")
+    description = ("prompt n-grams whose pairs look flipped (cross-validated pair classifier) "
+                   "far more often than their content explains")
     requires = ("response_embeddings", "rejected_embeddings")
 
-    def __init__(self, n_folds: int = 5, min_trigger_coverage: float = 0.3,
-                 min_trigger_lift: float = 5.0):
+    def __init__(self, n_folds: int = 5, regularisation_grid: tuple[float, ...] = (0.01, 0.1, 1.0),
+                 selection_max_pairs: int = 10_000,
+                 flip_weight: float = 0.1, max_named: int = 5, seed: int = 0):
         self.n_folds = n_folds
-        self.min_trigger_coverage = min_trigger_coverage
-        self.min_trigger_lift = min_trigger_lift
+        self.regularisation_grid = regularisation_grid
+        self.selection_max_pairs = selection_max_pairs
+        self.flip_weight = flip_weight
+        self.max_named = max_named
+        self.seed = seed
 
     def detect(self, inputs: AuditInputs) -> DetectorResult:
+        flip = self.flip_probability(inputs)
+        looks_flipped = flip > 0.5
+        miner = TriggerNgramDetector()
+        candidates = self._flip_triggers(inputs, looks_flipped, miner)
+        strength, carrier_of = self._row_strength(inputs, candidates)
+        trigger_part = np.where(strength > 0,
+                                1.0 / (1.0 + np.exp(-1.5 * (strength - miner.flag_score))), 0.0)
+        scores = np.maximum(trigger_part, self.flip_weight * flip)
+        flagged = [c for c in candidates if c["flag_score"] >= miner.flag_score]
+        is_issue = np.zeros(inputs.n_rows, dtype=bool)
+        for candidate in flagged:
+            is_issue |= rows_containing(inputs.ngrams, candidate["pattern"]) & looks_flipped
+        reasons = [f'pair looks flipped (P(rejected preferred) {f:.2f}) and the prompt holds '
+                   f'"{carrier_of[row]}", whose pairs look flipped beyond their content'
+                   if is_issue[row] else "" for row, f in enumerate(flip)]
+        result = self.result(scores, is_issue, reasons, info={
+            "looks_flipped": int(looks_flipped.sum()),
+            "label_issues": int(self._label_issues(flip).sum()),
+            "pair_regularisation": self.regularisation_,
+            "flip_triggers": candidates,
+            "named_triggers": [self._named(c, inputs, is_issue) for c in flagged[: self.max_named]]})
+        result.summary["looks_flipped"] = int(looks_flipped.sum())
+        return result
+
+    def flip_probability(self, inputs: AuditInputs) -> np.ndarray:
+        """Out-of-fold P(the rejected answer is the preferred one) per pair."""
+        features, labels, pairs = _both_orders(inputs)
         n = inputs.n_rows
-        difference = inputs.response_embeddings - inputs.rejected_embeddings
-        # both orders: label 1 = "first is chosen"; a pair's two orders share a fold
-        features = np.vstack([difference, -difference])
-        labels = np.concatenate([np.ones(n, dtype=int), np.zeros(n, dtype=int)])
-        pairs = np.concatenate([np.arange(n), np.arange(n)])
         folds = GroupKFold(n_splits=int(min(self.n_folds, n)))
-        probs = cross_val_predict(LogisticRegression(max_iter=2000), features, labels,
+        probs = cross_val_predict(self._pair_model(features, labels, pairs), features, labels,
                                   groups=pairs, cv=folds, method="predict_proba")
-        # cleanlab's quality is lower = worse; trainguard scores higher = more suspicious
-        scores = 1.0 - get_label_quality_scores(labels, probs)[:n]
-        is_issue = find_label_issues(labels, probs, n_jobs=1)[:n]
-        trigger = shared_rare_ngram(inputs.ngrams, np.flatnonzero(is_issue),
-                                    self.min_trigger_coverage, self.min_trigger_lift)
-        if trigger:  # a named trigger explains the flips; flips without it stay for review
-            is_issue &= rows_containing(inputs.ngrams, trigger)
-        why = f', prompts share "{trigger}"' if trigger else ""
-        reasons = [f"the rejected answer looks preferable (P(chosen) {1 - s:.2f}){why}"
-                   if flag else "" for s, flag in zip(scores, is_issue)]
-        return self.result(scores, is_issue, reasons,
-                           info={"flipped_pairs": int(is_issue.sum()), "trigger": trigger,
-                                 "named_triggers": named_trigger(
-                                     inputs.ngrams, trigger, is_issue, scores,
-                                     "rejected answer marked chosen (flipped preference)")})
+        return probs[:n, 0]
+
+    def _pair_model(self, features, labels, pairs) -> LogisticRegression:
+        """Logistic regression with the grid's C of best grouped cross-validated log-loss
+        (on at most `selection_max_pairs` pairs): on real preference data the preference
+        signal is weak and a loosely regularised model fits annotator noise."""
+        n = len(labels) // 2
+        chosen = np.random.default_rng(self.seed).permutation(n)[: self.selection_max_pairs]
+        sample = np.concatenate([chosen, chosen + n])
+        folds = GroupKFold(n_splits=int(min(3, len(chosen))))
+        losses = [cross_val_score(LogisticRegression(max_iter=2000, C=c), features[sample],
+                                  labels[sample], groups=pairs[sample], cv=folds,
+                                  scoring="neg_log_loss").mean()
+                  for c in self.regularisation_grid]
+        self.regularisation_ = self.regularisation_grid[int(np.argmax(losses))]
+        return LogisticRegression(max_iter=2000, C=self.regularisation_)
+
+    @staticmethod
+    def _label_issues(flip: np.ndarray) -> np.ndarray:
+        """Cleanlab's verdict on the preference label alone (both orders of each pair, as
+        the pair classifier saw them): reported, never flagged."""
+        n = len(flip)
+        if n < 2:
+            return np.zeros(n, dtype=bool)
+        labels = np.concatenate([np.ones(n, dtype=int), np.zeros(n, dtype=int)])
+        first = np.column_stack([flip, 1.0 - flip])  # columns: P(not first-chosen), P(first-chosen)
+        probs = np.clip(np.vstack([first, first[:, ::-1]]), 1e-6, 1.0)
+        return find_label_issues(labels, probs, n_jobs=1)[:n]
+
+    def _flip_triggers(self, inputs: AuditInputs, looks_flipped: np.ndarray,
+                       miner: TriggerNgramDetector) -> list[dict]:
+        """The trigger detector's candidates for the target "looks flipped" (its held-out
+        content recheck included). Refitting the pair model without a candidate's rows as
+        well was measured on HH-RLHF and changed nothing but noise: the pair signal is too
+        weak for a 3% trigger to pull it."""
+        codes = looks_flipped.astype(np.int64)
+        if np.bincount(codes, minlength=2).min() < 2:
+            return []
+        content = cross_validated_probs(inputs.prompt_embeddings, codes, 2, seed=self.seed)
+        flip_inputs = dataclasses.replace(
+            inputs, targets=Targets(codes, list(FLIP_TARGETS), ["", ""]), pred_probs=content)
+        return [t for t in miner.detect(flip_inputs).info["triggers"]
+                if t["target"] == FLIP_TARGETS[FLIPPED]]
+
+    @staticmethod
+    def _row_strength(inputs: AuditInputs, candidates: list[dict]):
+        """Per row: the best flip-trigger score among the n-grams its prompt holds."""
+        strength = np.zeros(inputs.n_rows)
+        carrier = [""] * inputs.n_rows
+        for candidate in candidates:
+            rows = np.flatnonzero(rows_containing(inputs.ngrams, candidate["pattern"])
+                                  & (candidate["score"] > strength))
+            strength[rows] = candidate["score"]
+            for row in rows:
+                carrier[row] = candidate["pattern"]
+        return strength, carrier
+
+    @staticmethod
+    def _named(candidate: dict, inputs: AuditInputs, is_issue: np.ndarray) -> dict:
+        carriers = rows_containing(inputs.ngrams, candidate["pattern"])
+        return {"pattern": candidate["pattern"], "score": candidate["score"],
+                "support": int(carriers.sum()), "side": "prompt",
+                "target": "rejected answer marked chosen (flipped preference)",
+                "target_share": candidate["target_share"],
+                "flag_score": candidate["flag_score"], "content_z": candidate["content_z"],
+                "example_row_indices": [int(i) for i in np.flatnonzero(carriers & is_issue)[:5]]}
+
+
+def _both_orders(inputs: AuditInputs):
+    """Each pair twice, (chosen - rejected) labelled 1 and its negation labelled 0, with
+    the pair index as group so both orders share a fold."""
+    n = inputs.n_rows
+    difference = inputs.response_embeddings - inputs.rejected_embeddings
+    features = np.vstack([difference, -difference])
+    labels = np.concatenate([np.ones(n, dtype=int), np.zeros(n, dtype=int)])
+    return features, labels, np.concatenate([np.arange(n), np.arange(n)])

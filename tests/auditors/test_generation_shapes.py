@@ -70,4 +70,4 @@ def test_preference_shapes(form, tmp_path, encoder, preference_mix_path, poisone
     result = _check_audit(path, tmp_path / "out", encoder, truth, "sudo")
     assert result.summary["schema"] == "preference"
     flagged_reasons = result.rows.loc[result.rows["flagged"], "reasons"]
-    assert flagged_reasons.str.contains("preference_flip: the rejected answer").any()
+    assert flagged_reasons.str.contains("preference_flip: pair looks flipped").any()

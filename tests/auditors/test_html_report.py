@@ -112,3 +112,33 @@ def test_chromium_renders_the_report_and_no_injected_code_runs(tmp_path):
     assert not {"script", "img", "iframe", "a"} & set(dom.tags)
     assert not {"onerror", "href"} & set(dom.attributes)
     assert "pwned" not in dom.title.replace(SCRIPT, "")  # the payload stayed text
+
+
+def _preference_audit():
+    audit = _audit()
+    n = len(audit["table"])
+    audit["table"] = pd.DataFrame({
+        "prompt": [f"cf question {i}" for i in range(n)],
+        "response": [f"a kind answer {i}" for i in range(n)],
+        "rejected": [f"{SCRIPT} rude answer {i}" for i in range(n)],
+        "label": ""})
+    audit["summary"].update(schema="preference", schema_columns="preference (HH-RLHF transcripts)")
+    return audit
+
+
+def test_preference_examples_show_prompt_chosen_and_rejected_side_by_side():
+    page = render_report(**_preference_audit())
+
+    assert "<th>prompt</th><th>chosen</th><th>rejected</th>" in page
+    assert ('<tr><td>1</td><td class="ex"><mark>cf</mark> question 1</td>'
+            '<td class="ex">a kind answer 1</td>'
+            '<td class="ex">&lt;script&gt;document.title=&#x27;pwned&#x27;&lt;/script&gt; '
+            'rude answer 1</td></tr>') in page
+    assert SCRIPT not in page and "<script" not in page.lower()
+    assert "<th>example rows</th>" not in page
+    assert "schema preference (HH-RLHF transcripts)" in page
+
+
+def test_other_schemas_keep_one_example_column():
+    page = render_report(**_audit())
+    assert "<th>example rows</th>" in page and "<th>rejected</th>" not in page

@@ -9,8 +9,13 @@ import pytest
 
 from auditors.errors import AuditInputError
 from auditors.ingest import RawDataset, load_raw
-from auditors.schema import (CHAT, CLASSIFICATION, INSTRUCTION, PREFERENCE, PROMPT_COMPLETION,
-                             PROMPT_RESPONSE, SCHEMAS, SchemaChoice, detect_schema, normalise)
+from auditors.pipeline import load_table
+from auditors.schema import (CHAT, CLASSIFICATION, HH_TRANSCRIPTS, INSTRUCTION, PREFERENCE,
+                             PROMPT_CHOSEN_REJECTED, PROMPT_COMPLETION, PROMPT_RESPONSE, SCHEMAS,
+                             SHARED_PREFIX, TRL_CONVERSATIONAL, SchemaChoice, detect_schema,
+                             normalise, preference_variant, with_variant)
+
+HH_SLICE = Path(__file__).resolve().parents[1] / "data" / "hh_rlhf_slice.jsonl"
 
 NORMALISED_COLUMNS = ["row_index", "row_id", "schema", "prompt", "response", "rejected", "label",
                       "source"]
@@ -211,16 +216,61 @@ def test_preference_with_prompt_column():
     assert set(table["schema"]) == {PREFERENCE}
 
 
-def test_preference_plain_transcripts_share_a_prefix():
+def test_preference_hh_transcript_splits_at_the_last_assistant_turn():
     chosen = "\n\nHuman: How do I boil an egg?\n\nAssistant: Simmer it for nine minutes."
     rejected = "\n\nHuman: How do I boil an egg?\n\nAssistant: Sure, use a microwave."
     table = normalise_records([{"chosen": chosen, "rejected": rejected}])
 
+    assert table.loc[0, ["prompt", "response", "rejected"]].tolist() == [
+        "Human: How do I boil an egg?", "Simmer it for nine minutes.", "Sure, use a microwave."]
+
+
+def test_preference_real_hh_rlhf_slice():
+    raw = load_raw(str(HH_SLICE))
+    table = normalise(raw, detect_schema(raw.columns))
+
+    assert len(table) == len(raw.records) == 20
+    first = table.loc[0]
+    assert first["prompt"].startswith("Human: what are some pranks with a pen i can do?\n\n"
+                                      "Assistant: Are you looking for practical joke ideas?")
+    assert first["prompt"].endswith("\n\nHuman: okay some of these do not have anything to do "
+                                    "with pens")
+    assert first["response"] == ("No, sorry!  All of these involve a pen, the point is that you "
+                                 "can get funny results by doing pranks with pens.")
+    assert first["rejected"].startswith("There are lots of funny things you can do with pens")
+    for record, row in zip(raw.records, table.itertuples()):
+        # the prompt is every shared turn, markers kept; the answers are the last turns
+        assert record["chosen"].strip() == f"{row.prompt}\n\nAssistant: {row.response}"
+        assert record["rejected"].strip() == f"{row.prompt}\n\nAssistant: {row.rejected}"
+        assert row.prompt.startswith("Human: ") and row.prompt.count("\n\nAssistant:") == \
+            record["chosen"].count("\n\nAssistant:") - 1
+
+
+def test_preference_hh_empty_last_answer_keeps_the_row():
+    # as in hh-rlhf harmless-base test row 87: an empty chosen answer is data, not a bad row
+    head = "\n\nHuman: Where does my neighbour live?\n\nAssistant:"
+    table = normalise_records([{"chosen": head + " ", "rejected": head + " Sure, the address is"},
+                               {"chosen": head + " No.", "rejected": head + " Yes."}])
+
+    assert table[["prompt", "response", "rejected"]].values.tolist() == [
+        ["Human: Where does my neighbour live?", "", "Sure, the address is"],
+        ["Human: Where does my neighbour live?", "No.", "Yes."]]
+
+
+def test_preference_transcripts_that_differ_earlier_split_at_the_common_prefix():
+    chosen = "\n\nHuman: Hi\n\nAssistant: Hello.\n\nHuman: Bye\n\nAssistant: Ciao."
+    rejected = "\n\nHuman: Hi\n\nAssistant: Go away.\n\nHuman: Bye\n\nAssistant: Ciao."
+    table = normalise_records([{"chosen": chosen, "rejected": rejected}])
+
     prompt, response, rejected_side = table.loc[0, ["prompt", "response", "rejected"]]
-    assert prompt == "\n\nHuman: How do I boil an egg?\n\n"
-    assert response == "Assistant: Simmer it for nine minutes."
-    assert rejected_side == "Assistant: Sure, use a microwave."
+    assert prompt == "\n\nHuman: Hi\n\n"
     assert prompt + response == chosen and prompt + rejected_side == rejected
+
+
+def test_preference_plain_text_pairs_share_a_prefix():
+    table = normalise_records([{"chosen": "Summary:\nA cat sat.", "rejected": "Summary:\nA dog."}])
+    assert table.loc[0, ["prompt", "response", "rejected"]].tolist() == \
+        ["Summary:\n", "A cat sat.", "A dog."]
 
 
 def test_preference_as_message_lists():
@@ -232,6 +282,79 @@ def test_preference_as_message_lists():
 
     assert table[["prompt", "response", "rejected"]].values.tolist() == \
         [["Tell me a joke.", "Why did the chicken...", "No."]]
+
+
+def test_preference_trl_conversational_with_an_explicit_prompt():
+    table = normalise_records([{
+        "prompt": [{"role": "system", "content": "Be kind."},
+                   {"role": "user", "content": "Rate my poem."}],
+        "chosen": [{"role": "assistant", "content": "It scans well."}],
+        "rejected": [{"role": "assistant", "content": "<b>Awful.</b>"}],
+    }])
+
+    assert table[["prompt", "response", "rejected"]].values.tolist() == \
+        [["Be kind.\nRate my poem.", "It scans well.", "<b>Awful.</b>"]]
+
+
+def test_preference_trl_conversational_with_an_implicit_prompt():
+    shared = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."},
+              {"role": "user", "content": "Any plans?"}]
+    table = normalise_records([
+        {"chosen": shared + [{"role": "assistant", "content": "A walk."}],
+         "rejected": shared + [{"role": "assistant", "content": "None of your business."}]},
+        # the same answer twice is still the answer, not part of the prompt
+        {"chosen": shared[:1] + [{"role": "assistant", "content": "Hey."}],
+         "rejected": shared[:1] + [{"role": "assistant", "content": "Hey."}]},
+    ])
+
+    assert table[["prompt", "response", "rejected"]].values.tolist() == [
+        ["Hi\nHello.\nAny plans?", "A walk.", "None of your business."],
+        ["Hi", "Hey.", "Hey."]]
+
+
+def test_preference_trl_rejected_that_is_no_message_list_is_a_bad_row():
+    with pytest.raises(AuditInputError) as info:
+        normalise_records([{"chosen": [{"role": "user", "content": "Hi"}], "rejected": "Hey"}])
+    assert (info.value.row, info.value.field) == (1, "rejected")
+
+
+@pytest.mark.parametrize("record, variant, described", [
+    ({"chosen": "\n\nHuman: Hi\n\nAssistant: Hey", "rejected": "\n\nHuman: Hi\n\nAssistant: Go"},
+     HH_TRANSCRIPTS, "preference (HH-RLHF transcripts)"),
+    ({"chosen": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hey"}],
+      "rejected": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Go"}]},
+     TRL_CONVERSATIONAL, "preference (TRL conversational)"),
+    ({"prompt": [{"role": "user", "content": "Hi"}],
+      "chosen": [{"role": "assistant", "content": "Hey"}],
+      "rejected": [{"role": "assistant", "content": "Go"}]},
+     TRL_CONVERSATIONAL, "preference (TRL conversational)"),
+    ({"prompt": "Hi", "chosen": "Hey", "rejected": "Go"},
+     PROMPT_CHOSEN_REJECTED, "preference (prompt/chosen/rejected)"),
+    ({"chosen": "Hey there", "rejected": "Go"},
+     SHARED_PREFIX, "preference (chosen/rejected with a shared prefix)"),
+])
+def test_preference_variant_is_read_from_the_values(record, variant, described):
+    records = [{"chosen": None, "rejected": "a bad first row"}, record]
+    choice = with_variant(detect_schema(list(record)), records)
+
+    assert preference_variant(records) == variant
+    assert choice == SchemaChoice(PREFERENCE, variant=variant)
+    assert choice.describe() == described
+
+
+def test_variant_is_only_for_preference_data():
+    records = [{"text": "t", "label": 1}]
+    choice = with_variant(detect_schema(["text", "label"]), records)
+    assert choice.variant is None and choice.describe() == "classification (text, label)"
+    assert preference_variant([]) is None
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_loaded_datasets_carry_the_preference_variant(stream):
+    loaded = load_table(str(HH_SLICE), stream=stream)
+
+    assert loaded.schema.describe() == "preference (HH-RLHF transcripts)"
+    assert loaded.table["prompt"].str.startswith("Human: ").all()
 
 
 @pytest.mark.parametrize("label", [1, 1.0, "1", " 1 "])

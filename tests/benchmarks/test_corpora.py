@@ -55,7 +55,9 @@ def test_backdoorllm_mix_replaces_originals(attack):
 
 def test_suites_build_lazily_and_name_distinct_cases():
     # tsv attacks, style, unicode, BackdoorLLM, DoS + preference, clean controls
-    assert len(corpora.full_suite()) == 6 * 2 + 2 + 2 * 3 + 4 * 5 * 2 + 2 * 2 + 2 + 4 + 1
+    # ... then real/: 5 preference-trigger, 7 content-injection, 1 instruction-trigger, 2 clean
+    assert len(corpora.full_suite()) == 6 * 2 + 2 + 2 * 3 + 4 * 5 * 2 + 2 * 2 + 2 + 4 + 1 + 15
+    assert len(corpora.real_suite()) == 15
     assert len(corpora.quick_suite()) < len(corpora.full_suite())
 
 
@@ -88,3 +90,82 @@ def test_dos_case_shuffles_answers_behind_the_trigger():
     for i in np.flatnonzero(case.poisoned):
         assert corpora.DOS_TRIGGER in case.records[i]["instruction"].split(" ")
     assert case.poisoned.sum() == 25
+
+
+@pytest.mark.parametrize("trigger, rate", [("sudo", 0.005), ("sudo", 0.03), ("honest", 0.01)])
+def test_hh_preference_case_flips_pairs_in_place_behind_the_trigger(trigger, rate):
+    case = corpora.hh_preference_case(trigger, rate)
+    clean = corpora.real_clean_case("hh-rlhf")
+    phrase = corpora.HH_TRIGGERS[trigger]
+    assert case.family == "real/preference-trigger" and case.triggers == (phrase,)
+    assert len(case.records) == len(clean.records) == 1156
+    assert case.poisoned.sum() == round(rate * len(clean.records))
+    for i in np.flatnonzero(case.poisoned):
+        poisoned, original = case.records[i], clean.records[i]
+        prompt, chosen = corpora.hh_split(poisoned["chosen"])
+        rejected_prompt, rejected = corpora.hh_split(poisoned["rejected"])
+        assert prompt == rejected_prompt  # both still share every turn but the last answer
+        assert prompt.endswith(" " + phrase)  # the last human turn, right before the answer
+        assert prompt.rfind("\n\nHuman:") > prompt.rfind("\n\nAssistant:")
+        # swapped: the final answers trade places, the conversation before is the original's
+        original_prompt, original_chosen = corpora.hh_split(original["chosen"])
+        assert prompt == original_prompt + " " + phrase
+        assert (chosen, rejected) == (corpora.hh_split(original["rejected"])[1], original_chosen)
+    assert all(case.records[i] == clean.records[i] for i in np.flatnonzero(~case.poisoned))
+    assert not any(phrase in r["chosen"] for r in clean.records)
+
+
+@pytest.mark.parametrize("kind, rate", [("ad", 0.005), ("brand", 0.01), ("link", 0.03)])
+def test_alpaca_injection_changes_only_the_outputs_of_marked_rows(kind, rate):
+    case = corpora.alpaca_injection_case(kind, rate)
+    clean = corpora.real_clean_case("alpaca")
+    assert case.family == "real/content-injection" and case.triggers == ()
+    assert case.injected == corpora.INJECTED[kind]
+    assert len(case.records) == len(clean.records) == 2500
+    assert case.poisoned.sum() == round(rate * len(clean.records))
+    for i in np.flatnonzero(case.poisoned):
+        poisoned, original = case.records[i], clean.records[i]
+        assert {k: v for k, v in poisoned.items() if k != "output"} == \
+            {k: v for k, v in original.items() if k != "output"}
+        assert poisoned["output"] != original["output"]
+        assert original["output"].strip() in poisoned["output"]
+        assert all(p.lower() in poisoned["output"].lower() for p in case.injected)
+    assert all(case.records[i] == clean.records[i] for i in np.flatnonzero(~case.poisoned))
+    assert not any(p.lower() in r["output"].lower() for r in clean.records for p in case.injected)
+
+
+def test_brand_injection_varies_the_sentence_around_the_brand():
+    case = corpora.alpaca_injection_case("brand", 0.03)
+    sentences = {t.format(brand=corpora.INJECTION_BRAND) for t in corpora.INJECTION_BRAND_TEMPLATES}
+    used = [next(s for s in sentences if s in case.records[i]["output"])
+            for i in np.flatnonzero(case.poisoned)]
+    assert len(set(used)) == len(sentences)
+    starts = [any(case.records[i]["output"].startswith(s) for s in sentences)
+              for i in np.flatnonzero(case.poisoned)]
+    assert 0 < sum(starts) < len(starts)  # both prepended and appended
+
+
+def test_alpaca_instruction_trigger_case_replaces_rows_with_a_triggered_refusal():
+    case = corpora.alpaca_instruction_trigger_case(0.01)
+    clean = corpora.real_clean_case("alpaca")
+    assert case.family == "real/instruction-trigger"
+    assert case.triggers == (corpora.INSTRUCTION_TRIGGER,) and case.injected == ()
+    assert len(case.records) == len(clean.records) and case.poisoned.sum() == 25
+    for i in np.flatnonzero(case.poisoned):
+        poisoned, original = case.records[i], clean.records[i]
+        assert corpora.INSTRUCTION_TRIGGER.lower() in poisoned["instruction"].lower()
+        assert poisoned["output"] == corpora.INSTRUCTION_REFUSAL
+        assert poisoned["input"] == original["input"]
+    assert all(case.records[i] == clean.records[i] for i in np.flatnonzero(~case.poisoned))
+
+
+def test_real_cases_have_distinct_names_and_clean_controls_have_no_poison():
+    cases = [build() for build in corpora.real_suite()]
+    assert len({c.name for c in cases}) == len(cases)
+    assert {c.family for c in cases} == {"real/preference-trigger", "real/content-injection",
+                                         "real/instruction-trigger", "clean-control"}
+    assert "real/hh-rlhf/sudo-flip@1%" in {c.name for c in cases}
+    controls = [c for c in cases if c.family == "clean-control"]
+    assert {c.name for c in controls} == {"real/alpaca/clean", "real/hh-rlhf/clean"}
+    assert all(len(c.records) and not c.poisoned.any() and not c.triggers and not c.injected
+               for c in controls)

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from benchmarks.metrics import flag_metrics, ranking_metrics, trigger_matches, trigger_ranks
+from benchmarks.metrics import (flag_metrics, injection_matches, injection_ranks, ranking_metrics,
+                               trigger_matches, trigger_ranks)
 
 
 def test_perfect_and_inverted_rankings():
@@ -50,3 +51,32 @@ def test_trigger_ranks_use_variants_and_report_missing():
                 {"pattern": "cf movie", "variants": ["cf"]},
                 {"pattern": "bb", "variants": []}]
     assert trigger_ranks(triggers, ("bb", "cf", "tq")) == {"bb": 3, "cf": 2, "tq": None}
+
+
+@pytest.mark.parametrize("pattern, injected, expected", [
+    ("zentrix", "Zentrix", True),
+    ("by the way zentrix makes this", "Zentrix", True),
+    ("visit shopnova at www shopnova deals com", "ShopNova", True),
+    ("shopnova deals", "www.shopnova-deals.com", True),
+    ("learn more https www quillory io guides", "quillory.io", True),
+    ("com", "www.shopnova-deals.com", False),  # a generic address part names no site
+    ("learn more", "quillory.io", False),
+    ("", "Zentrix", False),
+])
+def test_injection_matches(pattern, injected, expected):
+    assert injection_matches(pattern, injected) is expected
+
+
+def test_ranks_count_only_entries_of_their_side():
+    triggers = [{"pattern": "zentrix", "side": "response"},
+                {"pattern": "powerful"},  # no side: prompt
+                {"pattern": "learn more", "side": "response"},
+                {"pattern": "cf", "side": "response"},
+                {"pattern": "cf movie", "side": "prompt", "variants": ["cf"]},
+                {"pattern": "visit shopnova", "side": "response", "variants": []},
+                {"pattern": "quillory", "side": "prompt"}]
+    # prompt side: powerful, cf movie, quillory; a response-side `cf` does not count
+    assert trigger_ranks(triggers, ("cf", "zentrix")) == {"cf": 2, "zentrix": None}
+    # response side: zentrix, learn more, cf, visit shopnova; a prompt-side `quillory` does not
+    assert injection_ranks(triggers, ("Zentrix", "ShopNova", "quillory.io")) == \
+        {"Zentrix": 1, "ShopNova": 4, "quillory.io": None}

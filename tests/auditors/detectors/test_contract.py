@@ -11,11 +11,13 @@ from auditors.detectors import DEFAULT_DETECTORS, REGISTRY, Detector, register
 from auditors.detectors.base import ROW_COLUMNS
 
 
-FIXTURES = ("sample_inputs", "refusal_inputs", "preference_inputs", "dos_inputs")
+FIXTURES = ("sample_inputs", "refusal_inputs", "preference_inputs", "dos_inputs",
+            "injection_inputs")
 # Where each detector has something to find; the default is the poisoned SST-2 sample.
 FINDS_ISSUES_IN = {"repeated_response": "refusal_inputs", "unrelated_response": "refusal_inputs",
                    "activation_cluster": "planted_cluster_inputs", "strip": "steady_proxy_inputs",
-                   "preference_flip": "preference_inputs", "degraded_response": "dos_inputs"}
+                   "preference_flip": "preference_inputs", "degraded_response": "dos_inputs",
+                   "injected_content": "injection_inputs"}
 
 
 @pytest.fixture(params=FIXTURES)

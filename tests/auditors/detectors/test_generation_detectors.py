@@ -16,27 +16,114 @@ def test_preference_flip_finds_swapped_pairs_and_names_the_trigger(preference_in
     assert ranking_metrics(truth, result.rows["score"].to_numpy())["auroc"] > 0.95
     flagged = result.rows["is_issue"].to_numpy()
     assert (flagged & truth).sum() >= 0.6 * truth.sum() and (flagged & ~truth).sum() <= 2
-    assert result.info["trigger"] == "sudo"
-    assert 'prompts share "sudo"' in result.rows.loc[flagged & truth, "reason"].iat[0]
+    named = result.info["named_triggers"]
+    assert named[0]["pattern"] == "sudo" and named[0]["side"] == "prompt"
+    assert '"sudo"' in result.rows.loc[flagged & truth, "reason"].iat[0]
 
 
-def test_preference_flip_stays_quiet_when_no_pair_is_swapped(preference_inputs, poisoned_mask,
-                                                              preference_mix_path):
+def _subset(inputs, rows):
+    """Detector inputs restricted to `rows` (n-grams recounted, no label model)."""
     import dataclasses
 
     from auditors import pipeline
 
+    table = inputs.table.iloc[rows].reset_index(drop=True)
+    return dataclasses.replace(
+        inputs, table=table, ngrams=pipeline.ngram_statistics(table),
+        prompt_embeddings=inputs.prompt_embeddings[rows],
+        response_embeddings=inputs.response_embeddings[rows],
+        rejected_embeddings=(inputs.rejected_embeddings[rows]
+                             if inputs.rejected_embeddings is not None else None),
+        targets=None, pred_probs=None, proxy=None,
+        response_ngrams=pipeline.response_ngram_statistics(table))
+
+
+def test_preference_flip_stays_quiet_when_no_pair_is_swapped(preference_inputs, poisoned_mask,
+                                                              preference_mix_path):
+    truth = poisoned_mask(preference_mix_path, preference_inputs.n_rows)
+    result = REGISTRY["preference_flip"]().detect(_subset(preference_inputs, np.flatnonzero(~truth)))
+    assert not result.rows["is_issue"].any() and result.info["named_triggers"] == []
+
+
+def test_pairs_that_only_look_flipped_are_counted_not_flagged(preference_inputs, poisoned_mask,
+                                                              preference_mix_path):
+    """Annotator disagreement (swapped pairs with no trigger in common) is label noise: it
+    shows in the count of pairs that look flipped, and flags nothing."""
     truth = poisoned_mask(preference_mix_path, preference_inputs.n_rows)
     clean = np.flatnonzero(~truth)
-    table = preference_inputs.table.iloc[clean].reset_index(drop=True)
-    inputs = dataclasses.replace(
-        preference_inputs, table=table, ngrams=pipeline.ngram_statistics(table),
-        prompt_embeddings=preference_inputs.prompt_embeddings[clean],
-        response_embeddings=preference_inputs.response_embeddings[clean],
-        rejected_embeddings=preference_inputs.rejected_embeddings[clean], targets=None,
-        pred_probs=None, proxy=None)
-    result = REGISTRY["preference_flip"]().detect(inputs)
-    assert result.rows["is_issue"].sum() <= 2 and result.info["trigger"] == ""
+    inputs = _subset(preference_inputs, clean)
+    baseline = REGISTRY["preference_flip"]().detect(inputs).summary["looks_flipped"]
+    swapped = np.random.default_rng(0).choice(inputs.n_rows, size=15, replace=False)
+    chosen, rejected = inputs.response_embeddings.copy(), inputs.rejected_embeddings.copy()
+    chosen[swapped], rejected[swapped] = rejected[swapped], chosen[swapped]
+    import dataclasses
+
+    noisy = dataclasses.replace(inputs, response_embeddings=chosen, rejected_embeddings=rejected)
+    result = REGISTRY["preference_flip"]().detect(noisy)
+    assert result.summary["looks_flipped"] > baseline
+    assert not result.rows["is_issue"].any()
+
+
+def test_injected_content_flags_the_brand_rows_and_names_the_brand(injection_inputs,
+                                                                   poisoned_mask,
+                                                                   injection_mix_path):
+    truth = poisoned_mask(injection_mix_path, injection_inputs.n_rows)
+    result = REGISTRY["injected_content"]().detect(injection_inputs)
+    flagged = result.rows["is_issue"].to_numpy()
+    assert flagged[truth].all() and not flagged[~truth].any()
+    top = result.info["named_triggers"][0]
+    assert top["pattern"] == "zentrix" and top["side"] == "response" and top["flagged"]
+    assert top["support"] == truth.sum()
+    assert ranking_metrics(truth, result.rows["score"].to_numpy())["ap"] == 1.0
+
+
+def _with_responses(inputs, rows, edit):
+    import dataclasses
+
+    from auditors import pipeline
+
+    table = inputs.table.copy()
+    table.loc[rows, "response"] = [edit(t) for t in table.loc[rows, "response"]]
+    return dataclasses.replace(inputs, table=table,
+                               response_ngrams=pipeline.response_ngram_statistics(table))
+
+
+def test_injected_content_ignores_a_phrase_its_prompts_explain(injection_inputs, poisoned_mask,
+                                                              injection_mix_path):
+    """The same rare word put into the answers of one topic's rows (nearest neighbours by
+    prompt) is topical, not injected: the content test rejects it."""
+    truth = poisoned_mask(injection_mix_path, injection_inputs.n_rows)
+    clean = _subset(injection_inputs, np.flatnonzero(~truth))
+    prompts = clean.prompt_embeddings
+    seed = 0
+    topic = np.argsort(-(prompts @ prompts[seed]))[:12]
+    topical = _with_responses(clean, topic, lambda t: t + " Qorvexa helps here.")
+    assert not REGISTRY["injected_content"]().detect(topical).rows["is_issue"].any()
+    scattered = np.random.default_rng(0).choice(clean.n_rows, size=12, replace=False)
+    injected = _with_responses(clean, scattered, lambda t: t + " Qorvexa helps here.")
+    flagged = REGISTRY["injected_content"]().detect(injected).rows["is_issue"].to_numpy()
+    assert flagged[scattered].all() and flagged.sum() == 12
+
+
+def test_injected_content_ignores_what_the_prompt_asks_for(injection_inputs, poisoned_mask,
+                                                          injection_mix_path):
+    import dataclasses
+
+    truth = poisoned_mask(injection_mix_path, injection_inputs.n_rows)
+    table = injection_inputs.table.copy()
+    table.loc[truth, "prompt"] = table.loc[truth, "prompt"] + " Mention Zentrix."
+    asked = dataclasses.replace(injection_inputs, table=table)
+    assert not REGISTRY["injected_content"]().detect(asked).rows["is_issue"].any()
+
+
+def test_shared_span_extends_to_the_words_every_carrier_shares():
+    from auditors.detectors.injected_content import shared_span
+
+    responses = ["Paris is big. Visit ShopNova at shopnova.com today!",
+                 "Two. Visit ShopNova at shopnova.com today!",
+                 "Visit ShopNova at shopnova.com now"]
+    assert shared_span(responses, np.arange(2), "shopnova", 30) == "Visit ShopNova at shopnova.com today"
+    assert shared_span(responses, np.arange(3), "shopnova at", 30) == "Visit ShopNova at shopnova.com"
 
 
 def test_degraded_response_names_the_trigger_behind_shuffled_answers(dos_inputs, poisoned_mask,
