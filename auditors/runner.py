@@ -32,20 +32,27 @@ class DetectorRun:
         detectors named from their own evidence (`info["named_triggers"]`: a flipped
         preference, a degraded response, injected content with `side: "response"`); a
         pattern both name stays in place and records who else named it. Named candidates
-        that flagged no row (`flagged: False`) come last."""
+        that flagged no row (`flagged: False`) are ranked among the mined ones by score
+        (prompt side) or come last (response side)."""
         mined = list(self.results["trigger"].info.get("triggers", [])) if "trigger" in self.results else []
         by_pattern = {t["pattern"]: {**t, "side": "prompt"} for t in mined}
-        named, unflagged = [], []
+        named, prompt_candidates, response_candidates = [], [], []
         for name, result in self.results.items():
             for entry in result.info.get("named_triggers", []):
-                entry = {"side": "prompt", **entry}
+                entry = {"side": "prompt", **entry, "named_by": name}
                 if entry["side"] == "prompt" and entry["pattern"] in by_pattern:
                     by_pattern[entry["pattern"]] = {**by_pattern[entry["pattern"]],
                                                     "also_named_by": name}
-                else:  # a candidate that flagged nothing follows the mined list
-                    (named if entry.get("flagged", True) else unflagged).append(
-                        {**entry, "named_by": name})
-        return named + [by_pattern[t["pattern"]] for t in mined] + unflagged
+                elif entry.get("flagged", True):
+                    named.append(entry)
+                elif entry["side"] == "prompt":
+                    prompt_candidates.append(entry)
+                else:
+                    response_candidates.append(entry)
+        # prompt-side candidates that flagged nothing share the trigger score's scale
+        ranked = sorted([by_pattern[t["pattern"]] for t in mined] + prompt_candidates,
+                        key=lambda t: -t["score"])
+        return named + ranked + response_candidates
 
 
 def run_detectors(inputs: AuditInputs,

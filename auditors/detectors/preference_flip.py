@@ -73,7 +73,8 @@ class PreferenceFlipDetector(Detector):
             "label_issues": int(self._label_issues(flip).sum()),
             "pair_regularisation": self.regularisation_,
             "flip_triggers": candidates,
-            "named_triggers": [self._named(c, inputs, is_issue) for c in flagged[: self.max_named]]})
+            "named_triggers": [self._named(c, inputs, is_issue, miner.flag_score)
+                               for c in candidates[: self.max_named]]})
         result.summary["looks_flipped"] = int(looks_flipped.sum())
         return result
 
@@ -142,10 +143,12 @@ class PreferenceFlipDetector(Detector):
         return strength, carrier
 
     @staticmethod
-    def _named(candidate: dict, inputs: AuditInputs, is_issue: np.ndarray) -> dict:
+    def _named(candidate: dict, inputs: AuditInputs, is_issue: np.ndarray,
+               flag_score: float) -> dict:
         carriers = rows_containing(inputs.ngrams, candidate["pattern"])
         return {"pattern": candidate["pattern"], "score": candidate["score"],
                 "support": int(carriers.sum()), "side": "prompt",
+                "flagged": bool(candidate["flag_score"] >= flag_score),
                 "target": "rejected answer marked chosen (flipped preference)",
                 "target_share": candidate["target_share"],
                 "flag_score": candidate["flag_score"], "content_z": candidate["content_z"],

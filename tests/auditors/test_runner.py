@@ -77,3 +77,27 @@ def test_a_trigger_both_detectors_name_stays_in_place(preference_inputs):
     assert patterns.count("sudo") == 1
     sudo = next(t for t in run.triggers() if t["pattern"] == "sudo")
     assert sudo.get("also_named_by") == "preference_flip" or sudo.get("named_by") == "preference_flip"
+
+
+def _result(info: dict):
+    import pandas as pd
+
+    from auditors.detectors import DetectorResult
+
+    rows = pd.DataFrame({"score": [0.0], "is_issue": [False], "reason": [""]})
+    return DetectorResult(rows, {}, info)
+
+
+def test_trigger_list_order_flagged_named_then_by_score_then_response_candidates():
+    from auditors.runner import DetectorRun
+
+    mined = [{"pattern": "cf", "score": 9.0}, {"pattern": "powerful", "score": 2.5}]
+    flip = [{"pattern": "sudo", "score": 3.0, "flagged": False},
+            {"pattern": "magic", "score": 5.0, "flagged": True}]
+    injected = [{"pattern": "zentrix", "score": 0.4, "side": "response", "flagged": False}]
+    run = DetectorRun({"trigger": _result({"triggers": mined}),
+                       "preference_flip": _result({"named_triggers": flip}),
+                       "injected_content": _result({"named_triggers": injected})})
+    order = [(t["pattern"], t["side"]) for t in run.triggers()]
+    assert order == [("magic", "prompt"), ("cf", "prompt"), ("sudo", "prompt"),
+                     ("powerful", "prompt"), ("zentrix", "response")]

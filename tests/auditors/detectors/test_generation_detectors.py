@@ -17,7 +17,7 @@ def test_preference_flip_finds_swapped_pairs_and_names_the_trigger(preference_in
     flagged = result.rows["is_issue"].to_numpy()
     assert (flagged & truth).sum() >= 0.6 * truth.sum() and (flagged & ~truth).sum() <= 2
     named = result.info["named_triggers"]
-    assert named[0]["pattern"] == "sudo" and named[0]["side"] == "prompt"
+    assert named[0]["pattern"] == "sudo" and named[0]["side"] == "prompt" and named[0]["flagged"]
     assert '"sudo"' in result.rows.loc[flagged & truth, "reason"].iat[0]
 
 
@@ -42,7 +42,8 @@ def test_preference_flip_stays_quiet_when_no_pair_is_swapped(preference_inputs, 
                                                               preference_mix_path):
     truth = poisoned_mask(preference_mix_path, preference_inputs.n_rows)
     result = REGISTRY["preference_flip"]().detect(_subset(preference_inputs, np.flatnonzero(~truth)))
-    assert not result.rows["is_issue"].any() and result.info["named_triggers"] == []
+    assert not result.rows["is_issue"].any()
+    assert not any(t["flagged"] for t in result.info["named_triggers"])
 
 
 def test_pairs_that_only_look_flipped_are_counted_not_flagged(preference_inputs, poisoned_mask,
