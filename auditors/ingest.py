@@ -4,9 +4,14 @@ the clean and quarantine splits back in the same format.
 Line-based formats (JSONL, TSV, CSV) keep each row's original text so that the split
 outputs are byte-for-byte copies of the input rows, in the input's encoding.
 
-A bad row (malformed line, wrong field count, an item that is not an object) stops the
-audit with a located error, or with `on_bad_row="skip"` is set aside in
-`RawDataset.skipped` with its row number, reason and content.
+A bad row (malformed line, wrong field count, an item that is not an object, a duplicate
+key, a lone surrogate, nesting too deep) stops the audit with a located error, or with
+`on_bad_row="skip"` is set aside in `RawDataset.skipped` with its row number, reason and
+content.
+
+Each file is read once, and `RawDataset.fingerprint` is the sha256 of the bytes read: the
+fingerprint is of what was audited. Only regular files are read (a FIFO or device could not
+be read twice or fingerprinted).
 """
 
 from __future__ import annotations
@@ -14,8 +19,12 @@ from __future__ import annotations
 import codecs
 import csv
 import errno
+import hashlib
 import json
 import os
+import re
+import stat
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +41,7 @@ HEADERLESS_COLUMNS = ["text", "label"]
 # `datasets.load_dataset` builder name for each local file format.
 _DATASETS_BUILDERS = {"jsonl": "json", "json": "json", "csv": "csv", "tsv": "csv",
                       "parquet": "parquet"}
+MAX_JSON_DEPTH = 100  # deeper JSON values are bad rows (json itself fails near 1,000)
 # Byte-order marks, UTF-32 first: its little-endian mark starts with UTF-16's.
 _BOMS = ((codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"),
          (codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"),
@@ -44,6 +54,29 @@ class TextEncoding:
 
     codec: str = "utf-8"
     bom: bytes = b""
+
+
+@dataclass(frozen=True)
+class FileSnapshot:
+    """A file as it was read: size and mtime when it was opened, sha256 of the bytes read."""
+
+    size: int
+    mtime_ns: int
+    sha256: str
+
+    @property
+    def fingerprint(self) -> str:
+        return f"sha256:{self.sha256}"
+
+    def check_unchanged(self, path: str) -> None:
+        """Raise unless `path` still holds exactly the bytes that were read."""
+        with _open_regular(path) as handle:
+            now = os.fstat(handle.fileno())
+            same = ((now.st_size, now.st_mtime_ns) == (self.size, self.mtime_ns)
+                    and _hash_blocks(handle).hexdigest() == self.sha256)
+        if not same:
+            raise AuditInputError("the file changed after it was read and audited; audit a "
+                                  "private copy that nothing else writes to", path=path)
 
 
 @dataclass
@@ -75,6 +108,13 @@ class RawDataset:
     encoding: TextEncoding = field(default_factory=TextEncoding)
     skipped: list[SkippedRow] = field(default_factory=list)
     offsets: list[int] | None = None  # streamed batches: where each record is in the file
+    fingerprint: str = ""  # `sha256:` of the bytes read (a directory: of its files read)
+    snapshot: FileSnapshot | None = None  # streamed: the file the splits are copied from
+
+    def check_unchanged(self) -> None:
+        """Streamed splits are copied from the file again: it must hold what was audited."""
+        if self.snapshot is not None:
+            self.snapshot.check_unchanged(self.source)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -110,10 +150,10 @@ class BadRows:
         self.policy = policy
         self.skipped: list[SkippedRow] = []
 
-    def __call__(self, message: str, row: int, content: object) -> None:
+    def __call__(self, message: str, row: int, content: object, field: str | None = None) -> None:
         if self.policy == "fail":
-            raise AuditInputError(message, path=self.path, row=row)
-        self.skipped.append(SkippedRow(row, message, content))
+            raise AuditInputError(message, path=self.path, row=row, field=field)
+        self.skipped.append(SkippedRow(row, message, content, field))
 
 
 def detect_format(source: str) -> str:
@@ -122,6 +162,8 @@ def detect_format(source: str) -> str:
         return "hf-hub"
     path = Path(source)
     _check_readable(path, source)
+    if not path.is_dir() and not path.is_file():
+        raise AuditInputError(NOT_REGULAR, path=source)
     if path.is_dir():
         if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
             return "hf-disk"
@@ -133,6 +175,10 @@ def detect_format(source: str) -> str:
         raise AuditInputError(f"unknown file extension '{path.suffix}' (expected one of {known})",
                               path=source)
     return fmt
+
+
+NOT_REGULAR = ("not a regular file (a FIFO, device or socket): its bytes cannot be "
+               "fingerprinted and audited as one; copy it to a file first")
 
 
 def _check_readable(path: Path, source: str) -> None:
@@ -163,14 +209,18 @@ def load_raw(source: str, *, split: str | None = None, via_datasets: bool = Fals
     bad_rows = BadRows(source, on_bad_row)
     if fmt == "hf-hub":
         raw = _read_hub(source, split)
+        raw.fingerprint = f"name:{source}"  # no local bytes
     elif fmt == "hf-disk":
         raw = _read_saved_dataset(source, split)
-    elif via_datasets:
-        raw = _read_with_load_dataset(source, fmt)
     else:
-        readers = {"jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv,
-                   "tsv": _read_tsv, "parquet": _read_parquet}
-        raw = readers[fmt](source, bad_rows)
+        data, snapshot = _read_file(source)  # the only read: what is parsed is what is hashed
+        if via_datasets:
+            raw = _read_with_load_dataset(source, data, fmt)
+        else:
+            readers = {"jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv,
+                       "tsv": _read_tsv, "parquet": _read_parquet}
+            raw = readers[fmt](source, data, bad_rows)
+        raw.fingerprint = snapshot.fingerprint
     raw.skipped = bad_rows.skipped
     if not raw.records:
         raise AuditInputError(no_rows_message(raw.skipped), path=source)
@@ -185,16 +235,42 @@ def no_rows_message(skipped: list[SkippedRow]) -> str:
             f"{first.reason})")
 
 
-def _read_bytes(path: str) -> bytes:
+def _open_regular(path: str | Path):
+    """The file open for reading in binary; anything but a regular file is refused (opened
+    non-blocking, so a FIFO is refused instead of waiting for a writer)."""
     try:
-        return Path(path).read_bytes()
-    except OSError as exc:  # permissions, I/O errors, a FIFO that went away
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise AuditInputError(NOT_REGULAR, path=path)
+        return os.fdopen(fd, "rb")
+    except OSError as exc:  # permissions, I/O errors
         raise AuditInputError(f"cannot read file ({exc.strerror or exc})", path=path) from None
 
 
-def _decode(path: str) -> tuple[str, TextEncoding]:
-    """Text of a file: UTF-8, or UTF-8/16/32 with a byte-order mark."""
-    data = _read_bytes(path)
+def _read_file(path: str | Path) -> tuple[bytes, FileSnapshot]:
+    """The bytes of a regular file, read once, and their snapshot."""
+    with _open_regular(path) as handle:
+        opened = os.fstat(handle.fileno())
+        try:
+            data = handle.read()
+        except OSError as exc:
+            raise AuditInputError(f"cannot read file ({exc.strerror or exc})",
+                                  path=path) from None
+    return data, FileSnapshot(opened.st_size, opened.st_mtime_ns,
+                              hashlib.sha256(data).hexdigest())
+
+
+def _hash_blocks(handle, digest=None):
+    """`digest` (a new sha256 by default) updated with the rest of the file, by blocks."""
+    digest = digest or hashlib.sha256()
+    for block in iter(lambda: handle.read(1 << 20), b""):
+        digest.update(block)
+    return digest
+
+
+def _decode(path: str, data: bytes) -> tuple[str, TextEncoding]:
+    """Text of a file's bytes: UTF-8, or UTF-8/16/32 with a byte-order mark."""
     codec, bom = next(((c, b) for b, c in _BOMS if data.startswith(b)), ("utf-8", b""))
     try:
         text = data[len(bom):].decode(codec)
@@ -224,8 +300,8 @@ def _terminated(line: str) -> str:
     return line if line.endswith("\n") else line + "\n"
 
 
-def _read_jsonl(path: str, bad_rows: BadRows) -> RawDataset:
-    text, encoding = _decode(path)
+def _read_jsonl(path: str, data: bytes, bad_rows: BadRows) -> RawDataset:
+    text, encoding = _decode(path, data)
     records, lines, numbers = [], [], []
     for line_no, line in enumerate(_split_lines(text), start=1):
         record = _jsonl_record(line, line_no, bad_rows)
@@ -243,36 +319,135 @@ def _jsonl_record(line: str, line_no: int, bad_rows: BadRows) -> dict | None:
     if not line.strip():
         return None
     try:
-        record = json.loads(line)
+        record = _loads(line)
     except json.JSONDecodeError as exc:
         bad_rows(f"malformed JSON ({exc.msg})", line_no, line)
+        return None
+    except RecursionError:
+        bad_rows(TOO_DEEP, line_no, line)
         return None
     if not isinstance(record, dict):
         bad_rows(f"each line must be a JSON object, found {_json_type(record)}", line_no, line)
         return None
+    problem = _json_problem(record)
+    if problem:
+        bad_rows(problem[1], line_no, line, field=problem[0])
+        return None
     return record
 
 
-def _read_json(path: str, bad_rows: BadRows) -> RawDataset:
-    text, encoding = _decode(path)
+# Other JSON readers keep the first or refuse a repeated key; json keeps the last. A row that
+# readers see differently must not pass an audit, so a repeated key makes a bad row.
+class _RepeatedKey(dict):
+    """A JSON object with a repeated key (`key`), its last value kept."""
+
+    key: str = ""
+
+
+def _json_object(pairs: list) -> dict:
+    record = dict(pairs)
+    if len(record) < len(pairs):
+        seen: set = set()
+        record = _RepeatedKey(record)
+        record.key = next(k for k, _ in pairs if k in seen or seen.add(k))
+    return record
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_json_object)
+_SURROGATE = re.compile("[\ud800-\udfff]")  # json decodes an escaped pair to one character
+TOO_DEEP = f"JSON nested more than {MAX_JSON_DEPTH} levels deep"
+
+
+_loads = _DECODER.decode
+
+
+def _json_problem(value, field: str | None = None, depth: int = 0) -> tuple | None:
+    """(field, reason) for the first repeated key, lone surrogate (`"\\ud800"`: not text,
+    cannot be written as UTF-8) or over-deep nesting in a parsed JSON record; `field` is the
+    record's top-level key that holds it."""
+    if depth > MAX_JSON_DEPTH:
+        return field, TOO_DEEP
+    if isinstance(value, str):
+        found = _SURROGATE.search(value)
+        if found:
+            return field, f"lone surrogate \\u{ord(found.group()):04x} (not valid Unicode)"
+    elif isinstance(value, dict):
+        if isinstance(value, _RepeatedKey):
+            return field or value.key, f"duplicate key '{value.key}'"
+        for key, item in value.items():
+            where = field or key
+            problem = _json_problem(key, where, depth + 1) or _json_problem(item, where, depth + 1)
+            if problem:
+                return problem
+    elif isinstance(value, list):
+        return next(filter(None, (_json_problem(item, field, depth + 1) for item in value)), None)
+    return None
+
+
+def _read_json(path: str, data: bytes, bad_rows: BadRows) -> RawDataset:
+    text, encoding = _decode(path, data)
     try:
-        data = json.loads(text)
+        items = _loads(text)
     except json.JSONDecodeError as exc:
         raise AuditInputError(f"malformed JSON ({exc.msg})", path=path, row=exc.lineno) from None
-    if not isinstance(data, list):
-        found = (f"an object with keys {list(data)[:5]}" if isinstance(data, dict)
-                 else _json_type(data))
+    except RecursionError:  # an item nested too deeply for json: parse the items one by one
+        items = [_loads_item(item, path, number)
+                 for number, item in enumerate(_list_items(text, path), start=1)]
+    if not isinstance(items, list):
+        found = (f"an object with keys {list(items)[:5]}" if isinstance(items, dict)
+                 else _json_type(items))
         raise AuditInputError(f"a .json dataset must be a list of objects, found {found} "
                               "(use .jsonl for one object per line)", path=path)
-    records, numbers = [], []
-    for number, record in enumerate(data, start=1):
-        if isinstance(record, dict):
-            records.append(record)
-            numbers.append(number)
-        else:
+    records, numbers, item_texts = [], [], None
+    for number, record in enumerate(items, start=1):
+        if record is not _UNPARSED and not isinstance(record, dict):
             bad_rows(f"list item is not an object, found {_json_type(record)}", number, record)
+            continue
+        problem = (None, TOO_DEEP) if record is _UNPARSED else _json_problem(record)
+        if problem:  # listed as written: the value may not be writable as UTF-8, or too deep
+            item_texts = item_texts or _list_items(text, path)
+            bad_rows(problem[1], number, item_texts[number - 1].strip(), field=problem[0])
+            continue
+        records.append(record)
+        numbers.append(number)
     return RawDataset(records, "json", path, columns=_union_keys(records), row_numbers=numbers,
                       encoding=encoding)
+
+
+_UNPARSED = object()  # a list item nested too deeply for json to parse
+_JSON_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{},]', re.S)
+
+
+def _loads_item(text: str, path: str, number: int):
+    try:
+        return _loads(text)
+    except RecursionError:
+        return _UNPARSED
+    except json.JSONDecodeError as exc:
+        raise AuditInputError(f"malformed JSON ({exc.msg})", path=path, row=number) from None
+
+
+def _list_items(text: str, path: str) -> list[str]:
+    """The text of each item of a JSON list, split at its top-level commas (for lists whose
+    items json cannot parse, or whose skipped items are listed as written)."""
+    items, depth, start = [], 0, 0
+    for token in _JSON_TOKENS.finditer(text):
+        mark = token.group()[0]
+        if mark in "[{":
+            if depth == 0:
+                if mark == "{":
+                    break  # an object, not a list
+                start = token.end()
+            depth += 1
+        elif mark in "]}":
+            depth -= 1
+            if depth == 0:
+                items.append(text[start:token.start()])
+                return items if "".join(items).strip() else []
+        elif depth == 1 and mark == ",":
+            items.append(text[start:token.start()])
+            start = token.end()
+    raise AuditInputError(TOO_DEEP, path=path)  # not a list, or unbalanced
 
 
 def _json_type(value) -> str:
@@ -281,10 +456,10 @@ def _json_type(value) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-def _read_csv(path: str, bad_rows: BadRows) -> RawDataset:
+def _read_csv(path: str, data: bytes, bad_rows: BadRows) -> RawDataset:
     """RFC 4180 CSV (quoted fields may hold commas, quotes and newlines), read strictly:
     a stray quote or an unterminated field is an error, not a silently merged row."""
-    text, encoding = _decode(path)
+    text, encoding = _decode(path, data)
     header, columns = None, []
     records, raw_lines, numbers = [], [], []
     for line_no, raw_text, fields in _csv_rows(_split_lines(text)):
@@ -339,10 +514,10 @@ def _header_names(fields: list[str], path: str, line_no: int) -> list[str]:
     return names
 
 
-def _read_tsv(path: str, bad_rows: BadRows) -> RawDataset:
+def _read_tsv(path: str, data: bytes, bad_rows: BadRows) -> RawDataset:
     """TSV without quoting, one row per line; fields are stripped of stray spaces
     (the published SST-2/OffensEval files write `text \\t label`)."""
-    text, encoding = _decode(path)
+    text, encoding = _decode(path, data)
     lines = _split_lines(text)
     if not lines:
         return RawDataset([], "tsv", path, encoding=encoding)
@@ -382,40 +557,68 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _read_parquet(path: str, bad_rows: BadRows) -> RawDataset:
+def _read_parquet(path: str, data: bytes, bad_rows: BadRows) -> RawDataset:
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path)
+        table = pq.read_table(pa.BufferReader(data))
     except (pa.ArrowInvalid, OSError) as exc:
         raise AuditInputError(f"cannot read Parquet ({exc})", path=path) from None
     return _from_arrow(table, "parquet", path)
 
 
 def _read_saved_dataset(path: str, split: str | None) -> RawDataset:
-    import datasets
+    """A `save_to_disk` directory, read without `datasets`: `state.json` names the Arrow
+    files of the dataset (or of the split in `dataset_dict.json`). Every file is read once
+    and its name and bytes hashed for the fingerprint; a file that resolves outside the
+    directory (`../elsewhere.arrow`, a symlink out) is refused: it is not part of the input."""
+    root = Path(path).resolve()
+    digest = hashlib.sha256()
+
+    def read(name: str) -> bytes:
+        file = (root / name).resolve()
+        if not file.is_relative_to(root):
+            raise AuditInputError(f"'{name}' resolves outside the dataset directory",
+                                  path=path)
+        data, _ = _read_file(file)
+        digest.update(f"{name}\0{len(data)}\0".encode("utf-8") + data)
+        return data
 
     try:
-        loaded = datasets.load_from_disk(path)
-    except Exception as exc:  # corrupt or incomplete save_to_disk directory
+        prefix = ""
+        if not (root / "state.json").exists() and (root / "dataset_dict.json").exists():
+            splits = json.loads(read("dataset_dict.json"))["splits"]
+            prefix = f"{_pick_split(splits, split, path)}/"
+        state = json.loads(read(prefix + "state.json"))
+        table = pa.concat_tables([pa.ipc.open_stream(read(prefix + entry["filename"])).read_all()
+                                  for entry in state["_data_files"]])
+    except (ValueError, KeyError, TypeError, pa.ArrowException) as exc:  # corrupt or incomplete
         raise AuditInputError(f"cannot load saved dataset ({_first_line(exc)})",
                               path=path) from None
-    if isinstance(loaded, datasets.DatasetDict):
-        loaded = loaded[_pick_split(loaded, split, path)]
-    return _from_arrow(loaded.data.table, "hf-disk", path)
+    raw = _from_arrow(table, "hf-disk", path)
+    raw.fingerprint = f"sha256:{digest.hexdigest()}"
+    return raw
 
 
-def _read_with_load_dataset(path: str, fmt: str) -> RawDataset:
+def _read_with_load_dataset(path: str, data: bytes, fmt: str) -> RawDataset:
+    """Through `datasets.load_dataset`, from a private copy of the bytes already read (and
+    fingerprinted). TSV is read without quoting, as the built-in reader does: a `"` is text,
+    never the start of a field that runs over several lines and merges rows."""
     import datasets
 
-    kwargs = {"delimiter": "\t"} if fmt == "tsv" else {}
-    try:
-        loaded = datasets.load_dataset(_DATASETS_BUILDERS[fmt], data_files=path,
-                                       split="train", **kwargs)
-    except Exception as exc:  # the builders raise many types; all mean unreadable input
-        raise AuditInputError(f"datasets.load_dataset cannot read it ({_first_line(exc)})",
-                              path=path) from None
-    raw = _from_arrow(loaded.data.table, fmt, path)
+    kwargs = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if fmt == "tsv" else {}
+    with tempfile.TemporaryDirectory(prefix="trainguard-") as spool:
+        copy = Path(spool) / Path(path).name
+        copy.write_bytes(data)
+        try:
+            loaded = datasets.load_dataset(_DATASETS_BUILDERS[fmt], data_files=str(copy),
+                                           split="train", cache_dir=str(Path(spool) / "cache"),
+                                           keep_in_memory=True, **kwargs)
+        except Exception as exc:  # the builders raise many types; all mean unreadable input
+            reason = _first_line(exc).replace(str(copy), path)
+            raise AuditInputError(f"datasets.load_dataset cannot read it ({reason})",
+                                  path=path) from None
+        raw = _from_arrow(loaded.data.table, fmt, path)
     raw.records = [{k.strip(): _strip(v) for k, v in r.items()} for r in raw.records]
     raw.columns = [c.strip() for c in raw.columns]
     return raw
@@ -433,10 +636,14 @@ def _read_hub(source: str, split: str | None) -> RawDataset:
     """Hub datasets go straight through `datasets.load_dataset`; this needs network access
     (or a populated HF cache) and never runs dataset code (`trust_remote_code` is off)."""
     import datasets
+    from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
 
     name = hub_dataset_name(source)
-    try:
-        loaded = datasets.load_dataset(name, split=split or "train")
+    if name in _PACKAGED_DATASETS_MODULES:  # `json`, `csv`...: would read local files
+        raise AuditInputError(f"'{name}' is a datasets builder, not a hub dataset",
+                              path=source)
+    try:  # `hf://datasets/` looks on the hub only; a bare NAME would load a local ./NAME first
+        loaded = datasets.load_dataset(f"hf://datasets/{name}", split=split or "train")
     except Exception as exc:  # network, auth and missing-split errors all end the audit
         raise AuditInputError(f"cannot load hub dataset '{name}' ({_first_line(exc)})",
                               path=source) from None
@@ -512,19 +719,32 @@ def should_stream(source: str, *, via_datasets: bool = False, stream: bool | Non
     return bool(stream) or size >= STREAM_MIN_BYTES
 
 
-def iter_record_batches(source: str, *, batch_rows: int = DEFAULT_BATCH_ROWS,
-                        on_bad_row: str = "fail"):
+class RecordBatches:
     """RawDatasets of at most `batch_rows` records each, in file order (their `row_numbers`
     count from the start of the file, and a batch's bad rows are in its `skipped`). Each
     batch carries `offsets` (JSONL: byte offset of every record's line; Parquet: its record
-    number from 0) for `StreamedRows`."""
-    fmt = detect_format(source)
-    _check_readable(Path(source), source)
-    reader = _jsonl_batches if fmt == "jsonl" else _parquet_batches
-    yield from reader(source, batch_rows, on_bad_row)
+    number from 0) for `StreamedRows`. Once every batch is read, `snapshot` is the file as it
+    was read: the fingerprint, and what the splits' copy from the file is checked against."""
+
+    def __init__(self, source: str, *, batch_rows: int = DEFAULT_BATCH_ROWS,
+                 on_bad_row: str = "fail"):
+        self.source, self.batch_rows, self.on_bad_row = source, batch_rows, on_bad_row
+        self.snapshot: FileSnapshot | None = None
+
+    def __iter__(self):
+        fmt = detect_format(self.source)
+        reader = _jsonl_batches if fmt == "jsonl" else _parquet_batches
+        with _open_regular(self.source) as handle:
+            opened, digest = os.fstat(handle.fileno()), hashlib.sha256()
+            yield from reader(self.source, handle, digest, self.batch_rows, self.on_bad_row)
+            now = os.fstat(handle.fileno())
+        if (now.st_size, now.st_mtime_ns) != (opened.st_size, opened.st_mtime_ns):
+            raise AuditInputError("the file changed while it was read; audit a private copy "
+                                  "that nothing else writes to", path=self.source)
+        self.snapshot = FileSnapshot(opened.st_size, opened.st_mtime_ns, digest.hexdigest())
 
 
-def _jsonl_batches(path: str, batch_rows: int, on_bad_row: str):
+def _jsonl_batches(path: str, handle, digest, batch_rows: int, on_bad_row: str):
     def batch():
         raw = RawDataset(records, "jsonl", path, raw_lines=lines, columns=_union_keys(records),
                          row_numbers=numbers)
@@ -534,38 +754,42 @@ def _jsonl_batches(path: str, batch_rows: int, on_bad_row: str):
 
     bad_rows = BadRows(path, on_bad_row)
     records, lines, numbers, offsets = [], [], [], []
-    with open(path, "rb") as handle:
-        offset = 0
-        for line_no, data in enumerate(handle, start=1):
-            start, offset = offset, offset + len(data)
-            try:
-                line = data.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise AuditInputError(f"invalid UTF-8 at byte {start + exc.start}; convert the "
-                                      "file to UTF-8", path=path, row=line_no) from None
-            if "\x00" in line:
-                raise AuditInputError("NUL character: a binary file, or UTF-16 without a "
-                                      "byte-order mark", path=path, row=line_no)
-            record = _jsonl_record(line, line_no, bad_rows)
-            if record is None:
-                continue
-            records.append(record)
-            lines.append(_terminated(line))
-            numbers.append(line_no)
-            offsets.append(start)
-            if len(records) >= batch_rows:
-                yield batch()
-                bad_rows = BadRows(path, on_bad_row)
-                records, lines, numbers, offsets = [], [], [], []
+    offset = 0
+    for line_no, data in enumerate(handle, start=1):
+        digest.update(data)  # every byte parsed is hashed, once
+        start, offset = offset, offset + len(data)
+        try:
+            line = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise AuditInputError(f"invalid UTF-8 at byte {start + exc.start}; convert the "
+                                  "file to UTF-8", path=path, row=line_no) from None
+        if "\x00" in line:
+            raise AuditInputError("NUL character: a binary file, or UTF-16 without a "
+                                  "byte-order mark", path=path, row=line_no)
+        record = _jsonl_record(line, line_no, bad_rows)
+        if record is None:
+            continue
+        records.append(record)
+        lines.append(_terminated(line))
+        numbers.append(line_no)
+        offsets.append(start)
+        if len(records) >= batch_rows:
+            yield batch()
+            bad_rows = BadRows(path, on_bad_row)
+            records, lines, numbers, offsets = [], [], [], []
     if records or bad_rows.skipped:
         yield batch()
 
 
-def _parquet_batches(path: str, batch_rows: int, on_bad_row: str):
+def _parquet_batches(path: str, handle, digest, batch_rows: int, on_bad_row: str):
+    """Parquet is read out of order (footer first), so its bytes are hashed in one pass
+    first; `RecordBatches` then checks that size and mtime did not change while reading."""
     import pyarrow.parquet as pq
 
+    _hash_blocks(handle, digest)
+    handle.seek(0)
     try:
-        parquet = pq.ParquetFile(path)
+        parquet = pq.ParquetFile(handle)
         first = 0
         for arrow_batch in parquet.iter_batches(batch_size=batch_rows):
             records = arrow_batch.to_pylist()

@@ -10,10 +10,11 @@ decisions into a new audit; `Ledger` reads and writes the file.
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import json
 import platform
 import re
+import time
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -25,7 +26,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from auditors.errors import TrainguardError
+from auditors.errors import TrainguardError, one_line
 from auditors.features.ngrams import (POSITION_END, POSITION_START, TOKEN_PATTERN, character_tokens,
                                       is_character_token, position_tokens)
 from auditors.features.unicode import unicode_tokens
@@ -38,7 +39,13 @@ TRIGGERS_PER_ROW = 3  # a row's ledger entry names at most this many triggers it
 VERSIONED_PACKAGES = ("trainguard", "cleanlab", "sentence-transformers", "scikit-learn",
                       "prefect", "duckdb", "pandas")
 
+# Bumped when the tables change; a ledger with a higher version was written by a newer
+# trainguard and is refused rather than misread.
+SCHEMA_VERSION = 1
+LOCK_WAIT_SECONDS = 60.0  # how long to wait for another process's lock on the file
+
 _SCHEMA = """
+CREATE TABLE IF NOT EXISTS trainguard_meta (key VARCHAR PRIMARY KEY, value VARCHAR);
 CREATE TABLE IF NOT EXISTS runs (
     run_id VARCHAR PRIMARY KEY, started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ,
     input VARCHAR, fingerprint VARCHAR, parameters JSON, versions JSON,
@@ -59,24 +66,7 @@ CREATE TABLE IF NOT EXISTS intake_rows (intake_id VARCHAR, prompt_key VARCHAR, r
 """
 
 
-# --- pure parts: fingerprints, pattern matching, applying decisions -----------------------
-
-def fingerprint(source: str) -> str:
-    """`sha256:<hex>` of a file, or of a directory's files (relative names and contents, in
-    name order); hub datasets have no local bytes and are named instead."""
-    path = Path(source)
-    if not path.exists():
-        return f"name:{source}"
-    digest = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for file in files:
-        if file != path:
-            digest.update(str(file.relative_to(path)).encode("utf-8") + b"\x00")
-        with open(file, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return f"sha256:{digest.hexdigest()}"
-
+# --- pure parts: pattern matching, applying decisions ---------------------------------------
 
 class TextFeatures:
     """A row's text as the n-gram statistics see it, tokenised once for many patterns."""
@@ -190,19 +180,56 @@ def apply_ledger(rows: pd.DataFrame, prompts: list[str], triggers: list[dict],
     return Applied(rows, row_triggers, counts)
 
 
-def updated_summary(summary: dict, applied: Applied, *, store: str, run_id: str) -> dict:
-    """The summary after the ledger: counts and the gate follow the updated flags."""
+def check(name: str, passed: bool, detail: str) -> dict:
+    """One gate or policy check: `{"check", "passed", "detail"}`."""
+    return {"check": name, "passed": bool(passed), "detail": detail}
+
+
+def gate_checks(*, rows: int, flagged: int, max_flagged_fraction: float,
+                ledger: dict | None = None, fail_on_confirmed: bool = True) -> list[dict]:
+    """The gate of an audit with a ledger and of an intake, one rule for both: the flagged
+    share (compared unrounded) is at most `max_flagged_fraction`, and, with
+    `fail_on_confirmed`, no confirmed row or row holding a confirmed trigger is in the data.
+    `ledger` is the summary's ledger counts (`apply_ledger`'s `counts`)."""
+    from auditors.report import percents
+
+    share = flagged / rows if rows else 0.0
+    shown, limit = percents(share, max_flagged_fraction)
+    checks = [check("flagged share", share <= max_flagged_fraction,
+                    f"{flagged} of {rows} rows flagged ({shown}; limit {limit})")]
+    if fail_on_confirmed:
+        ledger = ledger or {}
+        confirmed_rows = ledger.get("confirmed_rows", 0)
+        trigger_rows = ledger.get("confirmed_trigger_rows", {})
+        hits = ", ".join(f"{p!r} in {n} rows" for p, n in trigger_rows.items())
+        checks.append(check("confirmed rows and triggers",
+                            confirmed_rows == 0 and not any(trigger_rows.values()),
+                            f"{confirmed_rows} confirmed rows reappear"
+                            + (f"; confirmed triggers found: {hits}" if hits else "")))
+    return checks
+
+
+def updated_summary(summary: dict, applied: Applied, *, store: str, run_id: str,
+                    fail_on_confirmed: bool = True) -> dict:
+    """The summary after the ledger: counts follow the updated flags, and the gate is
+    `gate_checks` (the flagged share, and confirmed rows or triggers found in the data)."""
     flagged = applied.rows["flagged"]
+    counts = {"store": store, "run_id": run_id, **applied.counts}
+    verdict = gate(flagged, summary["gate"]["max_flagged_fraction"])
+    checks = gate_checks(rows=len(flagged), flagged=int(flagged.sum()),
+                         max_flagged_fraction=verdict["max_flagged_fraction"], ledger=counts,
+                         fail_on_confirmed=fail_on_confirmed)
     return {**summary, "flagged": int(flagged.sum()), "clean_rows": int((~flagged).sum()),
-            "gate": gate(flagged, summary["gate"]["max_flagged_fraction"]),
-            "ledger": {"store": store, "run_id": run_id, **applied.counts}}
+            "gate": {**verdict, "passed": all(c["passed"] for c in checks), "checks": checks},
+            "ledger": counts}
 
 
 def apply_to_result(result, table: pd.DataFrame, decisions: Decisions, *, store: str,
-                    run_id: str):
+                    run_id: str, fail_on_confirmed: bool = True):
     """An `AuditResult` with the ledger applied, and what applying it did."""
     applied = apply_ledger(result.rows, table["prompt"].tolist(), result.triggers, decisions)
-    summary = updated_summary(result.summary, applied, store=str(store), run_id=run_id)
+    summary = updated_summary(result.summary, applied, store=str(store), run_id=run_id,
+                              fail_on_confirmed=fail_on_confirmed)
     return replace(result, rows=applied.rows, summary=summary), applied
 
 
@@ -224,25 +251,92 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _first_line(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    return one_line(lines[0]) if lines else type(exc).__name__
+
+
+_TABLES = {"trainguard_meta", "runs", "rows", "triggers", "intakes", "intake_rows"}
+
+
 # --- the file ------------------------------------------------------------------------------
 
 class Ledger:
     """One DuckDB file under `store`. Each method opens and closes its own connection so a
-    served deployment and a reviewer's command do not hold the file between steps."""
+    served deployment and a reviewer's command do not hold the file between steps; a file
+    another process holds is waited for (up to `lock_wait` seconds). Opening checks the
+    schema version: a ledger of a newer trainguard, a foreign or a damaged database is a
+    `TrainguardError` before anything is read or written."""
 
-    def __init__(self, store: str | Path, *, create: bool = True):
+    def __init__(self, store: str | Path, *, create: bool = True,
+                 lock_wait: float | None = None):
         self.store = Path(store)
         self.path = self.store / LEDGER_FILE
+        self.lock_wait = LOCK_WAIT_SECONDS if lock_wait is None else lock_wait
         if not self.path.exists():
             if not create:
                 raise TrainguardError(f"{self.path}: no ledger here (run an audit with "
                                       f"--store {self.store} first)")
             self.store.mkdir(parents=True, exist_ok=True)
         with self._connect() as con:
-            con.execute(_SCHEMA)
+            self._check_schema(con)
 
-    def _connect(self) -> duckdb.DuckDBPyConnection:
-        return duckdb.connect(str(self.path))
+    @classmethod
+    def check(cls, store: str | Path) -> None:
+        """Refuse an existing ledger that cannot be used (run before any work)."""
+        if (Path(store) / LEDGER_FILE).exists():
+            cls(store, create=False)
+
+    def _check_schema(self, con) -> None:
+        tables = {t for (t,) in con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'"
+        ).fetchall()}
+        if "trainguard_meta" in tables:
+            found = con.execute("SELECT value FROM trainguard_meta WHERE key = "
+                                "'schema_version'").fetchone()
+            version = int(found[0]) if found and str(found[0]).isdigit() else None
+            if version is None or version > SCHEMA_VERSION:
+                raise TrainguardError(
+                    f"{self.path}: ledger schema version {found[0] if found else 'missing'}, "
+                    f"this trainguard reads version {SCHEMA_VERSION} (written by a newer "
+                    "trainguard? upgrade, or use another --store)")
+        elif tables - _TABLES:
+            raise TrainguardError(f"{self.path}: not a trainguard ledger (tables "
+                                  f"{', '.join(sorted(tables))}); use another --store")
+        # new, or written before the version was recorded (the same tables): version it
+        con.execute(_SCHEMA)
+        con.execute("INSERT INTO trainguard_meta VALUES ('schema_version', ?) "
+                    "ON CONFLICT DO NOTHING", [str(SCHEMA_VERSION)])
+
+    @contextlib.contextmanager
+    def _connect(self):
+        """A connection; DuckDB errors become one-line `TrainguardError`s naming the file."""
+        con = self._open()
+        try:
+            yield con
+        except duckdb.Error as exc:
+            raise self._unreadable(exc) from None
+        finally:
+            con.close()
+
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        """Another process's lock is retried until `lock_wait` seconds have passed."""
+        deadline = time.monotonic() + self.lock_wait
+        while True:
+            try:
+                return duckdb.connect(str(self.path))
+            except duckdb.Error as exc:
+                if not (isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower()):
+                    raise self._unreadable(exc) from None
+                if time.monotonic() >= deadline:
+                    raise TrainguardError(f"{self.path}: the ledger is locked by another "
+                                          f"process; gave up after {self.lock_wait:g} s "
+                                          f"({_first_line(exc)})") from None
+                time.sleep(0.2)
+
+    def _unreadable(self, exc: Exception) -> TrainguardError:
+        return TrainguardError(f"{self.path}: ledger unreadable or damaged "
+                               f"({_first_line(exc)})")
 
     def decisions(self) -> Decisions:
         with self._connect() as con:
@@ -262,7 +356,9 @@ class Ledger:
         """The run, and every row it flagged or that the ledger already knows: new rows
         start `quarantined`; known rows keep their status and get this run as `last_run`."""
         now = _now()
-        input_fingerprint = fingerprint(source)
+        # the ingest's hash of the bytes it audited (never a second read of the file);
+        # summaries made without an ingest name the source only
+        input_fingerprint = summary.get("fingerprint", f"name:{source}")
         known = self.decisions()
         keep = applied.rows["flagged"].to_numpy(dtype=bool) | applied.rows["row_id"].isin(
             known.confirmed_rows | known.released_rows).to_numpy()
@@ -335,36 +431,55 @@ class Ledger:
     # --- decisions ---
 
     def decide(self, status: str, *, row_ids: list[str] = (), trigger: str | None = None,
-               by: str = "") -> int:
-        """Confirm or release rows by id, or a trigger pattern and the open rows holding it.
-        Returns how many ledger rows changed."""
+               triggers: list[str] = (), by: str = "", force: bool = False) -> int:
+        """Confirm or release rows by id, and trigger patterns with the open rows holding
+        them; all of them, in one transaction. A row id or trigger the ledger does not know
+        (no row with that id; a pattern no recorded row holds and nobody decided) is refused,
+        unless `force`: then the row id is recorded with this status (later audits act on
+        it wherever it appears) and the pattern decided all the same. Returns how many
+        ledger rows changed."""
         if status not in (CONFIRMED, RELEASED):
             raise TrainguardError(f"unknown decision {status!r}")
+        row_ids = list(dict.fromkeys(row_ids))
+        patterns = list(dict.fromkeys([*triggers, *([trigger] if trigger is not None else [])]))
         now = _now()
         with self._connect() as con:
+            known_rows = {r for (r,) in con.execute(
+                "SELECT row_id FROM rows WHERE list_contains(?, row_id)",
+                [row_ids]).fetchall()} if row_ids else set()
+            known_patterns = {p for (p,) in con.execute(
+                "SELECT pattern FROM triggers WHERE list_contains($p, pattern) UNION "
+                "SELECT DISTINCT t FROM (SELECT unnest(triggers) AS t FROM rows) "
+                "WHERE list_contains($p, t)", {"p": patterns}).fetchall()} if patterns else set()
+            unknown_rows = sorted(set(row_ids) - known_rows)
+            missing = [f"row id(s) not in the ledger: {', '.join(unknown_rows)}"
+                       ] if unknown_rows else []
+            missing += [f"trigger(s) not in the ledger: "
+                        f"{', '.join(repr(p) for p in patterns if p not in known_patterns)}"
+                        ] if set(patterns) - known_patterns else []
+            if missing and not force:
+                raise TrainguardError("; ".join(missing) + " (check the spelling with "
+                                      "`trainguard review`, or give --force to record it)")
             con.execute("BEGIN")
             changed = 0
             if row_ids:
-                known = {r for (r,) in con.execute(
-                    "SELECT row_id FROM rows WHERE list_contains(?, row_id)",
-                    [list(row_ids)]).fetchall()}
-                missing = sorted(set(row_ids) - known)
-                if missing:
-                    con.execute("ROLLBACK")
-                    raise TrainguardError(f"row id(s) not in the ledger: {', '.join(missing)}")
                 changed += con.execute(
                     "UPDATE rows SET status = ?, decided_by = ?, decided_at = ? "
-                    "WHERE list_contains(?, row_id)", [status, by, now, list(row_ids)]
+                    "WHERE list_contains(?, row_id)", [status, by, now, row_ids]
                 ).fetchone()[0]
-            if trigger is not None:
+                for row_id in unknown_rows:  # forced: an id alone
+                    con.execute("INSERT INTO rows (row_id, status, decided_by, decided_at) "
+                                "VALUES (?, ?, ?, ?)", [row_id, status, by, now])
+                    changed += 1
+            for pattern in patterns:
                 con.execute("INSERT INTO triggers VALUES (?, ?, ?, ?) ON CONFLICT (pattern) DO "
                             "UPDATE SET status = excluded.status, decided_by = "
                             "excluded.decided_by, decided_at = excluded.decided_at",
-                            [trigger, status, by, now])
+                            [pattern, status, by, now])
                 changed += con.execute(
                     "UPDATE rows SET status = ?, decided_by = ?, decided_at = ? "
                     "WHERE status = 'quarantined' AND list_contains(triggers, ?)",
-                    [status, by, now, trigger]).fetchone()[0]
+                    [status, by, now, pattern]).fetchone()[0]
             con.execute("COMMIT")
         return changed
 

@@ -25,6 +25,8 @@ from auditors.ingest import HUB_PREFIX, RawDataset
 
 SUMMARY = "summary.json"
 SKIPPED = "skipped.jsonl"
+MANIFEST = "manifest.json"  # the names of the files the last run wrote (see _move_into_place)
+INTAKE = "intake.json"  # written by the intake gate after the audit (`add_output`)
 _SPLIT_EXTENSIONS = {"jsonl": "jsonl", "json": "json", "csv": "csv", "tsv": "tsv",
                      "parquet": "parquet", "hf-disk": "parquet", "hf-hub": "parquet"}
 _STAGING_MARK = ".partial-"
@@ -43,11 +45,16 @@ def check_output_location(source: str, out_dir: str | Path) -> None:
     """Refuse an output directory that would overwrite or mix into the input.
 
     Allowed: DIR next to the input file or anywhere else. Refused: DIR is an existing
-    file, DIR is (inside) an input directory (a `save_to_disk` dataset), or one of the
+    file or a broken symbolic link, DIR or the folder it would be made in cannot be
+    written, DIR is (inside) an input directory (a `save_to_disk` dataset), or one of the
     output files would replace the input file (`data/clean.jsonl --out data`)."""
     out = Path(out_dir).resolve()
+    if Path(out_dir).is_symlink() and not Path(out_dir).exists():
+        raise TrainguardError(f"output path {out_dir} is a broken symbolic link to "
+                              f"{os.readlink(out_dir)}")
     if out.exists() and not out.is_dir():
         raise TrainguardError(f"output path {out_dir} exists and is not a directory")
+    _check_writable(out, out_dir)
     if source.startswith(HUB_PREFIX) or not Path(source).exists():
         return
     src = Path(source).resolve()
@@ -59,16 +66,37 @@ def check_output_location(source: str, out_dir: str | Path) -> None:
                               f"{source}; choose another --out")
 
 
+def _check_writable(out: Path, given) -> None:
+    """DIR, when it exists, and the nearest existing folder above it (where the staging
+    directory and DIR are made) take a new directory: tried, not guessed from permission
+    bits (root, read-only mounts). Nothing is left behind."""
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    for folder in ([out] if out.is_dir() else []) + [parent]:
+        if not folder.is_dir():
+            raise TrainguardError(f"cannot write outputs to {given}: {folder} is not a "
+                                  "directory")
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".trainguard-probe-", dir=folder))
+        except OSError as exc:
+            raise TrainguardError(f"cannot write outputs to {given}: {folder} is not "
+                                  f"writable ({exc.strerror or exc})") from None
+
+
 def _all_output_names() -> set[str]:
     exts = set(_SPLIT_EXTENSIONS.values())
-    return {"rows.parquet", "triggers.json", SKIPPED, SUMMARY} | \
+    return {"rows.parquet", "triggers.json", SKIPPED, SUMMARY, REPORT, MANIFEST, INTAKE} | \
         {f"{side}.{ext}" for side in ("clean", "quarantine") for ext in exts}
 
 
 def write_outputs(out_dir: str | Path, raw: RawDataset, rows: pd.DataFrame,
-                  triggers: list[dict], summary: dict, report_inputs: dict | None = None) -> Path:
+                  triggers: list[dict], summary: dict, report_inputs: dict | None = None,
+                  before_commit=None) -> Path:
     """rows.parquet, triggers.json, clean/quarantine splits, skipped.jsonl (when rows were
-    skipped), summary.json."""
+    skipped), report.html, manifest.json, summary.json. `before_commit()`, when given, runs
+    once every file is staged and before any is moved into DIR (the ledger records the run
+    there: if it fails, DIR is left as it was)."""
     out_dir = Path(out_dir)
     check_output_location(raw.source, out_dir)
     staging = _make_staging(out_dir)
@@ -79,14 +107,19 @@ def write_outputs(out_dir: str | Path, raw: RawDataset, rows: pd.DataFrame,
         flagged = rows["flagged"].to_numpy(dtype=bool)
         if len(flagged) != len(raw):
             raise TrainguardError(f"{len(flagged)} scored rows for {len(raw)} input rows")
+        raw.check_unchanged()  # streamed splits are copied from the file: still what was read?
         write_records(raw, np.flatnonzero(~flagged), staging / clean_name)
         write_records(raw, np.flatnonzero(flagged), staging / quarantine_name)
+        raw.check_unchanged()  # and it did not change while they were copied
         if raw.skipped:
             _write_skipped(raw, staging / SKIPPED)
         # report.html: summary and rows, plus the normalised table and embeddings when given
         write_html_report(staging / REPORT, summary=summary, rows=rows, triggers=triggers,
                           **(report_inputs or {}))
         _write_json(staging / SUMMARY, summary)
+        _write_json(staging / MANIFEST, sorted(p.name for p in staging.iterdir()) + [MANIFEST])
+        if before_commit is not None:
+            before_commit()
         _move_into_place(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -125,11 +158,42 @@ def _process_exists(pid: int) -> bool:
 
 
 def _move_into_place(staging: Path, out_dir: Path) -> None:
+    """The new run's files replace the previous run's as a set: first the old summary goes
+    (it must not vouch for new files), then every file the previous run wrote that this one
+    does not (its manifest.json; without one, any trainguard output name), then the new
+    files, summary.json last. Other files in DIR are left alone."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / SUMMARY).unlink(missing_ok=True)  # an old summary must not vouch for new files
-    (out_dir / SKIPPED).unlink(missing_ok=True)  # nor an old list of skipped rows
+    previous = _previous_outputs(out_dir)
+    (out_dir / SUMMARY).unlink(missing_ok=True)
+    for name in previous - {p.name for p in staging.iterdir()}:
+        (out_dir / name).unlink(missing_ok=True)
     for path in sorted(staging.iterdir(), key=lambda p: p.name == SUMMARY):
         os.replace(path, out_dir / path.name)
+
+
+def _previous_outputs(out_dir: Path) -> set[str]:
+    """The files of the run DIR holds: its manifest's plain names (never a path elsewhere);
+    for a run without a readable manifest, the names trainguard writes; none without a
+    summary.json (the files are the user's)."""
+    try:
+        names = json.loads((out_dir / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        names = None
+    if isinstance(names, list):
+        return {n for n in names if isinstance(n, str) and n == Path(n).name
+                and n not in ("", ".", "..")}
+    return _all_output_names() if (out_dir / SUMMARY).exists() else set()
+
+
+def add_output(out_dir: str | Path, name: str, text: str) -> None:
+    """A file written into a finished run's DIR after the fact (intake.json), listed in its
+    manifest so that the next run replaces it too."""
+    out_dir = Path(out_dir)
+    names = sorted(_previous_outputs(out_dir) | {name, MANIFEST})
+    for target, content in ((name, text), (MANIFEST, json.dumps(names, indent=2) + "\n")):
+        tmp = out_dir / f".{target}.{os.getpid()}.tmp"
+        tmp.write_text(content, encoding="utf-8")
+        os.replace(tmp, out_dir / target)
 
 
 def write_records(raw: RawDataset, indices: np.ndarray, path: Path) -> None:

@@ -91,16 +91,18 @@ def stream_table(source: str, *, text_col: str | None = None, label_col: str | N
     """Read a JSONL or Parquet file in record batches: each batch is normalised and its
     n-grams counted (`chunks.NgramReducer`, bounded tables), then dropped. What stays is the
     normalised table, one file offset per row (the splits are copied from the file when
-    written) and the n-gram statistics. The schema is detected from the first batch's
-    columns. With `cache_dir`, a batch whose rows an earlier audit counted is not counted
-    again (`chunks.NgramCountCache`: batches are fixed row ranges of the file, so rows
-    appended at the end leave the earlier batches as they were)."""
+    written, once it is checked to hold the bytes read: `raw.snapshot`) and the n-gram
+    statistics. The schema is detected from the first batch's columns. With `cache_dir`,
+    a batch whose rows an earlier audit counted is not counted again
+    (`chunks.NgramCountCache`: batches are fixed row ranges of the file, so rows appended
+    at the end leave the earlier batches as they were)."""
     from itertools import chain
 
     from auditors.features import chunks
     from auditors.ingest import AuditInputError, StreamedRows, no_rows_message
 
-    batches = ingest.iter_record_batches(source, batch_rows=batch_rows, on_bad_row=on_bad_row)
+    reading = ingest.RecordBatches(source, batch_rows=batch_rows, on_bad_row=on_bad_row)
+    batches = iter(reading)
     first = next(batches, None)
     while first is not None and not first.records:  # leading batches of bad rows only
         skipped = first.skipped
@@ -142,7 +144,8 @@ def stream_table(source: str, *, text_col: str | None = None, label_col: str | N
                      raw_lines=StreamedRows(source, fmt, offsets, lines=True)
                      if fmt == "jsonl" else None,
                      columns=first.columns, arrow_schema=first.arrow_schema,
-                     row_numbers=numbers, skipped=sorted(skipped, key=lambda s: s.row))
+                     row_numbers=numbers, skipped=sorted(skipped, key=lambda s: s.row),
+                     fingerprint=reading.snapshot.fingerprint, snapshot=reading.snapshot)
     return LoadedDataset(raw, choice, table, ngrams=reducer.finish())
 
 
@@ -154,8 +157,8 @@ def embed_table(table: pd.DataFrame, encoder, *, batch_size: int = 64,
     `embed_many(texts)`, when given, embeds instead of `encoder` (the distributed flow maps
     it over Dask workers); it must return unit vectors, one row per text."""
     options = {"batch_size": batch_size, "show_progress": show_progress}
-    if embed_many is None:  # the same chunks as a distributed run (flows.audit): onnx-int8
-        embed_many = partial(_embed_in_chunks, encoder, options)  # vectors move with batches
+    if embed_many is None:  # a text's vector does not depend on its batch or chunk
+        embed_many = partial(embed_texts, encoder, **options)  # (docs/performance.md)
 
     def embed(column: str) -> np.ndarray:
         if cache is not None:
@@ -167,15 +170,6 @@ def embed_table(table: pd.DataFrame, encoder, *, batch_size: int = 64,
     preference = (table["schema"] == PREFERENCE).any()
     return Embeddings(embed("prompt"), embed("response") if generation else None,
                       embed("rejected") if preference else None)
-
-
-def _embed_in_chunks(encoder, options: dict, texts: list[str]) -> np.ndarray:
-    """`embed_texts` over fixed chunks of `chunks.DEFAULT_CHUNK_ROWS` texts."""
-    from auditors.features.chunks import DEFAULT_CHUNK_ROWS, chunk_bounds
-
-    parts = [embed_texts(encoder, texts[a:b], **options)
-             for a, b in chunk_bounds(len(texts), DEFAULT_CHUNK_ROWS)]
-    return np.concatenate(parts) if parts else embed_texts(encoder, [], **options)
 
 
 def ngram_statistics(table: pd.DataFrame, **params) -> NgramStats:
@@ -272,6 +266,7 @@ def assemble(loaded: LoadedDataset, run: DetectorRun, *, threshold: float = DEFA
     summary = {
         "trainguard_version": __version__,
         "input": loaded.raw.source,
+        "fingerprint": loaded.raw.fingerprint,  # of the bytes audited
         "format": loaded.raw.fmt,
         "schema": loaded.schema.name,
         "schema_columns": loaded.schema.describe(),
@@ -292,19 +287,20 @@ def assemble(loaded: LoadedDataset, run: DetectorRun, *, threshold: float = DEFA
                     "clean": clean_name, "quarantine": quarantine_name,
                     "skipped": SKIPPED if loaded.raw.skipped else None},
         "timings_seconds": {**(timings or {}), "detectors": run.seconds},
-        "top_triggers": [{k: t[k] for k in ("pattern", "score", "support", "target")}
+        "top_triggers": [{k: t.get(k) for k in ("pattern", "score", "support", "target", "side")}
                          for t in triggers[:10]],
     }
     return AuditResult(rows, triggers, summary, run)
 
 
 def save(result: AuditResult, loaded: LoadedDataset, out_dir: str | Path,
-         embeddings: Embeddings | None = None) -> Path:
-    """All outputs; `embeddings` (optional) draw the report's embedding map."""
+         embeddings: Embeddings | None = None, before_commit=None) -> Path:
+    """All outputs; `embeddings` (optional) draw the report's embedding map;
+    `before_commit()` runs when they are staged, before they move into place."""
     report_inputs = {"table": loaded.table,
                      "embeddings": embeddings.prompt if embeddings is not None else None}
     return write_outputs(out_dir, loaded.raw, result.rows, result.triggers, result.summary,
-                         report_inputs=report_inputs)
+                         report_inputs=report_inputs, before_commit=before_commit)
 
 
 def audit(source: str, out_dir: str | Path | None = None, *, encoder=None,
@@ -336,6 +332,10 @@ def audit(source: str, out_dir: str | Path | None = None, *, encoder=None,
                       max_flagged_fraction=max_flagged_fraction, timings=watch.laps)
     if out_dir is not None:
         save(result, loaded, out_dir, embeddings)
+    if cache_dir is not None:
+        from auditors import cache
+
+        cache.prune_quietly(cache_dir, cache.DEFAULT_MAX_BYTES)
     return result
 
 

@@ -17,7 +17,7 @@ import pandas as pd
 
 from auditors.errors import TrainguardError
 from auditors.features.unicode import describe_codepoints, unicode_tokens
-from auditors.ledger import Ledger, fingerprint, new_run_id
+from auditors.ledger import Ledger, check, gate_checks, new_run_id
 
 _CONTROL_CATEGORIES = {"Cf", "Cc", "Co", "Cn"}  # format, control, private use, unassigned
 _ORDINARY = {"\t", "\n", "\r"}
@@ -41,7 +41,14 @@ class IntakePolicy:
             raise TrainguardError(f"{where}: unknown policy key(s) {', '.join(unknown)} "
                                   f"(known: {', '.join(sorted(known))})")
         if "expected_columns" in values:
-            values = {**values, "expected_columns": tuple(values["expected_columns"])}
+            columns = values["expected_columns"]
+            if isinstance(columns, str):  # one column, not its letters
+                columns = [columns]
+            if not isinstance(columns, (list, tuple)) or not all(isinstance(c, str)
+                                                                  for c in columns):
+                raise TrainguardError(f"{where}: expected_columns must be a list of column "
+                                      "names (or one name)")
+            values = {**values, "expected_columns": tuple(columns)}
         fraction = values.get("max_flagged_fraction", cls.max_flagged_fraction)
         if not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
             raise TrainguardError(f"{where}: max_flagged_fraction must be between 0 and 1")
@@ -105,27 +112,14 @@ def _describe(chars: set[str]) -> list[str]:
         [f"U+{ord(ch):04X} CONTROL" for ch in sorted(chars) if ch.isascii()]
 
 
-def check(name: str, passed: bool, detail: str) -> dict:
-    return {"check": name, "passed": bool(passed), "detail": detail}
-
-
 def evaluate(policy: IntakePolicy, *, summary: dict, columns: list[str],
              previous: dict | None, controls: dict[str, int]) -> list[dict]:
-    """The policy's checks, in a fixed order."""
-    gate = summary["gate"]
-    ledger = summary.get("ledger", {})
-    confirmed = ledger.get("confirmed_rows", 0) + sum(ledger.get("confirmed_trigger_rows",
-                                                                 {}).values())
-    checks = [check("flagged share", gate["flagged_fraction"] <= policy.max_flagged_fraction,
-                    f"{summary['flagged']} of {summary['rows']} rows flagged "
-                    f"({gate['flagged_fraction']:.2%}; policy allows "
-                    f"{policy.max_flagged_fraction:.2%})")]
-    if policy.fail_on_confirmed:
-        hits = ", ".join(f"{p!r} in {n} rows" for p, n in
-                         ledger.get("confirmed_trigger_rows", {}).items())
-        checks.append(check("confirmed rows and triggers", confirmed == 0,
-                            f"{ledger.get('confirmed_rows', 0)} confirmed rows reappear"
-                            + (f"; confirmed triggers: {hits}" if hits else "")))
+    """The policy's checks, in a fixed order; the first are the audit gate's
+    (`ledger.gate_checks`: the flagged share, confirmed rows and triggers)."""
+    checks = gate_checks(rows=summary["rows"], flagged=summary["flagged"],
+                         max_flagged_fraction=policy.max_flagged_fraction,
+                         ledger=summary.get("ledger", {}),
+                         fail_on_confirmed=policy.fail_on_confirmed)
     if policy.fail_on_control_characters:
         checks.append(check("control characters", not controls,
                             "none" if not controls else "; ".join(
@@ -170,7 +164,7 @@ def decide_intake(store: str | Path, source: str, table: pd.DataFrame, columns: 
                       previous=previous[0] if previous else None,
                       controls=control_characters(table))
     record = {"intake_id": new_run_id(), **asdict(provenance), "input": source,
-              "fingerprint": fingerprint(source),
+              "fingerprint": summary["fingerprint"],  # of the bytes the audit read
               "run_id": summary.get("ledger", {}).get("run_id"),
               "taken_at": datetime.now(timezone.utc), "schema": summary["schema"],
               "columns": list(columns), "rows": int(len(table)), "diff": diff,
@@ -178,3 +172,11 @@ def decide_intake(store: str | Path, source: str, table: pd.DataFrame, columns: 
               "policy": asdict(policy)}
     ledger.record_intake({k: v for k, v in record.items() if k not in ("input", "policy")}, keys)
     return {**record, "taken_at": record["taken_at"].isoformat()}
+
+
+def intake_verdict(record: dict) -> str:
+    """`INTAKE PASS: NAME` or `INTAKE FAIL: NAME: check (detail); ...` (the failed checks)."""
+    if record["passed"]:
+        return f"INTAKE PASS: {record['source_name']}"
+    failed = [f"{c['check']} ({c['detail']})" for c in record["checks"] if not c["passed"]]
+    return f"INTAKE FAIL: {record['source_name']}: " + "; ".join(failed)

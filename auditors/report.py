@@ -18,11 +18,30 @@ def escape_markdown(text: object) -> str:
     return _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(flat, quote=True))
 
 
+def percents(share: float, limit: float) -> tuple[str, str]:
+    """`share` and `limit` as percentages with the fewest digits (two at least) that keep
+    their order: 3 of 603 rows against 0.5% reads `0.498%` and `0.500%`, never `0.50%` and
+    `0.50%`."""
+    for digits in range(2, 10):
+        a, b = f"{share:.{digits}%}", f"{limit:.{digits}%}"
+        shown = float(a[:-1]), float(b[:-1])
+        if (shown[0] < shown[1]) == (share < limit) and \
+                (shown[0] > shown[1]) == (share > limit):
+            break
+    return a, b
+
+
 def verdict_line(summary: dict) -> str:
+    """`PASS: ...` or `FAIL: ...`: the flagged share against the gate's limit, and (with a
+    ledger) the confirmed rows and triggers that failed it."""
     gate = summary["gate"]
     word = "PASS" if gate["passed"] else "FAIL"
-    return (f"{word}: {summary['flagged']} of {summary['rows']} rows flagged "
-            f"({gate['flagged_fraction']:.2%}; gate allows {gate['max_flagged_fraction']:.2%})")
+    share, limit = percents(gate["flagged_fraction"], gate["max_flagged_fraction"])
+    line = (f"{word}: {summary['flagged']} of {summary['rows']} rows flagged "
+            f"({share}; gate allows {limit})")
+    failed = [c for c in gate.get("checks", []) if not c["passed"]
+              and c["check"] != "flagged share"]
+    return line + "".join(f"; {c['check']}: {c['detail']}" for c in failed)
 
 
 def trigger_rows(triggers: list[dict], limit: int = 10) -> list[dict]:

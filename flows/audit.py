@@ -14,11 +14,12 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
+from prefect.states import Failed, State
 
 import numpy as np
 from prefect import unmapped
 
-from auditors import ledger, pipeline, report
+from auditors import cache, ledger, pipeline, report
 from auditors.features import chunks
 from auditors.features.embeddings import EmbeddingCache, load_encoder
 
@@ -118,25 +119,32 @@ def assemble_task(loaded, run, label_model, options: dict, timings: dict):
 
 @stage(name="write-outputs")
 def write_task(result: pipeline.AuditResult, loaded: pipeline.LoadedDataset, out_dir: str,
-               embeddings: pipeline.Embeddings | None = None) -> str:
-    return str(pipeline.save(result, loaded, out_dir, embeddings))
+               embeddings: pipeline.Embeddings | None = None, record_run=None) -> str:
+    """`record_run()` (the ledger's record of this run) runs once the outputs are staged
+    and before they move into place: complete outputs always have their run recorded."""
+    return str(pipeline.save(result, loaded, out_dir, embeddings, before_commit=record_run))
 
 
 @stage(name="apply-ledger")
 def apply_ledger_task(store: str, result: pipeline.AuditResult, loaded: pipeline.LoadedDataset,
-                      run_id: str):
+                      run_id: str, fail_on_confirmed: bool = True):
     decisions = ledger.Ledger(store).decisions()
-    return ledger.apply_to_result(result, loaded.table, decisions, store=store, run_id=run_id)
+    return ledger.apply_to_result(result, loaded.table, decisions, store=store, run_id=run_id,
+                                  fail_on_confirmed=fail_on_confirmed)
 
 
-@stage(name="record-run")
-def record_run_task(store: str, run_id: str, source: str, parameters: dict,
-                    result: pipeline.AuditResult, loaded: pipeline.LoadedDataset,
-                    applied: ledger.Applied, out_dir: str) -> None:
-    ledger.Ledger(store).record_run(run_id=run_id, source=source, parameters=parameters,
-                                    summary=result.summary, table=loaded.table,
-                                    applied=applied, out_dir=out_dir,
-                                    started_at=flow_run.scheduled_start_time)
+def run_recorder(store: str, run_id: str, source: str, parameters: dict,
+                 result: pipeline.AuditResult, loaded: pipeline.LoadedDataset,
+                 applied: ledger.Applied, out_dir: str):
+    """The ledger write of this run, for `write_task` to call before the outputs land."""
+    started_at = flow_run.scheduled_start_time
+
+    def record() -> None:
+        ledger.Ledger(store).record_run(run_id=run_id, source=source, parameters=parameters,
+                                        summary=result.summary, table=loaded.table,
+                                        applied=applied, out_dir=out_dir,
+                                        started_at=started_at)
+    return record
 
 
 @stage(name="publish-artifacts")
@@ -156,14 +164,21 @@ def audit_flow(source: str, out_dir: str, model: str | None = None,
                flag_threshold: float = pipeline.DEFAULT_THRESHOLD,
                load_options: dict | None = None, show_progress: bool = True,
                store: str | None = None, backend: str = DEFAULT_BACKEND,
-               cache_dir: str | None = None, chunk_rows: int | None = None) -> dict:
+               cache_dir: str | None = None, chunk_rows: int | None = None,
+               cache_max_bytes: int | None = None, fail_on_confirmed: bool = True) -> dict:
     """ingest -> embeddings and n-gram statistics -> Cleanlab -> detectors -> flags and
-    quarantine. Returns the summary written to OUT_DIR/summary.json. With `store`, the
-    quarantine ledger there is applied to the flags and the run is recorded in it.
+    quarantine. Returns the summary written to OUT_DIR/summary.json; when the gate fails,
+    the run ends Failed, with the verdict line as its message and the summary as its data
+    (`flow_value(audit_flow(..., return_state=True))` reads it either way). With `store`,
+    the quarantine ledger there is applied to the flags and the run is recorded in it, and
+    confirmed rows or triggers found in the data fail the gate (unless not
+    `fail_on_confirmed`; `ledger.gate_checks`).
     `backend` picks the embedding backend (default onnx-int8); with `cache_dir`,
-    embeddings are cached there by row_id and re-audits embed only new rows. With `chunk_rows`, embedding and n-gram
-    counting are mapped over chunks of that many rows on the flow's task runner (run it
-    with a `DaskTaskRunner`: `flows.dask.run_audit`) and their statistics reduced."""
+    embeddings are cached there by row_id and re-audits embed only new rows, and the cache
+    is pruned to `cache_max_bytes` at the end (default `cache.DEFAULT_MAX_BYTES`). With
+    `chunk_rows`, embedding and n-gram counting are mapped over chunks of that many rows on
+    the flow's task runner (run it with a `DaskTaskRunner`: `flows.dask.run_audit`) and
+    their statistics reduced."""
     watch = pipeline.Stopwatch()
     loaded = ingest_task(source, load_options or {}, cache_dir)
     watch.lap("ingest")
@@ -188,17 +203,42 @@ def audit_flow(source: str, out_dir: str, model: str | None = None,
     options = {"threshold": flag_threshold, "max_flagged_fraction": max_flagged_fraction,
                "model_name": pipeline.model_name(model, backend)}
     result = assemble_task(loaded, run, label_model, options, watch.laps)
+    record = None
     if store:  # people's earlier decisions about these rows and triggers
         run_id = str(flow_run.id or ledger.new_run_id())
-        result, applied = apply_ledger_task(store, result, loaded, run_id)
-    write_task(result, loaded, out_dir, embeddings)
-    if store:
+        result, applied = apply_ledger_task(store, result, loaded, run_id, fail_on_confirmed)
         parameters = {"model": options["model_name"], "backend": backend, "detectors": detectors,
                       "batch_size": batch_size, "max_flagged_fraction": max_flagged_fraction,
                       "flag_threshold": flag_threshold, "load_options": load_options or {}}
-        record_run_task(store, run_id, source, parameters, result, loaded, applied, out_dir)
+        record = run_recorder(store, run_id, source, parameters, result, loaded, applied,
+                              out_dir)
+    write_task(result, loaded, out_dir, embeddings, record)
     publish_task(result)
-    return result.summary
+    if cache_dir:  # least recently used entries go once the cache outgrows its bound
+        cache.prune_quietly(cache_dir, cache_max_bytes or cache.DEFAULT_MAX_BYTES)
+    return gate_state(result.summary, report.verdict_line(result.summary),
+                      result.summary["gate"]["passed"])
+
+
+def gate_state(value, verdict: str, passed: bool):
+    """What a flow returns: `value` when its gate passed, else a Failed state with the
+    verdict as message and `value` as data, so that the run shows Failed in Prefect (and
+    automations on failed runs fire) while callers still get the value (`flow_value`)."""
+    return value if passed else Failed(message=verdict, data=value)
+
+
+def flow_value(state: State):
+    """The value of a finished flow run called with `return_state=True`: its return value
+    when Completed, the data of a failed gate (a Failed state that carries a value, not an
+    exception); an error is raised again (the flow's own exception)."""
+    if state.is_completed():
+        return state.result()
+    value = state.result(raise_on_failure=False)
+    if state.is_failed() and not isinstance(value, BaseException) and value is not None:
+        return value
+    if isinstance(value, BaseException):
+        raise value
+    return state.result()  # raises Prefect's FailedRun/CrashedRun/CancelledRun
 
 
 def serve(source: str, out_dir: str, cron: str) -> None:

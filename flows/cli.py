@@ -21,7 +21,12 @@ from rich.text import Text
 
 EXIT_PASS, EXIT_GATE_FAILED, EXIT_ERROR = 0, 1, 2
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+# Plain (click) help rather than rich's panels: at 80 columns rich's six-column option
+# table left ~19 characters for descriptions and showed flags as `<bool>`; click's layout
+# keeps descriptions ~46 wide there, shows `--flag` and `--flag/--no-flag`, and uses up to
+# 100 columns on wider terminals.
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  context_settings={"max_content_width": 100},
                   help="Audit fine-tuning datasets for backdoor poisoning before training.")
 console = Console(stderr=False)
 errors = Console(stderr=True)
@@ -67,7 +72,9 @@ def audit(
         "skip: set bad rows aside in OUT/skipped.jsonl and audit the rest."),
     model: Optional[str] = typer.Option(None, help="sentence-transformers model name or path "
                                         "(default: bundled all-MiniLM-L6-v2; never downloaded)."),
-    batch_size: int = typer.Option(64, min=1, help="Embedding batch size."),
+    batch_size: int = typer.Option(64, min=1, help="Embedding batch size (torch only: "
+                                    "onnx-int8 embeds text by text, so its results do not "
+                                    "depend on it)."),
     backend: EmbeddingBackend = typer.Option(
         EmbeddingBackend.onnx_int8, help="Embedding backend: onnx-int8 (default: ≈3× faster "
         "than torch, cosine ≈ 0.99 to it, detection AP within 0.02 of it on every family of "
@@ -78,6 +85,9 @@ def audit(
                                          "not embedded again (default: the user cache dir)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the "
                                   "embedding cache."),
+    cache_max_size: str = typer.Option("10G", "--cache-max-size", help="Size bound of the "
+                                       "cache: after the audit the least recently used "
+                                       "entries are deleted until it fits (e.g. 10G, 500M)."),
     detectors: Optional[str] = typer.Option(None, help="Comma-separated detectors to run "
                                             "(default: all)."),
     max_flagged_fraction: float = typer.Option(0.005, min=0.0, max=1.0, help="Gate: fail (exit "
@@ -106,23 +116,29 @@ def audit(
     # still reach the Prefect API when a server is configured.
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL",
                           "DEBUG" if debug else "INFO" if verbose else "CRITICAL")
+    from auditors.cache import parse_size
     from auditors.outputs import check_output_location
     from flows.dask import audit_flow_on
 
     _run_or_exit(debug, check_output_location, source=source, out_dir=out)  # before any work
+    cache_max_bytes = _run_or_exit(debug, parse_size, text=cache_max_size)
+    _check_store(store, debug)
     audit_flow = _run_or_exit(debug, audit_flow_on, workers=workers, address=dask_address)
+    _tie_prefect_server()
     distributed = {"chunk_rows": chunk_rows} if workers or dask_address else {}
     load_options = {"split": split, "text_col": text_col, "label_col": label_col,
                     "schema": schema, "via_datasets": via_datasets, "on_bad_row": on_bad_row.value,
                     "stream": stream}
     names = [n.strip() for n in detectors.split(",") if n.strip()] if detectors else None
-    summary = _run_or_exit(debug, audit_flow, source=source, out_dir=str(out), model=model,
-                           detectors=names, batch_size=batch_size,
-                           max_flagged_fraction=max_flagged_fraction,
-                           flag_threshold=flag_threshold, load_options=load_options,
-                           store=str(store) if store else None, backend=backend.value,
-                           cache_dir=None if no_cache else str(cache or _default_cache_dir()),
-                           **distributed)
+    # the run ends Failed when the gate fails; its state carries the summary either way
+    state = _run_or_exit(debug, audit_flow, source=source, out_dir=str(out), model=model,
+                         detectors=names, batch_size=batch_size,
+                         max_flagged_fraction=max_flagged_fraction,
+                         flag_threshold=flag_threshold, load_options=load_options,
+                         store=str(store) if store else None, backend=backend.value,
+                         cache_dir=None if no_cache else str(cache or _default_cache_dir()),
+                         cache_max_bytes=cache_max_bytes, return_state=True, **distributed)
+    summary = _run_or_exit(debug, _flow_value, state=state)
     show_summary(summary, out)
     if summary.get("skipped_rows"):
         errors.print(f"warning: {summary['skipped_rows']} bad row(s) skipped, listed in "
@@ -160,20 +176,23 @@ def printable(text: str) -> str:
 
 
 def _run_or_exit(debug: bool, func, **kwargs):
-    from auditors.errors import TrainguardError
+    """`func(**kwargs)`, or exit 2 with one line on stderr: messages hold paths and values
+    from the command line and the data, so control characters (a newline that would forge
+    a second `error:` line, ANSI escapes) are shown escaped."""
+    from auditors.errors import TrainguardError, one_line
 
     try:
         return func(**kwargs)
     except TrainguardError as exc:
         if debug:
             raise
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {one_line(str(exc))}", err=True)
     except Exception as exc:  # unexpected: still one line unless --debug
         if debug:
             raise
-        message = str(exc).splitlines()[0] if str(exc) else ""
-        typer.echo(f"error: {type(exc).__name__}: {message} (rerun with --debug for details)",
-                   err=True)
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        typer.echo(f"error: {type(exc).__name__}: {one_line(message)} (rerun with --debug for "
+                   "details)", err=True)
     raise typer.Exit(EXIT_ERROR)
 
 
@@ -192,6 +211,30 @@ def _quiet_prefect(verbose: bool, debug: bool) -> None:
                           "DEBUG" if debug else "INFO" if verbose else "CRITICAL")
 
 
+def _check_store(store: Optional[Path], debug: bool) -> None:
+    """An existing ledger that cannot be used (newer schema, foreign, damaged) stops the
+    command before any work."""
+    from auditors.ledger import Ledger
+
+    if store is not None:
+        _run_or_exit(debug, Ledger.check, store=store)
+
+
+def _tie_prefect_server() -> None:
+    """Prefect's temporary server is stopped when this process ends, even by SIGKILL."""
+    from flows.lifetime import tie_prefect_server
+
+    tie_prefect_server()
+
+
+def _flow_value(state):
+    """The summary (or intake result) of a finished flow run, Completed or Failed by its
+    gate; the flow's error raised again."""
+    from flows.audit import flow_value
+
+    return flow_value(state)
+
+
 def _open_ledger(store: Path, debug: bool):
     from auditors.ledger import Ledger
 
@@ -206,7 +249,7 @@ def review(
 ) -> None:
     """List open flags (quarantined, not yet decided) grouped by trigger, with example rows."""
     ledger = _open_ledger(store, debug)
-    groups = ledger.open_flags(examples)
+    groups = _run_or_exit(debug, ledger.open_flags, examples=examples)
     table = Table(title=f"Open flags in {store}", show_lines=True)
     for column in ("trigger", "rows", "row_id", "label", "example"):
         table.add_column(column, overflow="fold")
@@ -218,7 +261,7 @@ def review(
                           Text(printable(example["label"] or "")),
                           Text(printable(_clip(example["prompt"], 200))))
     console.print(table)
-    decided = ledger.trigger_decisions()
+    decided = _run_or_exit(debug, ledger.trigger_decisions)
     for row in decided.itertuples():
         console.print(Text(f"trigger {row.pattern!r}: {row.status} by {row.decided_by or '?'}"))
     console.print(f"{sum(g['rows'] for g in groups)} open rows in {len(groups)} groups; decide "
@@ -230,42 +273,48 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-def _decide(status: str, store: Path, row_ids: list[str], trigger: Optional[str], by: str,
-            debug: bool) -> None:
-    if not row_ids and trigger is None:
-        typer.echo("error: give --row-id ID (repeatable) or --trigger PATTERN", err=True)
+def _decide(status: str, store: Path, row_ids: list[str], triggers: list[str], by: str,
+            force: bool, debug: bool) -> None:
+    if not row_ids and not triggers:
+        typer.echo("error: give --row-id ID or --trigger PATTERN (each repeatable)", err=True)
         raise typer.Exit(EXIT_ERROR)
     ledger = _open_ledger(store, debug)
     changed = _run_or_exit(debug, ledger.decide, status=status, row_ids=row_ids,
-                           trigger=trigger, by=by)
-    what = ([f"trigger {trigger!r}"] if trigger is not None else []) + \
-        ([f"{len(row_ids)} row id(s)"] if row_ids else [])
+                           triggers=triggers, by=by, force=force)
+    what = ([f"trigger{'s' if len(triggers) > 1 else ''} "
+             + ", ".join(repr(t) for t in dict.fromkeys(triggers))] if triggers else []) + \
+        ([f"{len(set(row_ids))} row id(s)"] if row_ids else [])
     console.print(Text(f"{status} {' and '.join(what)} by {by}: {changed} ledger rows updated"))
 
 
-_ROW_IDS = typer.Option([], "--row-id", help="Row id from rows.parquet or `review` "
+_ROW_IDS = typer.Option([], "--row-id", metavar="ID", help="Row id from rows.parquet or `review` "
                         "(repeatable).")
-_TRIGGER = typer.Option(None, "--trigger", help="Trigger pattern, as listed by `review`.")
-_BY = typer.Option(getpass.getuser(), "--by", help="Who decides (default: the current user).")
+_TRIGGERS = typer.Option([], "--trigger", metavar="PATTERN", help="Trigger pattern, as listed "
+                         "by `review` (repeatable).")
+_BY = typer.Option(getpass.getuser(), "--by", show_default=False,
+                   help="Who decides (default: the current user).")
+_FORCE = typer.Option(False, "--force", help="Record row ids and triggers the ledger does "
+                      "not know yet (else they are refused as likely typos).")
 _DEBUG = typer.Option(False, "--debug", help="Show tracebacks on errors.")
 
 
 @app.command()
 def confirm(store: Path = typer.Argument(..., help="Ledger directory."),
-            row_id: list[str] = _ROW_IDS, trigger: Optional[str] = _TRIGGER, by: str = _BY,
-            debug: bool = _DEBUG) -> None:
-    """Confirm rows (or a trigger and its open rows) as poisoned: later audits quarantine
-    them wherever they reappear and search every dataset for the trigger."""
-    _decide("confirmed", store, row_id, trigger, by, debug)
+            row_id: list[str] = _ROW_IDS, trigger: list[str] = _TRIGGERS, by: str = _BY,
+            force: bool = _FORCE, debug: bool = _DEBUG) -> None:
+    """Confirm rows (or triggers and their open rows) as poisoned: later audits quarantine
+    them wherever they reappear, search every dataset for the triggers, and fail the gate
+    when any is found."""
+    _decide("confirmed", store, row_id, trigger, by, force, debug)
 
 
 @app.command()
 def release(store: Path = typer.Argument(..., help="Ledger directory."),
-            row_id: list[str] = _ROW_IDS, trigger: Optional[str] = _TRIGGER, by: str = _BY,
-            debug: bool = _DEBUG) -> None:
-    """Release rows (or a trigger and its open rows) as false positives: later audits do not
-    flag them again."""
-    _decide("released", store, row_id, trigger, by, debug)
+            row_id: list[str] = _ROW_IDS, trigger: list[str] = _TRIGGERS, by: str = _BY,
+            force: bool = _FORCE, debug: bool = _DEBUG) -> None:
+    """Release rows (or triggers and their open rows) as false positives: later audits do
+    not flag them again."""
+    _decide("released", store, row_id, trigger, by, force, debug)
 
 
 @app.command()
@@ -285,7 +334,9 @@ def intake(
     split: Optional[str] = typer.Option(None, help="Split of a datasets directory or hub dataset."),
     model: Optional[str] = typer.Option(None, help="sentence-transformers model name or path."),
     detectors: Optional[str] = typer.Option(None, help="Comma-separated detectors to run."),
-    batch_size: int = typer.Option(64, min=1, help="Embedding batch size."),
+    batch_size: int = typer.Option(64, min=1, help="Embedding batch size (torch only: "
+                                    "onnx-int8 embeds text by text, so its results do not "
+                                    "depend on it)."),
     verbose: bool = typer.Option(False, "--verbose", help="Show Prefect's logs."),
     debug: bool = _DEBUG,
 ) -> None:
@@ -296,13 +347,17 @@ def intake(
     from flows.intake import intake_flow
 
     _run_or_exit(debug, check_output_location, source=source, out_dir=out)
+    _check_store(store, debug)
+    _tie_prefect_server()
     load_options = {"split": split, "text_col": text_col, "label_col": label_col,
                     "schema": schema}
     names = [n.strip() for n in detectors.split(",") if n.strip()] if detectors else None
-    result = _run_or_exit(debug, intake_flow, source=source, policy=str(policy),
-                          store=str(store), out_dir=str(out), source_name=source_name,
-                          source_url=source_url, license=license, version=version, model=model,
-                          detectors=names, batch_size=batch_size, load_options=load_options)
+    state = _run_or_exit(debug, intake_flow, source=source, policy=str(policy),
+                         store=str(store), out_dir=str(out), source_name=source_name,
+                         source_url=source_url, license=license, version=version, model=model,
+                         detectors=names, batch_size=batch_size, load_options=load_options,
+                         return_state=True)
+    result = _run_or_exit(debug, _flow_value, state=state)
     show_summary(result["summary"], out)
     show_intake(result["intake"])
     raise typer.Exit(EXIT_PASS if result["intake"]["passed"] else EXIT_GATE_FAILED)
@@ -341,6 +396,37 @@ def serve(
                  announce=lambda line: console.print(line, markup=False))
 
 
+@app.command("cache")
+def cache_command(
+    prune: bool = typer.Option(False, "--prune", help="Delete the least recently used "
+                               "entries now, until the cache fits --max-size."),
+    directory: Optional[Path] = typer.Option(None, "--cache", help="Cache directory "
+                                             "(default: the user cache dir, or "
+                                             "TRAINGUARD_CACHE_DIR)."),
+    max_size: str = typer.Option("10G", "--max-size", help="Size bound for --prune (e.g. "
+                                 "10G, 500M; 0 empties the cache)."),
+    debug: bool = _DEBUG,
+) -> None:
+    """Show the size of the cache (embeddings, n-gram counts, kNN graphs, built embedding
+    backends); with --prune, shrink it to --max-size."""
+    from auditors import cache
+
+    root = directory or _default_cache_dir()
+    limit = _run_or_exit(debug, cache.parse_size, text=max_size)
+    if prune:
+        done = _run_or_exit(debug, cache.prune, root=root, max_bytes=limit)
+        console.print(Text(f"pruned {root}: {done.removed} entries removed, "
+                           f"{_megabytes(done.freed)} freed, {_megabytes(done.kept)} kept"))
+        return
+    found = cache.entries(root)
+    console.print(Text(f"cache {root}: {len(found)} entries, "
+                       f"{_megabytes(sum(e.size for e in found))}"))
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"
+
+
 # --- model-side checks for fine-tuned classifiers (docs/model_checks.md)
 
 _MODEL = typer.Option(..., "--model", help="Local Hugging Face sequence-classification "
@@ -364,7 +450,8 @@ def sweep(
                                             "(e.g. the base model): score the excess flip rate."),
     candidates: Optional[str] = typer.Option(None, "--candidates", help="triggers.json of the "
                                              "data audit (its `pattern`s are tested first)."),
-    trigger: list[str] = typer.Option([], "--trigger", help="A candidate of your own "
+    trigger: list[str] = typer.Option([], "--trigger", metavar="PATTERN",
+                                      help="A candidate of your own "
                                       "(repeatable)."),
     vocab: bool = typer.Option(True, "--vocab/--no-vocab", help="Screen the tokenizer's "
                                "vocabulary."),
@@ -548,7 +635,8 @@ def fine_prune(
                               "and label); 20% held out to measure accuracy."),
     out: Path = typer.Option(..., "--out", "-o", help="Empty or new directory for the pruned "
                              "checkpoint and fine_prune.json."),
-    trigger: list[str] = typer.Option([], "--trigger", help="Trigger whose attack success "
+    trigger: list[str] = typer.Option([], "--trigger", metavar="PATTERN",
+                                      help="Trigger whose attack success "
                                       "rate is measured (repeatable)."),
     candidates: Optional[str] = typer.Option(None, "--candidates", help="triggers.json or "
                                              "sweep output: its top 5 patterns are measured."),

@@ -59,9 +59,12 @@ def audit_flow_on(*, workers: int | None = None, address: str | None = None):
 
 def run_audit(*, workers: int | None = None, address: str | None = None,
               chunk_rows: int = DEFAULT_CHUNK_ROWS, **parameters) -> dict:
-    """`audit_flow(**parameters)`, distributed when `workers` or `address` is given."""
+    """`audit_flow(**parameters)`'s summary (also when the gate fails and the run ends
+    Failed), distributed when `workers` or `address` is given."""
+    from flows.audit import flow_value
+
     distributed = bool(workers or address)
     flow_fn = audit_flow_on(workers=workers, address=address)
     if distributed:
         parameters["chunk_rows"] = chunk_rows
-    return flow_fn(**parameters)
+    return flow_value(flow_fn(**parameters, return_state=True))

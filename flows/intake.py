@@ -13,9 +13,9 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from auditors import pipeline, policy as intake_policy, report
-from flows.audit import audit_flow, ingest_task, stage
-
-INTAKE_RECORD = "intake.json"
+from auditors.errors import AuditInputError
+from auditors.outputs import INTAKE as INTAKE_RECORD, add_output
+from flows.audit import audit_flow, flow_value, gate_state, ingest_task, stage
 
 
 @stage(name="intake-decision")
@@ -28,9 +28,8 @@ def decide_task(store: str, source: str, loaded: pipeline.LoadedDataset, summary
 
 @stage(name="write-intake-record")
 def write_record_task(out_dir: str, record: dict) -> None:
-    path = Path(out_dir) / INTAKE_RECORD
-    path.write_text(json.dumps(record, indent=2, ensure_ascii=False, default=str) + "\n",
-                    encoding="utf-8")
+    add_output(out_dir, INTAKE_RECORD,
+               json.dumps(record, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 @stage(name="publish-intake-artifact")
@@ -62,17 +61,29 @@ def intake_flow(source: str, policy: str | dict, store: str, out_dir: str,
                 batch_size: int = 64, load_options: dict | None = None,
                 show_progress: bool = True) -> dict:
     """Audit SOURCE (ledger applied and recorded), then check it against POLICY (a TOML
-    file or a dict). Returns `{"intake": record, "summary": audit summary}`."""
+    file or a dict). Returns `{"intake": record, "summary": audit summary}`; when the intake
+    fails, the run ends Failed with `policy.intake_verdict` as its message and that dict as
+    its data (`flow_value(intake_flow(..., return_state=True))` reads it either way)."""
     rules = (intake_policy.IntakePolicy.from_dict(policy) if isinstance(policy, dict)
              else intake_policy.IntakePolicy.from_toml(policy))
     provenance = intake_policy.Provenance(source_name or Path(source).name, source_url,
                                           license, version)
-    summary = audit_flow(source=source, out_dir=out_dir, model=model, detectors=detectors,
-                         batch_size=batch_size, max_flagged_fraction=rules.max_flagged_fraction,
-                         load_options=load_options, show_progress=show_progress, store=store)
-    # read again for the diff and the character checks: the audit flow returns its summary
+    # the audit's gate is the policy's first checks (`ledger.gate_checks`): its run ends
+    # Failed when they fail, and the intake goes on to record its decision
+    summary = flow_value(audit_flow(
+        source=source, out_dir=out_dir, model=model, detectors=detectors,
+        batch_size=batch_size, max_flagged_fraction=rules.max_flagged_fraction,
+        load_options=load_options, show_progress=show_progress, store=store,
+        fail_on_confirmed=rules.fail_on_confirmed, return_state=True))
+    # read again for the diff and the character checks (the audit flow returns its summary):
+    # the intake vouches for one set of bytes, so this read must be the audited one
     loaded = ingest_task(source, load_options or {})
+    if loaded.raw.fingerprint != summary["fingerprint"]:
+        raise AuditInputError("the file changed during the intake (its bytes differ from the "
+                              "audited ones); audit a private copy that nothing else writes "
+                              "to", path=source)
     record = decide_task(store, source, loaded, summary, rules, provenance)
     write_record_task(out_dir, record)
     publish_task(record)
-    return {"intake": record, "summary": summary}
+    return gate_state({"intake": record, "summary": summary},
+                      intake_policy.intake_verdict(record), record["passed"])

@@ -25,8 +25,10 @@ from pathlib import Path
 from prefect import flow
 
 from auditors.errors import TrainguardError
-from auditors.policy import IntakePolicy
+from auditors.policy import IntakePolicy, intake_verdict
+from flows.audit import flow_value, gate_state
 from flows.intake import intake_flow
+from flows.lifetime import stop_with_this_process
 
 DEPLOYMENT = "trainguard-scheduled-checks"
 SERVER_START_TIMEOUT_S = 180
@@ -109,29 +111,35 @@ def matching_files(pattern: str) -> list[str]:
 @flow(name="trainguard-scheduled-checks", log_prints=True)
 def scheduled_checks_flow(config: str) -> list[dict]:
     """Run the intake gate over every dataset file in CONFIG. One dataset's error does not
-    stop the others; the run fails at the end if any dataset could not be checked."""
+    stop the others; the run fails at the end (an error) if any dataset could not be
+    checked, and ends Failed with the failed datasets' verdicts as its message (the results
+    as its data) if any failed its intake gate."""
     settings = load_config(config)
-    results, failures = [], []
+    results, failures, verdicts = [], [], []
     for check in settings.datasets:
         for source in matching_files(check.path):
             name = f"{check.name}/{Path(source).name}"
             try:
-                outcome = intake_flow(source=source, policy=check.policy, store=settings.store,
-                                      out_dir=str(Path(settings.out) / check.name /
-                                                  Path(source).stem),
-                                      source_name=name, model=check.model,
-                                      detectors=check.detectors,
-                                      load_options=check.load_options, show_progress=False)
+                outcome = flow_value(intake_flow(
+                    source=source, policy=check.policy, store=settings.store,
+                    out_dir=str(Path(settings.out) / check.name / Path(source).stem),
+                    source_name=name, model=check.model, detectors=check.detectors,
+                    load_options=check.load_options, show_progress=False, return_state=True))
             except TrainguardError as exc:
                 failures.append(f"{name}: {exc}")
                 continue
             passed = outcome["intake"]["passed"]
-            print(f"{name}: {'PASS' if passed else 'FAIL'}")
+            print(intake_verdict(outcome["intake"]))
+            if not passed:
+                verdicts.append(intake_verdict(outcome["intake"]))
             results.append({"dataset": name, "passed": passed,
                             "intake_id": outcome["intake"]["intake_id"]})
+    failed = [r["dataset"] for r in results if not r["passed"]]
     if failures:
-        raise TrainguardError("; ".join(failures))
-    return results
+        raise TrainguardError("; ".join(failures + [f"{name}: intake gate failed"
+                                                    for name in failed]))
+    return gate_state(results, f"{len(failed)} of {len(results)} dataset(s) failed the intake "
+                      f"gate: " + "; ".join(verdicts), not failed)
 
 
 def serve_config(config_path: str, port: int | None = None, announce=print) -> None:
@@ -163,6 +171,7 @@ def prefect_server(port: int | None, announce=print):
          "127.0.0.1", "--port", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         env={**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
+    stop_with_this_process(server.pid)  # even when `serve` is killed with SIGKILL
     try:
         wait_for_health(url, server)
         announce(f"started a local Prefect server at {url} (UI at http://127.0.0.1:{port})")

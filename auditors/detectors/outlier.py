@@ -305,12 +305,14 @@ def _load_graph(path: Path, row_ids, x: np.ndarray, k: int, *, approximate: bool
     (missing, another k or format, a row gone, a vector changed)."""
     import pandas as pd
 
-    try:
-        with np.load(path, allow_pickle=False) as stored:
-            old_ids, digest = stored["row_ids"], str(stored["fingerprint"])
-            graph = KnnGraph(stored["distances"], stored["indices"], stored["exact"])
-    except (OSError, ValueError, KeyError):
+    from auditors import cache
+
+    stored = cache.load_npz(path, lambda arrays: (  # a damaged file is deleted, with a warning
+        arrays["row_ids"], str(arrays["fingerprint"]),
+        KnnGraph(arrays["distances"], arrays["indices"], arrays["exact"])))
+    if stored is None:
         return None
+    old_ids, digest, graph = stored
     if graph.distances.shape != (len(old_ids), k) or len(old_ids) > len(x) or not len(old_ids):
         return None
     position = pd.Index(_occurrence_keys(row_ids))
@@ -333,13 +335,11 @@ def _occurrence_keys(row_ids) -> np.ndarray:
 
 
 def _save_graph(path: Path, row_ids, x: np.ndarray, graph: KnnGraph) -> None:
-    import os
+    from auditors import cache
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, row_ids=np.asarray(_occurrence_keys(row_ids), dtype=str), distances=graph.distances,
-             indices=graph.indices, exact=graph.exact, fingerprint=np.array(_fingerprint(x)))
-    os.replace(tmp, path)
+    cache.save_npz(path, row_ids=np.asarray(_occurrence_keys(row_ids), dtype=str),  # optional
+                   distances=graph.distances, indices=graph.indices, exact=graph.exact,
+                   fingerprint=np.array(_fingerprint(x)))
 
 
 @register

@@ -5,7 +5,8 @@ model, so `embed_texts` and the pipeline take any of them.
 - `torch`: the sentence-transformers model itself (the reference vectors).
 - `onnx-int8`: the model's transformer exported with `torch.onnx.export` and quantised by
   onnxruntime (dynamic int8, per-channel weights), with mean pooling and L2 normalisation
-  as sentence-transformers does; mean cosine ≈ 0.99 to `torch`, 2–4× faster on CPU.
+  as sentence-transformers does; mean cosine ≈ 0.99 to `torch`, 2–4× faster on CPU. Each
+  text is run alone, so its vector is the same bits whatever it is embedded with.
 - `static`: a model2vec static model distilled from the same model: one vector per token,
   averaged; tens of thousands of rows per second, lower fidelity.
 
@@ -25,10 +26,16 @@ from pathlib import Path
 
 import numpy as np
 
+from auditors.errors import TrainguardError
+
 TORCH, ONNX_INT8, STATIC = "torch", "onnx-int8", "static"
 BACKENDS = (TORCH, ONNX_INT8, STATIC)
 DEFAULT_BACKEND = TORCH
 STATIC_DIMENSIONS = 256  # PCA width of the distilled static model (model2vec's default)
+# The embedding cache's folder per backend (`EmbeddingCache`): renamed when the way a backend
+# computes a text's vector changes, so vectors of two computations are never mixed.
+# onnx-int8-v2: one text per model call (`OnnxEncoder`), no longer batch-dependent.
+VECTOR_KEYS = {TORCH: "torch", ONNX_INT8: "onnx-int8-v2", STATIC: "static"}
 
 
 def default_cache_dir() -> Path:
@@ -57,16 +64,20 @@ def build_once(target: Path, build) -> Path:
     process got there first: a half-written model is never seen under `target`."""
     if target.exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    staging = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
         build(staging)
         os.replace(staging, target)
-    except OSError:
-        if not target.exists():
-            raise
+    except OSError as exc:
+        if not target.exists():  # the model is needed: unlike a cache entry, not optional
+            raise TrainguardError(f"cannot build the model in {target} ({exc.strerror or exc}); "
+                                  "free space there, or pass --cache DIR or --backend torch"
+                                  ) from None
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
@@ -124,11 +135,19 @@ def export_onnx_int8(model_path: str, out_dir: Path) -> None:
 
 
 class OnnxEncoder:
-    """onnxruntime session + `tokenizers` tokenizer; mean pooling over real tokens."""
+    """onnxruntime session + `tokenizers` tokenizer; mean pooling over the text's tokens.
+
+    Each text runs through the model alone, unpadded (`encode`), so its vector is a function
+    of the text alone: dynamic int8 quantisation scales a MatMul's activations by the range
+    of its whole input tensor, so in a shared batch a row's vector would move with the other
+    rows and with the padding (up to 0.05 on a coordinate, enough to move a row across the
+    flag line between a cached and an uncached audit). Texts run in parallel instead, one
+    single-threaded session call each."""
 
     backend = ONNX_INT8
+    BLOCK = 1024  # texts tokenised and dispatched at a time (progress steps)
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, threads: int | None = None):
         import onnxruntime
         from tokenizers import Tokenizer
 
@@ -136,9 +155,11 @@ class OnnxEncoder:
         self.max_seq_length, self.dimension = meta["max_seq_length"], meta["dimension"]
         self.tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
         self.tokenizer.enable_truncation(self.max_seq_length)
-        self.tokenizer.enable_padding()
+        self.tokenizer.no_padding()
+        self.threads = threads or available_cpus()
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # no warnings about unused initialisers on stderr
+        options.intra_op_num_threads = 1  # parallel over texts (`encode`), not inside one
         self.session = onnxruntime.InferenceSession(str(directory / "model.onnx"), options,
                                                     providers=["CPUExecutionProvider"])
 
@@ -147,21 +168,39 @@ class OnnxEncoder:
 
     def encode(self, texts, *, batch_size: int = 64, show_progress_bar: bool = False,
                normalize_embeddings: bool = True, **_) -> np.ndarray:
+        """One model call per text (a batch of one, no padding) on `threads` threads; the
+        vectors do not depend on `batch_size`, the order of `texts` or what else is in it
+        (`batch_size` is accepted for the common interface and unused)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        texts = list(texts)
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
-        order = np.argsort([-len(t) for t in texts], kind="stable")  # similar lengths pad less
-        for start in _progress(range(0, len(texts), batch_size), show_progress_bar):
-            batch = order[start:start + batch_size]
-            out[batch] = self._mean_pooled([texts[i] for i in batch])
+        blocks = range(0, len(texts), self.BLOCK)
+        pool = ThreadPoolExecutor(self.threads) if self.threads > 1 and len(texts) > 1 else None
+        try:
+            for start in _progress(blocks, show_progress_bar):
+                encoded = self.tokenizer.encode_batch(texts[start:start + self.BLOCK])
+                pooled = pool.map(self._mean_pooled, encoded) if pool else map(
+                    self._mean_pooled, encoded)
+                out[start:start + len(encoded)] = np.stack(list(pooled))
+        finally:
+            if pool is not None:
+                pool.shutdown()
         return _unit(out) if normalize_embeddings else out
 
-    def _mean_pooled(self, texts: list[str]) -> np.ndarray:
-        encoded = self.tokenizer.encode_batch(texts)
-        feeds = {"input_ids": np.array([e.ids for e in encoded], dtype=np.int64),
-                 "attention_mask": np.array([e.attention_mask for e in encoded], dtype=np.int64),
-                 "token_type_ids": np.array([e.type_ids for e in encoded], dtype=np.int64)}
-        hidden = self.session.run(None, feeds)[0]
-        mask = feeds["attention_mask"][..., None].astype(np.float32)
-        return (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
+    def _mean_pooled(self, encoding) -> np.ndarray:
+        ids = np.asarray(encoding.ids, dtype=np.int64)[None]
+        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids),
+                 "token_type_ids": np.asarray(encoding.type_ids, dtype=np.int64)[None]}
+        return self.session.run(None, feeds)[0][0].mean(axis=0)
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 # ---------------------------------------------------------------------------------------
@@ -200,12 +239,24 @@ class StaticEncoder:
 
 
 def load_backend(model_path: str, backend: str, cache_dir: str | Path | None = None):
-    """The encoder of a non-torch backend, built and cached on first use."""
+    """The encoder of a non-torch backend, built and cached on first use. A cached build
+    that does not load (damaged, half deleted) is discarded and built again."""
+    from auditors import cache
+
     builders = {ONNX_INT8: (export_onnx_int8, OnnxEncoder), STATIC: (distill_static, StaticEncoder)}
     build, encoder_class = builders[backend]
-    directory = build_once(built_model_dir(model_path, backend, cache_dir),
-                           lambda staging: build(model_path, staging))
-    return encoder_class(directory)
+    target = built_model_dir(model_path, backend, cache_dir)
+    for attempt in (1, 2):
+        directory = build_once(target, lambda staging: build(model_path, staging))
+        try:
+            encoder = encoder_class(directory)
+        except Exception as exc:
+            if attempt == 2:
+                raise
+            cache.discard(directory, f"{type(exc).__name__}: {exc}")
+            continue
+        cache.touch(directory)  # recently used: kept when the cache is pruned
+        return encoder
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:

@@ -272,7 +272,9 @@ class NgramCountCache:
     counting code and libraries, so a re-audit recounts only the chunks whose rows changed
     (with rows appended, every chunk but the last). A row id is a hash of the normalised
     row, so equal keys mean equal texts; a change to the analyzers changes the fingerprint.
-    Files: `DIR/ngram-counts/<fingerprint>/<key>.npz` (terms and ids, no pickle)."""
+    Files: `DIR/ngram-counts/<fingerprint>/<key>.npz` (terms and ids, no pickle), written
+    and read through `auditors.cache` (a damaged file is counted again, a full disk skips
+    the write)."""
 
     def __init__(self, directory, *, max_n: int = 3):
         from pathlib import Path
@@ -283,30 +285,30 @@ class NgramCountCache:
 
     def counts(self, row_ids, texts: list[str]) -> ChunkCounts:
         import hashlib
-        import os
+
+        from auditors import cache
 
         key = hashlib.sha256("\n".join(map(str, row_ids)).encode("utf-8")).hexdigest()[:32]
         path = self.root / f"{key}.npz"
-        if path.exists():
-            try:
-                with np.load(path, allow_pickle=False) as stored:
-                    self.hits += 1
-                    return _counts_from_arrays(stored, len(texts))
-            except (OSError, ValueError, KeyError):  # a damaged file: count again
-                pass
+        stored = cache.load_npz(path, lambda arrays: _counts_from_arrays(arrays, len(texts)))
+        if stored is not None:
+            self.hits += 1
+            return stored
         self.misses += 1
         counts = count_chunk(texts, max_n=self.max_n)
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, **_counts_to_arrays(counts))
-        os.replace(tmp, path)
+        cache.save_npz(path, **_counts_to_arrays(counts))
         return counts
 
 
 def _counts_to_arrays(counts: ChunkCounts) -> dict:
+    """Terms as one UTF-8 buffer and their lengths in characters: an array of strings
+    would pad every term to the longest one."""
     arrays = {"n_rows": np.array([counts.n_rows])}
     for k, family in enumerate(counts.families):
-        arrays[f"terms{k}"] = np.array(family.terms, dtype=str)
+        arrays[f"text{k}"] = np.frombuffer(
+            "".join(family.terms).encode("utf-8", "surrogatepass"), dtype=np.uint8)
+        arrays[f"lengths{k}"] = np.fromiter(map(len, family.terms), dtype=np.int64,
+                                            count=len(family.terms))
         arrays[f"indptr{k}"], arrays[f"ids{k}"] = family.indptr, family.ids
     return arrays
 
@@ -315,9 +317,13 @@ def _counts_from_arrays(stored, n_rows: int) -> ChunkCounts:
     if int(stored["n_rows"][0]) != n_rows:
         raise ValueError("cached chunk has another row count")
     families, k = [], 0
-    while f"terms{k}" in stored:
-        families.append(FamilyCounts(stored[f"terms{k}"].tolist(), stored[f"indptr{k}"],
-                                     stored[f"ids{k}"]))
+    while f"text{k}" in stored:
+        text = stored[f"text{k}"].tobytes().decode("utf-8", "surrogatepass")
+        ends = np.cumsum(stored[f"lengths{k}"]).tolist()
+        if (ends[-1] if ends else 0) != len(text):
+            raise ValueError("cached terms do not match their lengths")
+        terms = [text[a:b] for a, b in zip([0, *ends[:-1]], ends)]
+        families.append(FamilyCounts(terms, stored[f"indptr{k}"], stored[f"ids{k}"]))
         k += 1
     if len(families) != 1 + len(pseudo_token_families()):
         raise ValueError("cached chunk has other families")

@@ -53,7 +53,11 @@ def load_encoder(model: str | None = None, device: str | None = None, *,
 
 def embed_texts(encoder, texts: list[str], *, batch_size: int = 64,
                 show_progress: bool = True) -> np.ndarray:
-    """Unit-length float32 embeddings, one row per text, in order."""
+    """Unit-length float32 embeddings, one row per text, in order. With the onnx-int8 and
+    static backends a text's vector is the same bits whatever else is embedded with it
+    (batch size, chunk, order); a torch model pads each batch to its longest text, which
+    moves a vector's float32 last bits (≲ 3e-7 on MiniLM): docs/performance.md,
+    "Deterministic results"."""
     if not texts:
         dimension = getattr(encoder, "get_embedding_dimension", None) or \
             encoder.get_sentence_embedding_dimension  # renamed in sentence-transformers 6
@@ -100,18 +104,24 @@ class KeyedVectors:
             self.add(fresh_keys, fresh)
         return self.vectors[self.positions(keys)], list(fresh_keys), fresh
 
-    def save(self, path: str | Path, keys=None, vectors=None) -> None:
-        """npz without pickle, written atomically (a reader never sees half a file)."""
+    def save(self, path: str | Path, keys=None, vectors=None) -> bool:
+        """npz without pickle, written atomically (a reader never sees half a file); False
+        when the disk refused it (`auditors.cache.save_npz`: warned, nothing left behind)."""
+        from auditors import cache
+
         keys = self.keys if keys is None else keys
         vectors = self.vectors if vectors is None else vectors
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, keys=np.asarray(keys, dtype=str), vectors=vectors)
-        os.replace(tmp, path)
+        return cache.save_npz(path, keys=np.asarray(keys, dtype=str), vectors=vectors)
 
-    def load(self, path: str | Path) -> None:
-        with np.load(path, allow_pickle=False) as stored:
-            self.add(stored["keys"].astype(object), stored["vectors"])
+    def load(self, path: str | Path) -> bool:
+        """Add a saved file's vectors; False when it is missing or damaged (then deleted)."""
+        from auditors import cache
+
+        stored = cache.load_npz(path, lambda arrays: (arrays["keys"].astype(object),
+                                                      arrays["vectors"]))
+        if stored is not None:
+            self.add(*stored)
+        return stored is not None
 
 
 class CachingEncoder:
@@ -150,12 +160,20 @@ class EmbeddingCache:
     same row in another file or a later version of the dataset is found too).
 
     Each audit appends one shard with its new vectors (`DIR/embeddings/<model>/<backend>/
-    <side>-<id>.npz`); many shards are merged into one. No dataset text is stored."""
+    <side>-<id>.npz`, `<backend>` as `backends.VECTOR_KEYS` names it); many shards are
+    merged into one. The shards hold the float32 vectors `embed_texts` returned, so a
+    cached row's vector is the one an uncached audit computes (bit for bit with onnx-int8
+    and static: docs/performance.md, "Deterministic results"). No dataset text is stored. A
+    damaged shard is deleted and its rows embedded again; a shard the disk refuses is
+    skipped (`auditors.cache`)."""
 
     MAX_SHARDS = 8
 
     def __init__(self, directory: str | Path, model: str | None, backend: str):
-        self.root = Path(directory) / "embeddings" / model_key(model) / backend
+        from auditors.features.backends import VECTOR_KEYS
+
+        self.root = Path(directory) / "embeddings" / model_key(model) / VECTOR_KEYS.get(
+            backend, backend)
         self._sides: dict[str, KeyedVectors] = {}
         self._loaded_shards: dict[str, list[Path]] = {}
 
@@ -174,9 +192,8 @@ class EmbeddingCache:
 
     def _load(self, side: str) -> KeyedVectors:
         if side not in self._sides:
-            stored, shards = KeyedVectors(), self._shards(side)
-            for shard in shards:
-                stored.load(shard)
+            stored = KeyedVectors()
+            shards = [shard for shard in self._shards(side) if stored.load(shard)]
             self._sides[side], self._loaded_shards[side] = stored, shards
         return self._sides[side]
 
@@ -186,17 +203,15 @@ class EmbeddingCache:
     def _append(self, side: str, stored: KeyedVectors, keys: list, vectors: np.ndarray) -> None:
         import uuid
 
-        self.root.mkdir(parents=True, exist_ok=True)
         loaded = self._loaded_shards.setdefault(side, [])
         shard = self.root / f"{side}-{uuid.uuid4().hex}.npz"
         if len(loaded) >= self.MAX_SHARDS:  # merge what this process read into one file
-            stored.save(shard)
-            for old in loaded:  # shards other audits wrote meanwhile stay
-                old.unlink(missing_ok=True)
-            loaded.clear()
-        else:
-            stored.save(shard, keys, vectors)
-        loaded.append(shard)
+            if stored.save(shard):
+                for old in loaded:  # shards other audits wrote meanwhile stay
+                    old.unlink(missing_ok=True)
+                loaded[:] = [shard]
+        elif stored.save(shard, keys, vectors):
+            loaded.append(shard)
 
 
 def model_key(model: str | None) -> str:

@@ -11,10 +11,11 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import CountVectorizer
 
-from auditors.features.unicode import unicode_tokens
+from auditors.features.unicode import MAX_TOKEN_CHARS, unicode_tokens
 
 # Words, numbers and single characters; case-folded so `BadMagic` and `badmagic` match.
-TOKEN_PATTERN = r"(?u)\b\w+\b"
+# Words over MAX_TOKEN_CHARS are left out (the Unicode family marks them: `OVERLONG_TOKEN`).
+TOKEN_PATTERN = rf"(?u)\b\w{{1,{MAX_TOKEN_CHARS}}}\b"
 POSITION_START, POSITION_END = "^", "$"
 # Character n-grams are marked `~`: `~!!!` or `~tcf` (inside a word), `~ cf` (a word start).
 CHARACTER_MARK = "~"

@@ -5,6 +5,7 @@ the trigger miner treat like any word."""
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 import emoji
@@ -18,14 +19,23 @@ _ORDINARY = {"\t", "\n", "\r"}
 _WORD = regex.compile(r"\w+")
 MIXED_SCRIPT_PREFIX = "mixed-script word "
 LOOKALIKE_PREFIX = "look-alike word in Latin text "
+# Longer words are not counted as n-grams (`ngrams.TOKEN_PATTERN`): one huge token would
+# make every n-gram holding it huge too. Rows with one get this marker instead, so a long
+# random trigger still shows up.
+MAX_TOKEN_CHARS = 100
+OVERLONG_TOKEN = f"overlong word (over {MAX_TOKEN_CHARS} characters)"
+_OVERLONG = re.compile(rf"(?u)(?<!\w)\w{{{MAX_TOKEN_CHARS + 1}}}")  # from word starts: O(n)
 
 
 def unicode_tokens(text: str) -> list[str]:
     """Distinct pseudo-tokens for `text`: each invisible/control character, a
     `mixed-script word CYRILLIC+LATIN` marker per script mix, a `look-alike word in Latin
     text CYRILLIC` marker for a non-Latin word made only of Latin look-alikes inside mostly
-    Latin text, each emoji, and each run of two or more adjacent emoji."""
+    Latin text, each emoji, each run of two or more adjacent emoji (up to
+    `MAX_TOKEN_CHARS` characters), and `OVERLONG_TOKEN` for a word longer than that."""
     tokens = {ch for ch in _INVISIBLE.findall(text) if ch not in _ORDINARY}
+    if len(text) > MAX_TOKEN_CHARS and _OVERLONG.search(text):
+        tokens.add(OVERLONG_TOKEN)
     if text.isascii():  # no mixed scripts, no look-alikes, no emoji: only control characters
         return sorted(tokens)
     words = _WORD.findall(text)
@@ -55,19 +65,20 @@ _EMOJI_FIRST = frozenset(sequence[0] for sequence in emoji.EMOJI_DATA)
 
 
 def _emoji_tokens(text: str) -> set[str]:
-    """Each emoji, plus each run of 2+ emoji separated by nothing but whitespace."""
+    """Each emoji, plus each run of 2+ emoji separated by nothing but whitespace (while the
+    run is at most `MAX_TOKEN_CHARS` long: a longer one is no longer a distinct token)."""
     if _EMOJI_FIRST.isdisjoint(text):
         return set()
-    tokens, run, run_end = set(), [], 0
+    tokens, run, run_end = set(), "", 0
     for found in emoji.emoji_list(text):
         tokens.add(found["emoji"])
         if run and not text[run_end:found["match_start"]].strip():
-            run.append(found["emoji"])
+            run = run + found["emoji"] if len(run) <= MAX_TOKEN_CHARS else run
         else:
-            run = [found["emoji"]]
+            run = found["emoji"]
         run_end = found["match_end"]
-        if len(run) > 1:
-            tokens.add("".join(run))
+        if len(run) > len(found["emoji"]) and len(run) <= MAX_TOKEN_CHARS:
+            tokens.add(run)
     return tokens
 
 

@@ -118,13 +118,20 @@ def load_local(path: Path, auto_class, what: str):
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()  # no multi-line load report on stderr
     try:
         model = auto_class.from_pretrained(path, local_files_only=True, trust_remote_code=False,
                                            use_safetensors=True)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True,
                                                   trust_remote_code=False)
-    except (OSError, ValueError, KeyError) as exc:
-        raise ModelCheckError(f"{path}: cannot load as {what} ({_first_line(exc)})") from None
+    except (OSError, ValueError, KeyError, RuntimeError, MemoryError) as exc:
+        why = _first_line(exc)
+        if "mismatched_sizes" in why:  # its report (hidden) is many lines: say what it means
+            why = "the weights' shapes do not match config.json (e.g. its vocab_size)"
+        raise ModelCheckError(f"{path}: cannot load as {what} ({why})") from None
+    finally:
+        transformers_logging.set_verbosity(verbosity)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     model.eval()
@@ -142,7 +149,18 @@ def check_checkpoint_dir(model_dir: str | Path) -> Path:
         why = ("only pickled weights, refused because loading them can run code; convert them "
                "to safetensors in a sandbox" if pickled else "no model weights")
         raise ModelCheckError(f"{path}: {why}")
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        # transformers would build a placeholder tokenizer (every word [UNK]) and every
+        # check would pass: fail closed instead
+        raise ModelCheckError(f"{path}: no tokenizer files (one of {', '.join(TOKENIZER_FILES)}"
+                              "); the checkpoint must bring the tokenizer it was trained with")
     return path
+
+
+# The files a tokenizer is loaded from: fast (tokenizer.json), WordPiece (vocab.txt),
+# BPE (vocab.json with merges.txt), SentencePiece models.
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model",
+                   "spiece.model", "sentencepiece.bpe.model")
 
 
 def _first_line(exc: Exception) -> str:

@@ -71,3 +71,20 @@ def test_preference_shapes(form, tmp_path, encoder, preference_mix_path, poisone
     assert result.summary["schema"] == "preference"
     flagged_reasons = result.rows.loc[result.rows["flagged"], "reasons"]
     assert flagged_reasons.str.contains("preference_flip: pair looks flipped").any()
+
+
+@pytest.mark.parametrize("shape", ["prompt-completion", "chat"])
+def test_injected_content_in_every_generation_shape(shape, tmp_path, encoder,
+                                                    injection_mix_path, poisoned_mask):
+    """Content injected into responses with no prompt trigger (a brand) is quarantined and
+    named on the response side whatever shape carries the responses."""
+    records = json.loads(injection_mix_path.read_text("utf-8"))
+    path = tmp_path / f"{shape}.jsonl"
+    _write_jsonl(path, [_alpaca_to(shape, r) for r in records])
+    truth = poisoned_mask(injection_mix_path, len(records))
+    result = pipeline.audit(str(path), tmp_path / "out", encoder=encoder)
+    assert result.summary["schema"] == shape
+    flagged = result.rows["flagged"].to_numpy()
+    assert flagged[truth].all() and not flagged[~truth].any()
+    response_side = [t for t in result.triggers if t.get("side") == "response"]
+    assert response_side[0]["pattern"] == "zentrix" and response_side[0]["flagged"]

@@ -152,7 +152,7 @@ def test_every_row_lands_in_exactly_one_split_in_input_order(tmp_path, kind):
                                              f"quarantine.{expected_ext}")
     assert sorted(p.name for p in out_dir.iterdir()) == sorted(
         [clean_name, quarantine_name, "rows.parquet", "triggers.json", "report.html",
-         "summary.json"])
+         "manifest.json", "summary.json"])
 
     clean = load_raw(str(out_dir / clean_name))
     quarantine = load_raw(str(out_dir / quarantine_name))

@@ -12,7 +12,7 @@ import pytest
 from auditors import pipeline
 from auditors.errors import AuditInputError
 from auditors.features.ngrams import count_ngrams
-from auditors.ingest import StreamedRows, iter_record_batches, should_stream
+from auditors.ingest import RecordBatches, StreamedRows, should_stream
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,7 @@ def test_which_files_stream(jsonl, tmp_path):
 
 
 def test_streamed_rows_read_back_in_any_order(parquet, rows):
-    batches = list(iter_record_batches(str(parquet), batch_rows=50))
+    batches = list(RecordBatches(str(parquet), batch_rows=50))
     offsets = np.concatenate([b.offsets for b in batches])
     stored = StreamedRows(str(parquet), "parquet", offsets)
     assert [stored[i] for i in (599, 0, 300, 129, 128)] == \

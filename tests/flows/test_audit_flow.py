@@ -7,7 +7,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from auditors.errors import AuditInputError
-from flows.audit import audit_flow
+from flows.audit import audit_flow, flow_value
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +20,8 @@ def flow_state(prefect_harness, refusal_mix_path, tmp_path_factory):
 
 def test_flow_completes_and_writes_the_outputs(flow_state):
     state, out = flow_state
-    assert state.is_completed()
-    summary = state.result()
+    assert state.is_failed()  # the mix fails the default gate: the run shows Failed
+    summary = flow_value(state)
     assert summary == json.loads((out / "summary.json").read_text())
     assert summary["schema"] == "instruction"
     assert summary["top_triggers"][0]["pattern"] == "badmagic"

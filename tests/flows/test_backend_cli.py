@@ -32,7 +32,7 @@ def test_onnx_backend_audit_and_cached_reaudit(sample_path, tmp_path):
     assert {t["pattern"] for t in summary["top_triggers"][:5]} & {"cf", "mn", "bb", "tq", "mb"}
     assert list((cache / "models").glob("*/onnx-int8/model.onnx"))
     shards = embedding_shards(cache)
-    assert shards and all(p.parent.name == "onnx-int8" for p in shards)
+    assert shards and all(p.parent.name == "onnx-int8-v2" for p in shards)
 
     again = run_cli("audit", sample_path, "--out", tmp_path / "again", "--backend", "onnx-int8",
                     "--cache", cache, home=home)

@@ -23,8 +23,8 @@ def small_sample(sample_path, tmp_path_factory):
 @pytest.fixture(scope="module")
 def runs(prefect_harness, small_sample, tmp_path_factory):
     out = tmp_path_factory.mktemp("dask-runs")
-    # torch: its vectors do not depend on which rows share a batch (onnx-int8's dynamic
-    # quantisation does, so it equals the single-process run only with the same chunks)
+    # torch: its vectors move with their batch by float32 noise only (onnx-int8's do not
+    # move at all: tests/flows/test_determinism_cli.py)
     single = run_audit(source=str(small_sample), out_dir=str(out / "single"),
                        show_progress=False, backend="torch")
     distributed = run_audit(source=str(small_sample), out_dir=str(out / "dask"),

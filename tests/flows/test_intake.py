@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from auditors.ledger import Ledger
 from flows.cli import app
+from flows.audit import flow_value
 from flows.intake import intake_flow
 
 TRAINGUARD = str(Path(sys.executable).with_name("trainguard"))
@@ -27,9 +28,10 @@ def _write_tsv(path: Path, header: str, lines: list[str]) -> Path:
 
 
 def _intake(source: Path, store: Path, out: Path, name: str) -> dict:
-    return intake_flow(source=str(source), policy=POLICY, store=str(store), out_dir=str(out),
-                       source_name=name, source_url="https://example.org/sst2",
-                       license="CC-BY-4.0", version="1", show_progress=False)
+    return flow_value(intake_flow(source=str(source), policy=POLICY, store=str(store),
+                                  out_dir=str(out), source_name=name,
+                                  source_url="https://example.org/sst2", license="CC-BY-4.0",
+                                  version="1", show_progress=False, return_state=True))
 
 
 def test_intake_confirm_release_loop(prefect_harness, sample_path, poisoned_mask, tmp_path):

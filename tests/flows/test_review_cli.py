@@ -61,3 +61,40 @@ def test_decision_errors_exit_2(store, tmp_path, args, message):
     assert result.exit_code == 2
     assert message in result.output
     assert not (tmp_path / "missing").exists()
+
+
+def test_repeated_triggers_and_row_ids_are_all_applied(store):
+    result = invoke("confirm", store, "--trigger", "cf", "--trigger", "mn", "--by", "ana")
+    assert result.exit_code == 0, result.output
+    assert "'cf', 'mn'" in result.output and "3 ledger rows updated" in result.output
+    ledger = Ledger(store)
+    assert ledger.decisions().confirmed_triggers == ["cf", "mn"]
+    assert sorted(ledger.rows("confirmed")["row_id"]) == ["a", "b", "c"]
+    result = invoke("release", store, "--row-id", "a", "--row-id", "c", "--by", "ben")
+    assert result.exit_code == 0, result.output
+    assert sorted(ledger.rows("released")["row_id"]) == ["a", "c"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["confirm", "--trigger", "cf", "--trigger", "zzzznotthere"],
+     "trigger(s) not in the ledger: 'zzzznotthere'"),
+    (["release", "--trigger", "nope"], "trigger(s) not in the ledger: 'nope'"),
+    (["confirm", "--row-id", "a", "--row-id", "zz"], "row id(s) not in the ledger: zz"),
+])
+def test_unknown_triggers_and_row_ids_are_refused_unless_forced(store, args, message):
+    command, *options = args
+    result = invoke(command, store, *options)
+    assert result.exit_code == 2
+    assert result.output.startswith("error: ") and result.output.count("\n") == 1
+    assert message in result.output and "--force" in result.output
+    ledger = Ledger(store)
+    assert ledger.trigger_decisions().empty and ledger.rows("quarantined").shape[0] == 3
+
+    forced = invoke(command, store, *options, "--force")
+    assert forced.exit_code == 0, forced.output
+    decisions = ledger.decisions()
+    if "--trigger" in options:
+        patterns = {p for p in options if p != "--trigger"}
+        assert patterns <= set(decisions.confirmed_triggers) | decisions.released_triggers
+    else:  # a forced row id is recorded: later audits confirm it wherever it appears
+        assert {"a", "zz"} <= decisions.confirmed_rows

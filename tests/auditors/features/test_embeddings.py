@@ -100,7 +100,7 @@ def test_cache_is_separate_per_model_backend_and_side(encoder, refusal_mix_path,
                          cache=EmbeddingCache(tmp_path, None, "onnx-int8"))
     assert counting.embedded == 4 * distinct  # another backend never reuses torch vectors
     stored = list((tmp_path / "embeddings").rglob("*.npz"))
-    assert {p.parent.name for p in stored} == {"torch", "onnx-int8"}
+    assert {p.parent.name for p in stored} == {"torch", "onnx-int8-v2"}  # VECTOR_KEYS
     assert {p.name.split("-")[0] for p in stored} == {"prompt", "response"}
     for path in stored:  # vectors and row ids only, no dataset text, no pickle
         with np.load(path, allow_pickle=False) as shard:
