@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from auditors.features.ngrams import POSITION_END, POSITION_START, TOKEN_PATTERN
 from auditors.features.unicode import describe_codepoints
 from auditors.schema import PREFERENCE
 
@@ -161,6 +160,10 @@ def highlight(text: str, pattern: str) -> str:
 
 
 def _pattern_regex(pattern: str) -> re.Pattern | None:
+    # imported here: the n-gram module loads scikit-learn (a second), and commands import
+    # this module (through auditors.outputs) to check their output path before any work
+    from auditors.features.ngrams import POSITION_END, POSITION_START, TOKEN_PATTERN
+
     anchored = pattern[:1] in (POSITION_START, POSITION_END) and len(pattern) > 1
     words = re.findall(TOKEN_PATTERN, pattern[1:] if anchored else pattern)
     if not words:  # a Unicode token: the character itself

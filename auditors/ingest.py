@@ -197,6 +197,19 @@ def _check_readable(path: Path, source: str) -> None:
         raise AuditInputError(f"cannot access ({exc.strerror})", path=source) from None
 
 
+def check_source(source: str, *, via_datasets: bool = False,
+                 stream: bool | None = None) -> str:
+    """What can be known of `source` without reading its rows, for commands to refuse a
+    mistake at once: the path exists and is a dataset this reads (`detect_format`), a file
+    can be opened for reading, and `stream` suits it. Returns the format; a hub name is
+    not looked up here."""
+    fmt = detect_format(source)
+    if fmt not in ("hf-hub", "hf-disk"):
+        _open_regular(source).close()
+    should_stream(source, via_datasets=via_datasets, stream=stream)
+    return fmt
+
+
 def load_raw(source: str, *, split: str | None = None, via_datasets: bool = False,
              on_bad_row: str = "fail") -> RawDataset:
     """Read `source` (a path or `hf://org/name`) into a RawDataset.

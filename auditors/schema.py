@@ -61,6 +61,13 @@ class SchemaChoice:
         return f"{self.name} ({', '.join(details)})" if details else self.name
 
 
+def check_schema_name(schema: str | None, source: str = "") -> None:
+    """A schema forced by name (`--schema`) must be one of `SCHEMAS`."""
+    if schema is not None and schema not in SCHEMAS:
+        raise AuditInputError(f"unknown schema '{schema}' (one of {', '.join(SCHEMAS)})",
+                              path=source or None)
+
+
 def detect_schema(columns: list[str], *, text_col: str | None = None,
                   label_col: str | None = None, schema: str | None = None,
                   source: str = "") -> SchemaChoice:
@@ -70,9 +77,7 @@ def detect_schema(columns: list[str], *, text_col: str | None = None,
         if name is not None and name not in present:
             raise AuditInputError(f"column '{name}' given by {flag} not found{_suggest(name, columns)}",
                                   path=source, field=name)
-    if schema is not None and schema not in SCHEMAS:
-        raise AuditInputError(f"unknown schema '{schema}' (one of {', '.join(SCHEMAS)})",
-                              path=source)
+    check_schema_name(schema, source)
     if text_col or label_col or schema == CLASSIFICATION:
         return _classification(columns, text_col, label_col, source)
     if schema is not None:

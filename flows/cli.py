@@ -118,18 +118,21 @@ def audit(
                           "DEBUG" if debug else "INFO" if verbose else "CRITICAL")
     from auditors.cache import parse_size
     from auditors.outputs import check_output_location
-    from flows.dask import audit_flow_on
 
-    _run_or_exit(debug, check_output_location, source=source, out_dir=out)  # before any work
+    # mistakes are refused before Prefect is imported and its temporary server started
+    _run_or_exit(debug, check_output_location, source=source, out_dir=out)
+    names = _check_command_line(debug, source, detectors=detectors, schema=schema,
+                                via_datasets=via_datasets, stream=stream)
     cache_max_bytes = _run_or_exit(debug, parse_size, text=cache_max_size)
     _check_store(store, debug)
+    from flows.dask import audit_flow_on
+
     audit_flow = _run_or_exit(debug, audit_flow_on, workers=workers, address=dask_address)
     _tie_prefect_server()
     distributed = {"chunk_rows": chunk_rows} if workers or dask_address else {}
     load_options = {"split": split, "text_col": text_col, "label_col": label_col,
                     "schema": schema, "via_datasets": via_datasets, "on_bad_row": on_bad_row.value,
                     "stream": stream}
-    names = [n.strip() for n in detectors.split(",") if n.strip()] if detectors else None
     # the run ends Failed when the gate fails; its state carries the summary either way
     state = _run_or_exit(debug, audit_flow, source=source, out_dir=str(out), model=model,
                          detectors=names, batch_size=batch_size,
@@ -209,6 +212,26 @@ def show_ledger_effect(ledger: dict) -> None:
 def _quiet_prefect(verbose: bool, debug: bool) -> None:
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL",
                           "DEBUG" if debug else "INFO" if verbose else "CRITICAL")
+
+
+def _check_command_line(debug: bool, source: str, *, detectors: Optional[str],
+                        schema: Optional[str], via_datasets: bool = False,
+                        stream: Optional[bool] = None) -> Optional[list[str]]:
+    """The names in `--detectors`, after refusing what the command line alone shows to be
+    wrong, in the flow's own words but without reading rows or starting Prefect: a missing,
+    unreadable or unsupported input, `--stream` on a file that cannot be streamed, an
+    unknown `--schema` or detector."""
+    from auditors.ingest import check_source
+    from auditors.schema import check_schema_name
+
+    _run_or_exit(debug, check_source, source=source, via_datasets=via_datasets, stream=stream)
+    _run_or_exit(debug, check_schema_name, schema=schema, source=source)
+    names = [n.strip() for n in detectors.split(",") if n.strip()] if detectors else None
+    if names:
+        from auditors.runner import detector_config  # imports the detectors (a second)
+
+        _run_or_exit(debug, detector_config, detectors=names)
+    return names
 
 
 def _check_store(store: Optional[Path], debug: bool) -> None:
@@ -344,14 +367,18 @@ def intake(
     audit with the ledger applied, and pass (exit 0) or fail (exit 1) by the policy."""
     _quiet_prefect(verbose, debug)
     from auditors.outputs import check_output_location
+    from auditors.policy import IntakePolicy
+
+    # mistakes are refused before Prefect is imported and its temporary server started
+    _run_or_exit(debug, check_output_location, source=source, out_dir=out)
+    names = _check_command_line(debug, source, detectors=detectors, schema=schema)
+    _run_or_exit(debug, IntakePolicy.from_toml, path=policy)
+    _check_store(store, debug)
     from flows.intake import intake_flow
 
-    _run_or_exit(debug, check_output_location, source=source, out_dir=out)
-    _check_store(store, debug)
     _tie_prefect_server()
     load_options = {"split": split, "text_col": text_col, "label_col": label_col,
                     "schema": schema}
-    names = [n.strip() for n in detectors.split(",") if n.strip()] if detectors else None
     state = _run_or_exit(debug, intake_flow, source=source, policy=str(policy),
                          store=str(store), out_dir=str(out), source_name=source_name,
                          source_url=source_url, license=license, version=version, model=model,
