@@ -11,11 +11,27 @@ import re
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
 
 
+def plain(value: object) -> str:
+    """One line of text; a list reads as its items joined by commas, not as a repr."""
+    if isinstance(value, (list, tuple)):
+        value = ", ".join(str(item) for item in value)
+    return " ".join(str(value).split())
+
+
 def escape_markdown(text: object) -> str:
-    """Inert text for markdown renderers: HTML-escaped, markdown syntax backslashed,
-    line breaks flattened."""
-    flat = " ".join(str(text).split())
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(flat, quote=True))
+    """Inert text for markdown renderers: `<`, `>` and `&` as entities, markdown syntax
+    backslashed, line breaks flattened. Quotes stay as they are (no `&#x27;` debris): they
+    are not markup outside HTML attributes."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(plain(text), quote=False))
+
+
+def code_span(text: object) -> str:
+    """`text` as a markdown code span: shown literally (no escapes, no HTML), fenced by more
+    backticks than any run inside it."""
+    flat = plain(text)
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", flat)), default=0) + 1)
+    return f"{fence} {flat} {fence}" if flat.startswith("`") or flat.endswith("`") else \
+        f"{fence}{flat}{fence}"
 
 
 def percents(share: float, limit: float) -> tuple[str, str]:
@@ -45,19 +61,21 @@ def verdict_line(summary: dict) -> str:
 
 
 def trigger_rows(triggers: list[dict], limit: int = 10) -> list[dict]:
-    return [{"rank": rank, "pattern": escape_markdown(t["pattern"]), "score": t["score"],
-             "support": t["support"], "target": escape_markdown(t["target"])}
+    """Rows for a table artifact: plain text (a table cell shows text as it is, so escapes
+    would show as debris); `summary_markdown` escapes them for markdown."""
+    return [{"rank": rank, "pattern": plain(t["pattern"]), "score": t["score"],
+             "support": t["support"], "target": plain(t["target"])}
             for rank, t in enumerate(triggers[:limit], start=1)]
 
 
 def summary_markdown(summary: dict) -> str:
     lines = [f"# trainguard audit: {verdict_line(summary)}", "",
-             f"- input: `{escape_markdown(summary['input'])}` ({summary['format']}, "
+             f"- input: {code_span(summary['input'])} ({summary['format']}, "
              f"schema {summary['schema']})",
              f"- detectors run: {', '.join(summary['detectors_run']) or 'none'}"]
     for name, why in {**summary["detectors_skipped"], **summary["detectors_failed"]}.items():
         lines.append(f"- detector {name} did not run: {escape_markdown(why)}")
     lines += ["", "| rank | trigger | score | support | target |", "| --- | --- | --- | --- | --- |"]
-    lines += [f"| {r['rank']} | {r['pattern']} | {r['score']} | {r['support']} | {r['target']} |"
-              for r in trigger_rows(summary["top_triggers"])]
+    lines += [f"| {r['rank']} | {escape_markdown(r['pattern'])} | {r['score']} | {r['support']} "
+              f"| {escape_markdown(r['target'])} |" for r in trigger_rows(summary["top_triggers"])]
     return "\n".join(lines) + "\n"
