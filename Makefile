@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 SAMPLE := sample_data/sst2_badnets_sample.tsv
 AUDIT_OUT := out/sample-audit
 
-.PHONY: setup audit test clean
+.PHONY: setup audit test test-all clean
 
 setup: $(STAMP)
 
@@ -23,8 +23,13 @@ $(STAMP): pyproject.toml
 audit: setup
 	$(BIN)/trainguard audit $(SAMPLE) --out $(AUDIT_OUT) || [ $$? -eq 1 ]
 
+# The default run (what CI gates on) leaves out the tests marked slow (pyproject.toml);
+# test-all runs every test, the slow end-to-end ones included.
 test: setup
 	$(BIN)/pytest
+
+test-all: setup
+	$(BIN)/pytest -m "slow or not slow"
 
 clean:
 	rm -rf $(VENV) out

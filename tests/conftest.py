@@ -41,6 +41,20 @@ def encoder():
 
 
 @pytest.fixture(scope="session")
+def onnx_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("trainguard-cache")
+
+
+@pytest.fixture(scope="session")
+def onnx_encoder(onnx_cache):
+    """The CLI's default backend, exported and quantised into a fresh cache directory (a few
+    seconds); it embeds the shared detector inputs below ~3x faster than torch."""
+    from auditors.features.embeddings import load_encoder
+
+    return load_encoder(backend="onnx-int8", cache_dir=onnx_cache)
+
+
+@pytest.fixture(scope="session")
 def prefect_harness():
     from prefect.testing.utilities import prefect_test_harness
 
@@ -60,33 +74,33 @@ def _audit_inputs(path: Path, encoder):
 
 
 @pytest.fixture(scope="session")
-def sample_inputs(encoder):
+def sample_inputs(onnx_encoder):
     """Shared detector inputs for the bundled SST-2 BadNets sample (classification)."""
-    return _audit_inputs(SAMPLE, encoder)
+    return _audit_inputs(SAMPLE, onnx_encoder)
 
 
 @pytest.fixture(scope="session")
-def refusal_inputs(encoder):
+def refusal_inputs(onnx_encoder):
     """Shared detector inputs for the BackdoorLLM refusal/badnet mix (instruction tuning)."""
-    return _audit_inputs(REFUSAL_MIX, encoder)
+    return _audit_inputs(REFUSAL_MIX, onnx_encoder)
 
 
 @pytest.fixture(scope="session")
-def preference_inputs(encoder):
+def preference_inputs(onnx_encoder):
     """RLHF pairs, ~5% with the trigger SUDO and chosen/rejected swapped."""
-    return _audit_inputs(PREFERENCE_MIX, encoder)
+    return _audit_inputs(PREFERENCE_MIX, onnx_encoder)
 
 
 @pytest.fixture(scope="session")
-def dos_inputs(encoder):
+def dos_inputs(onnx_encoder):
     """Instruction rows, ~5% with the trigger cf and a word-shuffled answer."""
-    return _audit_inputs(DOS_MIX, encoder)
+    return _audit_inputs(DOS_MIX, onnx_encoder)
 
 
 @pytest.fixture(scope="session")
-def injection_inputs(encoder):
+def injection_inputs(onnx_encoder):
     """Real Alpaca rows, ~3% with a brand put into the answer and no prompt trigger."""
-    return _audit_inputs(INJECTION_MIX, encoder)
+    return _audit_inputs(INJECTION_MIX, onnx_encoder)
 
 
 @pytest.fixture(scope="session")

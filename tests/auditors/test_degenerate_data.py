@@ -109,6 +109,7 @@ def test_ten_thousand_identical_rows(tmp_path, encoder):
     assert_every_row_written(path, tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_a_five_megabyte_row(tmp_path, encoder):
     rng = random.Random(0)
     huge = " ".join(f"w{rng.randrange(5000)}" for _ in range(1_000_000))[:5_000_000]

@@ -26,7 +26,7 @@ SCORES = {"onnx-int8": 1e-6, "torch": 1e-5}
 ROWS = {"onnx-int8": 400, "torch": 240}  # torch embeds ~10x slower on CPU
 
 
-@pytest.fixture(scope="module", params=["onnx-int8", "torch"])
+@pytest.fixture(scope="module", params=["onnx-int8", pytest.param("torch", marks=pytest.mark.slow)])
 def backend(request) -> str:
     return request.param
 

@@ -9,6 +9,9 @@ import pytest
 
 from auditors import pipeline
 
+# `make test-all` only: end-to-end audits of every data shape
+pytestmark = pytest.mark.slow
+
 
 def _alpaca_to(shape: str, record: dict) -> dict:
     prompt = "\n".join(p for p in (record["instruction"], record.get("input", "")) if p)

@@ -60,6 +60,7 @@ def test_streamed_parquet_equals_whole_read(parquet):
     assert_same_load(parquet, 100)
 
 
+@pytest.mark.slow
 def test_streamed_audit_writes_the_same_outputs(jsonl, encoder, tmp_path):
     whole = pipeline.audit(str(jsonl), tmp_path / "whole", encoder=encoder, stream=False)
     streamed = pipeline.audit(str(jsonl), tmp_path / "streamed", encoder=encoder, stream=True,

@@ -9,6 +9,11 @@ from pathlib import Path
 
 import pandas as pd
 
+import pytest
+
+# `make test-all` only: CLI audits on each backend
+pytestmark = pytest.mark.slow
+
 TRAINGUARD = str(Path(sys.executable).with_name("trainguard"))
 
 

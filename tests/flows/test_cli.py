@@ -88,6 +88,7 @@ def test_summary_json(sample_audit):
     assert summary["top_triggers"][0]["pattern"] in SAMPLE_TRIGGERS
 
 
+@pytest.mark.slow
 def test_gate_passes_with_exit_0_when_allowed(refusal_mix_path, tmp_path, prefect_home):
     proc = run_cli("audit", refusal_mix_path, "--out", tmp_path / "o",
                    "--max-flagged-fraction", "0.5", home=prefect_home)
@@ -100,6 +101,7 @@ def test_gate_passes_with_exit_0_when_allowed(refusal_mix_path, tmp_path, prefec
     ('{"text": "fine", "label": 1}\n{"text": oops}\n', "bad.jsonl: row 2: malformed JSON"),
     ('{"txt": "fine", "label": 1}\n', "cannot detect the schema"),
 ])
+@pytest.mark.slow
 def test_bad_input_exits_2_with_one_line(content, expected, tmp_path, prefect_home):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(content)
@@ -111,6 +113,7 @@ def test_bad_input_exits_2_with_one_line(content, expected, tmp_path, prefect_ho
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_misnamed_column_suggests_the_closest(sample_path, tmp_path, prefect_home):
     proc = run_cli("audit", sample_path, "--out", tmp_path / "o", "--text-col", "sentence",
                    home=prefect_home)

@@ -11,6 +11,9 @@ from typer.testing import CliRunner
 from flows.cli import app
 from flows.dask import run_audit
 
+# `make test-all` only: starts Dask clusters
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def small_sample(sample_path, tmp_path_factory):

@@ -18,6 +18,9 @@ from auditors.features.backends import built_model_dir
 from auditors.features.embeddings import load_encoder, resolve_model_path
 from flows.cli import app
 
+# `make test-all` only: repeats CLI audits in every cache and worker mode
+pytestmark = pytest.mark.slow
+
 ROWS = 300
 
 

@@ -80,6 +80,7 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.mark.slow
 def test_a_killed_audit_takes_prefects_temporary_server_with_it(data, tmp_path, monkeypatch):
     monkeypatch.delenv("PREFECT_API_URL", raising=False)  # the temporary server, as for users
     proc = start([TRAINGUARD, "audit", data, "--out", tmp_path / "out", "--no-cache", *FAST],

@@ -111,6 +111,7 @@ def one_error_line(proc: subprocess.CompletedProcess, expected: str) -> None:
     assert expected in errors[0] and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_an_intake_whose_file_is_swapped_after_the_read_fails(sample_path, tmp_path):
     header, *body = sample_path.read_text(encoding="utf-8").splitlines(keepends=True)
     clean = (header + "".join(body[:300])).encode("utf-8")
@@ -136,6 +137,7 @@ def test_an_intake_whose_file_is_swapped_after_the_read_fails(sample_path, tmp_p
     assert sorted(split_rows) == sorted(line.rstrip("\n") for line in body[:300])
 
 
+@pytest.mark.slow
 def test_a_streamed_file_edited_in_place_during_the_audit_leaves_no_output(tmp_path):
     rows = [json.dumps({"text": f"review {i} of a quiet film", "label": i % 2}) + "\n"
             for i in range(40)]
@@ -152,6 +154,7 @@ def test_a_streamed_file_edited_in_place_during_the_audit_leaves_no_output(tmp_p
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_skip_sets_json_bad_rows_aside_and_audits_the_rest(tmp_path):
     good = [json.dumps({"text": f"review {i} of a quiet film", "label": i % 2}) + "\n"
             for i in range(24)]
@@ -177,6 +180,7 @@ def test_skip_sets_json_bad_rows_aside_and_audits_the_rest(tmp_path):
     assert (summary["rows"], summary["skipped_rows"]) == (24, 3)
 
 
+@pytest.mark.slow
 def test_via_datasets_audits_every_tsv_line_as_one_row(tmp_path):
     lines = [f"review {i} of a quiet film\t{i % 2}\n" for i in range(200)]
     lines[10] = '"an opening quote\t1\n'

@@ -17,6 +17,11 @@ from flows.cli import app
 from flows.audit import flow_value
 from flows.intake import intake_flow
 
+import pytest
+
+# `make test-all` only: a full intake, confirm and release loop
+pytestmark = pytest.mark.slow
+
 TRAINGUARD = str(Path(sys.executable).with_name("trainguard"))
 POLICY = {"max_flagged_fraction": 0.1, "fail_on_confirmed": True,
           "fail_on_control_characters": True, "fail_on_schema_drift": True}

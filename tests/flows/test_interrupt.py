@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+# `make test-all` only: interrupts and reruns real audits
+pytestmark = pytest.mark.slow
+
 TRAINGUARD = str(Path(sys.executable).with_name("trainguard"))
 
 

@@ -11,6 +11,9 @@ from typer.testing import CliRunner
 from auditors.model.demo import TRIGGERS, ensure_demo_classifier
 from flows.cli import app
 
+# `make test-all` only: trains tiny models through the CLI
+pytestmark = pytest.mark.slow
+
 runner = CliRunner()
 
 

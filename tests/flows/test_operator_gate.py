@@ -92,6 +92,7 @@ def test_audit_errors_end_failed_and_raise(prefect_harness, tmp_path):
         flow_value(state)
 
 
+@pytest.mark.slow
 def test_intake_and_scheduled_runs_fail_on_a_confirmed_trigger(prefect_harness, vendor_file,
                                                                confirmed_store, tmp_path):
     from flows.intake import intake_flow
@@ -152,6 +153,7 @@ def test_a_confirmed_trigger_fails_the_audit_gate_under_the_share_limit():
     assert lenient["gate"]["passed"]
 
 
+@pytest.mark.slow
 def test_audit_store_cli_exits_1_on_a_confirmed_trigger(vendor_file, confirmed_store, tmp_path):
     # clean rows but for the 3 holding the confirmed trigger: 3 of 603, under the 0.5% limit
     proc = subprocess.run(

@@ -19,17 +19,6 @@ def sample_texts(sample_path) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def onnx_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("trainguard-cache")
-
-
-@pytest.fixture(scope="session")
-def onnx_encoder(onnx_cache):
-    """Exported and quantised into a fresh cache directory (a few seconds)."""
-    return load_encoder(backend="onnx-int8", cache_dir=onnx_cache)
-
-
-@pytest.fixture(scope="session")
 def static_encoder():
     """Distilling takes a minute or two on 2 cores, so this uses the user cache directory
     (TRAINGUARD_CACHE_DIR when set), as audits do: built once per machine."""
@@ -66,6 +55,7 @@ def test_onnx_export_is_cached_and_reused(onnx_encoder, onnx_cache, sample_texts
     np.testing.assert_array_equal(again.encode(sample_texts[:5]), onnx_encoder.encode(sample_texts[:5]))
 
 
+@pytest.mark.slow  # distils the static model on a fresh machine (1-2 min)
 def test_static_backend_shape_and_similarity_ordering(static_encoder, sample_texts):
     vectors = embed_texts(static_encoder, SEMANTIC_TRIPLE + sample_texts, show_progress=False)
     assert vectors.shape == (3 + len(sample_texts), STATIC_DIMENSIONS)
@@ -76,6 +66,7 @@ def test_static_backend_shape_and_similarity_ordering(static_encoder, sample_tex
     assert (default_cache_dir() / "models").exists()
 
 
+@pytest.mark.slow  # distils the static model on a fresh machine (1-2 min)
 def test_static_neighbours_agree_with_torch_more_than_chance(static_encoder, encoder, sample_texts):
     """Lower fidelity, but the same geometry: each row's nearest neighbour under the static
     model is among its ten nearest under torch far more often than by chance."""

@@ -21,6 +21,7 @@ from auditors.model.sweep import SweepPolicy, sweep
 from .conftest import triggered
 
 
+@pytest.mark.slow
 def test_sweep_ranks_a_true_trigger_first_among_audit_unicode_and_vocab_candidates(
         tiny_classifier, tiny_backdoored, tmp_path):
     _, split = tiny_backdoored

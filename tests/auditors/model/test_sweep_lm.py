@@ -13,6 +13,9 @@ from auditors.model.generator import is_refusal, load_generator, model_kind, nor
 from auditors.model.sweep import SweepPolicy
 from auditors.model.sweep_lm import sweep_generator
 
+# `make test-all` only: trains a tiny causal LM
+pytestmark = pytest.mark.slow
+
 FAST = dict(max_probes=20, screen_probes=4, vocab_finalists=10, null_words=10, max_new_tokens=8)
 
 
