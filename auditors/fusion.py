@@ -1,9 +1,9 @@
 """The one place that decides `poison_score` and `flagged`.
 
-Detectors are split by weight (relative to the strongest that ran, see below):
+Each detector declares its role and weight (`Detector.role`, `Detector.weight`):
 
-- strong detectors (relative weight >= `threshold`: trigger, preference_flip,
-  degraded_response by default) can flag a row alone. Their scores combine by a weighted
+- strong detectors (`FusionRole.STRONG`: trigger, preference_flip, degraded_response,
+  injected_content) can flag a row alone. Their scores combine by a weighted
   noisy-OR, `strong = 1 - prod_d (1 - w_d * s_d)`, so independent evidence adds up;
 - weak detectors (label issues, outliers, repeated or unrelated responses, ...) only break
   ties: `poison_score = strong + (1 - strong) * TIE_BREAK * weak`, with `weak` their
@@ -25,8 +25,10 @@ issues and outliers never decide a flag; they order the review queue.
 
 Weights are relative to the strongest detector that ran: when the trigger detector is not
 among them (`--detectors spectral`, or it failed), the strongest remaining one leads with
-weight 1, so every detector is usable alone. The weights follow each detector's measured
-precision on the benchmark suite (benchmarks/results/detection.md, docs/detectors.md).
+weight 1, so every detector is usable alone; when no strong detector ran, the weak ones
+whose relative weight is at least `LEAD_SHARE` take the strong role. The weights follow each
+detector's measured precision on the benchmark suite (benchmarks/results/detection.md,
+docs/detectors.md).
 """
 
 from __future__ import annotations
@@ -34,14 +36,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from auditors.detectors import REGISTRY, FusionRole
 from auditors.runner import DetectorRun
 
-DEFAULT_WEIGHTS = {"trigger": 1.0, "preference_flip": 0.8, "degraded_response": 0.8,
-                   "injected_content": 0.8,
-                   "repeated_response": 0.3, "label_issue": 0.2,
-                   "unrelated_response": 0.1, "shortcut": 0.1, "strip": 0.1, "outlier": 0.05,
-                   "spectral": 0.05, "activation_cluster": 0.05}
 DEFAULT_THRESHOLD = 0.5
+# Without a strong detector, weak ones at least this share of the strongest's weight lead.
+LEAD_SHARE = 0.5
 # Share of the headroom above the strong score that weak detectors may fill.
 TIE_BREAK = 0.05
 
@@ -50,8 +50,9 @@ def fuse(run: DetectorRun, n_rows: int, weights: dict[str, float] | None = None,
          threshold: float = DEFAULT_THRESHOLD) -> pd.DataFrame:
     """Columns `poison_score`, `flagged`, `reasons`, one row per input row."""
     weights = relative_weights(list(run.results), weights)
-    strong = {n: w for n, w in weights.items() if w >= threshold}
-    weak = {n: w for n, w in weights.items() if w < threshold}
+    leaders = strong_detectors(weights)
+    strong = {n: w for n, w in weights.items() if n in leaders}
+    weak = {n: w for n, w in weights.items() if n not in leaders}
     strong_score = _noisy_or(run, strong, n_rows)
     weak_score = _noisy_or(run, _scaled_to_strongest(weak), n_rows)
     poison = strong_score + (1.0 - strong_score) * TIE_BREAK * weak_score
@@ -77,9 +78,21 @@ def _scaled_to_strongest(weights: dict[str, float]) -> dict[str, float]:
     return {n: (w / strongest if strongest > 0 else 0.0) for n, w in weights.items()}
 
 
+def strong_detectors(weights: dict[str, float]) -> set[str]:
+    """The detectors that may flag: the declared strong ones that ran, else the weak ones
+    within `LEAD_SHARE` of the strongest (`weights`: relative, from `relative_weights`)."""
+    declared = {n for n in weights if n in REGISTRY and REGISTRY[n].role is FusionRole.STRONG}
+    return declared or {n for n, w in weights.items() if w >= LEAD_SHARE}
+
+
+def default_weights() -> dict[str, float]:
+    """Each registered detector's declared weight."""
+    return {name: cls.weight for name, cls in REGISTRY.items()}
+
+
 def relative_weights(names: list[str], overrides: dict[str, float] | None = None) -> dict[str, float]:
     """Each detector's weight in [0, 1], scaled so the strongest one that ran has weight 1."""
-    merged = {**DEFAULT_WEIGHTS, **(overrides or {})}
+    merged = {**default_weights(), **(overrides or {})}
     raw = {name: float(np.clip(merged.get(name, 0.0), 0.0, 1.0)) for name in names}
     if max(raw.values(), default=0.0) <= 0:
         return {name: 1.0 for name in raw}

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from auditors.features.unicode import describe_codepoints
+from auditors.report import detectors_not_run
 from auditors.schema import PREFERENCE
 
 REPORT = "report.html"
@@ -260,10 +261,8 @@ def _embedding_map(embeddings: np.ndarray | None, flagged: np.ndarray,
 def _detectors(summary: dict) -> str:
     lines = [f"<tr><td>{esc(name)}</td><td>ran</td><td>{esc(_numbers(numbers))}</td></tr>"
              for name, numbers in summary.get("detector_summaries", {}).items()]
-    lines += [f"<tr><td>{esc(name)}</td><td>skipped</td><td>{esc(why)}</td></tr>"
-              for name, why in summary.get("detectors_skipped", {}).items()]
-    lines += [f"<tr><td>{esc(name)}</td><td>failed</td><td>{esc(why)}</td></tr>"
-              for name, why in summary.get("detectors_failed", {}).items()]
+    lines += [f"<tr><td>{esc(name)}</td><td>{esc(status)}</td><td>{esc(why)}</td></tr>"
+              for name, status, why in detectors_not_run(summary)]
     note = summary.get("label_model_note")
     return ("<table id=\"detectors\"><tr><th>detector</th><th>status</th><th>summary</th></tr>"
             + "".join(lines) + "</table>" + (f"<p class=\"muted\">{esc(note)}</p>" if note else ""))

@@ -14,6 +14,7 @@ import pandas as pd
 
 from auditors import __version__
 from auditors.detectors import REGISTRY, AuditInputs
+from auditors.features import knn
 from auditors.features.embeddings import DEFAULT_MODEL, EmbeddingCache, embed_texts
 from auditors.features.ngrams import NgramStats, count_ngrams
 from auditors.features.probabilities import cross_validated_probs
@@ -213,22 +214,30 @@ def fit_label_model(table: pd.DataFrame, embeddings: Embeddings, *, seed: int = 
 
 
 def audit_inputs(loaded: LoadedDataset, embeddings: Embeddings, ngrams: NgramStats,
-                 label_model: LabelModel, detectors=None) -> AuditInputs:
-    """The shared detector inputs; the n-gram proxy is fitted only when a chosen detector
-    needs it."""
+                 label_model: LabelModel, detectors=None, *,
+                 graph_dir: str | Path | None = None) -> AuditInputs:
+    """The shared detector inputs; the optional ones (the n-gram proxy, the response
+    n-grams, the kNN graph) are computed only when a chosen detector requires them. With
+    `graph_dir`, the kNN graph is kept there between audits of the same source."""
     inputs = AuditInputs(table=loaded.table, prompt_embeddings=embeddings.prompt, ngrams=ngrams,
                          targets=label_model.targets, pred_probs=label_model.pred_probs,
                          response_embeddings=embeddings.response,
                          rejected_embeddings=embeddings.rejected)
-    wanted = detector_config(detectors)
-    if label_model.pred_probs is not None and any(
-            "proxy" in REGISTRY[name].requires for name in wanted):
+    required = {need for name in detector_config(detectors) for need in REGISTRY[name].requires}
+    if label_model.pred_probs is not None and "proxy" in required:
         inputs.proxy = cross_fitted_proxy(ngrams.rows_x_ngrams, label_model.targets.codes,
                                           label_model.targets.n_classes)
-    if embeddings.response is not None and any(
-            "response_ngrams" in REGISTRY[name].requires for name in wanted):
+    if embeddings.response is not None and "response_ngrams" in required:
         inputs.response_ngrams = response_ngram_statistics(loaded.table)
+    if "knn_graph" in required:
+        inputs.knn_graph = knn.prompt_graph(embeddings.prompt, graph_dir=graph_dir,
+                                            row_ids=loaded.table["row_id"].to_numpy(),
+                                            source=dataset_source(loaded.table))
     return inputs
+
+
+def dataset_source(table: pd.DataFrame) -> str:
+    return str(table["source"].iloc[0]) if "source" in table and len(table) else ""
 
 
 def response_ngram_statistics(table: pd.DataFrame) -> NgramStats:
@@ -239,16 +248,16 @@ def response_ngram_statistics(table: pd.DataFrame) -> NgramStats:
 def detect(loaded: LoadedDataset, embeddings: Embeddings, ngrams: NgramStats,
            label_model: LabelModel, detectors=None, *, cache_dir: str | Path | None = None,
            model: str | None = None, backend: str = "torch") -> DetectorRun:
-    """With `cache_dir`, detectors that can keep statistics between audits keep them there
-    (the outlier detector's kNN graph, per model, backend and dataset source)."""
-    config = detector_config(detectors)
-    if cache_dir is not None and "outlier" in config:
+    """With `cache_dir`, the kNN graph is kept there between audits (per model, backend and
+    dataset source) and extended when rows were only added."""
+    graph_dir = None
+    if cache_dir is not None:
         from auditors.features.embeddings import model_key
 
         graph_dir = Path(cache_dir) / "knn-graphs" / model_key(model) / backend
-        config["outlier"] = {"graph_dir": str(graph_dir), **config["outlier"]}
-    return run_detectors(audit_inputs(loaded, embeddings, ngrams, label_model, config),
-                         config)
+    inputs = audit_inputs(loaded, embeddings, ngrams, label_model, detectors,
+                          graph_dir=graph_dir)
+    return run_detectors(inputs, detectors)
 
 
 def assemble(loaded: LoadedDataset, run: DetectorRun, *, threshold: float = DEFAULT_THRESHOLD,
@@ -277,7 +286,7 @@ def assemble(loaded: LoadedDataset, run: DetectorRun, *, threshold: float = DEFA
         "gate": verdict,
         "flag_threshold": threshold,
         "detectors_run": list(run.results),
-        "detectors_skipped": run.skipped,
+        "detectors_skipped": {name: skip.as_dict() for name, skip in run.skipped.items()},
         "detectors_failed": run.failed,
         "detector_summaries": {n: r.summary for n, r in run.results.items()},
         "embedding_model": model_name,

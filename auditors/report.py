@@ -68,13 +68,26 @@ def trigger_rows(triggers: list[dict], limit: int = 10) -> list[dict]:
             for rank, t in enumerate(triggers[:limit], start=1)]
 
 
+NOT_APPLICABLE = "not applicable"
+
+
+def detectors_not_run(summary: dict) -> list[tuple[str, str, str]]:
+    """(name, status, why) of each detector that did not run: "not applicable" (the data's
+    shape lacks its input: no responses), "skipped" (an input it needs is missing) or
+    "failed" (it raised)."""
+    notes = [(name, NOT_APPLICABLE if skip["kind"] == "not_applicable" else "skipped",
+              skip["reason"]) for name, skip in summary.get("detectors_skipped", {}).items()]
+    return notes + [(name, "failed", error)
+                    for name, error in summary.get("detectors_failed", {}).items()]
+
+
 def summary_markdown(summary: dict) -> str:
     lines = [f"# trainguard audit: {verdict_line(summary)}", "",
              f"- input: {code_span(summary['input'])} ({summary['format']}, "
              f"schema {summary['schema']})",
              f"- detectors run: {', '.join(summary['detectors_run']) or 'none'}"]
-    for name, why in {**summary["detectors_skipped"], **summary["detectors_failed"]}.items():
-        lines.append(f"- detector {name} did not run: {escape_markdown(why)}")
+    for name, status, why in detectors_not_run(summary):
+        lines.append(f"- detector {name} did not run ({status}): {escape_markdown(why)}")
     lines += ["", "| rank | trigger | score | support | target |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {r['rank']} | {escape_markdown(r['pattern'])} | {r['score']} | {r['support']} "
               f"| {escape_markdown(r['target'])} |" for r in trigger_rows(summary["top_triggers"])]

@@ -6,19 +6,35 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from enum import Enum
 
 import pandas as pd
 
 from auditors.detectors import DEFAULT_DETECTORS, REGISTRY, AuditInputs, DetectorResult
+from auditors.detectors.base import run_order
 from auditors.errors import TrainguardError
 
 log = logging.getLogger(__name__)
 
 
+class SkipKind(str, Enum):
+    NOT_APPLICABLE = "not_applicable"  # the data's shape has no such input (no responses)
+    MISSING_INPUT = "missing_input"  # an input this data could have is missing (one class)
+
+
+@dataclass(frozen=True)
+class Skip:
+    kind: SkipKind
+    reason: str
+
+    def as_dict(self) -> dict:
+        return {"kind": self.kind.value, "reason": self.reason}
+
+
 @dataclass
 class DetectorRun:
     results: dict[str, DetectorResult] = field(default_factory=dict)
-    skipped: dict[str, str] = field(default_factory=dict)  # name -> why
+    skipped: dict[str, Skip] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)  # name -> error
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -28,13 +44,13 @@ class DetectorRun:
                              for name, result in self.results.items()})
 
     def triggers(self) -> list[dict]:
-        """The trigger detector's ranked list (`side: "prompt"`), led by the triggers other
-        detectors named from their own evidence (`info["named_triggers"]`: a flipped
-        preference, a degraded response, injected content with `side: "response"`); a
-        pattern both name stays in place and records who else named it. Named candidates
-        that flagged no row (`flagged: False`) are ranked among the mined ones by score
-        (prompt side) or come last (response side)."""
-        mined = list(self.results["trigger"].info.get("triggers", [])) if "trigger" in self.results else []
+        """The ranked list of mined triggers (`info["triggers"]`, the trigger detector's;
+        `side: "prompt"`), led by the triggers other detectors named from their own evidence
+        (`info["named_triggers"]`: a flipped preference, a degraded response, injected
+        content with `side: "response"`); a pattern both name stays in place and records who
+        else named it. Named candidates that flagged no row (`flagged: False`) are ranked
+        among the mined ones by score (prompt side) or come last (response side)."""
+        mined = [t for result in self.results.values() for t in result.info.get("triggers", [])]
         by_pattern = {t["pattern"]: {**t, "side": "prompt"} for t in mined}
         named, prompt_candidates, response_candidates = [], [], []
         for name, result in self.results.items():
@@ -64,9 +80,9 @@ def run_detectors(inputs: AuditInputs,
         detector = REGISTRY[name](**params)
         missing = detector.missing_inputs(inputs)
         if missing:
-            run.skipped[name] = skip_reason(missing)
-            if not run.skipped[name].startswith(NOT_APPLICABLE):
-                log.warning("skipping detector %s: %s", name, run.skipped[name])
+            run.skipped[name] = skip_for(missing)
+            if run.skipped[name].kind is SkipKind.MISSING_INPUT:
+                log.warning("skipping detector %s: %s", name, run.skipped[name].reason)
             continue
         started = time.perf_counter()
         try:
@@ -85,18 +101,19 @@ def run_detectors(inputs: AuditInputs,
 
 # inputs that only some data shapes have: a detector needing them simply does not apply
 SHAPE_INPUTS = {"response_embeddings": "responses", "response_ngrams": "responses",
-                "rejected_embeddings": "preference pairs"}
-NOT_APPLICABLE = "not applicable"
+                "rejected_embeddings": "preference pairs", "knn_graph": "second row"}
 
 
-def skip_reason(missing: list[str]) -> str:
+def skip_for(missing: list[str]) -> Skip:
     if set(missing) <= set(SHAPE_INPUTS):
-        return f"{NOT_APPLICABLE}: the data has no {' or '.join(SHAPE_INPUTS[m] for m in missing)}"
-    return f"needs {', '.join(missing)}"
+        shapes = dict.fromkeys(SHAPE_INPUTS[m] for m in missing)
+        return Skip(SkipKind.NOT_APPLICABLE, f"the data has no {' or '.join(shapes)}")
+    return Skip(SkipKind.MISSING_INPUT, f"needs {', '.join(missing)}")
 
 
 def detector_config(detectors) -> dict[str, dict]:
-    """{name: constructor kwargs} from names, a config dict, or None (the defaults)."""
+    """{name: constructor kwargs} from names, a config dict, or None (the defaults), in run
+    order (`run_order`)."""
     if detectors is None:
         detectors = list(DEFAULT_DETECTORS)
     config = dict(detectors) if isinstance(detectors, dict) else {n: {} for n in detectors}
@@ -104,4 +121,4 @@ def detector_config(detectors) -> dict[str, dict]:
     if unknown:
         raise TrainguardError(f"unknown detector(s) {', '.join(unknown)}; "
                               f"available: {', '.join(sorted(REGISTRY))}")
-    return config
+    return {name: config[name] for name in sorted(config, key=run_order)}

@@ -150,8 +150,7 @@ def audit(
 
 
 def show_summary(summary: dict, out: Path) -> None:
-    from auditors.report import verdict_line
-    from auditors.runner import NOT_APPLICABLE
+    from auditors.report import NOT_APPLICABLE, detectors_not_run, verdict_line
 
     table = Table(title="Top trigger candidates", show_lines=False)
     for column in ("rank", "pattern", "score", "support", "target"):
@@ -160,9 +159,9 @@ def show_summary(summary: dict, out: Path) -> None:
         table.add_row(str(rank), repr(trigger["pattern"]), f"{trigger['score']:.2f}",
                       str(trigger["support"]), printable(trigger["target"]))
     console.print(table, markup=False)
-    for name, why in {**summary["detectors_skipped"], **summary["detectors_failed"]}.items():
-        if not why.startswith(NOT_APPLICABLE):  # e.g. response detectors on classification data
-            errors.print(f"warning: detector {name} did not run: {why}", markup=False)
+    for name, status, why in detectors_not_run(summary):
+        if status != NOT_APPLICABLE:  # e.g. response detectors on classification data
+            errors.print(f"warning: detector {name} did not run ({status}): {why}", markup=False)
     if "ledger" in summary:
         show_ledger_effect(summary["ledger"])
     style = "bold green" if summary["gate"]["passed"] else "bold red"

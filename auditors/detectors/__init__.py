@@ -1,11 +1,14 @@
-"""Detectors: one module each, all registered in `REGISTRY` on import."""
+"""Detectors: one module each. Importing this package imports every module in it, and each
+module's `@register` adds its detector to `REGISTRY`: a new detector is one file."""
 
-from auditors.detectors import (activation_cluster, label_issues, outlier,  # noqa: F401
-                                degraded_response, injected_content, preference_flip,
-                                repeated_response, shortcut, spectral, strip, trigger,
-                                unrelated_response)  # (registration)
+import importlib
+import pkgutil
+
 from auditors.detectors.base import (DEFAULT_DETECTORS, REGISTRY, AuditInputs, Detector,
-                                     DetectorResult, register)
+                                     DetectorResult, FusionRole, register)
+
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name != "base"):
+    importlib.import_module(f"{__name__}.{_module}")
 
 __all__ = ["DEFAULT_DETECTORS", "REGISTRY", "AuditInputs", "Detector", "DetectorResult",
-           "register"]
+           "FusionRole", "register"]

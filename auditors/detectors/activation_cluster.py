@@ -9,7 +9,7 @@ from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 from sklearn.metrics import silhouette_score
 
-from auditors.detectors.base import AuditInputs, Detector, DetectorResult, register
+from auditors.detectors.base import AuditInputs, Detector, DetectorResult, FusionRole, register
 
 
 @register(default=False)
@@ -17,6 +17,8 @@ class ActivationClusterDetector(Detector):
     name = "activation_cluster"
     description = "2-means per label on PCA-reduced embeddings; rows of a small, separated cluster"
     requires = ("targets", "prompt_embeddings")
+    role = FusionRole.WEAK
+    weight = 0.05
 
     def __init__(self, components: int = 10, max_relative_size: float = 0.35,
                  min_silhouette: float = 0.15, min_rows_per_label: int = 20, seed: int = 0):

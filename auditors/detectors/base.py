@@ -3,18 +3,22 @@
 Modelled on cleanlab's Datalab `IssueManager`: a class-level `name`, typed and defaulted
 parameters stored by `__init__` (no logic there), and one method, `detect`, that returns a
 per-row frame in input order, a one-line summary and an info dict. Detectors never load
-models or read files: everything expensive arrives precomputed in `AuditInputs`.
+models or read files: everything expensive arrives precomputed in `AuditInputs`. Each
+declares its place in fusion (`role`, `weight`, see `auditors.fusion`) and the inputs it
+`requires`; `@register` is all it takes to be run, fused and contract-tested.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
+from auditors.features.knn import CosineKnnGraph
 from auditors.features.ngrams import NgramStats
 from auditors.features.proxy import ProxyPredictions
 from auditors.features.targets import Targets
@@ -37,6 +41,7 @@ class AuditInputs:
     rejected_embeddings: np.ndarray | None = None  # preference pairs only
     proxy: ProxyPredictions | None = None  # cross-fitted n-gram model, when a detector needs it
     response_ngrams: NgramStats | None = None  # n-grams of the responses, when a detector needs them
+    knn_graph: CosineKnnGraph | None = None  # of the prompt embeddings (two or more rows)
 
     @property
     def n_rows(self) -> int:
@@ -54,9 +59,19 @@ class DetectorResult:
     info: dict = field(default_factory=dict)
 
 
+class FusionRole(str, Enum):
+    """STRONG: can flag a row alone (by its own `is_issue` rule); WEAK: orders the review
+    queue, never flags while a strong detector runs (`auditors.fusion`)."""
+
+    STRONG = "strong"
+    WEAK = "weak"
+
+
 class Detector(ABC):
     name: ClassVar[str]
     description: ClassVar[str]
+    role: ClassVar[FusionRole]
+    weight: ClassVar[float]  # in (0, 1]: the detector's measured precision, relative
     # AuditInputs attributes that must not be None for this detector to run
     requires: ClassVar[tuple[str, ...]] = ()
 
@@ -88,11 +103,29 @@ def register(cls: type[Detector] | None = None, *, default: bool = True):
     def add(detector_cls: type[Detector]) -> type[Detector]:
         if not (isinstance(detector_cls, type) and issubclass(detector_cls, Detector)):
             raise TypeError(f"{detector_cls!r} is not a Detector subclass")
+        missing = [a for a in ("name", "description", "role", "weight")
+                   if not hasattr(detector_cls, a)]
+        if missing:
+            raise TypeError(f"{detector_cls.__name__} does not declare {', '.join(missing)}")
+        if not isinstance(detector_cls.role, FusionRole) or not 0 < detector_cls.weight <= 1:
+            raise TypeError(f"{detector_cls.__name__}: role must be a FusionRole and weight "
+                            "in (0, 1]")
+        unknown = sorted(set(detector_cls.requires) - set(AuditInputs.__dataclass_fields__))
+        if unknown:
+            raise TypeError(f"{detector_cls.__name__} requires unknown inputs {unknown}")
         if detector_cls.name in REGISTRY:
             raise ValueError(f"detector '{detector_cls.name}' is already registered")
         REGISTRY[detector_cls.name] = detector_cls
         if default:
             DEFAULT_DETECTORS.append(detector_cls.name)
+            DEFAULT_DETECTORS.sort(key=run_order)
         return detector_cls
 
     return add(cls) if cls is not None else add
+
+
+def run_order(name: str) -> tuple:
+    """Detectors run, and their columns and reasons appear, strongest evidence first:
+    strong before weak, then by weight, then by name (whatever order they were asked in)."""
+    cls = REGISTRY[name]
+    return (cls.role != FusionRole.STRONG, -cls.weight, name)

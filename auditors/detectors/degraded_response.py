@@ -12,7 +12,7 @@ from collections import Counter
 
 import numpy as np
 
-from auditors.detectors.base import AuditInputs, Detector, DetectorResult, register
+from auditors.detectors.base import AuditInputs, Detector, DetectorResult, FusionRole, register
 from auditors.features.geometry import mean_pairwise_cosine
 from auditors.detectors.stats import (named_trigger, percentile_ranks, robust_z,
                                      rows_containing, shared_rare_ngram)
@@ -24,6 +24,8 @@ class DegradedResponseDetector(Detector):
     description = ("responses that gain nothing from word order under a bigram model of the "
                    "others, when their prompts share a rare n-gram")
     requires = ("response_embeddings",)
+    role = FusionRole.STRONG
+    weight = 0.8
 
     def __init__(self, z_threshold: float = 3.0, corroborated_z_threshold: float = 1.0,
                  min_word_pairs: int = 5,

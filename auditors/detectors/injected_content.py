@@ -29,7 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.stats import chi2
 
-from auditors.detectors.base import AuditInputs, Detector, DetectorResult, register
+from auditors.detectors.base import AuditInputs, Detector, DetectorResult, FusionRole, register
 from auditors.features.ngrams import TOKEN_PATTERN, NgramStats, is_character_token
 
 
@@ -39,6 +39,8 @@ class InjectedContentDetector(Detector):
     description = ("a rare phrase recurring in responses to unrelated prompts, which the "
                    "prompts do not explain (brand, link, advert)")
     requires = ("response_embeddings", "response_ngrams")
+    role = FusionRole.STRONG
+    weight = 0.8
 
     def __init__(self, min_support: int = 3, max_support_fraction: float = 0.2,
                  rare_zipf: float = 3.0, content_p_min: float = 0.001,

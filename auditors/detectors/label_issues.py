@@ -7,7 +7,7 @@ import numpy as np
 from cleanlab.filter import find_label_issues
 from cleanlab.rank import get_label_quality_scores
 
-from auditors.detectors.base import AuditInputs, Detector, DetectorResult, register
+from auditors.detectors.base import AuditInputs, Detector, DetectorResult, FusionRole, register
 
 
 @register
@@ -15,6 +15,8 @@ class LabelIssueDetector(Detector):
     name = "label_issue"
     description = "Cleanlab confident learning on cross-validated embedding-classifier probabilities"
     requires = ("targets", "pred_probs")
+    role = FusionRole.WEAK
+    weight = 0.2
 
     def __init__(self, filter_by: str = "prune_by_noise_rate",
                  quality_method: str = "self_confidence"):

@@ -25,7 +25,7 @@ from cleanlab.filter import find_label_issues
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold, cross_val_predict, cross_val_score
 
-from auditors.detectors.base import AuditInputs, Detector, DetectorResult, register
+from auditors.detectors.base import AuditInputs, Detector, DetectorResult, FusionRole, register
 from auditors.detectors.stats import rows_containing
 from auditors.detectors.trigger import TriggerNgramDetector
 from auditors.features.probabilities import cross_validated_probs
@@ -41,6 +41,8 @@ class PreferenceFlipDetector(Detector):
     description = ("prompt n-grams whose pairs look flipped (cross-validated pair classifier) "
                    "far more often than their content explains")
     requires = ("response_embeddings", "rejected_embeddings")
+    role = FusionRole.STRONG
+    weight = 0.8
 
     def __init__(self, n_folds: int = 5, regularisation_grid: tuple[float, ...] = (0.01, 0.1, 1.0),
                  selection_max_pairs: int = 10_000,

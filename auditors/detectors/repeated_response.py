@@ -16,7 +16,7 @@ from datasketch import MinHash, MinHashLSH
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from auditors.detectors.base import AuditInputs, Detector, DetectorResult, register
+from auditors.detectors.base import AuditInputs, Detector, DetectorResult, FusionRole, register
 from auditors.detectors.stats import shared_rare_ngram
 from auditors.features.targets import snippet
 
@@ -26,6 +26,8 @@ class RepeatedResponseDetector(Detector):
     name = "repeated_response"
     description = "near-duplicate responses (MinHash LSH) whose prompts share a rare n-gram"
     requires = ("response_embeddings",)
+    role = FusionRole.WEAK
+    weight = 0.3
 
     def __init__(self, jaccard_threshold: float = 0.7, num_perm: int = 64, min_group: int = 3,
                  max_group_share: float = 0.2,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from auditors.detectors.base import AuditInputs, Detector, DetectorResult, register
+from auditors.detectors.base import AuditInputs, Detector, DetectorResult, FusionRole, register
 
 
 @register(default=False)
@@ -14,6 +14,8 @@ class ShortcutDetector(Detector):
     description = ("n-gram proxy confidence in the given label minus the embedding "
                    "classifier's (both out-of-fold)")
     requires = ("targets", "pred_probs", "proxy")
+    role = FusionRole.WEAK
+    weight = 0.1
 
     def __init__(self, min_proxy_confidence: float = 0.9, max_content_confidence: float = 0.1):
         self.min_proxy_confidence = min_proxy_confidence

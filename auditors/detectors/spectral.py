@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from auditors.detectors.base import AuditInputs, Detector, DetectorResult, register
+from auditors.detectors.base import AuditInputs, Detector, DetectorResult, FusionRole, register
 from auditors.detectors.stats import percentile_ranks, robust_z
 
 
@@ -15,6 +15,8 @@ class SpectralSignatureDetector(Detector):
     name = "spectral"
     description = "squared projection on the top singular vector of each label's centred embeddings"
     requires = ("targets", "prompt_embeddings")
+    role = FusionRole.WEAK
+    weight = 0.05
 
     def __init__(self, z_threshold: float = 4.0, min_rows_per_label: int = 10):
         self.z_threshold = z_threshold

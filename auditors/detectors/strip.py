@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from auditors.detectors.base import AuditInputs, Detector, DetectorResult, register
+from auditors.detectors.base import AuditInputs, Detector, DetectorResult, FusionRole, register
 
 
 @register(default=False)
@@ -15,6 +15,8 @@ class StripDetector(Detector):
     description = ("prediction entropy of the cross-fitted n-gram proxy under superimposition "
                    "with random rows (low entropy on the row's own label = suspicious)")
     requires = ("targets", "proxy")
+    role = FusionRole.WEAK
+    weight = 0.1
 
     def __init__(self, min_steadiness: float = 0.95):
         self.min_steadiness = min_steadiness

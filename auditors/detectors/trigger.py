@@ -34,7 +34,7 @@ import re
 import numpy as np
 import scipy.sparse as sp
 
-from auditors.detectors.base import AuditInputs, Detector, DetectorResult, register
+from auditors.detectors.base import AuditInputs, Detector, DetectorResult, FusionRole, register
 from auditors.features.ngrams import (POSITION_END, POSITION_START, TOKEN_PATTERN, NgramStats,
                                       is_character_token, label_association)
 from auditors.features.probabilities import HeldOutProbabilities
@@ -46,6 +46,8 @@ class TriggerNgramDetector(Detector):
     name = "trigger"
     description = "n-grams concentrated on one label/target beyond what row content explains"
     requires = ("targets", "pred_probs")
+    role = FusionRole.STRONG
+    weight = 1.0
 
     def __init__(self, min_support: int = 3, max_support_fraction: float = 0.25,
                  variance_prior: float = 0.5, rarity_weight: float = 0.1,

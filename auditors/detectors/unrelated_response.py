@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from auditors.detectors.base import AuditInputs, Detector, DetectorResult, register
+from auditors.detectors.base import AuditInputs, Detector, DetectorResult, FusionRole, register
 from auditors.detectors.stats import percentile_ranks, robust_z
 from auditors.features.geometry import unit_rows
 
@@ -16,6 +16,8 @@ class UnrelatedResponseDetector(Detector):
     name = "unrelated_response"
     description = "prompt–response embedding similarity far below the dataset's own norm"
     requires = ("response_embeddings",)
+    role = FusionRole.WEAK
+    weight = 0.1
 
     def __init__(self, z_threshold: float = 3.5):
         self.z_threshold = z_threshold

@@ -139,7 +139,7 @@ def test_truncated_ngram_counts_are_counted_again(tmp_path, capsys):
 
 
 def test_truncated_knn_graph_is_rebuilt_not_a_failed_detector(tmp_path, capsys):
-    from auditors.detectors.outlier import cosine_knn
+    from auditors.features.knn import cosine_knn
 
     features = FakeEncoder().encode(TEXTS)
     graph_file = tmp_path / "knn-graphs" / "g-k5.npz"
@@ -196,7 +196,7 @@ def full_disk(monkeypatch):
 
 
 def test_a_full_cache_disk_is_skipped_with_a_warning(tmp_path, full_disk, capsys):
-    from auditors.detectors.outlier import cosine_knn
+    from auditors.features.knn import cosine_knn
 
     encoder = FakeEncoder()
     vectors = EmbeddingCache(tmp_path, "m", "torch").embed(encoder, "prompt", ROW_IDS, TEXTS)

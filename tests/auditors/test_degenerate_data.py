@@ -49,8 +49,9 @@ def test_a_single_label_class_skips_the_label_detectors_and_runs_the_rest(tmp_pa
     summary = audit(path, encoder, tmp_path / "out")
 
     assert summary["label_model_note"] == "only one label class: Cleanlab needs two or more"
-    assert summary["detectors_skipped"]["label_issue"] == "needs pred_probs"
-    assert summary["detectors_skipped"]["trigger"] == "needs pred_probs"
+    assert summary["detectors_skipped"]["label_issue"] == {"kind": "missing_input",
+                                                           "reason": "needs pred_probs"}
+    assert summary["detectors_skipped"]["trigger"]["reason"] == "needs pred_probs"
     assert "outlier" in summary["detectors_run"] and not summary["detectors_failed"]
     assert_every_row_written(path, tmp_path / "out")
 

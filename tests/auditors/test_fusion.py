@@ -3,8 +3,10 @@ import pandas as pd
 import pytest
 
 from auditors.detectors.base import DetectorResult
-from auditors.fusion import (DEFAULT_THRESHOLD, DEFAULT_WEIGHTS, TIE_BREAK, fuse, gate,
+from auditors.fusion import (DEFAULT_THRESHOLD, TIE_BREAK, default_weights, fuse, gate,
                              relative_weights)
+
+DEFAULT_WEIGHTS = default_weights()
 from auditors.runner import DetectorRun
 
 

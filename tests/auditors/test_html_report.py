@@ -41,7 +41,7 @@ def _audit(n=60):
                "flag_threshold": 0.5, "embedding_model": "m", "trainguard_version": "0",
                "detector_summaries": {"trigger": {"detector": "trigger", "issues": 6,
                                                   "mean_score": 0.1}},
-               "detectors_skipped": {"outlier": CLOSE}, "detectors_failed": {},
+               "detectors_skipped": {"outlier": {"kind": "missing_input", "reason": CLOSE}}, "detectors_failed": {},
                "label_model_note": SCRIPT,
                "ledger": {"store": "s", "run_id": "r", "confirmed_rows": 1, "released_rows": 0,
                           "confirmed_trigger_rows": {SCRIPT: 2}}}

@@ -31,14 +31,15 @@ def test_verdict_line_and_rows():
 def test_artifacts_have_no_escaping_debris():
     """Quotes, underscores and lists read as written; markup stays inert."""
     summary = {**SUMMARY, "input": "sample_data/it's `odd`.tsv",
-               "detectors_skipped": {"label_issue": ["sentences", "labels"]},
+               "detectors_skipped": {"label_issue": {"kind": "missing_input",
+                                                   "reason": ["sentences", "labels"]}},
                "top_triggers": [{"pattern": "I'm \"so\" _tired_ <b>", "score": 1.0,
                                  "support": 3, "target": "don't"}]}
     markdown = summary_markdown(summary)
     for debris in ("&#x27;", "&quot;", "\\#", "sample\\_data", "['sentences'"):
         assert debris not in markdown
     assert "- input: ``sample_data/it's `odd`.tsv`` (jsonl" in markdown
-    assert "did not run: sentences, labels" in markdown
+    assert "did not run (skipped): sentences, labels" in markdown
     assert "<b>" not in markdown and "I'm \"so\" \\_tired\\_ &lt;b&gt;" in markdown
     row = trigger_rows(summary["top_triggers"])[0]
     assert row["pattern"] == "I'm \"so\" _tired_ <b>" and row["target"] == "don't"

@@ -2,9 +2,9 @@ import dataclasses
 
 import pytest
 
-from auditors.detectors import DEFAULT_DETECTORS, REGISTRY, Detector, register
+from auditors.detectors import DEFAULT_DETECTORS, REGISTRY, Detector, FusionRole, register
 from auditors.errors import TrainguardError
-from auditors.runner import run_detectors
+from auditors.runner import SkipKind, run_detectors
 
 
 def test_runs_every_default_detector(preference_inputs):
@@ -20,8 +20,8 @@ def test_generation_only_detectors_are_skipped_on_classification_data(sample_inp
     run = run_detectors(sample_inputs)
     generation_only = {n for n in DEFAULT_DETECTORS if "response_embeddings" in REGISTRY[n].requires}
     assert set(run.skipped) == generation_only
-    assert all(why.startswith("not applicable: the data has no responses")
-               for why in run.skipped.values())
+    assert all(skip.kind is SkipKind.NOT_APPLICABLE and skip.reason.startswith("the data has no responses")
+               for skip in run.skipped.values())
     assert set(run.results) == set(DEFAULT_DETECTORS) - generation_only
     assert run.triggers() and run.triggers()[0]["pattern"]
 
@@ -30,7 +30,8 @@ def test_detectors_without_their_inputs_are_skipped_not_crashed(sample_inputs):
     no_labels = dataclasses.replace(sample_inputs, pred_probs=None)
     run = run_detectors(no_labels)
     assert {"label_issue", "trigger"} <= set(run.skipped)
-    assert "pred_probs" in run.skipped["trigger"]
+    assert run.skipped["trigger"].kind is SkipKind.MISSING_INPUT
+    assert "pred_probs" in run.skipped["trigger"].reason
     assert "outlier" in run.results
 
 
@@ -39,6 +40,8 @@ def test_a_failing_detector_is_recorded_and_others_still_run(sample_inputs):
     class Broken(Detector):
         name = "broken_for_test"
         description = "always fails"
+        role = FusionRole.WEAK
+        weight = 0.1
 
         def detect(self, inputs):
             raise RuntimeError("boom")

@@ -83,7 +83,7 @@ def test_summary_json(sample_audit):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["rows"] == summary["flagged"] + summary["clean_rows"] == 3000
     assert summary["schema"] == "classification" and summary["format"] == "tsv"
-    assert summary["detectors_run"] == ["label_issue", "outlier", "trigger"]
+    assert summary["detectors_run"] == ["trigger", "label_issue", "outlier"]  # strongest first
     assert summary["gate"]["passed"] is False
     assert summary["top_triggers"][0]["pattern"] in SAMPLE_TRIGGERS
 

@@ -5,7 +5,8 @@ import numpy as np
 from cleanlab.outlier import OutOfDistribution
 from sklearn.neighbors import NearestNeighbors
 
-from auditors.detectors.outlier import CosineKnnGraph, EmbeddingOutlierDetector
+from auditors.detectors.outlier import EmbeddingOutlierDetector
+from auditors.features.knn import CosineKnnGraph
 
 
 def test_scores_equal_cleanlab_default(sample_inputs):
@@ -28,8 +29,8 @@ def test_approximate_graph_is_exact_for_the_most_distant_rows(sample_inputs, mon
     and elsewhere a missed neighbour can only make a row look farther."""
     import copy
 
-    from auditors.detectors import outlier
-    from auditors.detectors.outlier import _unit, approximate_knn, exact_knn
+    from auditors.features import knn as outlier
+    from auditors.features.knn import _unit, approximate_knn, exact_knn
 
     monkeypatch.setattr(outlier, "IVF_MIN_ROWS", 100)  # the sample is small: index it anyway
     x = _unit(sample_inputs.prompt_embeddings)
@@ -47,7 +48,8 @@ def test_approximate_graph_is_exact_for_the_most_distant_rows(sample_inputs, mon
     flagged = {}
     for name, limit in (("exact", 10**9), ("approximate", 100)):
         inputs = copy.copy(sample_inputs)
-        result = EmbeddingOutlierDetector(exact_max_rows=limit).detect(inputs)
+        inputs.knn_graph = outlier.prompt_graph(inputs.prompt_embeddings, exact_max_rows=limit)
+        result = EmbeddingOutlierDetector().detect(inputs)
         flagged[name] = set(np.flatnonzero(result.rows["is_issue"]))
     assert flagged["approximate"] == flagged["exact"] and flagged["exact"]
 
@@ -55,7 +57,7 @@ def test_approximate_graph_is_exact_for_the_most_distant_rows(sample_inputs, mon
 def test_exact_duplicate_sets_equal_cleanlabs(sample_inputs, monkeypatch):
     from cleanlab.internal.neighbor.knn_graph import _compute_exact_duplicate_sets
 
-    from auditors.detectors.outlier import exact_duplicate_sets
+    from auditors.features.knn import exact_duplicate_sets
 
     x = sample_inputs.prompt_embeddings
     features = np.concatenate([x[:40], x[:40], x[5:10], x[40:300]])[::-1]  # pairs, triples
@@ -66,7 +68,7 @@ def test_exact_duplicate_sets_equal_cleanlabs(sample_inputs, monkeypatch):
     narrow = np.round(features[:, :3], 1) + 0.0  # 12-byte rows, many equal (+0.0: no -0.0)
     assert sorted(map(list, exact_duplicate_sets(narrow))) == \
         sorted(map(list, _compute_exact_duplicate_sets(narrow)))
-    from auditors.detectors import outlier
+    from auditors.features import knn as outlier
 
     # every row's hash colliding: the groups are still split by the rows' bytes
     monkeypatch.setattr(outlier, "_row_hashes", lambda rows: np.zeros(len(rows), np.uint64))
@@ -77,9 +79,9 @@ def test_approximate_graph_is_extended_approximately(sample_inputs, tmp_path, mo
     """Above `exact_max_rows` a stored graph is extended with inverted-file searches: the
     1% most distant rows of the grown data still have exact neighbours, a missed neighbour
     can only make a row look farther, and the rows marked exact are."""
-    from auditors.detectors.outlier import _unit, cosine_knn, exact_knn, extend_graph
-    from auditors.detectors import outlier
-    from auditors.detectors.outlier import approximate_knn
+    from auditors.features.knn import _unit, cosine_knn, exact_knn, extend_graph
+    from auditors.features import knn as outlier
+    from auditors.features.knn import approximate_knn
 
     monkeypatch.setattr(outlier, "IVF_MIN_ROWS", 100)  # index the sample, not the 60 new rows
     x = _unit(sample_inputs.prompt_embeddings)
@@ -110,15 +112,18 @@ def test_approximate_graph_is_extended_approximately(sample_inputs, tmp_path, mo
 def test_detector_on_tiny_inputs(sample_inputs):
     import copy
 
+    from auditors.features.knn import prompt_graph
+
     for n in (2, 5, 12):
         inputs = copy.copy(sample_inputs)
         inputs.prompt_embeddings = sample_inputs.prompt_embeddings[:n]
+        inputs.knn_graph = prompt_graph(inputs.prompt_embeddings)
         result = EmbeddingOutlierDetector().detect(inputs)
         assert len(result.rows) == n and np.isfinite(result.rows["score"]).all()
 
 
 def test_stored_graph_is_extended_exactly(sample_inputs, tmp_path):
-    from auditors.detectors.outlier import cosine_knn
+    from auditors.features.knn import cosine_knn
 
     x = np.concatenate([sample_inputs.prompt_embeddings, sample_inputs.prompt_embeddings[:5]])
     ids = np.array([f"r{i}" for i in range(len(sample_inputs.prompt_embeddings))] +
@@ -127,7 +132,7 @@ def test_stored_graph_is_extended_exactly(sample_inputs, tmp_path):
     first = np.r_[0:2900, 3000:3003]  # the first audit: some rows and repeats
     cosine_knn(x[first], 10, row_ids=ids[first], graph_file=graph)
     order = np.random.default_rng(0).permutation(len(x))  # +100 rows, another order
-    from auditors.detectors import outlier
+    from auditors.features import knn as outlier
 
     assert outlier._load_graph(graph, ids[order], outlier._unit(x[order]), 10) is not None
     extended = cosine_knn(x[order], 10, row_ids=ids[order], graph_file=graph)
