@@ -6,3 +6,19 @@ try:
     __version__ = version("trainguard")
 except PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0.0.0"
+
+__all__ = ["AuditConfig", "LoadOptions", "audit"]
+
+
+def __getattr__(name: str):
+    """`from auditors import audit, AuditConfig`: imported on first use, so that importing
+    one small module of the library does not load the whole pipeline."""
+    if name == "audit":
+        from auditors.pipeline import audit
+
+        return audit
+    if name in ("AuditConfig", "LoadOptions"):
+        from auditors import config
+
+        return getattr(config, name)
+    raise AttributeError(f"module 'auditors' has no attribute '{name}'")

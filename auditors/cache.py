@@ -20,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from auditors.config import DEFAULT_CACHE_MAX_BYTES
 from auditors.errors import TrainguardError, one_line
 
-DEFAULT_MAX_BYTES = 10 * 2**30
+DEFAULT_MAX_BYTES = DEFAULT_CACHE_MAX_BYTES
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 # entries: one file each under these folders; a built backend is one directory
 _FILE_KINDS = ("embeddings", "ngram-counts", "knn-graphs")

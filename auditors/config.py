@@ -71,6 +71,9 @@ class AuditConfig:
     def __post_init__(self):
         if isinstance(self.load, dict):  # from a deployment's JSON parameters
             object.__setattr__(self, "load", LoadOptions(**self.load))
+        for name in ("cache_dir", "store"):  # paths are kept as text: JSON-ready
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, str(getattr(self, name)))
         if self.detectors is not None:
             object.__setattr__(self, "detectors", tuple(self.detectors))
             from auditors.runner import detector_config

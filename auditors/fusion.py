@@ -36,10 +36,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from auditors.config import DEFAULT_FLAG_THRESHOLD
 from auditors.detectors import REGISTRY, FusionRole
 from auditors.runner import DetectorRun
 
-DEFAULT_THRESHOLD = 0.5
+DEFAULT_THRESHOLD = DEFAULT_FLAG_THRESHOLD
 # Without a strong detector, weak ones at least this share of the strongest's weight lead.
 LEAD_SHARE = 0.5
 # Share of the headroom above the strong score that weak detectors may fill.

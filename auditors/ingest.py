@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from auditors.config import DEFAULT_BATCH_ROWS
 from auditors.errors import AuditInputError
 
 HUB_PREFIX = "hf://"
@@ -703,7 +704,6 @@ def _first_line(exc: Exception) -> str:
 
 STREAMABLE = ("jsonl", "parquet")
 STREAM_MIN_BYTES = 64 * 2**20  # `stream=None`: files at least this large are streamed
-DEFAULT_BATCH_ROWS = 5_000
 
 
 def should_stream(source: str, *, via_datasets: bool = False, stream: bool | None = None) -> bool:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -13,6 +14,8 @@ import numpy as np
 import pandas as pd
 
 from auditors import __version__
+from auditors.config import (DEFAULT_BACKEND, DEFAULT_BATCH_ROWS, DEFAULT_FLAG_THRESHOLD, DEFAULT_MAX_FLAGGED_FRACTION, AuditConfig,
+                             LoadOptions)
 from auditors.detectors import REGISTRY, AuditInputs
 from auditors.features import knn
 from auditors.features.embeddings import DEFAULT_MODEL, EmbeddingCache, embed_texts
@@ -20,7 +23,7 @@ from auditors.features.ngrams import NgramStats, count_ngrams
 from auditors.features.probabilities import cross_validated_probs
 from auditors.features.proxy import cross_fitted_proxy
 from auditors.features.targets import Targets, classification_targets, derive_response_targets
-from auditors.fusion import DEFAULT_THRESHOLD, fuse, gate
+from auditors.fusion import fuse, gate
 from auditors import ingest
 from auditors.ingest import RawDataset, load_raw
 from auditors.outputs import SKIPPED, split_paths, write_outputs
@@ -30,7 +33,6 @@ from auditors.schema import (CLASSIFICATION, PREFERENCE, SchemaChoice, detect_sc
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_FLAGGED_FRACTION = 0.005
 MIN_ROWS_FOR_CROSS_VALIDATION = 10
 
 
@@ -69,7 +71,7 @@ class AuditResult:
 def load_table(source: str, *, split: str | None = None, text_col: str | None = None,
                label_col: str | None = None, schema: str | None = None,
                via_datasets: bool = False, on_bad_row: str = "fail",
-               stream: bool | None = None, batch_rows: int = ingest.DEFAULT_BATCH_ROWS,
+               stream: bool | None = None, batch_rows: int = DEFAULT_BATCH_ROWS,
                cache_dir: str | Path | None = None) -> LoadedDataset:
     """`on_bad_row="skip"` sets bad rows aside (`raw.skipped`, written to skipped.jsonl)
     instead of stopping at the first one. Large JSONL and Parquet files (`stream=None`: from
@@ -87,7 +89,7 @@ def load_table(source: str, *, split: str | None = None, text_col: str | None = 
 
 def stream_table(source: str, *, text_col: str | None = None, label_col: str | None = None,
                  schema: str | None = None, on_bad_row: str = "fail",
-                 batch_rows: int = ingest.DEFAULT_BATCH_ROWS,
+                 batch_rows: int = DEFAULT_BATCH_ROWS,
                  cache_dir: str | Path | None = None) -> LoadedDataset:
     """Read a JSONL or Parquet file in record batches: each batch is normalised and its
     n-grams counted (`chunks.NgramReducer`, bounded tables), then dropped. What stays is the
@@ -247,7 +249,7 @@ def response_ngram_statistics(table: pd.DataFrame) -> NgramStats:
 
 def detect(loaded: LoadedDataset, embeddings: Embeddings, ngrams: NgramStats,
            label_model: LabelModel, detectors=None, *, cache_dir: str | Path | None = None,
-           model: str | None = None, backend: str = "torch") -> DetectorRun:
+           model: str | None = None, backend: str = DEFAULT_BACKEND) -> DetectorRun:
     """With `cache_dir`, the kNN graph is kept there between audits (per model, backend and
     dataset source) and extended when rows were only added."""
     graph_dir = None
@@ -260,7 +262,7 @@ def detect(loaded: LoadedDataset, embeddings: Embeddings, ngrams: NgramStats,
     return run_detectors(inputs, detectors)
 
 
-def assemble(loaded: LoadedDataset, run: DetectorRun, *, threshold: float = DEFAULT_THRESHOLD,
+def assemble(loaded: LoadedDataset, run: DetectorRun, *, threshold: float = DEFAULT_FLAG_THRESHOLD,
              max_flagged_fraction: float = DEFAULT_MAX_FLAGGED_FRACTION,
              label_model: LabelModel | None = None, model_name: str = "",
              timings: dict | None = None) -> AuditResult:
@@ -312,43 +314,121 @@ def save(result: AuditResult, loaded: LoadedDataset, out_dir: str | Path,
                          report_inputs=report_inputs, before_commit=before_commit)
 
 
-def audit(source: str, out_dir: str | Path | None = None, *, encoder=None,
-          model: str | None = None, detectors=None, show_progress: bool = False,
-          max_flagged_fraction: float = DEFAULT_MAX_FLAGGED_FRACTION,
-          backend: str = "torch", cache_dir: str | Path | None = None,
-          **load_options) -> AuditResult:
-    """The whole audit without Prefect. Pass `encoder` to reuse a loaded model (of
-    `backend`); with `cache_dir`, embeddings are cached there by row_id."""
-    from auditors.features.embeddings import load_encoder
+# The audit's stages, in order: every entry point (the Python API, the Prefect flows, intake
+# and scheduled checks) runs these through `run_audit`.
+STAGES = ("ingest", "embeddings", "ngrams", "label_model", "detectors", "assemble", "ledger",
+          "write")
 
+
+def call_stage(name: str, func, *args, **kwargs):
+    """How `run_audit` runs a stage by default: a plain call (the flow passes one that runs
+    it as a Prefect task)."""
+    return func(*args, **kwargs)
+
+
+@dataclass
+class Hooks:
+    """Where an orchestrator changes how stages run, never what they compute:
+    `stage(name, func, *args, **kwargs)` runs one stage; `embed_many(texts)` embeds instead
+    of the encoder and `count_ngrams(loaded)` counts the prompt n-grams (the distributed
+    flow maps both over Dask workers); `run_id` and `started_at` name the run in the ledger."""
+
+    stage: object = call_stage
+    embed_many: object = None
+    count_ngrams: object = None
+    run_id: str | None = None
+    started_at: object = None
+
+
+def audit(source: str, out_dir: str | Path | None = None, config: AuditConfig | None = None,
+          *, encoder=None) -> AuditResult:
+    """The whole audit without Prefect. `encoder`: an already loaded model of
+    `config.backend` to reuse (default: loaded here)."""
+    return run_audit(source, out_dir, config or AuditConfig(), encoder=encoder)
+
+
+def run_audit(source: str, out_dir: str | Path | None, config: AuditConfig, *,
+              encoder=None, hooks: Hooks | None = None) -> AuditResult:
+    """`STAGES` in order. With `config.store`, the ledger's decisions are applied and the run
+    recorded there before the outputs land; with `out_dir`, the outputs are written; with
+    `config.cache_dir`, the cache is used, then pruned to `config.cache_max_bytes`."""
+    hooks = hooks or Hooks()
+    stage, cache_dir = hooks.stage, config.cache_dir
     watch = Stopwatch()
-    loaded = load_table(source, cache_dir=cache_dir, **load_options)
+    loaded = stage("ingest", load_with, source, config.load, cache_dir=cache_dir)
     watch.lap("ingest")
-    encoder = encoder or load_encoder(model, backend=backend, cache_dir=cache_dir)
-    # the cache's in-memory copy of every stored vector goes once the embeddings are out
-    embeddings = embed_table(loaded.table, encoder, show_progress=show_progress,
-                             cache=EmbeddingCache(cache_dir, model, backend) if cache_dir else None)
+    if hooks.embed_many is None and encoder is None:
+        encoder = stage("load-encoder", load_model, config)
+    embeddings = stage("embeddings", embed_with, loaded, encoder, config,
+                       embed_many=hooks.embed_many)
     watch.lap("embeddings")
-    ngrams = dataset_ngrams(loaded, cache_dir)
+    ngrams = (hooks.count_ngrams(loaded) if hooks.count_ngrams is not None
+              else stage("ngrams", dataset_ngrams, loaded, cache_dir))
     watch.lap("ngrams")
-    label_model = fit_label_model(loaded.table, embeddings)
+    label_model = stage("label_model", fit_label_model, loaded.table, embeddings)
     watch.lap("label_model")
-    run = detect(loaded, embeddings, ngrams, label_model, detectors, cache_dir=cache_dir,
-                 model=model, backend=backend)
+    run = stage("detectors", detect, loaded, embeddings, ngrams, label_model, config.detectors,
+                cache_dir=cache_dir, model=config.model, backend=config.backend)
     watch.lap("detectors")
-    result = assemble(loaded, run, label_model=label_model,
-                      model_name=model_name(model, backend),
-                      max_flagged_fraction=max_flagged_fraction, timings=watch.laps)
+    result = stage("assemble", assemble, loaded, run, label_model=label_model,
+                   threshold=config.flag_threshold,
+                   max_flagged_fraction=config.max_flagged_fraction,
+                   model_name=model_name(config.model, config.backend), timings=watch.laps)
+    record = None
+    if config.store:  # people's earlier decisions about these rows and triggers
+        result, record = stage("ledger", apply_ledger, result, loaded, config, source,
+                               out_dir, hooks)
     if out_dir is not None:
-        save(result, loaded, out_dir, embeddings)
-    if cache_dir is not None:
+        stage("write", save, result, loaded, out_dir, embeddings, before_commit=record)
+    if cache_dir is not None:  # least recently used entries go once the cache outgrows it
         from auditors import cache
 
-        cache.prune_quietly(cache_dir, cache.DEFAULT_MAX_BYTES)
+        cache.prune_quietly(cache_dir, config.cache_max_bytes)
     return result
 
 
-def model_name(model: str | None, backend: str = "torch") -> str:
+def load_with(source: str, options: LoadOptions, cache_dir: str | Path | None = None):
+    return load_table(source, cache_dir=cache_dir, **dataclasses.asdict(options))
+
+
+def load_model(config: AuditConfig):
+    from auditors.features.embeddings import load_encoder
+
+    return load_encoder(config.model, backend=config.backend, cache_dir=config.cache_dir)
+
+
+def embed_with(loaded: LoadedDataset, encoder, config: AuditConfig, *,
+               embed_many=None) -> Embeddings:
+    """The embeddings of `loaded`, through the cache when `config.cache_dir` is set."""
+    cache = (EmbeddingCache(config.cache_dir, config.model, config.backend)
+             if config.cache_dir else None)
+    return embed_table(loaded.table, encoder, batch_size=config.batch_size,
+                       show_progress=config.show_progress, cache=cache, embed_many=embed_many)
+
+
+def apply_ledger(result: AuditResult, loaded: LoadedDataset, config: AuditConfig, source: str,
+                 out_dir: str | Path | None, hooks: Hooks):
+    """`result` with the ledger at `config.store` applied, and the ledger write of this run
+    (for the outputs' writer to call before they land: complete outputs always have their
+    run recorded)."""
+    from auditors import ledger
+
+    store = config.store
+    run_id = hooks.run_id or ledger.new_run_id()
+    result, applied = ledger.apply_to_result(result, loaded.table, ledger.Ledger(store).decisions(),
+                                             store=store, run_id=run_id,
+                                             fail_on_confirmed=config.fail_on_confirmed)
+
+    def record() -> None:
+        ledger.Ledger(store).record_run(
+            run_id=run_id, source=source, parameters={
+                **config.parameters(), "model": model_name(config.model, config.backend)},
+            summary=result.summary, table=loaded.table, applied=applied,
+            out_dir=str(out_dir), started_at=hooks.started_at)
+    return result, record
+
+
+def model_name(model: str | None, backend: str) -> str:
     """The embedding model as the summary names it: backend shown unless torch."""
     name = model or DEFAULT_MODEL
     return name if backend == "torch" else f"{name} [{backend}]"

@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     builders = corpora.quick_suite() if args.quick else corpora.full_suite()
     CACHE.mkdir(exist_ok=True)
-    encoder = CachingEncoder(load_encoder(), str(CACHE / "embeddings-all-MiniLM-L6-v2.npz"))
+    encoder = CachingEncoder(load_encoder(backend="torch"), str(CACHE / "embeddings-all-MiniLM-L6-v2.npz"))
     started = time.perf_counter()
     records = run_suite(builders, encoder, args.only)
     encoder.save()

@@ -110,7 +110,7 @@ def measure_bare_encode(data: Path) -> dict:
     from auditors.features.embeddings import load_encoder
 
     texts = [json.loads(line)["text"] for line in data.open(encoding="utf-8")]
-    encoder = load_encoder()
+    encoder = load_encoder(backend="torch")
     started = time.perf_counter()
     encoder.encode(texts, batch_size=64, show_progress_bar=False, normalize_embeddings=True)
     return {"seconds": time.perf_counter() - started, "rows": len(texts)}
@@ -121,14 +121,14 @@ def measure_audit(data: Path, grown: Path, backend: str, work: Path, report) -> 
     `report(record)` is called after each, so a re-audit stopped by the time limit still
     leaves the first audit's figures."""
     from auditors import pipeline
-
+    from auditors.config import AuditConfig
     from auditors.features.embeddings import load_encoder
 
     def timed_audit(source: Path, out: Path):
         started = time.perf_counter()
         encoder = load_encoder(backend=backend)  # models prebuilt in the user cache dir
-        result = pipeline.audit(str(source), out, encoder=encoder, backend=backend,
-                                cache_dir=work / f"cache-{backend}")
+        config = AuditConfig(backend=backend, cache_dir=str(work / f"cache-{backend}"))
+        result = pipeline.audit(str(source), out, config, encoder=encoder)
         return result, time.perf_counter() - started
 
     first, seconds = timed_audit(data, work / f"out-{backend}")

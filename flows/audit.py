@@ -19,40 +19,24 @@ from prefect.states import Failed, State
 import numpy as np
 from prefect import unmapped
 
-from auditors import cache, ledger, pipeline, report
+from auditors import ledger, pipeline, report
+from auditors.config import AuditConfig
 from auditors.features import chunks
-from auditors.features.embeddings import EmbeddingCache, load_encoder
-
-# The flow's (and so `trainguard audit`'s, intake's and the scheduled checks') embedding
-# backend: onnx-int8 passed the detection gate (benchmarks/results/throughput-detection.md:
-# AP within 0.02 of torch on every family of the quick suite). The library functions keep
-# torch, the reference.
-DEFAULT_BACKEND = "onnx-int8"
 
 # Stage inputs are whole tables and arrays: hashing them for Prefect's cache costs more
 # than the stage, so tasks do not cache.
 stage = task(cache_policy=NO_CACHE, persist_result=False)
 
 
-@stage(name="ingest")
-def ingest_task(source: str, load_options: dict,
-                cache_dir: str | None = None) -> pipeline.LoadedDataset:
-    return pipeline.load_table(source, cache_dir=cache_dir, **load_options)
-
-
-@stage(name="embeddings")
-def embeddings_task(loaded: pipeline.LoadedDataset, model: str | None,
-                    batch_size: int, show_progress: bool, backend: str = "torch",
-                    cache_dir: str | None = None) -> pipeline.Embeddings:
-    cache = EmbeddingCache(cache_dir, model, backend) if cache_dir else None
-    encoder = load_encoder(model, backend=backend, cache_dir=cache_dir)
-    return pipeline.embed_table(loaded.table, encoder,
-                                batch_size=batch_size, show_progress=show_progress, cache=cache)
-
-
-@stage(name="ngram-statistics")
-def ngram_task(loaded: pipeline.LoadedDataset, cache_dir: str | None = None):
-    return pipeline.dataset_ngrams(loaded, cache_dir)
+def stage_runner(inline: frozenset[str] = frozenset()):
+    """`pipeline.Hooks.stage` for the flow: each stage a Prefect task named after it, except
+    those in `inline`, which run in the flow itself (they map tasks over the workers)."""
+    def run(name: str, func, *args, **kwargs):
+        if name in inline:
+            return func(*args, **kwargs)
+        return task(func, name=name, cache_policy=NO_CACHE, persist_result=False)(*args,
+                                                                                 **kwargs)
+    return run
 
 
 @stage(name="embed-chunk")
@@ -69,82 +53,32 @@ def count_chunk_task(texts: list[str]) -> chunks.ChunkCounts:
 
 @stage(name="reduce-ngram-statistics")
 def reduce_ngrams_task(counts: list[chunks.ChunkCounts]):
-    reducer = chunks.NgramReducer()
-    for chunk in counts:
-        reducer.add(chunk)
-    return reducer.finish()
+    return chunks.reduce_counts(counts)
 
 
-def mapped_embeddings(loaded: pipeline.LoadedDataset, model: str | None, backend: str,
-                      cache_dir: str | None, batch_size: int,
-                      chunk_rows: int) -> pipeline.Embeddings:
-    """Embeddings with the rows the cache lacks embedded chunk by chunk on the task runner's
-    workers (Dask); the cache is read and written here, in the flow's process."""
+def mapped_hooks(config: AuditConfig) -> dict:
+    """`pipeline.Hooks` that embed and count chunk by chunk on the task runner's workers
+    (Dask); the embedding cache is read and written in the flow's process."""
+    chunk_rows = config.chunk_rows
+
     def embed_many(texts: list[str]) -> np.ndarray:
         parts = [texts[a:b] for a, b in chunks.chunk_bounds(len(texts), chunk_rows)]
         if not parts:
-            return chunks.embed_chunk([], model=model, backend=backend, cache_dir=cache_dir)
-        futures = embed_chunk_task.map(parts, unmapped(model), unmapped(backend),
-                                       unmapped(cache_dir), unmapped(batch_size))
+            return chunks.embed_chunk([], model=config.model, backend=config.backend,
+                                      cache_dir=config.cache_dir)
+        futures = embed_chunk_task.map(parts, unmapped(config.model), unmapped(config.backend),
+                                       unmapped(config.cache_dir), unmapped(config.batch_size))
         return np.concatenate([future.result() for future in futures])
 
-    cache = EmbeddingCache(cache_dir, model, backend) if cache_dir else None
-    return pipeline.embed_table(loaded.table, None, cache=cache, embed_many=embed_many)
+    def count_ngrams(loaded: pipeline.LoadedDataset):
+        if loaded.ngrams is not None:  # counted while streaming
+            return loaded.ngrams
+        texts = loaded.table["prompt"].tolist()
+        futures = count_chunk_task.map([texts[a:b] for a, b in
+                                        chunks.chunk_bounds(len(texts), chunk_rows)])
+        return reduce_ngrams_task([future.result() for future in futures])
 
-
-def map_ngram_counts(loaded: pipeline.LoadedDataset, chunk_rows: int):
-    """Submits the n-gram counting of each chunk (prompt side) to the workers: futures."""
-    texts = loaded.table["prompt"].tolist()
-    return count_chunk_task.map([texts[a:b] for a, b in chunks.chunk_bounds(len(texts),
-                                                                           chunk_rows)])
-
-
-@stage(name="cleanlab-label-model")
-def label_model_task(loaded: pipeline.LoadedDataset,
-                     embeddings: pipeline.Embeddings) -> pipeline.LabelModel:
-    return pipeline.fit_label_model(loaded.table, embeddings)
-
-
-@stage(name="detectors")
-def detectors_task(loaded, embeddings, ngrams, label_model, detectors, cache_dir=None,
-                   model=None, backend="torch"):
-    return pipeline.detect(loaded, embeddings, ngrams, label_model, detectors,
-                           cache_dir=cache_dir, model=model, backend=backend)
-
-
-@stage(name="flags-and-quarantine")
-def assemble_task(loaded, run, label_model, options: dict, timings: dict):
-    return pipeline.assemble(loaded, run, label_model=label_model, timings=timings, **options)
-
-
-@stage(name="write-outputs")
-def write_task(result: pipeline.AuditResult, loaded: pipeline.LoadedDataset, out_dir: str,
-               embeddings: pipeline.Embeddings | None = None, record_run=None) -> str:
-    """`record_run()` (the ledger's record of this run) runs once the outputs are staged
-    and before they move into place: complete outputs always have their run recorded."""
-    return str(pipeline.save(result, loaded, out_dir, embeddings, before_commit=record_run))
-
-
-@stage(name="apply-ledger")
-def apply_ledger_task(store: str, result: pipeline.AuditResult, loaded: pipeline.LoadedDataset,
-                      run_id: str, fail_on_confirmed: bool = True):
-    decisions = ledger.Ledger(store).decisions()
-    return ledger.apply_to_result(result, loaded.table, decisions, store=store, run_id=run_id,
-                                  fail_on_confirmed=fail_on_confirmed)
-
-
-def run_recorder(store: str, run_id: str, source: str, parameters: dict,
-                 result: pipeline.AuditResult, loaded: pipeline.LoadedDataset,
-                 applied: ledger.Applied, out_dir: str):
-    """The ledger write of this run, for `write_task` to call before the outputs land."""
-    started_at = flow_run.scheduled_start_time
-
-    def record() -> None:
-        ledger.Ledger(store).record_run(run_id=run_id, source=source, parameters=parameters,
-                                        summary=result.summary, table=loaded.table,
-                                        applied=applied, out_dir=out_dir,
-                                        started_at=started_at)
-    return record
+    return {"embed_many": embed_many, "count_ngrams": count_ngrams}
 
 
 @stage(name="publish-artifacts")
@@ -158,64 +92,22 @@ def publish_task(result: pipeline.AuditResult) -> None:
 
 
 @flow(name="trainguard-audit")
-def audit_flow(source: str, out_dir: str, model: str | None = None,
-               detectors: list[str] | None = None, batch_size: int = 64,
-               max_flagged_fraction: float = pipeline.DEFAULT_MAX_FLAGGED_FRACTION,
-               flag_threshold: float = pipeline.DEFAULT_THRESHOLD,
-               load_options: dict | None = None, show_progress: bool = True,
-               store: str | None = None, backend: str = DEFAULT_BACKEND,
-               cache_dir: str | None = None, chunk_rows: int | None = None,
-               cache_max_bytes: int | None = None, fail_on_confirmed: bool = True) -> dict:
-    """ingest -> embeddings and n-gram statistics -> Cleanlab -> detectors -> flags and
-    quarantine. Returns the summary written to OUT_DIR/summary.json; when the gate fails,
-    the run ends Failed, with the verdict line as its message and the summary as its data
-    (`flow_value(audit_flow(..., return_state=True))` reads it either way). With `store`,
-    the quarantine ledger there is applied to the flags and the run is recorded in it, and
-    confirmed rows or triggers found in the data fail the gate (unless not
-    `fail_on_confirmed`; `ledger.gate_checks`).
-    `backend` picks the embedding backend (default onnx-int8); with `cache_dir`,
-    embeddings are cached there by row_id and re-audits embed only new rows, and the cache
-    is pruned to `cache_max_bytes` at the end (default `cache.DEFAULT_MAX_BYTES`). With
-    `chunk_rows`, embedding and n-gram counting are mapped over chunks of that many rows on
-    the flow's task runner (run it with a `DaskTaskRunner`: `flows.dask.run_audit`) and
-    their statistics reduced."""
-    watch = pipeline.Stopwatch()
-    loaded = ingest_task(source, load_options or {}, cache_dir)
-    watch.lap("ingest")
-    print(f"{len(loaded.table)} rows, schema detected: {loaded.schema.describe()}")
-    if chunk_rows:  # counting runs on the workers while they embed (unless streamed)
-        counts = map_ngram_counts(loaded, chunk_rows) if loaded.ngrams is None else None
-        embeddings = mapped_embeddings(loaded, model, backend, cache_dir, batch_size, chunk_rows)
-        watch.lap("embeddings")
-        ngrams = (reduce_ngrams_task([future.result() for future in counts])
-                  if counts is not None else loaded.ngrams)
-    else:
-        embeddings = embeddings_task(loaded, model, batch_size, show_progress, backend,
-                                     cache_dir)
-        watch.lap("embeddings")
-        ngrams = ngram_task(loaded, cache_dir)
-    watch.lap("ngrams")
-    label_model = label_model_task(loaded, embeddings)
-    watch.lap("label_model")
-    run = detectors_task(loaded, embeddings, ngrams, label_model, detectors, cache_dir, model,
-                         backend)
-    watch.lap("detectors")
-    options = {"threshold": flag_threshold, "max_flagged_fraction": max_flagged_fraction,
-               "model_name": pipeline.model_name(model, backend)}
-    result = assemble_task(loaded, run, label_model, options, watch.laps)
-    record = None
-    if store:  # people's earlier decisions about these rows and triggers
-        run_id = str(flow_run.id or ledger.new_run_id())
-        result, applied = apply_ledger_task(store, result, loaded, run_id, fail_on_confirmed)
-        parameters = {"model": options["model_name"], "backend": backend, "detectors": detectors,
-                      "batch_size": batch_size, "max_flagged_fraction": max_flagged_fraction,
-                      "flag_threshold": flag_threshold, "load_options": load_options or {}}
-        record = run_recorder(store, run_id, source, parameters, result, loaded, applied,
-                              out_dir)
-    write_task(result, loaded, out_dir, embeddings, record)
+def audit_flow(source: str, out_dir: str, config: AuditConfig = AuditConfig()) -> dict:
+    """`pipeline.STAGES` (ingest -> embeddings and n-gram statistics -> Cleanlab ->
+    detectors -> flags and quarantine -> ledger -> outputs), each a Prefect task. Returns the
+    summary written to OUT_DIR/summary.json; when the gate fails, the run ends Failed, with
+    the verdict line as its message and the summary as its data
+    (`flow_value(audit_flow(..., return_state=True))` reads it either way). With
+    `config.chunk_rows`, embedding and n-gram counting are mapped over chunks of that many
+    rows on the flow's task runner (run it with a `DaskTaskRunner`: `flows.dask`)."""
+    mapped = mapped_hooks(config) if config.chunk_rows else {}
+    hooks = pipeline.Hooks(stage=stage_runner(frozenset({"embeddings"} if mapped else ())),
+                           run_id=str(flow_run.id or ledger.new_run_id()),
+                           started_at=flow_run.scheduled_start_time, **mapped)
+    result = pipeline.run_audit(source, out_dir, config, hooks=hooks)
+    print(f"{result.summary['rows']} rows, schema detected: "
+          f"{result.summary['schema_columns']}")
     publish_task(result)
-    if cache_dir:  # least recently used entries go once the cache outgrows its bound
-        cache.prune_quietly(cache_dir, cache_max_bytes or cache.DEFAULT_MAX_BYTES)
     return gate_state(result.summary, report.verdict_line(result.summary),
                       result.summary["gate"]["passed"])
 
@@ -244,7 +136,8 @@ def flow_value(state: State):
 def serve(source: str, out_dir: str, cron: str) -> None:
     """Serve the audit of one dataset on a cron schedule (needs a running Prefect server)."""
     audit_flow.serve(name="trainguard-scheduled-audit", cron=cron,
-                     parameters={"source": source, "out_dir": out_dir, "show_progress": False})
+                     parameters={"source": source, "out_dir": out_dir,
+                                 "config": AuditConfig().parameters()})
 
 
 if __name__ == "__main__":

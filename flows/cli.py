@@ -19,6 +19,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from auditors.config import DEFAULT_BACKEND
+
 EXIT_PASS, EXIT_GATE_FAILED, EXIT_ERROR = 0, 1, 2
 
 # Plain (click) help rather than rich's panels: at 80 columns rich's six-column option
@@ -54,42 +56,60 @@ def _root() -> None:
     """trainguard: find poisoned rows, name their triggers, quarantine them."""
 
 
+# Options that audit and intake share: declared once.
+_TEXT_COL = typer.Option(None, "--text-col", help="Text column (classification).")
+_LABEL_COL = typer.Option(None, "--label-col", help="Label column (classification).")
+_SCHEMA = typer.Option(None, "--schema", help="Force the schema: classification, instruction, "
+                       "prompt-completion, prompt-response, chat, preference.")
+_SPLIT = typer.Option(None, "--split", help="Split of a datasets directory or hub dataset.")
+_VIA_DATASETS = typer.Option(False, "--via-datasets", help="Read local files with "
+                             "datasets.load_dataset instead of the built-in readers.")
+_ON_BAD_ROW = typer.Option(BadRowPolicy.fail, "--on-bad-row", help="fail: stop at the first bad "
+                           "row (exit 2); skip: set bad rows aside in OUT/skipped.jsonl and "
+                           "audit the rest.")
+_STREAM = typer.Option(None, "--stream/--no-stream", help="Read a .jsonl or .parquet file in "
+                       "record batches, counting n-grams per batch (default: files of 64 MiB "
+                       "or more).")
+_MODEL = typer.Option(None, "--model", help="sentence-transformers model name or path "
+                      "(default: bundled all-MiniLM-L6-v2; never downloaded).")
+_BATCH_SIZE = typer.Option(64, "--batch-size", min=1, help="Embedding batch size (torch only: "
+                           "onnx-int8 embeds text by text, so its results do not depend on it).")
+_BACKEND = typer.Option(
+    EmbeddingBackend(DEFAULT_BACKEND), "--backend", help="Embedding backend: onnx-int8 (default: ≈3× "
+    "faster than torch, cosine ≈ 0.99 to it, detection AP within 0.02 of it on every family "
+    "of the quick suite), torch (the reference), static (model2vec, ≈100× faster, lower "
+    "fidelity); onnx-int8 and static are built from the model on first use and cached.")
+_CACHE = typer.Option(None, "--cache", help="Embedding cache directory: rows already embedded "
+                      "(same row_id, model and backend) are not embedded again (default: the "
+                      "user cache dir).")
+_NO_CACHE = typer.Option(False, "--no-cache", help="Do not read or write the embedding cache.")
+_CACHE_MAX_SIZE = typer.Option("10G", "--cache-max-size", help="Size bound of the cache: after "
+                               "the audit the least recently used entries are deleted until it "
+                               "fits (e.g. 10G, 500M).")
+_DETECTORS = typer.Option(None, "--detectors", help="Comma-separated detectors to run "
+                          "(default: all).")
+_VERBOSE = typer.Option(False, "--verbose", help="Show Prefect's logs.")
+_DEBUG = typer.Option(False, "--debug", help="Show tracebacks on errors.")
+
+
 @app.command()
 def audit(
     source: str = typer.Argument(..., help="Dataset file (jsonl, json, csv, tsv, parquet), a "
                                  "datasets.save_to_disk directory, or hf://org/name."),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory."),
-    text_col: Optional[str] = typer.Option(None, help="Text column (classification)."),
-    label_col: Optional[str] = typer.Option(None, help="Label column (classification)."),
-    schema: Optional[str] = typer.Option(None, help="Force the schema: classification, "
-                                         "instruction, prompt-completion, prompt-response, "
-                                         "chat, preference."),
-    split: Optional[str] = typer.Option(None, help="Split of a datasets directory or hub dataset."),
-    via_datasets: bool = typer.Option(False, "--via-datasets", help="Read local files with "
-                                      "datasets.load_dataset instead of the built-in readers."),
-    on_bad_row: BadRowPolicy = typer.Option(
-        BadRowPolicy.fail, "--on-bad-row", help="fail: stop at the first bad row (exit 2); "
-        "skip: set bad rows aside in OUT/skipped.jsonl and audit the rest."),
-    model: Optional[str] = typer.Option(None, help="sentence-transformers model name or path "
-                                        "(default: bundled all-MiniLM-L6-v2; never downloaded)."),
-    batch_size: int = typer.Option(64, min=1, help="Embedding batch size (torch only: "
-                                    "onnx-int8 embeds text by text, so its results do not "
-                                    "depend on it)."),
-    backend: EmbeddingBackend = typer.Option(
-        EmbeddingBackend.onnx_int8, help="Embedding backend: onnx-int8 (default: ≈3× faster "
-        "than torch, cosine ≈ 0.99 to it, detection AP within 0.02 of it on every family of "
-        "the quick suite), torch (the reference), static (model2vec, ≈100× faster, lower "
-        "fidelity); onnx-int8 and static are built from the model on first use and cached."),
-    cache: Optional[Path] = typer.Option(None, "--cache", help="Embedding cache directory: rows "
-                                         "already embedded (same row_id, model and backend) are "
-                                         "not embedded again (default: the user cache dir)."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the "
-                                  "embedding cache."),
-    cache_max_size: str = typer.Option("10G", "--cache-max-size", help="Size bound of the "
-                                       "cache: after the audit the least recently used "
-                                       "entries are deleted until it fits (e.g. 10G, 500M)."),
-    detectors: Optional[str] = typer.Option(None, help="Comma-separated detectors to run "
-                                            "(default: all)."),
+    text_col: Optional[str] = _TEXT_COL,
+    label_col: Optional[str] = _LABEL_COL,
+    schema: Optional[str] = _SCHEMA,
+    split: Optional[str] = _SPLIT,
+    via_datasets: bool = _VIA_DATASETS,
+    on_bad_row: BadRowPolicy = _ON_BAD_ROW,
+    model: Optional[str] = _MODEL,
+    batch_size: int = _BATCH_SIZE,
+    backend: EmbeddingBackend = _BACKEND,
+    cache: Optional[Path] = _CACHE,
+    no_cache: bool = _NO_CACHE,
+    cache_max_size: str = _CACHE_MAX_SIZE,
+    detectors: Optional[str] = _DETECTORS,
     max_flagged_fraction: float = typer.Option(0.005, min=0.0, max=1.0, help="Gate: fail (exit "
                                                "1) when a larger share of rows is flagged."),
     flag_threshold: float = typer.Option(0.5, min=0.0, max=1.0,
@@ -104,49 +124,55 @@ def audit(
                                                "this scheduler address (tcp://host:8786)."),
     chunk_rows: int = typer.Option(5000, "--chunk-rows", min=1, help="Rows per chunk mapped "
                                    "over the Dask workers (with --workers/--dask-address)."),
-    stream: Optional[bool] = typer.Option(None, "--stream/--no-stream", help="Read a .jsonl or "
-                                          ".parquet file in record batches, counting n-grams "
-                                          "per batch (default: files of 64 MiB or more)."),
-    verbose: bool = typer.Option(False, "--verbose", help="Show Prefect's logs."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
+    stream: Optional[bool] = _STREAM,
+    verbose: bool = _VERBOSE,
+    debug: bool = _DEBUG,
 ) -> None:
     """Audit SOURCE and write rows.parquet, triggers.json, clean/quarantine splits and
     summary.json to OUT."""
-    # Prefect's console logs (and its tracebacks) are hidden unless asked for; the run's logs
-    # still reach the Prefect API when a server is configured.
-    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL",
-                          "DEBUG" if debug else "INFO" if verbose else "CRITICAL")
-    from auditors.cache import parse_size
-    from auditors.outputs import check_output_location
-
+    _quiet_prefect(verbose, debug)
     # mistakes are refused before Prefect is imported and its temporary server started
-    _run_or_exit(debug, check_output_location, source=source, out_dir=out)
-    names = _check_command_line(debug, source, detectors=detectors, schema=schema,
-                                via_datasets=via_datasets, stream=stream)
-    cache_max_bytes = _run_or_exit(debug, parse_size, text=cache_max_size)
-    _check_store(store, debug)
+    config = _audit_config(
+        debug, source, out, detectors=detectors, cache=cache, no_cache=no_cache,
+        cache_max_size=cache_max_size, store=store,
+        load={"split": split, "text_col": text_col, "label_col": label_col, "schema": schema,
+              "via_datasets": via_datasets, "on_bad_row": on_bad_row.value, "stream": stream},
+        model=model, backend=backend.value, batch_size=batch_size,
+        max_flagged_fraction=max_flagged_fraction, flag_threshold=flag_threshold,
+        chunk_rows=chunk_rows if workers or dask_address else None, show_progress=True)
     from flows.dask import audit_flow_on
 
     audit_flow = _run_or_exit(debug, audit_flow_on, workers=workers, address=dask_address)
     _tie_prefect_server()
-    distributed = {"chunk_rows": chunk_rows} if workers or dask_address else {}
-    load_options = {"split": split, "text_col": text_col, "label_col": label_col,
-                    "schema": schema, "via_datasets": via_datasets, "on_bad_row": on_bad_row.value,
-                    "stream": stream}
     # the run ends Failed when the gate fails; its state carries the summary either way
-    state = _run_or_exit(debug, audit_flow, source=source, out_dir=str(out), model=model,
-                         detectors=names, batch_size=batch_size,
-                         max_flagged_fraction=max_flagged_fraction,
-                         flag_threshold=flag_threshold, load_options=load_options,
-                         store=str(store) if store else None, backend=backend.value,
-                         cache_dir=None if no_cache else str(cache or _default_cache_dir()),
-                         cache_max_bytes=cache_max_bytes, return_state=True, **distributed)
+    state = _run_or_exit(debug, audit_flow, source=source, out_dir=str(out), config=config,
+                         return_state=True)
     summary = _run_or_exit(debug, _flow_value, state=state)
     show_summary(summary, out)
     if summary.get("skipped_rows"):
         errors.print(f"warning: {summary['skipped_rows']} bad row(s) skipped, listed in "
                      f"{out / summary['outputs']['skipped']}", markup=False)
     raise typer.Exit(EXIT_PASS if summary["gate"]["passed"] else EXIT_GATE_FAILED)
+
+
+def _audit_config(debug: bool, source: str, out: Path, *, detectors: Optional[str],
+                  cache: Optional[Path], no_cache: bool, cache_max_size: str,
+                  store: Optional[Path], load: dict, **options):
+    """The run's `AuditConfig`, after refusing what the command line alone shows to be
+    wrong (one line, exit 2), without reading rows or starting Prefect."""
+    from auditors.cache import parse_size
+    from auditors.config import AuditConfig, LoadOptions
+    from auditors.outputs import check_output_location
+
+    _run_or_exit(debug, check_output_location, source=source, out_dir=out)
+    names = _check_command_line(debug, source, detectors=detectors, schema=load["schema"],
+                                via_datasets=load["via_datasets"], stream=load["stream"])
+    _check_store(store, debug)
+    return _run_or_exit(
+        debug, AuditConfig, load=_run_or_exit(debug, LoadOptions, **load), detectors=names,
+        cache_dir=None if no_cache else str(cache or _default_cache_dir()),
+        cache_max_bytes=_run_or_exit(debug, parse_size, text=cache_max_size),
+        store=str(store) if store else None, **options)
 
 
 def show_summary(summary: dict, out: Path) -> None:
@@ -317,9 +343,6 @@ _BY = typer.Option(getpass.getuser(), "--by", show_default=False,
                    help="Who decides (default: the current user).")
 _FORCE = typer.Option(False, "--force", help="Record row ids and triggers the ledger does "
                       "not know yet (else they are refused as likely typos).")
-_DEBUG = typer.Option(False, "--debug", help="Show tracebacks on errors.")
-
-
 @app.command()
 def confirm(store: Path = typer.Argument(..., help="Ledger directory."),
             row_id: list[str] = _ROW_IDS, trigger: list[str] = _TRIGGERS, by: str = _BY,
@@ -350,39 +373,43 @@ def intake(
     source_url: Optional[str] = typer.Option(None, help="Where it came from."),
     license: Optional[str] = typer.Option(None, "--license", help="License, as given."),
     version: Optional[str] = typer.Option(None, "--version", help="Version, as given."),
-    text_col: Optional[str] = typer.Option(None, help="Text column (classification)."),
-    label_col: Optional[str] = typer.Option(None, help="Label column (classification)."),
-    schema: Optional[str] = typer.Option(None, help="Force the schema."),
-    split: Optional[str] = typer.Option(None, help="Split of a datasets directory or hub dataset."),
-    model: Optional[str] = typer.Option(None, help="sentence-transformers model name or path."),
-    detectors: Optional[str] = typer.Option(None, help="Comma-separated detectors to run."),
-    batch_size: int = typer.Option(64, min=1, help="Embedding batch size (torch only: "
-                                    "onnx-int8 embeds text by text, so its results do not "
-                                    "depend on it)."),
-    verbose: bool = typer.Option(False, "--verbose", help="Show Prefect's logs."),
+    text_col: Optional[str] = _TEXT_COL,
+    label_col: Optional[str] = _LABEL_COL,
+    schema: Optional[str] = _SCHEMA,
+    split: Optional[str] = _SPLIT,
+    via_datasets: bool = _VIA_DATASETS,
+    on_bad_row: BadRowPolicy = _ON_BAD_ROW,
+    stream: Optional[bool] = _STREAM,
+    model: Optional[str] = _MODEL,
+    batch_size: int = _BATCH_SIZE,
+    backend: EmbeddingBackend = _BACKEND,
+    cache: Optional[Path] = _CACHE,
+    no_cache: bool = _NO_CACHE,
+    cache_max_size: str = _CACHE_MAX_SIZE,
+    detectors: Optional[str] = _DETECTORS,
+    verbose: bool = _VERBOSE,
     debug: bool = _DEBUG,
 ) -> None:
     """Gate a third-party dataset: fingerprint, provenance, diff against the previous intake,
     audit with the ledger applied, and pass (exit 0) or fail (exit 1) by the policy."""
     _quiet_prefect(verbose, debug)
-    from auditors.outputs import check_output_location
     from auditors.policy import IntakePolicy
 
     # mistakes are refused before Prefect is imported and its temporary server started
-    _run_or_exit(debug, check_output_location, source=source, out_dir=out)
-    names = _check_command_line(debug, source, detectors=detectors, schema=schema)
+    config = _audit_config(
+        debug, source, out, detectors=detectors, cache=cache, no_cache=no_cache,
+        cache_max_size=cache_max_size, store=store,
+        load={"split": split, "text_col": text_col, "label_col": label_col, "schema": schema,
+              "via_datasets": via_datasets, "on_bad_row": on_bad_row.value, "stream": stream},
+        model=model, backend=backend.value, batch_size=batch_size, show_progress=True)
     _run_or_exit(debug, IntakePolicy.from_toml, path=policy)
-    _check_store(store, debug)
     from flows.intake import intake_flow
 
     _tie_prefect_server()
-    load_options = {"split": split, "text_col": text_col, "label_col": label_col,
-                    "schema": schema}
     state = _run_or_exit(debug, intake_flow, source=source, policy=str(policy),
                          store=str(store), out_dir=str(out), source_name=source_name,
-                         source_url=source_url, license=license, version=version, model=model,
-                         detectors=names, batch_size=batch_size, load_options=load_options,
-                         return_state=True)
+                         source_url=source_url, license=license, version=version,
+                         config=config, return_state=True)
     result = _run_or_exit(debug, _flow_value, state=state)
     show_summary(result["summary"], out)
     show_intake(result["intake"])
@@ -523,7 +550,7 @@ def sweep(
         best = report["null_words"][0]
         console.print(Text(f"null: the strongest of {len(report['null_words'])} common words, "
                            f"{best['word']!r}, scores {best['score']:.2f}; anomalous needs "
-                           f"{best['score'] + 0.05:.2f} and {max_flip_rate}"))
+                           f"{best['score'] + policy.null_margin:.2f} and {max_flip_rate}"))
     _show_report_path(out, "sweep.json")
     found = report["anomalous"]
     if found:
@@ -585,16 +612,16 @@ def strip(
     from flows.model_checks import run_strip
 
     report = _run_or_exit(debug, run_strip, model=model, probes=probes, clean=clean, frr=frr,
-                          n_perturbations=perturbations, out=out)
+                          n_perturbations=perturbations, out=out,
+                          max_flagged_fraction=max_flagged_fraction)
     for item in report["flagged"][:10]:
         console.print(Text(f"entropy {item['entropy']:.3f} -> {printable(item['predicted'])}: "
                            f"{printable(_clip(item['text'], 100))}"))
-    share = report["n_flagged"] / max(report["n_probes"], 1)
     console.print(f"{report['n_flagged']} of {report['n_probes']} probes below the entropy "
                   f"threshold {report['threshold']:.3f} (calibrated at FRR {frr} on "
                   f"{report['calibrated_on']})", markup=False)
     _show_report_path(out, "strip.json")
-    raise typer.Exit(EXIT_GATE_FAILED if share > max_flagged_fraction else EXIT_PASS)
+    raise typer.Exit(EXIT_PASS if report["gate"]["passed"] else EXIT_GATE_FAILED)
 
 
 @app.command()

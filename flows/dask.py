@@ -57,14 +57,15 @@ def audit_flow_on(*, workers: int | None = None, address: str | None = None):
     return audit_flow if runner is None else audit_flow.with_options(task_runner=runner)
 
 
-def run_audit(*, workers: int | None = None, address: str | None = None,
-              chunk_rows: int = DEFAULT_CHUNK_ROWS, **parameters) -> dict:
-    """`audit_flow(**parameters)`'s summary (also when the gate fails and the run ends
-    Failed), distributed when `workers` or `address` is given."""
+def run_audit(source: str, out_dir: str, config=None, *, workers: int | None = None,
+              address: str | None = None, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> dict:
+    """The audit flow's summary (also when the gate fails and the run ends Failed),
+    distributed over chunks of `chunk_rows` when `workers` or `address` is given."""
+    from auditors.config import AuditConfig
     from flows.audit import flow_value
 
-    distributed = bool(workers or address)
+    config = config or AuditConfig()
+    if workers or address:
+        config = config.replace(chunk_rows=chunk_rows)
     flow_fn = audit_flow_on(workers=workers, address=address)
-    if distributed:
-        parameters["chunk_rows"] = chunk_rows
-    return flow_value(flow_fn(**parameters, return_state=True))
+    return flow_value(flow_fn(source=source, out_dir=out_dir, config=config, return_state=True))

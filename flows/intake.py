@@ -15,7 +15,8 @@ from prefect.artifacts import create_markdown_artifact
 from auditors import pipeline, policy as intake_policy, report
 from auditors.errors import AuditInputError
 from auditors.outputs import INTAKE as INTAKE_RECORD, add_output
-from flows.audit import audit_flow, flow_value, gate_state, ingest_task, stage
+from auditors.config import AuditConfig
+from flows.audit import audit_flow, flow_value, gate_state, stage
 
 
 @stage(name="intake-decision")
@@ -57,27 +58,25 @@ def intake_markdown(record: dict) -> str:
 def intake_flow(source: str, policy: str | dict, store: str, out_dir: str,
                 source_name: str | None = None, source_url: str | None = None,
                 license: str | None = None, version: str | None = None,
-                model: str | None = None, detectors: list[str] | None = None,
-                batch_size: int = 64, load_options: dict | None = None,
-                show_progress: bool = True) -> dict:
-    """Audit SOURCE (ledger applied and recorded), then check it against POLICY (a TOML
-    file or a dict). Returns `{"intake": record, "summary": audit summary}`; when the intake
-    fails, the run ends Failed with `policy.intake_verdict` as its message and that dict as
-    its data (`flow_value(intake_flow(..., return_state=True))` reads it either way)."""
+                config: AuditConfig = AuditConfig()) -> dict:
+    """Audit SOURCE with `config` (the ledger at STORE applied and the run recorded there;
+    the gate's limits are POLICY's), then check it against POLICY (a TOML file or a dict).
+    Returns `{"intake": record, "summary": audit summary}`; when the intake fails, the run
+    ends Failed with `policy.intake_verdict` as its message and that dict as its data
+    (`flow_value(intake_flow(..., return_state=True))` reads it either way)."""
     rules = (intake_policy.IntakePolicy.from_dict(policy) if isinstance(policy, dict)
              else intake_policy.IntakePolicy.from_toml(policy))
     provenance = intake_policy.Provenance(source_name or Path(source).name, source_url,
                                           license, version)
+    config = config.replace(store=store, max_flagged_fraction=rules.max_flagged_fraction,
+                            fail_on_confirmed=rules.fail_on_confirmed)
     # the audit's gate is the policy's first checks (`ledger.gate_checks`): its run ends
     # Failed when they fail, and the intake goes on to record its decision
-    summary = flow_value(audit_flow(
-        source=source, out_dir=out_dir, model=model, detectors=detectors,
-        batch_size=batch_size, max_flagged_fraction=rules.max_flagged_fraction,
-        load_options=load_options, show_progress=show_progress, store=store,
-        fail_on_confirmed=rules.fail_on_confirmed, return_state=True))
+    summary = flow_value(audit_flow(source=source, out_dir=out_dir, config=config,
+                                    return_state=True))
     # read again for the diff and the character checks (the audit flow returns its summary):
     # the intake vouches for one set of bytes, so this read must be the audited one
-    loaded = ingest_task(source, load_options or {})
+    loaded = stage.with_options(name="ingest")(pipeline.load_with)(source, config.load)
     if loaded.raw.fingerprint != summary["fingerprint"]:
         raise AuditInputError("the file changed during the intake (its bytes differ from the "
                               "audited ones); audit a private copy that nothing else writes "

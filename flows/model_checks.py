@@ -61,7 +61,11 @@ def run_sweep(*, model: str, probes: str, reference: str | None, candidates: str
 
 
 def run_strip(*, model: str, probes: str, clean: str | None, frr: float,
-              n_perturbations: int, out: Path | None) -> dict:
+              n_perturbations: int, out: Path | None,
+              max_flagged_fraction: float = 0.0) -> dict:
+    import pandas as pd
+
+    from auditors.fusion import gate
     from auditors.model.strip import strip
 
     classifier = load_classifier(model)
@@ -78,7 +82,8 @@ def run_strip(*, model: str, probes: str, clean: str | None, frr: float,
                            "entropy": float(result.entropy[i]),
                            "predicted": result.predicted[i]}
                           for i in flagged[np.argsort(result.entropy[flagged])]],
-              "entropy": [float(e) for e in result.entropy]}
+              "entropy": [float(e) for e in result.entropy],
+              "gate": gate(pd.Series(result.flagged, dtype=bool), max_flagged_fraction)}
     if out is not None:
         write_json(out / "strip.json", report)
     return report

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from prefect import flow
 
+from auditors.config import AuditConfig, LoadOptions
 from auditors.errors import TrainguardError
 from auditors.policy import IntakePolicy, intake_verdict
 from flows.audit import flow_value, gate_state
@@ -42,9 +43,7 @@ class DatasetCheck:
     name: str
     path: str  # a file, directory or glob; relative to the config file
     policy: dict = field(default_factory=dict)
-    load_options: dict = field(default_factory=dict)
-    detectors: list[str] | None = None
-    model: str | None = None
+    config: AuditConfig = field(default_factory=AuditConfig)
 
 
 @dataclass
@@ -80,13 +79,21 @@ def load_config(path: str | Path) -> ScheduleConfig:
         checks.append(DatasetCheck(
             name=entry["name"], path=os.path.normpath(base / entry["path"]),
             policy=_policy(entry["policy"], base, where) if "policy" in entry else default_policy,
-            load_options={k: entry[k] for k in ("schema", "text_col", "label_col", "split")
-                          if k in entry},
-            detectors=entry.get("detectors"), model=entry.get("model", values.get("model"))))
+            config=_audit_config(entry, values, where)))
     return ScheduleConfig(store=os.path.normpath(base / values["store"]),
                           out=os.path.normpath(base / values["out"]),
                           datasets=checks, cron=values.get("cron"),
                           interval_seconds=values.get("interval_seconds"))
+
+
+def _audit_config(entry: dict, values: dict, where: str) -> AuditConfig:
+    load = LoadOptions(**{k: entry[k] for k in ("schema", "text_col", "label_col", "split")
+                          if k in entry})
+    try:
+        return AuditConfig(load=load, detectors=entry.get("detectors"),
+                           model=entry.get("model", values.get("model")))
+    except TrainguardError as exc:
+        raise TrainguardError(f"{where}: {exc}") from None
 
 
 def _policy(value: str | dict, base: Path, where: str) -> dict:
@@ -123,8 +130,7 @@ def scheduled_checks_flow(config: str) -> list[dict]:
                 outcome = flow_value(intake_flow(
                     source=source, policy=check.policy, store=settings.store,
                     out_dir=str(Path(settings.out) / check.name / Path(source).stem),
-                    source_name=name, model=check.model, detectors=check.detectors,
-                    load_options=check.load_options, show_progress=False, return_state=True))
+                    source_name=name, config=check.config, return_state=True))
             except TrainguardError as exc:
                 failures.append(f"{name}: {exc}")
                 continue

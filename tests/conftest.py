@@ -37,7 +37,7 @@ def poisoned_mask():
 def encoder():
     from auditors.features.embeddings import load_encoder
 
-    return load_encoder()
+    return load_encoder(backend="torch")  # the reference backend
 
 
 @pytest.fixture(scope="session")

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
+from auditors.config import BACKENDS
 from auditors.errors import TrainguardError
 
-TORCH, ONNX_INT8, STATIC = "torch", "onnx-int8", "static"
-BACKENDS = (TORCH, ONNX_INT8, STATIC)
+TORCH, ONNX_INT8, STATIC = BACKENDS
 DEFAULT_BACKEND = TORCH
 STATIC_DIMENSIONS = 256  # PCA width of the distilled static model (model2vec's default)
 # The embedding cache's folder per backend (`EmbeddingCache`): renamed when the way a backend

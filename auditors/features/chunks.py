@@ -229,14 +229,21 @@ class NgramReducer:
                              general_zipf=zipf, order=order)
 
 
+def reduce_counts(counts, **reducer_options) -> ng.NgramStats:
+    """Reduce step: the statistics of all chunks' counts, in chunk order."""
+    reducer = NgramReducer(**reducer_options)
+    for chunk in counts:
+        reducer.add(chunk)
+    return reducer.finish()
+
+
 def chunked_ngrams(texts: list[str], *, chunk_rows: int = DEFAULT_CHUNK_ROWS, max_n: int = 3,
                    **reducer_options) -> ng.NgramStats:
     """`count_ngrams` computed chunk by chunk in this process (the reference for the
     distributed and streaming paths)."""
-    reducer = NgramReducer(**reducer_options)
-    for start, stop in chunk_bounds(len(texts), chunk_rows):
-        reducer.add(count_chunk(texts[start:stop], max_n=max_n))
-    return reducer.finish()
+    return reduce_counts((count_chunk(texts[start:stop], max_n=max_n)
+                          for start, stop in chunk_bounds(len(texts), chunk_rows)),
+                         **reducer_options)
 
 
 # ---------------------------------------------------------------------------------------
@@ -351,10 +358,9 @@ def cached_ngrams(row_ids, texts: list[str], cache: NgramCountCache, *,
     """`chunked_ngrams`, each chunk's counts taken from `cache` when its rows are unchanged.
     Chunks are fixed row ranges, so rows appended at the end leave the earlier chunks'
     keys as they were."""
-    reducer = NgramReducer(**reducer_options)
-    for start, stop in chunk_bounds(len(texts), chunk_rows):
-        reducer.add(cache.counts(row_ids[start:stop], texts[start:stop]))
-    return reducer.finish()
+    return reduce_counts((cache.counts(row_ids[start:stop], texts[start:stop])
+                          for start, stop in chunk_bounds(len(texts), chunk_rows)),
+                         **reducer_options)
 
 
 def _module_source() -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from auditors.config import DEFAULT_BACKEND
 from auditors.errors import TrainguardError
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2 (bundled)"
@@ -25,7 +26,7 @@ def resolve_model_path(model: str | None) -> str:
 
 
 def load_encoder(model: str | None = None, device: str | None = None, *,
-                 backend: str = "torch", cache_dir: str | Path | None = None):
+                 backend: str = DEFAULT_BACKEND, cache_dir: str | Path | None = None):
     """The embedding model for `backend` (`auditors.features.backends.BACKENDS`): the
     sentence-transformers model itself for `torch`, else its ONNX int8 or static version,
     built from it on first use and cached under `cache_dir` (default: the user cache dir).
@@ -38,8 +39,8 @@ def load_encoder(model: str | None = None, device: str | None = None, *,
     path = resolve_model_path(model)
     if backend != backends.TORCH:
         if not Path(path).is_dir():
-            raise TrainguardError(f"backend '{backend}' needs a local model directory, "
-                                  f"not '{model}'")
+            raise TrainguardError(f"cannot load embedding model '{model}': backend "
+                                  f"'{backend}' needs a local model directory")
         return backends.load_backend(path, backend, cache_dir)
     from sentence_transformers import SentenceTransformer
 

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from auditors.config import AuditConfig
 from auditors import pipeline
 from auditors.features.embeddings import CachingEncoder
 from auditors.features.ngrams import count_ngrams
@@ -30,7 +31,8 @@ def write_jsonl(path: Path, records: list[dict]) -> str:
 
 
 def audit(path: str, encoder, out_dir: Path | None = None):
-    return pipeline.audit(path, out_dir, encoder=encoder, max_flagged_fraction=1.0).summary
+    config = AuditConfig(backend="torch", max_flagged_fraction=1.0)
+    return pipeline.audit(path, out_dir, config, encoder=encoder).summary
 
 
 def assert_every_row_written(source: str, out_dir: Path) -> None:

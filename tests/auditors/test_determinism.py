@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from auditors.config import AuditConfig
 from auditors import pipeline
 from auditors.features.chunks import chunk_bounds
 from auditors.features.embeddings import EmbeddingCache, embed_texts, load_encoder
@@ -143,11 +144,13 @@ def test_audit_results_do_not_depend_on_cache_state(backend, model, data, tmp_pa
     path, earlier = data
 
     def audit(cache_dir=None):
-        return pipeline.audit(str(path), encoder=model, backend=backend, cache_dir=cache_dir)
+        return pipeline.audit(str(path), None, AuditConfig(backend=backend, cache_dir=cache_dir),
+                              encoder=model)
 
     reference = audit()
     assert reference.rows["poison_score"].max() > 0  # something to compare
-    pipeline.audit(str(earlier), encoder=model, backend=backend, cache_dir=tmp_path / "partly")
+    pipeline.audit(str(earlier), None, AuditConfig(backend=backend, cache_dir=tmp_path / "partly"),
+                   encoder=model)
     for what, cache_dir in (("fresh cache", tmp_path / "cache"), ("warm cache", tmp_path / "cache"),
                             ("partly warm cache", tmp_path / "partly")):
         assert_same_result(audit(cache_dir), reference, backend, what)

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from auditors.config import AuditConfig
 from auditors import pipeline
 
 # `make test-all` only: end-to-end audits of every data shape
@@ -40,7 +41,7 @@ def _write_jsonl(path, records):
 
 
 def _check_audit(path, out, encoder, truth, trigger):
-    result = pipeline.audit(str(path), out, encoder=encoder)
+    result = pipeline.audit(str(path), out, AuditConfig(backend="torch"), encoder=encoder)
     flagged = result.rows["flagged"].to_numpy()
     assert flagged[truth].mean() >= 0.8 and flagged[~truth].mean() <= 0.02
     assert trigger in [t["pattern"] for t in result.triggers[:3]]
@@ -85,7 +86,7 @@ def test_injected_content_in_every_generation_shape(shape, tmp_path, encoder,
     path = tmp_path / f"{shape}.jsonl"
     _write_jsonl(path, [_alpaca_to(shape, r) for r in records])
     truth = poisoned_mask(injection_mix_path, len(records))
-    result = pipeline.audit(str(path), tmp_path / "out", encoder=encoder)
+    result = pipeline.audit(str(path), tmp_path / "out", AuditConfig(backend="torch"), encoder=encoder)
     assert result.summary["schema"] == shape
     flagged = result.rows["flagged"].to_numpy()
     assert flagged[truth].all() and not flagged[~truth].any()

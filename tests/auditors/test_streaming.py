@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from auditors.config import AuditConfig, LoadOptions
 from auditors import pipeline
 from auditors.errors import AuditInputError
 from auditors.features.ngrams import count_ngrams
@@ -62,9 +63,12 @@ def test_streamed_parquet_equals_whole_read(parquet):
 
 @pytest.mark.slow
 def test_streamed_audit_writes_the_same_outputs(jsonl, encoder, tmp_path):
-    whole = pipeline.audit(str(jsonl), tmp_path / "whole", encoder=encoder, stream=False)
-    streamed = pipeline.audit(str(jsonl), tmp_path / "streamed", encoder=encoder, stream=True,
-                              batch_rows=200)
+    def config(**load):
+        return AuditConfig(backend="torch", load=LoadOptions(**load))
+
+    whole = pipeline.audit(str(jsonl), tmp_path / "whole", config(stream=False), encoder=encoder)
+    streamed = pipeline.audit(str(jsonl), tmp_path / "streamed",
+                              config(stream=True, batch_rows=200), encoder=encoder)
     pd.testing.assert_frame_equal(streamed.rows, whole.rows)
     assert streamed.triggers == whole.triggers
     for name in ("clean.jsonl", "quarantine.jsonl", "triggers.json"):

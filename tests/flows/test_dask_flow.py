@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from auditors.config import AuditConfig
 from flows.cli import app
 from flows.dask import run_audit
 
@@ -28,11 +29,11 @@ def runs(prefect_harness, small_sample, tmp_path_factory):
     out = tmp_path_factory.mktemp("dask-runs")
     # torch: its vectors move with their batch by float32 noise only (onnx-int8's do not
     # move at all: tests/flows/test_determinism_cli.py)
-    single = run_audit(source=str(small_sample), out_dir=str(out / "single"),
-                       show_progress=False, backend="torch")
-    distributed = run_audit(source=str(small_sample), out_dir=str(out / "dask"),
-                            show_progress=False, workers=2, chunk_rows=200,
-                            cache_dir=str(out / "cache"), backend="torch")
+    torch = AuditConfig(backend="torch")
+    single = run_audit(str(small_sample), str(out / "single"), torch)
+    distributed = run_audit(str(small_sample), str(out / "dask"),
+                            torch.replace(cache_dir=str(out / "cache")), workers=2,
+                            chunk_rows=200)
     return out, single, distributed
 
 
@@ -81,9 +82,9 @@ def test_existing_cluster_by_address(prefect_harness, small_sample, tmp_path, ru
     out, single, _ = runs
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",
                       dashboard_address=None) as cluster:
-        summary = run_audit(source=str(small_sample), out_dir=str(tmp_path / "remote"),
-                            show_progress=False, address=cluster.scheduler_address,
-                            chunk_rows=250, backend="torch")
+        summary = run_audit(str(small_sample), str(tmp_path / "remote"),
+                            AuditConfig(backend="torch"), address=cluster.scheduler_address,
+                            chunk_rows=250)
     assert summary["flagged"] == single["flagged"]
     rows = pd.read_parquet(tmp_path / "remote" / "rows.parquet")
     np.testing.assert_allclose(rows["poison_score"],

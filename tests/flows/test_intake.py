@@ -36,7 +36,7 @@ def _intake(source: Path, store: Path, out: Path, name: str) -> dict:
     return flow_value(intake_flow(source=str(source), policy=POLICY, store=str(store),
                                   out_dir=str(out), source_name=name,
                                   source_url="https://example.org/sst2", license="CC-BY-4.0",
-                                  version="1", show_progress=False, return_state=True))
+                                  version="1", return_state=True))
 
 
 def test_intake_confirm_release_loop(prefect_harness, sample_path, poisoned_mask, tmp_path):

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from auditors.ledger import Decisions, Ledger, apply_ledger, gate_checks, updated_summary
 from auditors.policy import IntakePolicy, evaluate, intake_verdict
 from auditors.report import percents, verdict_line
+from auditors.config import AuditConfig
 from flows.audit import audit_flow, flow_value
 from flows.cli import app
 
@@ -65,9 +66,10 @@ def _api_state(state):
 
 def test_audit_flow_run_is_failed_with_the_verdict_or_completed(prefect_harness,
                                                                  poisoned_file, tmp_path):
-    common = {"source": str(poisoned_file), "detectors": ["trigger"], "show_progress": False,
-              "cache_dir": str(tmp_path / "cache"), "return_state": True}
-    failed = audit_flow(out_dir=str(tmp_path / "fail"), max_flagged_fraction=0.0, **common)
+    config = AuditConfig(detectors=("trigger",), cache_dir=str(tmp_path / "cache"))
+    common = {"source": str(poisoned_file), "return_state": True}
+    failed = audit_flow(out_dir=str(tmp_path / "fail"),
+                        config=config.replace(max_flagged_fraction=0.0), **common)
     summary = json.loads((tmp_path / "fail" / "summary.json").read_text())
     assert summary["flagged"] > 0 and not summary["gate"]["passed"]
     recorded = _api_state(failed)
@@ -75,7 +77,8 @@ def test_audit_flow_run_is_failed_with_the_verdict_or_completed(prefect_harness,
     assert recorded.message == verdict_line(summary) and recorded.message.startswith("FAIL: ")
     assert flow_value(failed) == summary  # the summary travels with the Failed state
 
-    passed = audit_flow(out_dir=str(tmp_path / "pass"), max_flagged_fraction=1.0, **common)
+    passed = audit_flow(out_dir=str(tmp_path / "pass"),
+                        config=config.replace(max_flagged_fraction=1.0), **common)
     assert _api_state(passed).type.value == "COMPLETED"
     assert flow_value(passed)["gate"]["passed"]
 
@@ -85,8 +88,7 @@ def test_audit_errors_end_failed_and_raise(prefect_harness, tmp_path):
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "ok", "label": 1}\n{"text": \n')
-    state = audit_flow(source=str(bad), out_dir=str(tmp_path / "out"), show_progress=False,
-                       return_state=True)
+    state = audit_flow(source=str(bad), out_dir=str(tmp_path / "out"), return_state=True)
     assert _api_state(state).type.value == "FAILED"
     with pytest.raises(AuditInputError):
         flow_value(state)
@@ -101,7 +103,7 @@ def test_intake_and_scheduled_runs_fail_on_a_confirmed_trigger(prefect_harness, 
     policy = {"max_flagged_fraction": 1.0}  # only the confirmed trigger can fail it
     state = intake_flow(source=str(vendor_file), policy=policy, store=str(confirmed_store),
                         out_dir=str(tmp_path / "intake"), source_name="vendor",
-                        detectors=["trigger"], show_progress=False, return_state=True)
+                        config=AuditConfig(detectors=("trigger",)), return_state=True)
     record = flow_value(state)["intake"]
     assert [c["check"] for c in record["checks"] if not c["passed"]] == \
         ["confirmed rows and triggers"]
@@ -191,7 +193,14 @@ def test_help_reads_at_80_columns(command):
 
 
 def test_readme_backend_default_matches_the_cli():
-    from flows.audit import DEFAULT_BACKEND
+    from auditors.config import DEFAULT_BACKEND
+    from flows.cli import audit, intake
+
+    for command in (audit, intake):  # the CLI's declared default is the config's
+        import inspect
+
+        assert inspect.signature(command).parameters["backend"].default.default.value == \
+            DEFAULT_BACKEND
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     row = next(line for line in readme.splitlines() if line.startswith("| `--backend"))

@@ -26,11 +26,11 @@ def test_example_config_loads_with_paths_relative_to_it():
     assert config.store == str(ROOT / "out" / "ledger")
     sst2, mix = config.datasets
     assert matching_files(sst2.path) == [str(ROOT / "sample_data" / "sst2_badnets_sample.tsv")]
-    assert sst2.load_options == {"schema": "classification", "text_col": "sentences",
-                                 "label_col": "labels"}
+    load = sst2.config.load
+    assert (load.schema, load.text_col, load.label_col) == ("classification", "sentences", "labels")
     assert sst2.policy["max_flagged_fraction"] == 0.005  # the default policy file
     assert mix.policy == {"max_flagged_fraction": 0.1, "fail_on_control_characters": True}
-    assert mix.detectors == ["trigger", "label_issue"]
+    assert mix.config.detectors == ("trigger", "label_issue")
 
 
 @pytest.mark.parametrize("body, message", [
@@ -38,6 +38,8 @@ def test_example_config_loads_with_paths_relative_to_it():
     ('store = "s"\nout = "o"\ncron = "* * * * *"\nbogus = 1\ndatasets = []\n', "bogus"),
     ('store = "s"\nout = "o"\ncron = "* * * * *"\n[[datasets]]\nname = "x"\npath = "x"\n'
      'policy = { max_flagged_share = 0.1 }\n', "max_flagged_share"),
+    ('store = "s"\nout = "o"\ncron = "* * * * *"\n[[datasets]]\nname = "x"\npath = "x"\n'
+     'detectors = ["trigerr"]\n', r"datasets\[1\]: unknown detector\(s\) trigerr"),
 ])
 def test_bad_configs_are_refused_before_serving(tmp_path, body, message):
     config = tmp_path / "c.toml"

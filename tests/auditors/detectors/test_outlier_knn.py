@@ -148,19 +148,20 @@ def test_pipeline_reaudit_reuses_graph_and_counts(sample_path, encoder, tmp_path
     import pandas as pd
 
     from auditors import pipeline
+    from auditors.config import AuditConfig
 
     lines = sample_path.read_text(encoding="utf-8").splitlines(keepends=True)
     small, grown = tmp_path / "small.tsv", tmp_path / "grown.tsv"
     small.write_text("".join(lines[:301]), encoding="utf-8")
     grown.write_text("".join(lines[:311]), encoding="utf-8")  # +10 rows
     cache = tmp_path / "cache"
-    pipeline.audit(str(small), None, encoder=encoder, cache_dir=cache)
+    pipeline.audit(str(small), None, AuditConfig(backend="torch", cache_dir=cache), encoder=encoder)
     graphs = list((cache / "knn-graphs").rglob("*.npz"))
     assert len(graphs) == 1 and list((cache / "ngram-counts").rglob("*.npz"))
-    first = pipeline.audit(str(grown), None, encoder=encoder, cache_dir=cache)  # extends
+    first = pipeline.audit(str(grown), None, AuditConfig(backend="torch", cache_dir=cache), encoder=encoder)  # extends
     assert len(list((cache / "knn-graphs").rglob("*.npz"))) == 2
-    again = pipeline.audit(str(grown), None, encoder=encoder, cache_dir=cache)
-    plain = pipeline.audit(str(grown), None, encoder=encoder)
+    again = pipeline.audit(str(grown), None, AuditConfig(backend="torch", cache_dir=cache), encoder=encoder)
+    plain = pipeline.audit(str(grown), None, AuditConfig(backend="torch"), encoder=encoder)
     scores = [c for c in plain.rows.columns if c.endswith("score")]
     for result in (first, again):
         np.testing.assert_allclose(result.rows[scores], plain.rows[scores], atol=1e-5)
