@@ -7,16 +7,16 @@ try:
 except PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0.0.0"
 
-__all__ = ["AuditConfig", "LoadOptions", "audit"]
+__all__ = ["Audit", "AuditConfig", "LoadOptions", "audit"]
 
 
 def __getattr__(name: str):
     """`from auditors import audit, AuditConfig`: imported on first use, so that importing
     one small module of the library does not load the whole pipeline."""
-    if name == "audit":
-        from auditors.pipeline import audit
+    if name in ("audit", "Audit"):
+        from auditors import api
 
-        return audit
+        return getattr(api, name)
     if name in ("AuditConfig", "LoadOptions"):
         from auditors import config
 

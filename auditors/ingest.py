@@ -314,18 +314,32 @@ def _terminated(line: str) -> str:
     return line if line.endswith("\n") else line + "\n"
 
 
+class _JsonlRows:
+    """The objects of JSONL lines, with each one's line as read (newline-terminated), line
+    number and byte offset: what the whole-file and the streamed readers both keep."""
+
+    def __init__(self):
+        self.records, self.lines, self.numbers, self.offsets = [], [], [], []
+
+    def add(self, line: str, line_no: int, bad_rows: BadRows, offset: int | None = None):
+        record = _jsonl_record(line, line_no, bad_rows)
+        if record is not None:
+            self.records.append(record)
+            self.lines.append(_terminated(line))
+            self.numbers.append(line_no)
+            self.offsets.append(offset)
+
+    def raw(self, path: str, **extra) -> RawDataset:
+        return RawDataset(self.records, "jsonl", path, raw_lines=self.lines,
+                          columns=_union_keys(self.records), row_numbers=self.numbers, **extra)
+
+
 def _read_jsonl(path: str, data: bytes, bad_rows: BadRows) -> RawDataset:
     text, encoding = _decode(path, data)
-    records, lines, numbers = [], [], []
+    rows = _JsonlRows()
     for line_no, line in enumerate(_split_lines(text), start=1):
-        record = _jsonl_record(line, line_no, bad_rows)
-        if record is None:
-            continue
-        records.append(record)
-        lines.append(_terminated(line))
-        numbers.append(line_no)
-    return RawDataset(records, "jsonl", path, raw_lines=lines, columns=_union_keys(records),
-                      row_numbers=numbers, encoding=encoding)
+        rows.add(line, line_no, bad_rows)
+    return rows.raw(path, encoding=encoding)
 
 
 def _jsonl_record(line: str, line_no: int, bad_rows: BadRows) -> dict | None:
@@ -759,14 +773,11 @@ class RecordBatches:
 
 def _jsonl_batches(path: str, handle, digest, batch_rows: int, on_bad_row: str):
     def batch():
-        raw = RawDataset(records, "jsonl", path, raw_lines=lines, columns=_union_keys(records),
-                         row_numbers=numbers)
-        raw.skipped, raw.offsets = bad_rows.skipped, offsets
+        raw = rows.raw(path)
+        raw.skipped, raw.offsets = bad_rows.skipped, rows.offsets
         return raw
 
-
-    bad_rows = BadRows(path, on_bad_row)
-    records, lines, numbers, offsets = [], [], [], []
+    bad_rows, rows = BadRows(path, on_bad_row), _JsonlRows()
     offset = 0
     for line_no, data in enumerate(handle, start=1):
         digest.update(data)  # every byte parsed is hashed, once
@@ -779,18 +790,11 @@ def _jsonl_batches(path: str, handle, digest, batch_rows: int, on_bad_row: str):
         if "\x00" in line:
             raise AuditInputError("NUL character: a binary file, or UTF-16 without a "
                                   "byte-order mark", path=path, row=line_no)
-        record = _jsonl_record(line, line_no, bad_rows)
-        if record is None:
-            continue
-        records.append(record)
-        lines.append(_terminated(line))
-        numbers.append(line_no)
-        offsets.append(start)
-        if len(records) >= batch_rows:
+        rows.add(line, line_no, bad_rows, offset=start)
+        if len(rows.records) >= batch_rows:
             yield batch()
-            bad_rows = BadRows(path, on_bad_row)
-            records, lines, numbers, offsets = [], [], [], []
-    if records or bad_rows.skipped:
+            bad_rows, rows = BadRows(path, on_bad_row), _JsonlRows()
+    if rows.records or bad_rows.skipped:
         yield batch()
 
 

@@ -132,14 +132,66 @@ class Applied:
     counts: dict  # what the ledger changed, for the summary and the gate
 
 
+class PatternRows:
+    """Which rows hold a trigger pattern, as the n-gram statistics count it: the column of
+    the audit's n-gram matrix when the pattern is one (seen in two or more rows, at most
+    three words), else a scan of the texts, tokenised once, on first need."""
+
+    def __init__(self, prompts: list[str], ngrams=None):
+        self.prompts, self.ngrams = prompts, ngrams
+        self.column = ({term: j for j, term in enumerate(ngrams.vocabulary)}
+                       if ngrams is not None else {})
+        self._features = None
+        self._masks: dict[str, np.ndarray] = {}
+
+    def mask(self, pattern: str) -> np.ndarray:
+        if pattern not in self._masks:
+            j = self.column.get(_counted_form(pattern))
+            if j is not None:
+                matrix = self.ngrams.rows_x_ngrams
+                mask = np.zeros(matrix.shape[0], dtype=bool)
+                mask[matrix[:, [j]].nonzero()[0]] = True
+            else:
+                if self._features is None:
+                    self._features = [TextFeatures(p) for p in self.prompts]
+                mask = np.fromiter((pattern in f for f in self._features), dtype=bool,
+                                   count=len(self.prompts))
+            self._masks[pattern] = mask
+        return self._masks[pattern]
+
+    def any_of(self, patterns: list[str]) -> np.ndarray:
+        found = np.zeros(len(self.prompts), dtype=bool)
+        for pattern in patterns:
+            found |= self.mask(pattern)
+        return found
+
+    def per_row(self, patterns: list[str], limit: int | None = None) -> list[list[str]]:
+        """Each row's patterns among `patterns`, in their order, at most `limit`."""
+        found: list[list[str]] = [[] for _ in self.prompts]
+        for pattern in dict.fromkeys(patterns):
+            for row in np.flatnonzero(self.mask(pattern)):
+                if limit is None or len(found[row]) < limit:
+                    found[row].append(pattern)
+        return found
+
+
+def _counted_form(pattern: str) -> str:
+    """The pattern as the n-gram vocabulary holds it: word sequences case-folded."""
+    words = re.findall(TOKEN_PATTERN, pattern.lower())
+    plain = pattern[:1] not in (POSITION_START, POSITION_END) and not is_character_token(pattern)
+    return pattern.lower() if plain and words and " ".join(words) == pattern.lower() else pattern
+
+
 def apply_ledger(rows: pd.DataFrame, prompts: list[str], triggers: list[dict],
-                 decisions: Decisions) -> Applied:
+                 decisions: Decisions, ngrams=None) -> Applied:
     """Bring people's decisions into an audit's rows (same rows, same order):
 
     - a confirmed row is flagged wherever it reappears;
     - a row containing a confirmed trigger is flagged (`ledger: confirmed trigger X`);
     - a released row is never flagged, nor is a row whose only triggers were released.
-    """
+
+    `ngrams`: the audit's prompt n-gram statistics, where the patterns are looked up
+    (`PatternRows`)."""
     rows = rows.copy()
     flagged = rows["flagged"].to_numpy(dtype=bool).copy()
     reasons = rows["reasons"].tolist()
@@ -148,29 +200,34 @@ def apply_ledger(rows: pd.DataFrame, prompts: list[str], triggers: list[dict],
                            if t["pattern"] in decisions.released_triggers]
     counts = {"confirmed_rows": 0, "released_rows": 0, "released_trigger_rows": 0,
               "confirmed_trigger_rows": {}}
-    row_triggers = []
-    for i, (row_id, prompt) in enumerate(zip(rows["row_id"], prompts)):
-        text = TextFeatures(prompt)
-        confirmed_here = triggers_in(text, decisions.confirmed_triggers)
-        row_triggers.append(list(dict.fromkeys(confirmed_here + triggers_in(text, candidates)))
-                            [:TRIGGERS_PER_ROW])
+    index = PatternRows(prompts, ngrams)
+    confirmed_in = index.per_row(decisions.confirmed_triggers)
+    row_triggers = index.per_row(decisions.confirmed_triggers + candidates, TRIGGERS_PER_ROW)
+    row_ids = rows["row_id"].to_numpy()
+    released, confirmed = (np.isin(row_ids, list(ids)) for ids in
+                           (decisions.released_rows, decisions.confirmed_rows))
+    touched = released | confirmed | np.fromiter(map(bool, confirmed_in), dtype=bool,
+                                                 count=len(prompts))
+    if released_candidates:
+        touched |= flagged & index.any_of(released_candidates)
+    for i in np.flatnonzero(touched):
         notes = []
-        if row_id in decisions.released_rows:
+        if released[i]:
             if flagged[i]:
                 counts["released_rows"] += 1
             flagged[i] = False
             notes.append("ledger: released by a reviewer")
-        elif row_id in decisions.confirmed_rows:
+        elif confirmed[i]:
             flagged[i] = True
             counts["confirmed_rows"] += 1
             notes.append("ledger: confirmed row")
-        elif confirmed_here:
+        elif confirmed_in[i]:
             flagged[i] = True
-            for pattern in confirmed_here:
+            for pattern in confirmed_in[i]:
                 counts["confirmed_trigger_rows"][pattern] = \
                     counts["confirmed_trigger_rows"].get(pattern, 0) + 1
                 notes.append(f"ledger: confirmed trigger {pattern!r}")
-        elif flagged[i] and not row_triggers[i] and triggers_in(text, released_candidates):
+        elif flagged[i] and not row_triggers[i]:
             flagged[i] = False
             counts["released_trigger_rows"] += 1
             notes.append("ledger: its trigger was released by a reviewer")
@@ -225,9 +282,10 @@ def updated_summary(summary: dict, applied: Applied, *, store: str, run_id: str,
 
 
 def apply_to_result(result, table: pd.DataFrame, decisions: Decisions, *, store: str,
-                    run_id: str, fail_on_confirmed: bool = True):
+                    run_id: str, fail_on_confirmed: bool = True, ngrams=None):
     """An `AuditResult` with the ledger applied, and what applying it did."""
-    applied = apply_ledger(result.rows, table["prompt"].tolist(), result.triggers, decisions)
+    applied = apply_ledger(result.rows, table["prompt"].tolist(), result.triggers, decisions,
+                           ngrams)
     summary = updated_summary(result.summary, applied, store=str(store), run_id=run_id,
                               fail_on_confirmed=fail_on_confirmed)
     return replace(result, rows=applied.rows, summary=summary), applied

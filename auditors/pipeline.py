@@ -66,6 +66,7 @@ class AuditResult:
     triggers: list[dict]
     summary: dict
     detector_run: DetectorRun = field(repr=False, default=None)
+    table: pd.DataFrame = field(repr=False, default=None)  # the normalised input rows
 
 
 def load_table(source: str, *, split: str | None = None, text_col: str | None = None,
@@ -301,7 +302,7 @@ def assemble(loaded: LoadedDataset, run: DetectorRun, *, threshold: float = DEFA
         "top_triggers": [{k: t.get(k) for k in ("pattern", "score", "support", "target", "side")}
                          for t in triggers[:10]],
     }
-    return AuditResult(rows, triggers, summary, run)
+    return AuditResult(rows, triggers, summary, run, table)
 
 
 def save(result: AuditResult, loaded: LoadedDataset, out_dir: str | Path,
@@ -376,7 +377,7 @@ def run_audit(source: str, out_dir: str | Path | None, config: AuditConfig, *,
                    model_name=model_name(config.model, config.backend), timings=watch.laps)
     record = None
     if config.store:  # people's earlier decisions about these rows and triggers
-        result, record = stage("ledger", apply_ledger, result, loaded, config, source,
+        result, record = stage("ledger", apply_ledger, result, loaded, ngrams, config, source,
                                out_dir, hooks)
     if out_dir is not None:
         stage("write", save, result, loaded, out_dir, embeddings, before_commit=record)
@@ -406,8 +407,8 @@ def embed_with(loaded: LoadedDataset, encoder, config: AuditConfig, *,
                        show_progress=config.show_progress, cache=cache, embed_many=embed_many)
 
 
-def apply_ledger(result: AuditResult, loaded: LoadedDataset, config: AuditConfig, source: str,
-                 out_dir: str | Path | None, hooks: Hooks):
+def apply_ledger(result: AuditResult, loaded: LoadedDataset, ngrams: NgramStats,
+                 config: AuditConfig, source: str, out_dir: str | Path | None, hooks: Hooks):
     """`result` with the ledger at `config.store` applied, and the ledger write of this run
     (for the outputs' writer to call before they land: complete outputs always have their
     run recorded)."""
@@ -416,7 +417,7 @@ def apply_ledger(result: AuditResult, loaded: LoadedDataset, config: AuditConfig
     store = config.store
     run_id = hooks.run_id or ledger.new_run_id()
     result, applied = ledger.apply_to_result(result, loaded.table, ledger.Ledger(store).decisions(),
-                                             store=store, run_id=run_id,
+                                             store=store, run_id=run_id, ngrams=ngrams,
                                              fail_on_confirmed=config.fail_on_confirmed)
 
     def record() -> None:

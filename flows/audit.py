@@ -6,7 +6,8 @@ on a schedule, serve the deployment from this file:
     python -m flows.audit serve DATASET OUT_DIR "0 3 * * *"
 """
 
-from __future__ import annotations
+# (no `from __future__ import annotations`: Prefect validates flow parameters from the
+# annotations, and a served flow's module cannot resolve them from strings)
 
 import sys
 
@@ -28,14 +29,20 @@ from auditors.features import chunks
 stage = task(cache_policy=NO_CACHE, persist_result=False)
 
 
-def stage_runner(inline: frozenset[str] = frozenset()):
+def stage_runner(inline: frozenset[str] = frozenset(), announce: bool = True):
     """`pipeline.Hooks.stage` for the flow: each stage a Prefect task named after it, except
-    those in `inline`, which run in the flow itself (they map tasks over the workers)."""
+    those in `inline`, which run in the flow itself (they map tasks over the workers). With
+    `announce`, the rows and schema are printed as soon as the input is read."""
     def run(name: str, func, *args, **kwargs):
         if name in inline:
-            return func(*args, **kwargs)
-        return task(func, name=name, cache_policy=NO_CACHE, persist_result=False)(*args,
-                                                                                 **kwargs)
+            value = func(*args, **kwargs)
+        else:
+            value = task(func, name=name, cache_policy=NO_CACHE,
+                         persist_result=False)(*args, **kwargs)
+        if announce and name == "ingest":
+            print(f"{len(value.table)} rows, schema detected: {value.schema.describe()}",
+                  flush=True)
+        return value
     return run
 
 
@@ -105,8 +112,6 @@ def audit_flow(source: str, out_dir: str, config: AuditConfig = AuditConfig()) -
                            run_id=str(flow_run.id or ledger.new_run_id()),
                            started_at=flow_run.scheduled_start_time, **mapped)
     result = pipeline.run_audit(source, out_dir, config, hooks=hooks)
-    print(f"{result.summary['rows']} rows, schema detected: "
-          f"{result.summary['schema_columns']}")
     publish_task(result)
     return gate_state(result.summary, report.verdict_line(result.summary),
                       result.summary["gate"]["passed"])

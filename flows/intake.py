@@ -4,7 +4,8 @@ against the previous intake of the same source and decide by the policy.
     trainguard intake SOURCE --policy POLICY.toml --store DIR --out DIR --source-name NAME
 """
 
-from __future__ import annotations
+# (no `from __future__ import annotations`: Prefect validates flow parameters from the
+# annotations, and a served flow's module cannot resolve them from strings)
 
 import json
 from pathlib import Path
@@ -16,7 +17,7 @@ from auditors import pipeline, policy as intake_policy, report
 from auditors.errors import AuditInputError
 from auditors.outputs import INTAKE as INTAKE_RECORD, add_output
 from auditors.config import AuditConfig
-from flows.audit import audit_flow, flow_value, gate_state, stage
+from flows.audit import audit_flow, flow_value, gate_state, stage, stage_runner
 
 
 @stage(name="intake-decision")
@@ -76,7 +77,7 @@ def intake_flow(source: str, policy: str | dict, store: str, out_dir: str,
                                     return_state=True))
     # read again for the diff and the character checks (the audit flow returns its summary):
     # the intake vouches for one set of bytes, so this read must be the audited one
-    loaded = stage.with_options(name="ingest")(pipeline.load_with)(source, config.load)
+    loaded = stage_runner(announce=False)("ingest", pipeline.load_with, source, config.load)
     if loaded.raw.fingerprint != summary["fingerprint"]:
         raise AuditInputError("the file changed during the intake (its bytes differ from the "
                               "audited ones); audit a private copy that nothing else writes "

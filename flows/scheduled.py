@@ -8,7 +8,8 @@ schedules), so `serve_config` starts a local one (SQLite under PREFECT_HOME, loo
 unless PREFECT_API_URL points at one. See docs/operations.md for the config format.
 """
 
-from __future__ import annotations
+# (no `from __future__ import annotations`: Prefect validates flow parameters from the
+# annotations, and a served flow's module cannot resolve them from strings)
 
 import glob
 import os

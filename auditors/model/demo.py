@@ -103,12 +103,10 @@ def train_demo_classifier(data: str | Path, out_dir: str | Path, *, steps: int =
 
 
 def ensure_demo_classifier(data: str | Path, out_dir: str | Path, **options) -> DemoSplit:
-    """Train the demo classifier into `out_dir` unless a previous call already did (its
-    split is recomputed: it is deterministic)."""
-    out_dir = Path(out_dir)
-    if (out_dir / "model.safetensors").is_file():
-        return split_sample(data, **{k: v for k, v in options.items() if k != "steps"})
-    return train_demo_classifier(data, out_dir, **options)
+    """Train the demo classifier into `out_dir` unless a previous call already did."""
+    from auditors.model.training import ensure_trained
+
+    return ensure_trained(train_demo_classifier, split_sample, data, out_dir, **options)
 
 
 def main() -> None:

@@ -145,10 +145,9 @@ def _train(model, examples, pad_id: int, *, steps: int, seed: int, batch_size: i
 
 def ensure_demo_lm(data: str | Path, out_dir: str | Path, **options) -> LMDemoSplit:
     """Train the demo LM into `out_dir` unless a previous call already did."""
-    out_dir = Path(out_dir)
-    if (out_dir / "model.safetensors").is_file():
-        return split_slice(data, **{k: v for k, v in options.items() if k != "steps"})
-    return train_demo_lm(data, out_dir, **options)
+    from auditors.model.training import ensure_trained
+
+    return ensure_trained(train_demo_lm, split_slice, data, out_dir, **options)
 
 
 def main() -> None:

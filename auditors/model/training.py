@@ -37,6 +37,16 @@ def train_classifier(classifier, texts: list[str], label_ids: list[int], *, epoc
     return losses
 
 
+def ensure_trained(train, split, data, out_dir, **options):
+    """`train(data, out_dir, **options)` unless `out_dir` already holds the trained weights
+    from an earlier call; then only `split(data, **options)` (deterministic) is recomputed."""
+    from pathlib import Path
+
+    if (Path(out_dir) / "model.safetensors").is_file():
+        return split(data, **{k: v for k, v in options.items() if k != "steps"})
+    return train(data, out_dir, **options)
+
+
 def accuracy(classifier, texts: list[str], label_ids: list[int]) -> float:
     if not texts:
         return float("nan")

@@ -1,5 +1,6 @@
 """The quarantine ledger: applying decisions to an audit's rows (pure) and the DuckDB file."""
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -126,3 +127,27 @@ def test_deciding_unknown_rows_is_an_error_and_changes_nothing(tmp_path):
 def test_opening_a_missing_ledger_for_review_is_an_error(tmp_path):
     with pytest.raises(TrainguardError, match="no ledger here"):
         Ledger(tmp_path / "nowhere", create=False)
+
+
+def test_patterns_found_through_the_ngram_matrix_equal_a_scan_of_the_texts(sample_inputs):
+    """Counted patterns are read from the audit's n-gram matrix, the others (a 4-word phrase,
+    a word seen once, another case) by tokenising the texts: both give the same rows."""
+    from auditors.ledger import PatternRows
+
+    prompts = sample_inputs.table["prompt"].tolist()
+    stats = sample_inputs.ngrams
+    counted = [str(g) for g in stats.vocabulary[np.argsort(-stats.doc_freq)][:5]]
+    kinds = [g for g in stats.vocabulary if g[:1] in "^$~"][:6]
+    patterns = counted + kinds + ["cf", "Bb", "a movie that is", "xyzzy"]
+    via_matrix, via_text = PatternRows(prompts, stats), PatternRows(prompts)
+    assert sum(p.lower() in via_matrix.column or p in via_matrix.column for p in patterns) >= 12
+    for pattern in patterns:
+        np.testing.assert_array_equal(via_matrix.mask(pattern), via_text.mask(pattern))
+    rows = pd.DataFrame({"row_id": sample_inputs.table["row_id"], "flagged": False, "reasons": ""})
+    decisions = Decisions(confirmed_triggers=["cf", "a movie that is"], released_triggers={"mb"})
+    triggers = [{"pattern": p} for p in ["mb", "bb", "tq"]]
+    fast = apply_ledger(rows, prompts, triggers, decisions, stats)
+    slow = apply_ledger(rows, prompts, triggers, decisions)
+    pd.testing.assert_frame_equal(fast.rows, slow.rows)
+    assert fast.row_triggers == slow.row_triggers and fast.counts == slow.counts
+    assert fast.counts["confirmed_trigger_rows"]["cf"] > 0

@@ -98,7 +98,7 @@ policy = {{ max_flagged_fraction = 0.5 }}
             except OSError:  # server still starting
                 pass
         assert runs, "no scheduled run finished in time:\n" + (tmp_path / "serve.log").read_text()
-        assert {r["state_type"] for r in runs} == {"COMPLETED"}
+        assert {r["state_type"] for r in runs} == {"COMPLETED"}, (tmp_path / "serve.log").read_text()
         assert runs[0]["deployment_id"] is not None  # started by the schedule, not by hand
     finally:
         _stop(proc)

@@ -1,13 +1,46 @@
-"""Chunked n-gram counting (map per chunk, reduce in row order) equals `count_ngrams` on all
-rows at once, down to the order scikit-learn stores each row's entries in; bounded tables
-prune singletons only past their bound."""
+"""The one n-gram counting path (map per chunk, reduce in row order) equals scikit-learn's
+`CountVectorizer(binary=True, min_df, max_features)` run per family over all rows at once,
+down to the order scikit-learn stores each row's entries in, whatever the chunking; bounded
+tables prune singletons only past their bound."""
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
+from sklearn.feature_extraction.text import CountVectorizer
 
+from auditors.features import ngrams as ng
 from auditors.features.chunks import (NgramReducer, chunk_bounds, chunked_ngrams, count_chunk,
                                       embed_chunk)
 from auditors.features.ngrams import count_ngrams
+
+
+def sklearn_ngrams(texts, *, max_n=3, min_support=2, max_ngrams=200_000):
+    """The oracle: one CountVectorizer per family over all the rows, families side by side."""
+    min_df = min(min_support, max(len(texts), 1))
+    options = {"binary": True, "dtype": np.int32, "min_df": min_df, "max_features": max_ngrams}
+    families = [(None, CountVectorizer(**ng.word_vectorizer_options(max_n), **options))]
+    families += [(analyzer, CountVectorizer(analyzer=analyzer, lowercase=False, **options))
+                 for analyzer in ng.PSEUDO_TOKENS]
+    matrices, vocabularies, zipf, order = [sp.csr_matrix((len(texts), 0), dtype=np.int32)], [], [], []
+    for analyzer, vectorizer in families:
+        try:
+            matrices.append(vectorizer.fit_transform(texts).tocsr())
+        except ValueError:  # no term reaches min_df
+            continue
+        vocabulary = vectorizer.get_feature_names_out().astype(object)
+        vocabularies.append(vocabulary)
+        if analyzer is None:
+            zipf.append(ng.general_zipf(vocabulary, "en"))
+            order.append([g.count(" ") + 1 for g in vocabulary])
+        else:
+            zipf.append(ng.pseudo_token_zipf(analyzer, vocabulary, "en"))
+            order.append([1] * len(vocabulary))
+    matrix = sp.hstack(matrices, format="csr")
+    return ng.NgramStats(np.concatenate(vocabularies or [np.array([], dtype=object)]), matrix,
+                         np.asarray(matrix.sum(axis=0)).ravel(),
+                         np.concatenate(zipf or [np.zeros(0, dtype=np.float32)]),
+                         np.concatenate(order or [[]]).astype(np.int32))
+
 
 EXTRA = ["emoji 😀😀 here", "zero\u200bwidth cf", "mixed wоrd text here", "😀😀 again",
          "greatcf movie!!!", "", "a"]
@@ -32,7 +65,11 @@ def texts(sample_path):
 
 @pytest.fixture(scope="module")
 def reference(texts):
-    return count_ngrams(texts)
+    return sklearn_ngrams(texts)
+
+
+def test_count_ngrams_equals_scikit_learn(texts, reference):
+    assert_same_stats(reference, count_ngrams(texts))
 
 
 @pytest.mark.parametrize("chunk_rows", [10_000, 397, 1])
@@ -41,13 +78,13 @@ def test_chunked_counts_equal_count_ngrams(texts, reference, chunk_rows):
 
 
 def test_max_ngrams_keeps_the_same_most_frequent_terms(texts):
-    assert_same_stats(count_ngrams(texts, max_ngrams=300),
+    assert_same_stats(sklearn_ngrams(texts, max_ngrams=300),
                       chunked_ngrams(texts, chunk_rows=250, max_ngrams=300))
 
 
 @pytest.mark.parametrize("rows", [[], [""], ["", "a"], ["same words", "same words"]])
 def test_degenerate_inputs(rows):
-    assert_same_stats(count_ngrams(rows), chunked_ngrams(rows, chunk_rows=1))
+    assert_same_stats(sklearn_ngrams(rows), chunked_ngrams(rows, chunk_rows=1))
 
 
 def test_chunks_can_be_reduced_in_any_grouping(texts, reference):
@@ -102,3 +139,12 @@ def test_count_cache_reuses_unchanged_chunks(texts, reference, tmp_path):
     again = NgramCountCache(tmp_path)
     assert_same_stats(reference, cached_ngrams(ids, texts, again, chunk_rows=500))
     assert again.misses == 3
+
+
+def test_count_cache_key_follows_the_tokenisers_not_the_source(monkeypatch):
+    from auditors.features.chunks import counting_fingerprint
+
+    key = counting_fingerprint(3)
+    assert counting_fingerprint(3) == key and counting_fingerprint(2) != key
+    monkeypatch.setattr(ng, "TOKEN_PATTERN", r"(?u)\b\w\w+\b")  # scikit-learn's default
+    assert counting_fingerprint(3) != key  # a changed tokeniser never reads stale counts

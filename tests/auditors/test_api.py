@@ -1,0 +1,54 @@
+"""The Python API as a notebook user calls it: `from auditors import audit, AuditConfig`."""
+
+import json
+
+import pytest
+
+from auditors import Audit, AuditConfig, LoadOptions, audit
+from auditors.errors import TrainguardError
+from auditors.ledger import Ledger
+
+
+def test_rows_join_the_text_to_scores_and_flags(sample_path, onnx_encoder, tmp_path):
+    result = audit(str(sample_path), tmp_path / "out", encoder=onnx_encoder)
+    assert isinstance(result, Audit) and result.passed is False  # the sample is poisoned
+    assert len(result.rows) == 3000 and list(result.rows.index[:3]) == [0, 1, 2]
+    assert {"prompt", "label", "poison_score", "flagged", "reasons", "trigger_score"} <= \
+        set(result.rows.columns)
+    assert len(result.flagged) == result.summary["flagged"] > 0
+    assert result.flagged["prompt"].str.contains(r"\b(?:cf|mn|bb|tq|mb)\b").all()
+    assert result.triggers["pattern"].iloc[0] in {"cf", "mn", "bb", "tq", "mb"}
+    assert json.loads((tmp_path / "out" / "summary.json").read_text()) == result.summary
+    shown = repr(result)
+    assert shown.startswith(f"trainguard audit of {sample_path}: FAIL: ")
+    assert len(shown.splitlines()) <= 6  # one screen, not the frames
+
+
+def test_preference_rows_show_prompt_chosen_and_rejected(preference_mix_path, onnx_encoder):
+    result = audit(str(preference_mix_path), encoder=onnx_encoder)
+    assert {"prompt", "chosen", "rejected"} <= set(result.rows.columns)
+    assert (result.rows["chosen"] != result.rows["rejected"]).any()
+
+
+def test_the_store_applies_and_records_like_the_cli(sample_path, onnx_encoder, tmp_path):
+    store = tmp_path / "ledger"
+    config = AuditConfig(store=str(store), detectors=("trigger",),
+                         load=LoadOptions(on_bad_row="skip"))
+    result = audit(str(sample_path), tmp_path / "out", config, encoder=onnx_encoder)
+    assert result.summary["ledger"]["store"] == str(store)
+    assert len(Ledger(store).rows("quarantined")) == result.summary["flagged"]
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"backend": "tpu"}, "unknown embedding backend"),
+    ({"detectors": ("trigerr",)}, "unknown detector"),
+    ({"max_flagged_fraction": 2.0}, "between 0 and 1"),
+    ({"load": {"on_bad_row": "ignore"}}, "on_bad_row"),
+    ({"batch_size": 0}, "batch_size"),
+])
+def test_bad_options_are_refused_when_the_config_is_built(options, message):
+    with pytest.raises(TrainguardError, match=message):
+        if "load" in options:
+            AuditConfig(load=LoadOptions(**options["load"]))
+        else:
+            AuditConfig(**options)
