@@ -1,8 +1,9 @@
 """`report.html`: one self-contained page per audit that a person can read without tools.
 
-Headline verdict, trigger table with example rows (trigger highlighted; preference pairs
-as prompt, chosen and rejected side by side), poison-score histogram, a 2-D PCA map of the
-prompt embeddings, and per-detector summaries. Charts are inline SVG; there is no
+Headline verdict and what to do next, trigger table with example rows (trigger
+highlighted; preference pairs as prompt, chosen and rejected side by side; the rows each
+trigger flagged), the flagged rows themselves (the highest-scored first), poison-score
+histogram, a 2-D PCA map of the prompt embeddings, and per-detector summaries. Charts are inline SVG; there is no
 JavaScript, and a Content-Security-Policy forbids any, so text that escaped escaping still
 could not run. All dataset text goes through `html.escape`.
 """
@@ -22,6 +23,7 @@ from auditors.schema import PREFERENCE
 
 REPORT = "report.html"
 MAX_TRIGGERS = 15
+MAX_FLAGGED_SHOWN = 50
 EXAMPLES_PER_TRIGGER = 3
 MAX_EXAMPLE_CHARS = 400
 MAX_MAP_POINTS = 4000
@@ -58,10 +60,15 @@ def render_report(*, summary: dict, rows: pd.DataFrame, triggers: list[dict],
                   table: pd.DataFrame | None = None,
                   embeddings: np.ndarray | None = None) -> str:
     labels = table["label"].astype(str).tolist() if table is not None else None
+    pairs = summary.get("schema") == PREFERENCE
+    flagged = rows["flagged"].to_numpy(dtype=bool)
     sections = [
         _headline(summary),
+        _section("Next steps", _next_steps(summary, triggers)),
         _section("Trigger candidates", _trigger_table(
-            triggers, table, pairs=summary.get("schema") == PREFERENCE)),
+            triggers, table, pairs=pairs, flagged_counts=_flagged_counts(triggers, table,
+                                                                         flagged))),
+        _section("Flagged rows", _flagged_rows(rows, table, summary, pairs=pairs)),
         _section("Poison scores", _histogram(rows["poison_score"].to_numpy(),
                                              summary.get("flag_threshold", 0.5))),
         _section("Embedding map (PCA of the prompt embeddings)",
@@ -96,31 +103,117 @@ def _headline(summary: dict) -> str:
 
 
 def _trigger_table(triggers: list[dict], table: pd.DataFrame | None, *,
-                   pairs: bool = False) -> str:
-    """With `pairs` (preference data) each trigger's examples get a full-width row below it."""
+                   pairs: bool = False, flagged_counts: dict | None = None) -> str:
+    """With `pairs` (preference data) each trigger's examples get a full-width row below it.
+    `flagged_counts`: per pattern, the flagged rows that hold it; candidates that flagged
+    no row are greyed: they are leads, not findings."""
     if not triggers:
         return "<p class=\"muted\">No trigger candidates.</p>"
-    head = ("<table id=\"triggers\"><tr><th>#</th><th>trigger</th><th>score</th>"
-            "<th>flag score</th><th>support</th><th>target</th><th>purity</th>"
-            + ("" if pairs else "<th>example rows</th>") + "</tr>")
+    flagged_counts = flagged_counts or {}
+    head = ("<p class=\"muted\">Greyed: candidates that flagged no row.</p>"
+            "<table id=\"triggers\"><tr><th>#</th><th>trigger</th><th>score</th>"
+            "<th>flag score</th><th>support</th><th>flagged rows</th><th>target</th>"
+            "<th>purity</th>" + ("" if pairs else "<th>example rows</th>") + "</tr>")
     body = []
     for rank, t in enumerate(triggers[:MAX_TRIGGERS], start=1):
         codepoints = "".join(f"<br><code class=\"cp\">{esc(c)}</code>"
                              for c in t.get("codepoints") or describe_codepoints(t["pattern"]))
         examples = [i for i in t.get("example_row_indices", [])[:EXAMPLES_PER_TRIGGER]
                     if table is not None and i < len(table)]
+        n_flagged = flagged_counts.get(t["pattern"], 0)
         cells = (f"<td>{rank}</td><td><code>{esc(t['pattern'])}</code>{codepoints}</td>"
                  f"<td>{t['score']:.2f}</td><td>{t.get('flag_score', 0):.2f}</td>"
-                 f"<td>{t['support']}</td><td>{esc(t['target'])}</td>"
+                 f"<td>{t['support']}</td><td>{n_flagged}</td><td>{esc(t['target'])}</td>"
                  f"<td>{t.get('target_share', 0):.0%}</td>")
+        row_class = "" if n_flagged else " class=\"muted\""
         if not pairs:
-            body.append(f"<tr>{cells}<td>{_examples(table, examples, t['pattern'])}</td></tr>")
+            body.append(f"<tr{row_class}>{cells}"
+                        f"<td>{_examples(table, examples, t['pattern'])}</td></tr>")
             continue
-        body.append(f"<tr>{cells}</tr>")
+        body.append(f"<tr{row_class}>{cells}</tr>")
         if examples:
-            body.append(f"<tr><td colspan=\"7\">{_pair_examples(table, examples, t['pattern'])}"
+            body.append(f"<tr><td colspan=\"8\">{_pair_examples(table, examples, t['pattern'])}"
                         "</td></tr>")
     return head + "".join(body) + "</table>"
+
+
+def _flagged_counts(triggers: list[dict], table: pd.DataFrame | None,
+                    flagged: np.ndarray) -> dict[str, int]:
+    """Per shown trigger, the flagged rows holding it (prompt side, as the n-gram statistics
+    count it; response-side patterns in the response)."""
+    if table is None or not flagged.any():
+        return {}
+    from auditors.ledger import PatternRows
+
+    shown = triggers[:MAX_TRIGGERS]
+    counts = {}
+    for side, column in (("prompt", "prompt"), ("response", "response")):
+        patterns = [t["pattern"] for t in shown if t.get("side", "prompt") == side]
+        if patterns:
+            index = PatternRows(table.loc[flagged, column].astype(str).tolist())
+            counts.update({p: int(index.mask(p).sum()) for p in patterns})
+    return counts
+
+
+def _flagged_rows(rows: pd.DataFrame, table: pd.DataFrame | None, summary: dict, *,
+                  pairs: bool) -> str:
+    flagged = rows.loc[rows["flagged"]].sort_values("poison_score", ascending=False,
+                                                    kind="stable")
+    if flagged.empty:
+        return "<p class=\"muted\">No row was flagged.</p>"
+    outputs = summary.get("outputs", {})
+    where = (f"<p>All {len(flagged)} flagged rows are in <code>"
+             f"{esc(outputs.get('quarantine', 'the quarantine split'))}</code> and in "
+             "<code>rows.parquet</code> (<code>flagged</code> true); "
+             f"{min(len(flagged), MAX_FLAGGED_SHOWN)} shown, highest poison_score first.</p>")
+    text_heads = ("<th>prompt</th><th>chosen</th><th>rejected</th>" if pairs
+                  else "<th>text</th><th>label / response</th>")
+    body = []
+    for _, row in flagged.head(MAX_FLAGGED_SHOWN).iterrows():
+        i = int(row["row_index"])
+        if table is not None and i < len(table):
+            columns = ("prompt", "response", "rejected") if pairs else ("prompt",)
+            texts = "".join(f"<td class=\"ex\">{_visible(_clip(str(table[c].iat[i]), 300))}</td>"
+                            for c in columns)
+            if not pairs:
+                texts += f"<td class=\"ex\">{esc(_target_of(table, i))}</td>"
+        else:
+            texts = "<td></td>" * (3 if pairs else 2)
+        body.append(f"<tr><td>{i}</td><td><code>{esc(row['row_id'])}</code></td>"
+                    f"<td>{row['poison_score']:.2f}</td>{texts}"
+                    f"<td class=\"ex\">{esc(_clip(str(row['reasons']), 300))}</td></tr>")
+    return (where + "<table id=\"flagged-rows\"><tr><th>row</th><th>row_id</th><th>score</th>"
+            + text_heads + "<th>reasons</th></tr>" + "".join(body) + "</table>")
+
+
+def _next_steps(summary: dict, triggers: list[dict]) -> str:
+    """The commands a reviewer runs next, for this run's store and input."""
+    ledger = summary.get("ledger")
+    store = ledger.get("store") if ledger else None
+    top = next((t["pattern"] for t in triggers if t.get("flagged", True)), None)
+    if store:
+        steps = [("See the flagged rows grouped by trigger", f"trainguard review {store}"),
+                 ("Confirm a trigger (its rows fail every later audit that holds them)",
+                  f"trainguard confirm {store} --trigger {_shell_quote(top or 'PATTERN')}"),
+                 ("Release a false positive (not flagged again)",
+                  f"trainguard release {store} --row-id ROW_ID")]
+    else:
+        steps = [("Keep reviewers' decisions: audit again with a ledger",
+                  f"trainguard audit {_shell_quote(summary['input'])} --out OUT --store LEDGER"),
+                 ("Then review, confirm or release", "trainguard review LEDGER")]
+    verdict = ("The gate passed: the clean split is the whole dataset minus the flagged rows."
+               if summary["gate"]["passed"] else
+               "The gate failed: train on the clean split only after the flagged rows and "
+               "triggers are reviewed.")
+    return (f"<p>{esc(verdict)}</p><ol>" + "".join(
+        f"<li>{esc(what)}: <code>{esc(command)}</code></li>" for what, command in steps)
+        + "</ol>")
+
+
+def _shell_quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(str(text))
 
 
 def _examples(table: pd.DataFrame, indices: list[int], pattern: str) -> str:
@@ -282,3 +375,53 @@ def _ledger(ledger: dict) -> str:
             f"<li>confirmed rows that reappeared: {ledger.get('confirmed_rows', 0)}</li>"
             f"<li>released rows not flagged again: {ledger.get('released_rows', 0)}</li>"
             f"{hits}</ul>")
+
+
+INDEX = "index.html"
+
+
+def write_run_index(out_dir: str | Path, runs: pd.DataFrame, store: str) -> Path:
+    """`index.html` in `out_dir`: every run recorded in the ledger at `store`, newest first,
+    each linked to its report.html (relative links, so the folder can be moved with the
+    reports)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / INDEX
+    path.write_text(render_run_index(runs, store, out_dir), encoding="utf-8")
+    return path
+
+
+def render_run_index(runs: pd.DataFrame, store: str, out_dir: Path) -> str:
+    import os
+
+    lines = []
+    for run in runs.sort_values("started_at", ascending=False, kind="stable").itertuples():
+        report = Path(str(run.out_dir)) / REPORT if run.out_dir else None
+        if report is not None and report.is_file():
+            link = Path(os.path.relpath(report.resolve(), out_dir.resolve())).as_posix()
+            report_cell = f"<a href=\"{esc(link)}\">report</a>"
+        else:
+            report_cell = "<span class=\"muted\">no report</span>"
+        passed = run.outcome == "pass"
+        share = f"{run.flagged / run.rows:.2%}" if run.rows else "-"
+        lines.append(f"<tr><td>{esc(_date(run.started_at))}</td><td>{esc(run.run_id)}</td>"
+                     f"<td class=\"ex\">{esc(run.input)}</td>"
+                     f"<td><code>{esc(str(run.fingerprint)[:16])}</code></td>"
+                     f"<td class=\"{'pass' if passed else 'fail'}\">"
+                     f"{'PASS' if passed else 'FAIL'}</td>"
+                     f"<td>{run.flagged} of {run.rows} ({share})</td><td>{report_cell}</td></tr>")
+    body = ("<table id=\"runs\"><tr><th>started</th><th>run</th><th>dataset</th>"
+            "<th>fingerprint</th><th>verdict</th><th>flagged</th><th>report</th></tr>"
+            + "".join(lines) + "</table>") if lines else "<p class=\"muted\">No runs yet.</p>"
+    title = f"trainguard runs: {esc(store)}"
+    # links need href, so this page's policy allows navigation but still no script
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta http-equiv=\"Content-Security-Policy\" content=\"{_CSP}\">"
+            f"<title>{title}</title><style>{_STYLE}</style></head><body>"
+            f"<h1>{title}</h1><p>{len(lines)} runs recorded in the ledger, newest first.</p>"
+            f"{body}</body></html>\n")
+
+
+def _date(value) -> str:
+    stamp = pd.Timestamp(value) if value is not None and not pd.isna(value) else None
+    return stamp.strftime("%Y-%m-%d %H:%M UTC") if stamp is not None else "-"

@@ -317,6 +317,22 @@ def review(
                   markup=False)
 
 
+@app.command("report")
+def report_index(
+    store: Path = typer.Argument(..., help="Ledger directory (the audit's --store)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write index.html to."),
+    debug: bool = _DEBUG,
+) -> None:
+    """Write OUT/index.html: every audit recorded in STORE (date, dataset, fingerprint,
+    verdict, flagged rows), newest first, each linked to its report.html."""
+    from auditors.html_report import write_run_index
+
+    ledger = _open_ledger(store, debug)
+    runs = _run_or_exit(debug, ledger.runs)
+    path = _run_or_exit(debug, write_run_index, out_dir=out, runs=runs, store=str(store))
+    console.print(f"{len(runs)} runs indexed in {path}", markup=False)
+
+
 def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 

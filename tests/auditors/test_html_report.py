@@ -142,3 +142,45 @@ def test_preference_examples_show_prompt_chosen_and_rejected_side_by_side():
 def test_other_schemas_keep_one_example_column():
     page = render_report(**_audit())
     assert "<th>example rows</th>" in page and "<th>rejected</th>" not in page
+
+
+def test_flagged_rows_are_listed_highest_score_first_with_where_to_find_them_all():
+    audit = _audit()
+    audit["rows"].loc[3, "poison_score"] = 0.99  # now the first
+    audit["summary"]["outputs"] = {"quarantine": "quarantine.jsonl"}
+    page = render_report(**audit)
+    section = page[page.index('id="flagged-rows"'):]
+    section = section[:section.index("</table>")]
+    assert section.count("<tr>") == 1 + 6  # header and the six flagged rows
+    assert [int(i) for i in re.findall(r"<tr><td>(\d+)</td>", section)] == [3, 0, 1, 2, 4, 5]
+    assert "All 6 flagged rows are in <code>quarantine.jsonl</code>" in page
+    assert SCRIPT not in section and "&lt;script&gt;" in section
+
+
+def test_candidates_that_flagged_no_row_are_greyed_and_counted():
+    page = render_report(**_audit())
+    table = page[page.index('id="triggers"'):page.index("</table>", page.index('id="triggers"'))]
+    rows = table.split("<tr")[2:]
+    assert "<td>6</td>" in rows[0] and 'class="muted"' not in rows[0].split(">")[0]  # cf
+    assert rows[1].startswith(' class="muted"')  # the other candidate flagged nothing
+
+
+def test_next_steps_name_the_commands_for_this_store():
+    audit = _audit()
+    audit["summary"]["ledger"].update(store="out/ledger")
+    page = render_report(**audit)
+    steps = page[page.index("Next steps"):page.index("Trigger candidates")]
+    assert "trainguard review out/ledger" in steps
+    assert "trainguard confirm out/ledger --trigger cf" in steps
+    no_store = {**_audit()["summary"]}
+    no_store.pop("ledger")
+    page = render_report(**{**_audit(), "summary": no_store})
+    assert "--store LEDGER" in page[page.index("Next steps"):page.index("Trigger candidates")]
+
+
+def test_flagged_preference_rows_show_the_whole_pair():
+    audit = _preference_audit()
+    page = render_report(**audit)
+    section = page[page.index('id="flagged-rows"'):]
+    assert "<th>prompt</th><th>chosen</th><th>rejected</th>" in section[:400]
+    assert "rude answer" in section and "a kind answer" in section

@@ -1,0 +1,55 @@
+"""`trainguard report STORE --out DIR`: an index of the audits a ledger recorded, linked to
+their reports, with dataset text escaped."""
+
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+from auditors import AuditConfig, audit
+
+TRAINGUARD = str(Path(sys.executable).with_name("trainguard"))
+
+
+class Links(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.links, self.tags = [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        if tag == "a":
+            self.links.append(dict(attrs)["href"])
+
+
+def test_index_lists_every_run_newest_first_with_links_to_their_reports(sample_path, tmp_path,
+                                                                       onnx_encoder):
+    named = tmp_path / "<img src=x onerror=alert(1)>.tsv"  # attacker-chosen file name
+    lines = sample_path.read_text(encoding="utf-8").splitlines(keepends=True)
+    named.write_text("".join(lines[:801]), encoding="utf-8")
+    store = tmp_path / "ledger"
+    config = AuditConfig(store=str(store), detectors=("trigger",))
+    first = audit(str(sample_path), tmp_path / "runs" / "first", config, encoder=onnx_encoder)
+    second = audit(str(named), tmp_path / "runs" / "second",
+                   config.replace(max_flagged_fraction=1.0), encoder=onnx_encoder)
+
+    done = subprocess.run([TRAINGUARD, "report", str(store), "--out", str(tmp_path / "site")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    page = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
+    parser = Links()
+    parser.feed(page)
+    assert parser.links == ["../runs/second/report.html", "../runs/first/report.html"]
+    assert all((tmp_path / "site" / link).resolve().is_file() for link in parser.links)
+    assert "img" not in parser.tags and "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert page.count(">FAIL<") == 1 and page.count(">PASS<") == 1  # first fails, second passes
+    assert f"{first.summary['flagged']} of 3000" in page
+    assert f"{second.summary['flagged']} of 800" in page
+    assert first.summary["fingerprint"][:16] in page
+
+
+def test_a_missing_store_is_one_line_and_exit_2(tmp_path):
+    done = subprocess.run([TRAINGUARD, "report", str(tmp_path / "nope"), "--out",
+                           str(tmp_path / "site")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "site" / "index.html").exists()
