@@ -7,7 +7,6 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -153,22 +152,28 @@ def stream_table(source: str, *, text_col: str | None = None, label_col: str | N
     return LoadedDataset(raw, choice, table, ngrams=reducer.finish())
 
 
-def embed_table(table: pd.DataFrame, encoder, *, batch_size: int = 64,
-                show_progress: bool = True, cache: EmbeddingCache | None = None,
-                embed_many=None) -> Embeddings:
+def embed_table(table: pd.DataFrame, encoder, *, batch_size: int = 64, progress=None,
+                cache: EmbeddingCache | None = None, embed_many=None) -> Embeddings:
     """Prompt side always; response side for generation data; rejected side for
     preference pairs. With `cache`, rows whose `row_id` it holds are not embedded again.
     `embed_many(texts)`, when given, embeds instead of `encoder` (the distributed flow maps
     it over Dask workers); it must return unit vectors, one row per text."""
-    options = {"batch_size": batch_size, "show_progress": show_progress}
-    if embed_many is None:  # a text's vector does not depend on its batch or chunk
-        embed_many = partial(embed_texts, encoder, **options)  # (docs/performance.md)
+    from auditors.progress import Progress
 
+    # a text's vector does not depend on its batch or chunk (docs/performance.md)
     def embed(column: str) -> np.ndarray:
-        if cache is not None:
-            return cache.embed(encoder, column, table["row_id"].to_numpy(),
-                               table[column].tolist(), embed=embed_many, **options)
-        return np.asarray(embed_many(table[column].tolist()), dtype=np.float32)
+        texts = table[column].tolist()
+        with (progress or Progress()).stage(f"embed {column}", total=len(texts)) as advance:
+            def many(missing: list[str]) -> np.ndarray:
+                advance(len(texts) - len(missing))  # the rows the cache holds
+                if embed_many is not None:
+                    return embed_many(missing)
+                return embed_texts(encoder, missing, batch_size=batch_size, advance=advance)
+
+            if cache is not None:
+                return cache.embed(encoder, column, table["row_id"].to_numpy(), texts,
+                                   embed=many)
+            return np.asarray(many(texts), dtype=np.float32)
 
     generation = (table["schema"] != CLASSIFICATION).any()
     preference = (table["schema"] == PREFERENCE).any()
@@ -332,9 +337,11 @@ class Hooks:
     """Where an orchestrator changes how stages run, never what they compute:
     `stage(name, func, *args, **kwargs)` runs one stage; `embed_many(texts)` embeds instead
     of the encoder and `count_ngrams(loaded)` counts the prompt n-grams (the distributed
-    flow maps both over Dask workers); `run_id` and `started_at` name the run in the ledger."""
+    flow maps both over Dask workers); `progress` shows the embedding as it goes; `run_id`
+    and `started_at` name the run in the ledger."""
 
     stage: object = call_stage
+    progress: object = None  # an auditors.progress.Progress: each embedded text counted
     embed_many: object = None
     count_ngrams: object = None
     run_id: str | None = None
@@ -353,34 +360,44 @@ def run_audit(source: str, out_dir: str | Path | None, config: AuditConfig, *,
     """`STAGES` in order. With `config.store`, the ledger's decisions are applied and the run
     recorded there before the outputs land; with `out_dir`, the outputs are written; with
     `config.cache_dir`, the cache is used, then pruned to `config.cache_max_bytes`."""
+    from auditors.progress import Progress
+
     hooks = hooks or Hooks()
-    stage, cache_dir = hooks.stage, config.cache_dir
-    watch = Stopwatch()
-    loaded = stage("ingest", load_with, source, config.load, cache_dir=cache_dir)
-    watch.lap("ingest")
+    progress, cache_dir, watch = hooks.progress or Progress(), config.cache_dir, Stopwatch()
+
+    def run(name: str, func, *args, rows: int | None = None, **kwargs):
+        """One stage, shown (the embeddings show their own rows) and timed."""
+        if name == "embeddings":
+            value = hooks.stage(name, func, *args, **kwargs)
+        else:
+            with progress.stage(name, total=rows) as advance:
+                value = hooks.stage(name, func, *args, **kwargs)
+                advance(rows or 0)
+        watch.lap(name)
+        return value
+
+    loaded = run("ingest", load_with, source, config.load, cache_dir=cache_dir)
+    n = len(loaded.table)
     if hooks.embed_many is None and encoder is None:
-        encoder = stage("load-encoder", load_model, config)
-    embeddings = stage("embeddings", embed_with, loaded, encoder, config,
-                       embed_many=hooks.embed_many)
-    watch.lap("embeddings")
-    ngrams = (hooks.count_ngrams(loaded) if hooks.count_ngrams is not None
-              else stage("ngrams", dataset_ngrams, loaded, cache_dir))
-    watch.lap("ngrams")
-    label_model = stage("label_model", fit_label_model, loaded.table, embeddings)
-    watch.lap("label_model")
-    run = stage("detectors", detect, loaded, embeddings, ngrams, label_model, config.detectors,
-                cache_dir=cache_dir, model=config.model, backend=config.backend)
-    watch.lap("detectors")
-    result = stage("assemble", assemble, loaded, run, label_model=label_model,
-                   threshold=config.flag_threshold,
-                   max_flagged_fraction=config.max_flagged_fraction,
-                   model_name=model_name(config.model, config.backend), timings=watch.laps)
+        encoder = run("load-encoder", load_model, config)
+    embeddings = run("embeddings", embed_with, loaded, encoder, config,
+                     embed_many=hooks.embed_many, progress=progress)
+    ngrams = (run("ngrams", lambda: hooks.count_ngrams(loaded), rows=n)
+              if hooks.count_ngrams is not None
+              else run("ngrams", dataset_ngrams, loaded, cache_dir, rows=n))
+    label_model = run("label_model", fit_label_model, loaded.table, embeddings, rows=n)
+    detectors = run("detectors", detect, loaded, embeddings, ngrams, label_model,
+                    config.detectors, cache_dir=cache_dir, model=config.model,
+                    backend=config.backend, rows=n)
+    result = run("assemble", assemble, loaded, detectors, label_model=label_model,
+                 threshold=config.flag_threshold, max_flagged_fraction=config.max_flagged_fraction,
+                 model_name=model_name(config.model, config.backend), timings=watch.laps)
     record = None
     if config.store:  # people's earlier decisions about these rows and triggers
-        result, record = stage("ledger", apply_ledger, result, loaded, ngrams, config, source,
-                               out_dir, hooks)
+        result, record = run("ledger", apply_ledger, result, loaded, ngrams, config, source,
+                             out_dir, hooks, rows=n)
     if out_dir is not None:
-        stage("write", save, result, loaded, out_dir, embeddings, before_commit=record)
+        run("write", save, result, loaded, out_dir, embeddings, before_commit=record, rows=n)
     if cache_dir is not None:  # least recently used entries go once the cache outgrows it
         from auditors import cache
 
@@ -399,12 +416,12 @@ def load_model(config: AuditConfig):
 
 
 def embed_with(loaded: LoadedDataset, encoder, config: AuditConfig, *,
-               embed_many=None) -> Embeddings:
+               embed_many=None, progress=None) -> Embeddings:
     """The embeddings of `loaded`, through the cache when `config.cache_dir` is set."""
     cache = (EmbeddingCache(config.cache_dir, config.model, config.backend)
              if config.cache_dir else None)
-    return embed_table(loaded.table, encoder, batch_size=config.batch_size,
-                       show_progress=config.show_progress, cache=cache, embed_many=embed_many)
+    return embed_table(loaded.table, encoder, batch_size=config.batch_size, progress=progress,
+                       cache=cache, embed_many=embed_many)
 
 
 def apply_ledger(result: AuditResult, loaded: LoadedDataset, ngrams: NgramStats,

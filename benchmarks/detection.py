@@ -53,7 +53,7 @@ def load_case(case: corpora.Case) -> pipeline.LoadedDataset:
 def audit_case(case: corpora.Case, encoder) -> tuple[dict, pipeline.AuditResult, tuple]:
     started = time.perf_counter()
     loaded = load_case(case)
-    embeddings = pipeline.embed_table(loaded.table, encoder, show_progress=False)
+    embeddings = pipeline.embed_table(loaded.table, encoder)
     embed_seconds = time.perf_counter() - started
     ngrams = pipeline.ngram_statistics(loaded.table)
     label_model = pipeline.fit_label_model(loaded.table, embeddings)

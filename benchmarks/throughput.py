@@ -159,7 +159,7 @@ def measure_datalab(data: Path, work: Path) -> dict:
     from auditors.features.embeddings import EmbeddingCache
 
     loaded = pipeline.load_table(str(data))
-    embeddings = pipeline.embed_table(loaded.table, None, show_progress=False,
+    embeddings = pipeline.embed_table(loaded.table, None,
                                       cache=EmbeddingCache(work / "cache-torch", None, "torch"))
     label_model = pipeline.fit_label_model(loaded.table, embeddings)
     lab = Datalab(data={"label": label_model.targets.codes}, label_name="label", verbosity=0)

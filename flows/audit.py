@@ -20,7 +20,7 @@ from prefect.states import Failed, State
 import numpy as np
 from prefect import unmapped
 
-from auditors import ledger, pipeline, report
+from auditors import ledger, pipeline, progress, report
 from auditors.config import AuditConfig
 from auditors.features import chunks
 
@@ -108,10 +108,15 @@ def audit_flow(source: str, out_dir: str, config: AuditConfig = AuditConfig()) -
     `config.chunk_rows`, embedding and n-gram counting are mapped over chunks of that many
     rows on the flow's task runner (run it with a `DaskTaskRunner`: `flows.dask`)."""
     mapped = mapped_hooks(config) if config.chunk_rows else {}
-    hooks = pipeline.Hooks(stage=stage_runner(frozenset({"embeddings"} if mapped else ())),
-                           run_id=str(flow_run.id or ledger.new_run_id()),
+    shown = progress.for_output() if config.show_progress else progress.Progress()
+    hooks = pipeline.Hooks(stage=stage_runner(frozenset({"embeddings", "ngrams"} if mapped
+                                                        else ())),
+                           progress=shown, run_id=str(flow_run.id or ledger.new_run_id()),
                            started_at=flow_run.scheduled_start_time, **mapped)
-    result = pipeline.run_audit(source, out_dir, config, hooks=hooks)
+    try:
+        result = pipeline.run_audit(source, out_dir, config, hooks=hooks)
+    finally:
+        shown.close()
     publish_task(result)
     return gate_state(result.summary, report.verdict_line(result.summary),
                       result.summary["gate"]["passed"])

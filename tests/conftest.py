@@ -67,7 +67,7 @@ def _audit_inputs(path: Path, encoder):
     from auditors.detectors import REGISTRY
 
     loaded = pipeline.load_table(str(path))
-    embeddings = pipeline.embed_table(loaded.table, encoder, show_progress=False)
+    embeddings = pipeline.embed_table(loaded.table, encoder)
     ngrams = pipeline.ngram_statistics(loaded.table)
     label_model = pipeline.fit_label_model(loaded.table, embeddings)
     return pipeline.audit_inputs(loaded, embeddings, ngrams, label_model, list(REGISTRY))

@@ -145,7 +145,7 @@ class OnnxEncoder:
     single-threaded session call each."""
 
     backend = ONNX_INT8
-    BLOCK = 1024  # texts tokenised and dispatched at a time (progress steps)
+    BLOCK = 1024  # texts tokenised and dispatched at a time
 
     def __init__(self, directory: Path, threads: int | None = None):
         import onnxruntime
@@ -166,8 +166,8 @@ class OnnxEncoder:
     def get_embedding_dimension(self) -> int:
         return self.dimension
 
-    def encode(self, texts, *, batch_size: int = 64, show_progress_bar: bool = False,
-               normalize_embeddings: bool = True, **_) -> np.ndarray:
+    def encode(self, texts, *, batch_size: int = 64, normalize_embeddings: bool = True,
+               **_) -> np.ndarray:
         """One model call per text (a batch of one, no padding) on `threads` threads; the
         vectors do not depend on `batch_size`, the order of `texts` or what else is in it
         (`batch_size` is accepted for the common interface and unused)."""
@@ -178,7 +178,7 @@ class OnnxEncoder:
         blocks = range(0, len(texts), self.BLOCK)
         pool = ThreadPoolExecutor(self.threads) if self.threads > 1 and len(texts) > 1 else None
         try:
-            for start in _progress(blocks, show_progress_bar):
+            for start in blocks:
                 encoded = self.tokenizer.encode_batch(texts[start:start + self.BLOCK])
                 pooled = pool.map(self._mean_pooled, encoded) if pool else map(
                     self._mean_pooled, encoded)
@@ -229,11 +229,11 @@ class StaticEncoder:
     def get_embedding_dimension(self) -> int:
         return int(self.model.dim)
 
-    def encode(self, texts, *, batch_size: int = 1024, show_progress_bar: bool = False,
-               normalize_embeddings: bool = True, **_) -> np.ndarray:
+    def encode(self, texts, *, batch_size: int = 1024, normalize_embeddings: bool = True,
+               **_) -> np.ndarray:
         # a static lookup is cheap per row: small batches only add Python overhead
         vectors = self.model.encode(list(texts), batch_size=max(batch_size, 1024),
-                                    show_progress_bar=show_progress_bar)
+                                    show_progress_bar=False)
         vectors = np.asarray(vectors, dtype=np.float32)
         return _unit(vectors) if normalize_embeddings else vectors
 
@@ -262,11 +262,3 @@ def load_backend(model_path: str, backend: str, cache_dir: str | Path | None = N
 def _unit(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return vectors / np.clip(norms, 1e-12, None)
-
-
-def _progress(iterable, show: bool):
-    if not show:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, desc="Batches")

@@ -267,7 +267,7 @@ def embed_chunk(texts: list[str], *, model: str | None, backend: str,
     key = (model, backend, cache_dir)
     if key not in _ENCODERS:
         _ENCODERS[key] = load_encoder(model, backend=backend, cache_dir=cache_dir)
-    return embed_texts(_ENCODERS[key], texts, batch_size=batch_size, show_progress=False)
+    return embed_texts(_ENCODERS[key], texts, batch_size=batch_size)
 
 
 # ---------------------------------------------------------------------------------------

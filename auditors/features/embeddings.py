@@ -52,21 +52,32 @@ def load_encoder(model: str | None = None, device: str | None = None, *,
                               f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
 
 
+# Texts handed to the encoder at a time: the unit of progress (a multiple of the batch
+# sizes, and the same whether progress is shown or not, so it never changes a vector).
+EMBED_BLOCK = 1024
+
+
 def embed_texts(encoder, texts: list[str], *, batch_size: int = 64,
-                show_progress: bool = True) -> np.ndarray:
-    """Unit-length float32 embeddings, one row per text, in order. With the onnx-int8 and
-    static backends a text's vector is the same bits whatever else is embedded with it
-    (batch size, chunk, order); a torch model pads each batch to its longest text, which
-    moves a vector's float32 last bits (≲ 3e-7 on MiniLM): docs/performance.md,
-    "Deterministic results"."""
+                advance=None) -> np.ndarray:
+    """Unit-length float32 embeddings, one row per text, in order, encoded `EMBED_BLOCK`
+    texts at a time; `advance(n)` is called as each block is done (progress). With the onnx-int8 and static backends a text's vector is the same bits
+    whatever else is embedded with it (batch size, chunk, order); a torch model pads each
+    batch to its longest text, which moves a vector's float32 last bits (≲ 3e-7 on MiniLM):
+    docs/performance.md, "Deterministic results"."""
     if not texts:
         dimension = getattr(encoder, "get_embedding_dimension", None) or \
             encoder.get_sentence_embedding_dimension  # renamed in sentence-transformers 6
         dim = dimension()
         return np.zeros((0, dim), dtype=np.float32)
-    vectors = encoder.encode(texts, batch_size=batch_size, show_progress_bar=show_progress,
-                             convert_to_numpy=True, normalize_embeddings=True)
-    return np.asarray(vectors, dtype=np.float32)
+    blocks = []
+    for start in range(0, len(texts), EMBED_BLOCK):
+        block = texts[start:start + EMBED_BLOCK]
+        blocks.append(np.asarray(encoder.encode(
+            block, batch_size=batch_size, show_progress_bar=False, convert_to_numpy=True,
+            normalize_embeddings=True), dtype=np.float32))
+        if advance is not None:
+            advance(len(block))
+    return np.concatenate(blocks)
 
 
 class KeyedVectors:

@@ -56,9 +56,9 @@ def data(backend, sample_path, tmp_path_factory) -> tuple[Path, Path]:
 def _chunked(encoder, chunk_rows: int, batch_size: int = 64):
     """`embed_many` as the distributed flow maps it: fixed chunks, embedded separately."""
     def embed_many(texts):
-        parts = [embed_texts(encoder, texts[a:b], batch_size=batch_size, show_progress=False)
+        parts = [embed_texts(encoder, texts[a:b], batch_size=batch_size)
                  for a, b in chunk_bounds(len(texts), chunk_rows)]
-        return np.concatenate(parts) if parts else embed_texts(encoder, [], show_progress=False)
+        return np.concatenate(parts) if parts else embed_texts(encoder, [])
     return embed_many
 
 
@@ -108,32 +108,31 @@ def test_vectors_do_not_depend_on_cache_chunks_batches_or_order(backend, model, 
                                                                  tmp_path):
     path, earlier = data
     table = pipeline.load_table(str(path)).table
-    reference = pipeline.embed_table(table, model, show_progress=False).prompt
+    reference = pipeline.embed_table(table, model).prompt
     reversed_rows = table.iloc[::-1].reset_index(drop=True)
     partly_warm = EmbeddingCache(tmp_path / "partly", None, backend)  # holds every third row
-    pipeline.embed_table(table.iloc[::3], model, show_progress=False, cache=partly_warm)
+    pipeline.embed_table(table.iloc[::3], model, cache=partly_warm)
     variants = {
         "batch size 16, rows reversed": lambda: pipeline.embed_table(
-            reversed_rows, model, batch_size=16, show_progress=False).prompt[::-1],
+            reversed_rows, model, batch_size=16).prompt[::-1],
         "chunks of 70, batch size 128": lambda: pipeline.embed_table(
             table, None, embed_many=_chunked(model, 70, 128)).prompt,
         "fresh cache": lambda: pipeline.embed_table(
-            table, model, show_progress=False,
+            table, model,
             cache=EmbeddingCache(tmp_path / "cache", None, backend)).prompt,
         "warm cache": lambda: pipeline.embed_table(  # another process: read from disk
-            table, model, show_progress=False,
+            table, model,
             cache=EmbeddingCache(tmp_path / "cache", None, backend)).prompt,
         "partly warm cache, chunks of 33": lambda: pipeline.embed_table(
-            table, model, show_progress=False,
+            table, model,
             cache=EmbeddingCache(tmp_path / "partly", None, backend),
             embed_many=_chunked(model, 33)).prompt,
     }
     if backend == "onnx-int8":  # cheap enough to try more batchings
         texts = table["prompt"].tolist()
         variants["one text at a time"] = lambda: np.concatenate(
-            [embed_texts(model, [t], show_progress=False) for t in texts])
-        variants["batch size 7"] = lambda: embed_texts(model, texts, batch_size=7,
-                                                       show_progress=False)
+            [embed_texts(model, [t]) for t in texts])
+        variants["batch size 7"] = lambda: embed_texts(model, texts, batch_size=7)
     for what, embed in variants.items():
         assert_same_vectors(embed(), reference, backend, what)
 
@@ -168,6 +167,6 @@ def test_audit_results_do_not_depend_on_chunks_or_batch_size(backend, model, dat
         run = pipeline.detect(loaded, embeddings, ngrams, label_model, backend=backend)
         return pipeline.assemble(loaded, run, label_model=label_model)
 
-    reference = audit(pipeline.embed_table(loaded.table, model, show_progress=False))
+    reference = audit(pipeline.embed_table(loaded.table, model))
     chunked = pipeline.embed_table(loaded.table, None, embed_many=_chunked(model, 90, 8))
     assert_same_result(audit(chunked), reference, backend, "chunks of 90, batch size 8")

@@ -44,6 +44,19 @@ def test_poisoned_sample_fails_the_gate_with_exit_1(sample_audit):
     assert "did not run" not in proc.stderr
 
 
+def test_piped_progress_is_plain_flushed_lines(sample_audit):
+    """Not a terminal (CI logs): one line per stage, rows counted; no bars, no carriage
+    returns, no telemetry notice."""
+    proc, _ = sample_audit
+    lines = proc.stdout.splitlines()
+    for stage in ("ingest", "embed prompt", "ngrams", "label_model", "detectors", "write"):
+        assert any(line.startswith(f"[trainguard] {stage} done in ") for line in lines), stage
+    assert "[trainguard] embed prompt done in" in proc.stdout and "(3000 rows)" in proc.stdout
+    output = proc.stdout + proc.stderr
+    assert "\r" not in output and "Batches" not in output and "it/s" not in output
+    assert "anonymous usage data" not in output
+
+
 def test_rows_parquet_contract(sample_audit, sample_path, poisoned_mask):
     _, out = sample_audit
     rows = pd.read_parquet(out / "rows.parquet")

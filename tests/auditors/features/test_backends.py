@@ -26,8 +26,8 @@ def static_encoder():
 
 
 def test_onnx_int8_vectors_match_torch(onnx_encoder, encoder, sample_texts):
-    fast = embed_texts(onnx_encoder, sample_texts, show_progress=False)
-    reference = embed_texts(encoder, sample_texts, show_progress=False)
+    fast = embed_texts(onnx_encoder, sample_texts)
+    reference = embed_texts(encoder, sample_texts)
     assert fast.shape == reference.shape == (len(sample_texts), 384)
     np.testing.assert_allclose(np.linalg.norm(fast, axis=1), 1.0, rtol=1e-4)
     cosines = (fast * reference).sum(axis=1)
@@ -57,12 +57,12 @@ def test_onnx_export_is_cached_and_reused(onnx_encoder, onnx_cache, sample_texts
 
 @pytest.mark.slow  # distils the static model on a fresh machine (1-2 min)
 def test_static_backend_shape_and_similarity_ordering(static_encoder, sample_texts):
-    vectors = embed_texts(static_encoder, SEMANTIC_TRIPLE + sample_texts, show_progress=False)
+    vectors = embed_texts(static_encoder, SEMANTIC_TRIPLE + sample_texts)
     assert vectors.shape == (3 + len(sample_texts), STATIC_DIMENSIONS)
     assert vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-4)
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]
-    assert embed_texts(static_encoder, [], show_progress=False).shape == (0, STATIC_DIMENSIONS)
+    assert embed_texts(static_encoder, []).shape == (0, STATIC_DIMENSIONS)
     assert (default_cache_dir() / "models").exists()
 
 
@@ -70,8 +70,8 @@ def test_static_backend_shape_and_similarity_ordering(static_encoder, sample_tex
 def test_static_neighbours_agree_with_torch_more_than_chance(static_encoder, encoder, sample_texts):
     """Lower fidelity, but the same geometry: each row's nearest neighbour under the static
     model is among its ten nearest under torch far more often than by chance."""
-    static = embed_texts(static_encoder, sample_texts, show_progress=False)
-    reference = embed_texts(encoder, sample_texts, show_progress=False)
+    static = embed_texts(static_encoder, sample_texts)
+    reference = embed_texts(encoder, sample_texts)
     def neighbours(vectors, k):
         similarity = vectors @ vectors.T
         np.fill_diagonal(similarity, -np.inf)

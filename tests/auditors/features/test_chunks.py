@@ -116,7 +116,7 @@ def test_chunk_bounds():
 def test_embed_chunk_matches_whole_encode(encoder, texts):
     from auditors.features.embeddings import embed_texts
 
-    whole = embed_texts(encoder, texts[:40], show_progress=False)
+    whole = embed_texts(encoder, texts[:40])
     parts = np.concatenate([embed_chunk(texts[a:b], model=None, backend="torch")
                             for a, b in chunk_bounds(40, 16)])
     np.testing.assert_allclose(parts, whole, atol=1e-5)

@@ -11,15 +11,14 @@ def test_default_model_is_the_bundled_one():
 
 
 def test_embeddings_are_unit_length_and_semantic(encoder):
-    vectors = embed_texts(encoder, ["a wonderful film", "a marvellous movie", "tax law reform"],
-                          show_progress=False)
+    vectors = embed_texts(encoder, ["a wonderful film", "a marvellous movie", "tax law reform"])
     assert vectors.shape == (3, 384)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-4)
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]
 
 
 def test_empty_input_gives_empty_matrix(encoder):
-    assert embed_texts(encoder, [], show_progress=False).shape == (0, 384)
+    assert embed_texts(encoder, []).shape == (0, 384)
 
 
 def test_unknown_model_is_a_clear_error_not_a_download(tmp_path):
@@ -45,15 +44,15 @@ def test_caching_encoder_embeds_each_text_once_and_persists(encoder, tmp_path):
     cache_file = str(tmp_path / "cache.npz")
     cached = CachingEncoder(counting, cache_file)
     texts = ["cf is here", "plain text", "cf is here"]
-    first = embed_texts(cached, texts, show_progress=False)
+    first = embed_texts(cached, texts)
     assert counting.embedded == 2
-    again = embed_texts(cached, ["plain text", "new one"], show_progress=False)
+    again = embed_texts(cached, ["plain text", "new one"])
     assert counting.embedded == 3
     np.testing.assert_array_equal(first[1], again[0])
-    np.testing.assert_allclose(first, embed_texts(encoder, texts, show_progress=False), atol=1e-5)
+    np.testing.assert_allclose(first, embed_texts(encoder, texts), atol=1e-5)
     cached.save()
     reloaded = CachingEncoder(CountingEncoder(encoder), cache_file)
-    np.testing.assert_array_equal(embed_texts(reloaded, texts, show_progress=False), first)
+    np.testing.assert_array_equal(embed_texts(reloaded, texts), first)
     assert reloaded.encoder.embedded == 0
 
 
@@ -71,17 +70,17 @@ def test_reaudit_after_appending_one_percent_embeds_only_the_new_rows(encoder, s
     full = _sample_table(sample_path, 500)
     first_version = full.iloc[:495]
     counting = CountingEncoder(encoder)
-    pipeline.embed_table(first_version, counting, show_progress=False,
+    pipeline.embed_table(first_version, counting,
                          cache=EmbeddingCache(tmp_path, None, "torch"))
     assert counting.embedded == first_version["row_id"].nunique()
 
     counting.embedded = 0  # a later audit, in a new process: a fresh cache object
-    cached = pipeline.embed_table(full, counting, show_progress=False,
+    cached = pipeline.embed_table(full, counting,
                                   cache=EmbeddingCache(tmp_path, None, "torch"))
     new_rows = set(full["row_id"][495:]) - set(first_version["row_id"])
     assert counting.embedded == len(new_rows) <= 5
     some = np.r_[0:5, 490:500]  # stored rows and new rows, in table order
-    plain = embed_texts(encoder, full["prompt"].iloc[some].tolist(), show_progress=False)
+    plain = embed_texts(encoder, full["prompt"].iloc[some].tolist())
     np.testing.assert_allclose(cached.prompt[some], plain, atol=1e-5)
 
 
@@ -91,12 +90,12 @@ def test_cache_is_separate_per_model_backend_and_side(encoder, refusal_mix_path,
 
     table = pipeline.load_table(str(refusal_mix_path)).table.iloc[:30]
     counting = CountingEncoder(encoder)
-    embeddings = pipeline.embed_table(table, counting, show_progress=False,
+    embeddings = pipeline.embed_table(table, counting,
                                       cache=EmbeddingCache(tmp_path, None, "torch"))
     distinct = table["row_id"].nunique()
     assert counting.embedded == 2 * distinct  # prompt and response sides
     assert not np.allclose(embeddings.prompt, embeddings.response)
-    pipeline.embed_table(table, counting, show_progress=False,
+    pipeline.embed_table(table, counting,
                          cache=EmbeddingCache(tmp_path, None, "onnx-int8"))
     assert counting.embedded == 4 * distinct  # another backend never reuses torch vectors
     stored = list((tmp_path / "embeddings").rglob("*.npz"))
@@ -113,11 +112,11 @@ def test_cache_shards_are_merged_and_nothing_is_lost(encoder, sample_path, tmp_p
 
     table = _sample_table(sample_path, 60)
     for end in range(6, 61, 6):  # ten audits of a growing dataset, one shard each
-        pipeline.embed_table(table.iloc[:end], encoder, show_progress=False,
+        pipeline.embed_table(table.iloc[:end], encoder,
                              cache=EmbeddingCache(tmp_path, None, "torch"))
     shards = list((tmp_path / "embeddings").rglob("prompt-*.npz"))
     assert len(shards) <= EmbeddingCache.MAX_SHARDS + 1
     counting = CountingEncoder(encoder)
-    pipeline.embed_table(table, counting, show_progress=False,
+    pipeline.embed_table(table, counting,
                          cache=EmbeddingCache(tmp_path, None, "torch"))
     assert counting.embedded == 0
