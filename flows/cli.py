@@ -462,7 +462,37 @@ def serve(
     from flows.scheduled import serve_config
 
     _run_or_exit(debug, serve_config, config_path=str(config), port=port or None,
-                 announce=lambda line: console.print(line, markup=False))
+                 announce=lambda line: console.print(line, markup=False, soft_wrap=True))
+
+
+@app.command("run-now")
+def run_now(
+    config: Path = typer.Argument(..., exists=True, dir_okay=False, help="Schedule TOML."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Only the dataset(s) of "
+                                          "this name in CONFIG (default: all)."),
+    verbose: bool = _VERBOSE,
+    debug: bool = _DEBUG,
+) -> None:
+    """Run the scheduled checks in CONFIG once, now, in this process (the same flow `serve`
+    schedules): one verdict line per dataset; exit 1 when any fails its intake gate."""
+    _quiet_prefect(verbose, debug)
+    from flows.scheduled import load_config, scheduled_checks_flow
+
+    settings = _run_or_exit(debug, load_config, path=config)
+    names = [check.name for check in settings.datasets]
+    if dataset is not None and dataset not in names:
+        typer.echo(f"error: {config}: no dataset named '{printable(dataset)}' (the config has "
+                   f"{', '.join(map(printable, names))})", err=True)
+        raise typer.Exit(EXIT_ERROR)
+    _tie_prefect_server()
+    state = _run_or_exit(debug, scheduled_checks_flow, config=str(config.resolve()),
+                         only=dataset, return_state=True)
+    results = _run_or_exit(debug, _flow_value, state=state)
+    failed = [r["dataset"] for r in results if not r["passed"]]
+    style = "bold red" if failed else "bold green"
+    console.print(f"{len(results) - len(failed)} of {len(results)} dataset(s) passed their "
+                  "intake gate", style=style, markup=False)
+    raise typer.Exit(EXIT_GATE_FAILED if failed else EXIT_PASS)
 
 
 @app.command("cache")

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prefect import flow
+from prefect import flow, get_run_logger
 
 from auditors.config import AuditConfig, LoadOptions
 from auditors.errors import TrainguardError
@@ -116,15 +116,26 @@ def matching_files(pattern: str) -> list[str]:
     return sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
 
 
-@flow(name="trainguard-scheduled-checks", log_prints=True)
-def scheduled_checks_flow(config: str) -> list[dict]:
-    """Run the intake gate over every dataset file in CONFIG. One dataset's error does not
-    stop the others; the run fails at the end (an error) if any dataset could not be
-    checked, and ends Failed with the failed datasets' verdicts as its message (the results
-    as its data) if any failed its intake gate."""
+def report_line(text: str) -> None:
+    """A verdict for the person watching `serve` or `run-now` (flushed stdout) and for the
+    run's logs in Prefect."""
+    print(text, flush=True)
+    get_run_logger().info(text)
+
+
+@flow(name="trainguard-scheduled-checks")
+def scheduled_checks_flow(config: str, only: str | None = None) -> list[dict]:
+    """Run the intake gate over every dataset file in CONFIG (with `only`, the datasets of
+    that name). One dataset's error does not stop the others; the run fails at the end (an
+    error) if any dataset could not be checked, and ends Failed with the failed datasets'
+    verdicts as its message (the results as its data) if any failed its intake gate."""
     settings = load_config(config)
+    checks = [c for c in settings.datasets if only is None or c.name == only]
+    if not checks:
+        raise TrainguardError(f"{config}: no dataset named '{only}' (the config has "
+                              f"{', '.join(c.name for c in settings.datasets)})")
     results, failures, verdicts = [], [], []
-    for check in settings.datasets:
+    for check in checks:
         for source in matching_files(check.path):
             name = f"{check.name}/{Path(source).name}"
             try:
@@ -134,9 +145,10 @@ def scheduled_checks_flow(config: str) -> list[dict]:
                     source_name=name, config=check.config, return_state=True))
             except TrainguardError as exc:
                 failures.append(f"{name}: {exc}")
+                report_line(f"ERROR {name}: {exc}")
                 continue
             passed = outcome["intake"]["passed"]
-            print(intake_verdict(outcome["intake"]))
+            report_line(intake_verdict(outcome["intake"]))
             if not passed:
                 verdicts.append(intake_verdict(outcome["intake"]))
             results.append({"dataset": name, "passed": passed,
@@ -157,9 +169,27 @@ def serve_config(config_path: str, port: int | None = None, announce=print) -> N
     schedule = ({"cron": settings.cron} if settings.cron
                 else {"interval": settings.interval_seconds})
     with prefect_server(port, announce):
+        announce(f"serving deployment '{scheduled_checks_flow.name}/{DEPLOYMENT}': "
+                 f"{len(settings.datasets)} dataset check(s) from {config_path}; "
+                 f"{describe_schedule(settings)}")
+        announce(f"run them now with: trainguard run-now {config_path}; Ctrl-C stops serving")
         # limit=1: a run that outlasts the interval waits instead of competing for the CPU
         scheduled_checks_flow.serve(name=DEPLOYMENT, parameters={"config": config_path},
                                     print_starting_message=False, limit=1, **schedule)
+
+
+def describe_schedule(settings: ScheduleConfig) -> str:
+    """The schedule and its next run, computed by Prefect's own schedule classes."""
+    import asyncio
+    import datetime
+
+    from prefect.server.schemas.schedules import CronSchedule
+
+    if settings.cron:
+        (next_run,) = asyncio.run(CronSchedule(cron=settings.cron).get_dates(1))
+        return f"cron '{settings.cron}' (UTC), next run {next_run:%Y-%m-%d %H:%M} UTC"
+    every = datetime.timedelta(seconds=settings.interval_seconds)
+    return f"every {every}, the first run within {every} from now"
 
 
 @contextmanager
@@ -177,7 +207,9 @@ def prefect_server(port: int | None, announce=print):
         [str(Path(sys.executable).with_name("prefect")), "server", "start", "--host",
          "127.0.0.1", "--port", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env={**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
+        # the UI calls the API it is told about (else the default port, 4200)
+        env={**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+             "PREFECT_UI_API_URL": url})
     stop_with_this_process(server.pid)  # even when `serve` is killed with SIGKILL
     try:
         wait_for_health(url, server)

@@ -98,12 +98,61 @@ policy = {{ max_flagged_fraction = 0.5 }}
             except OSError:  # server still starting
                 pass
         assert runs, "no scheduled run finished in time:\n" + (tmp_path / "serve.log").read_text()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ui-settings", timeout=10) as page:
+            ui_settings = json.loads(page.read())
         assert {r["state_type"] for r in runs} == {"COMPLETED"}, (tmp_path / "serve.log").read_text()
         assert runs[0]["deployment_id"] is not None  # started by the schedule, not by hand
     finally:
         _stop(proc)
         log.close()
-    assert "started a local Prefect server at http://127.0.0.1" in (tmp_path / "serve.log").read_text()
+    log_text = (tmp_path / "serve.log").read_text()
+    assert "started a local Prefect server at http://127.0.0.1" in log_text
+    assert "serving deployment 'trainguard-scheduled-checks/trainguard-scheduled-checks'" in log_text
+    assert "cron '* * * * *' (UTC), next run " in log_text and "trainguard run-now" in log_text
+    assert "INTAKE PASS: mix/refusal_badnet_mix.json" in log_text  # the run's verdict line
+    assert ui_settings["api_url"] == api  # the UI talks to this server, not :4200
     record = json.loads((tmp_path / "out" / "mix" / "refusal_badnet_mix" / "intake.json").read_text())
     assert record["source_name"] == "mix/refusal_badnet_mix.json" and record["passed"]
     assert len(Ledger(tmp_path / "store").runs()) >= 1
+
+
+def _mix_config(tmp_path: Path, refusal_mix_path) -> Path:
+    config = tmp_path / "checks.toml"
+    config.write_text(f"""
+store = "store"
+out = "out"
+cron = "0 3 * * *"
+[[datasets]]
+name = "mix"
+path = "{refusal_mix_path}"
+detectors = ["trigger"]
+policy = {{ max_flagged_fraction = 0.5 }}
+""")
+    return config
+
+
+def test_the_schedule_is_described_with_its_next_run(tmp_path, refusal_mix_path):
+    from flows.scheduled import describe_schedule
+
+    text = describe_schedule(load_config(_mix_config(tmp_path, refusal_mix_path)))
+    assert text.startswith("cron '0 3 * * *' (UTC), next run ") and text.endswith(" 03:00 UTC")
+
+
+def test_run_now_refuses_an_unknown_dataset_before_any_work(tmp_path, refusal_mix_path):
+    done = subprocess.run([TRAINGUARD, "run-now", str(_mix_config(tmp_path, refusal_mix_path)),
+                           "--dataset", "mixx"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "no dataset named 'mixx' (the config has mix)" in done.stderr
+
+
+@pytest.mark.slow
+def test_run_now_runs_the_checks_at_once_with_a_verdict_line(tmp_path, refusal_mix_path):
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home")}
+    env.pop("PREFECT_API_URL", None)
+    done = subprocess.run([TRAINGUARD, "run-now", str(_mix_config(tmp_path, refusal_mix_path)),
+                           "--dataset", "mix"], capture_output=True, text=True, timeout=600,
+                          env=env)
+    assert done.returncode == 0, done.stderr
+    assert "INTAKE PASS: mix/refusal_badnet_mix.json" in done.stdout
+    assert "1 of 1 dataset(s) passed their intake gate" in done.stdout
+    assert len(Ledger(tmp_path / "store").runs()) == 1
