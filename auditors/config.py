@@ -28,7 +28,7 @@ DEFAULT_BATCH_ROWS = 5_000  # rows per record batch when streaming
 
 @dataclass(frozen=True)
 class LoadOptions:
-    """How the input is read (`auditors.pipeline.load_table`)."""
+    """How the input is read (`auditors.ingest.load_table`)."""
 
     split: str | None = None  # of a datasets directory or hub dataset
     text_col: str | None = None

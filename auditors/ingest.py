@@ -27,15 +27,21 @@ import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from auditors.config import DEFAULT_BATCH_ROWS
+from auditors.config import BAD_ROW_POLICIES, DEFAULT_BATCH_ROWS
 from auditors.errors import AuditInputError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from auditors.features.ngrams import NgramStats
+    from auditors.schema import SchemaChoice
 
 HUB_PREFIX = "hf://"
 FORMATS = ("jsonl", "json", "csv", "tsv", "parquet", "hf-disk", "hf-hub")
-BAD_ROW_POLICIES = ("fail", "skip")
 _EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv",
                ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"}
 HEADERLESS_COLUMNS = ["text", "label"]
@@ -872,3 +878,104 @@ class StreamedRows:
         if self._group is None or self._group[0] != group:
             self._group = (group, self._handle.read_row_group(group).to_pylist())
         return self._group[1][number - self._group_starts[group]]
+
+
+# --- the normalised table: whole-file and streamed reads ------------------------------------
+# (schema and n-gram counting are imported where used: auditors.schema imports this module)
+
+@dataclass
+class LoadedDataset:
+    raw: RawDataset
+    schema: SchemaChoice
+    table: pd.DataFrame
+    ngrams: NgramStats | None = None  # counted while streaming, batch by batch
+
+
+
+def load_table(source: str, *, split: str | None = None, text_col: str | None = None,
+               label_col: str | None = None, schema: str | None = None,
+               via_datasets: bool = False, on_bad_row: str = "fail",
+               stream: bool | None = None, batch_rows: int = DEFAULT_BATCH_ROWS,
+               cache_dir: str | Path | None = None) -> LoadedDataset:
+    """`on_bad_row="skip"` sets bad rows aside (`raw.skipped`, written to skipped.jsonl)
+    instead of stopping at the first one. Large JSONL and Parquet files (`stream=None`: from
+    `STREAM_MIN_BYTES`; `stream=True`: always) are streamed: see `stream_table`
+    (`cache_dir` is its n-gram count cache)."""
+    if should_stream(source, via_datasets=via_datasets, stream=stream):
+        return stream_table(source, text_col=text_col, label_col=label_col, schema=schema,
+                            on_bad_row=on_bad_row, batch_rows=batch_rows, cache_dir=cache_dir)
+    from auditors.schema import detect_schema, normalise, with_variant
+
+    raw = load_raw(source, split=split, via_datasets=via_datasets, on_bad_row=on_bad_row)
+    choice = detect_schema(raw.columns, text_col=text_col, label_col=label_col, schema=schema,
+                           source=source)
+    choice = with_variant(choice, raw.records)
+    return LoadedDataset(raw, choice, normalise(raw, choice, on_bad_row=on_bad_row))
+
+
+def stream_table(source: str, *, text_col: str | None = None, label_col: str | None = None,
+                 schema: str | None = None, on_bad_row: str = "fail",
+                 batch_rows: int = DEFAULT_BATCH_ROWS,
+                 cache_dir: str | Path | None = None) -> LoadedDataset:
+    """Read a JSONL or Parquet file in record batches: each batch is normalised and its
+    n-grams counted (`chunks.NgramReducer`, bounded tables), then dropped. What stays is the
+    normalised table, one file offset per row (the splits are copied from the file when
+    written, once it is checked to hold the bytes read: `raw.snapshot`) and the n-gram
+    statistics. The schema is detected from the first batch's columns. With `cache_dir`,
+    a batch whose rows an earlier audit counted is not counted again
+    (`chunks.NgramCountCache`: batches are fixed row ranges of the file, so rows appended
+    at the end leave the earlier batches as they were)."""
+    from itertools import chain
+
+    import numpy as np
+    import pandas as pd
+
+    from auditors.features import chunks
+    from auditors.schema import detect_schema, normalise, with_variant
+
+    reading = RecordBatches(source, batch_rows=batch_rows, on_bad_row=on_bad_row)
+    batches = iter(reading)
+    first = next(batches, None)
+    while first is not None and not first.records:  # leading batches of bad rows only
+        skipped = first.skipped
+        first = next(batches, None)
+        if first is not None:
+            first.skipped = skipped + first.skipped
+    if first is None:
+        raise AuditInputError("dataset has no rows", path=source)
+    choice = detect_schema(first.columns, text_col=text_col, label_col=label_col,
+                           schema=schema, source=source)
+    choice = with_variant(choice, first.records)
+    reducer = chunks.NgramReducer()
+    count_cache = chunks.NgramCountCache(cache_dir) if cache_dir is not None else None
+    frames, offsets, numbers, skipped = [], [], [], []
+    for batch in chain([first], batches):
+        where = dict(zip(batch.row_numbers, batch.offsets))
+        if batch.records:
+            try:
+                frame = normalise(batch, choice, on_bad_row=on_bad_row)
+            except AuditInputError:
+                if on_bad_row == "fail" or batch.records:
+                    raise
+                frame = None  # every row of this batch was bad and set aside
+            if frame is not None:
+                texts = frame["prompt"].tolist()
+                reducer.add(count_cache.counts(frame["row_id"].tolist(), texts)
+                            if count_cache is not None else chunks.count_chunk(texts))
+                frames.append(frame)
+                kept = [batch.row_number(i) for i in range(len(batch.records))]
+                numbers += kept
+                offsets += [where[n] for n in kept]
+        skipped += batch.skipped
+    if not frames:
+        raise AuditInputError(no_rows_message(skipped), path=source)
+    table = pd.concat(frames, ignore_index=True)
+    table["row_index"] = np.arange(len(table))
+    fmt = detect_format(source)
+    raw = RawDataset(StreamedRows(source, fmt, offsets), fmt, source,
+                     raw_lines=StreamedRows(source, fmt, offsets, lines=True)
+                     if fmt == "jsonl" else None,
+                     columns=first.columns, arrow_schema=first.arrow_schema,
+                     row_numbers=numbers, skipped=sorted(skipped, key=lambda s: s.row),
+                     fingerprint=reading.snapshot.fingerprint, snapshot=reading.snapshot)
+    return LoadedDataset(raw, choice, table, ngrams=reducer.finish())

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 
 from auditors import __version__
-from auditors.config import (DEFAULT_BACKEND, DEFAULT_BATCH_ROWS, DEFAULT_FLAG_THRESHOLD, DEFAULT_MAX_FLAGGED_FRACTION, AuditConfig,
-                             LoadOptions)
+from auditors.config import (DEFAULT_BACKEND, DEFAULT_FLAG_THRESHOLD,
+                             DEFAULT_MAX_FLAGGED_FRACTION, AuditConfig, LoadOptions)
 from auditors.detectors import REGISTRY, AuditInputs
 from auditors.features import knn
 from auditors.features.embeddings import DEFAULT_MODEL, EmbeddingCache, embed_texts
@@ -23,24 +23,14 @@ from auditors.features.probabilities import cross_validated_probs
 from auditors.features.proxy import cross_fitted_proxy
 from auditors.features.targets import Targets, classification_targets, derive_response_targets
 from auditors.fusion import fuse, gate
-from auditors import ingest
-from auditors.ingest import RawDataset, load_raw
+from auditors.ingest import LoadedDataset, load_table
 from auditors.outputs import SKIPPED, split_paths, write_outputs
 from auditors.runner import DetectorRun, detector_config, run_detectors
-from auditors.schema import (CLASSIFICATION, PREFERENCE, SchemaChoice, detect_schema, normalise,
-                             with_variant)
+from auditors.schema import CLASSIFICATION, PREFERENCE
 
 log = logging.getLogger(__name__)
 
 MIN_ROWS_FOR_CROSS_VALIDATION = 10
-
-
-@dataclass
-class LoadedDataset:
-    raw: RawDataset
-    schema: SchemaChoice
-    table: pd.DataFrame
-    ngrams: NgramStats | None = None  # counted while streaming, batch by batch
 
 
 @dataclass
@@ -66,90 +56,6 @@ class AuditResult:
     summary: dict
     detector_run: DetectorRun = field(repr=False, default=None)
     table: pd.DataFrame = field(repr=False, default=None)  # the normalised input rows
-
-
-def load_table(source: str, *, split: str | None = None, text_col: str | None = None,
-               label_col: str | None = None, schema: str | None = None,
-               via_datasets: bool = False, on_bad_row: str = "fail",
-               stream: bool | None = None, batch_rows: int = DEFAULT_BATCH_ROWS,
-               cache_dir: str | Path | None = None) -> LoadedDataset:
-    """`on_bad_row="skip"` sets bad rows aside (`raw.skipped`, written to skipped.jsonl)
-    instead of stopping at the first one. Large JSONL and Parquet files (`stream=None`: from
-    `ingest.STREAM_MIN_BYTES`; `stream=True`: always) are streamed: see `stream_table`
-    (`cache_dir` is its n-gram count cache)."""
-    if ingest.should_stream(source, via_datasets=via_datasets, stream=stream):
-        return stream_table(source, text_col=text_col, label_col=label_col, schema=schema,
-                            on_bad_row=on_bad_row, batch_rows=batch_rows, cache_dir=cache_dir)
-    raw = load_raw(source, split=split, via_datasets=via_datasets, on_bad_row=on_bad_row)
-    choice = detect_schema(raw.columns, text_col=text_col, label_col=label_col, schema=schema,
-                           source=source)
-    choice = with_variant(choice, raw.records)
-    return LoadedDataset(raw, choice, normalise(raw, choice, on_bad_row=on_bad_row))
-
-
-def stream_table(source: str, *, text_col: str | None = None, label_col: str | None = None,
-                 schema: str | None = None, on_bad_row: str = "fail",
-                 batch_rows: int = DEFAULT_BATCH_ROWS,
-                 cache_dir: str | Path | None = None) -> LoadedDataset:
-    """Read a JSONL or Parquet file in record batches: each batch is normalised and its
-    n-grams counted (`chunks.NgramReducer`, bounded tables), then dropped. What stays is the
-    normalised table, one file offset per row (the splits are copied from the file when
-    written, once it is checked to hold the bytes read: `raw.snapshot`) and the n-gram
-    statistics. The schema is detected from the first batch's columns. With `cache_dir`,
-    a batch whose rows an earlier audit counted is not counted again
-    (`chunks.NgramCountCache`: batches are fixed row ranges of the file, so rows appended
-    at the end leave the earlier batches as they were)."""
-    from itertools import chain
-
-    from auditors.features import chunks
-    from auditors.ingest import AuditInputError, StreamedRows, no_rows_message
-
-    reading = ingest.RecordBatches(source, batch_rows=batch_rows, on_bad_row=on_bad_row)
-    batches = iter(reading)
-    first = next(batches, None)
-    while first is not None and not first.records:  # leading batches of bad rows only
-        skipped = first.skipped
-        first = next(batches, None)
-        if first is not None:
-            first.skipped = skipped + first.skipped
-    if first is None:
-        raise AuditInputError("dataset has no rows", path=source)
-    choice = detect_schema(first.columns, text_col=text_col, label_col=label_col,
-                           schema=schema, source=source)
-    choice = with_variant(choice, first.records)
-    reducer = chunks.NgramReducer()
-    count_cache = chunks.NgramCountCache(cache_dir) if cache_dir is not None else None
-    frames, offsets, numbers, skipped = [], [], [], []
-    for batch in chain([first], batches):
-        where = dict(zip(batch.row_numbers, batch.offsets))
-        if batch.records:
-            try:
-                frame = normalise(batch, choice, on_bad_row=on_bad_row)
-            except AuditInputError:
-                if on_bad_row == "fail" or batch.records:
-                    raise
-                frame = None  # every row of this batch was bad and set aside
-            if frame is not None:
-                texts = frame["prompt"].tolist()
-                reducer.add(count_cache.counts(frame["row_id"].tolist(), texts)
-                            if count_cache is not None else chunks.count_chunk(texts))
-                frames.append(frame)
-                kept = [batch.row_number(i) for i in range(len(batch.records))]
-                numbers += kept
-                offsets += [where[n] for n in kept]
-        skipped += batch.skipped
-    if not frames:
-        raise AuditInputError(no_rows_message(skipped), path=source)
-    table = pd.concat(frames, ignore_index=True)
-    table["row_index"] = np.arange(len(table))
-    fmt = ingest.detect_format(source)
-    raw = RawDataset(StreamedRows(source, fmt, offsets), fmt, source,
-                     raw_lines=StreamedRows(source, fmt, offsets, lines=True)
-                     if fmt == "jsonl" else None,
-                     columns=first.columns, arrow_schema=first.arrow_schema,
-                     row_numbers=numbers, skipped=sorted(skipped, key=lambda s: s.row),
-                     fingerprint=reading.snapshot.fingerprint, snapshot=reading.snapshot)
-    return LoadedDataset(raw, choice, table, ngrams=reducer.finish())
 
 
 def embed_table(table: pd.DataFrame, encoder, *, batch_size: int = 64, progress=None,

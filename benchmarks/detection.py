@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from auditors import pipeline
+from auditors import ingest, pipeline
 from auditors.features.embeddings import CachingEncoder, load_encoder
 from auditors.ingest import RawDataset
 from auditors.detectors import DEFAULT_DETECTORS, REGISTRY
@@ -43,11 +43,11 @@ CACHE = Path(__file__).resolve().parent / ".cache"
 DATALAB_SCORES = ("label", "outlier", "near_duplicate")
 
 
-def load_case(case: corpora.Case) -> pipeline.LoadedDataset:
+def load_case(case: corpora.Case) -> ingest.LoadedDataset:
     columns = list(dict.fromkeys(k for r in case.records for k in r))
     raw = RawDataset(case.records, "json", case.name, columns=columns)
     choice = with_variant(detect_schema(columns, source=case.name), case.records)
-    return pipeline.LoadedDataset(raw, choice, normalise(raw, choice))
+    return ingest.LoadedDataset(raw, choice, normalise(raw, choice))
 
 
 def audit_case(case: corpora.Case, encoder) -> tuple[dict, pipeline.AuditResult, tuple]:

@@ -157,8 +157,9 @@ def measure_datalab(data: Path, work: Path) -> dict:
 
     from auditors import pipeline
     from auditors.features.embeddings import EmbeddingCache
+    from auditors.ingest import load_table
 
-    loaded = pipeline.load_table(str(data))
+    loaded = load_table(str(data))
     embeddings = pipeline.embed_table(loaded.table, None,
                                       cache=EmbeddingCache(work / "cache-torch", None, "torch"))
     label_model = pipeline.fit_label_model(loaded.table, embeddings)

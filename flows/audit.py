@@ -20,7 +20,7 @@ from prefect.states import Failed, State
 import numpy as np
 from prefect import unmapped
 
-from auditors import ledger, pipeline, progress, report
+from auditors import ingest, ledger, pipeline, progress, report
 from auditors.config import AuditConfig
 from auditors.features import chunks
 
@@ -77,7 +77,7 @@ def mapped_hooks(config: AuditConfig) -> dict:
                                        unmapped(config.cache_dir), unmapped(config.batch_size))
         return np.concatenate([future.result() for future in futures])
 
-    def count_ngrams(loaded: pipeline.LoadedDataset):
+    def count_ngrams(loaded: ingest.LoadedDataset):
         if loaded.ngrams is not None:  # counted while streaming
             return loaded.ngrams
         texts = loaded.table["prompt"].tolist()

@@ -13,7 +13,7 @@ from pathlib import Path
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from auditors import pipeline, policy as intake_policy, report
+from auditors import ingest, pipeline, policy as intake_policy, report
 from auditors.errors import AuditInputError
 from auditors.outputs import INTAKE as INTAKE_RECORD, add_output
 from auditors.config import AuditConfig
@@ -21,7 +21,7 @@ from flows.audit import audit_flow, flow_value, gate_state, stage, stage_runner
 
 
 @stage(name="intake-decision")
-def decide_task(store: str, source: str, loaded: pipeline.LoadedDataset, summary: dict,
+def decide_task(store: str, source: str, loaded: ingest.LoadedDataset, summary: dict,
                 rules: intake_policy.IntakePolicy,
                 provenance: intake_policy.Provenance) -> dict:
     return intake_policy.decide_intake(store, source, loaded.table, loaded.raw.columns, summary,

@@ -65,8 +65,9 @@ def prefect_harness():
 def _audit_inputs(path: Path, encoder):
     from auditors import pipeline
     from auditors.detectors import REGISTRY
+    from auditors.ingest import load_table
 
-    loaded = pipeline.load_table(str(path))
+    loaded = load_table(str(path))
     embeddings = pipeline.embed_table(loaded.table, encoder)
     ngrams = pipeline.ngram_statistics(loaded.table)
     label_model = pipeline.fit_label_model(loaded.table, embeddings)

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from auditors.ingest import load_table
 from auditors.config import AuditConfig
 from auditors import pipeline
 from auditors.features.chunks import chunk_bounds
@@ -107,7 +108,7 @@ def assert_same_result(result: pipeline.AuditResult, reference: pipeline.AuditRe
 def test_vectors_do_not_depend_on_cache_chunks_batches_or_order(backend, model, data,
                                                                  tmp_path):
     path, earlier = data
-    table = pipeline.load_table(str(path)).table
+    table = load_table(str(path)).table
     reference = pipeline.embed_table(table, model).prompt
     reversed_rows = table.iloc[::-1].reset_index(drop=True)
     partly_warm = EmbeddingCache(tmp_path / "partly", None, backend)  # holds every third row
@@ -159,7 +160,7 @@ def test_audit_results_do_not_depend_on_chunks_or_batch_size(backend, model, dat
     """The audit's stages on embeddings computed in other chunks and batches, as a run with
     `--workers`, `--chunk-rows` or `--batch-size` computes them."""
     path, _ = data
-    loaded = pipeline.load_table(str(path))
+    loaded = load_table(str(path))
 
     def audit(embeddings):
         ngrams = pipeline.dataset_ngrams(loaded)

@@ -20,7 +20,7 @@ from auditors.errors import AuditInputError, TrainguardError
 from auditors.ingest import load_raw
 from auditors.fusion import gate
 from auditors.outputs import SKIPPED, check_output_location, write_outputs
-from auditors.pipeline import load_table
+from auditors.ingest import load_table
 from auditors.schema import detect_schema
 
 ROWS = [{"text": "the film is a delight", "label": 1},

@@ -22,7 +22,7 @@ from auditors import policy
 from auditors.errors import AuditInputError
 from auditors.fusion import gate
 from auditors.ingest import MAX_JSON_DEPTH, load_raw
-from auditors.pipeline import load_table
+from auditors.ingest import load_table
 from tests.auditors.test_hostile_inputs import ROWS, error_of, write
 
 LINES = [json.dumps(r, ensure_ascii=False) + "\n" for r in ROWS]

@@ -9,7 +9,7 @@ import pytest
 
 from auditors.errors import AuditInputError
 from auditors.ingest import RawDataset, load_raw
-from auditors.pipeline import load_table
+from auditors.ingest import load_table
 from auditors.schema import (CHAT, CLASSIFICATION, HH_TRANSCRIPTS, INSTRUCTION, PREFERENCE,
                              PROMPT_CHOSEN_REJECTED, PROMPT_COMPLETION, PROMPT_RESPONSE, SCHEMAS,
                              SHARED_PREFIX, TRL_CONVERSATIONAL, SchemaChoice, detect_schema,

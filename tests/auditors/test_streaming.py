@@ -13,7 +13,7 @@ from auditors.config import AuditConfig, LoadOptions
 from auditors import pipeline
 from auditors.errors import AuditInputError
 from auditors.features.ngrams import count_ngrams
-from auditors.ingest import RecordBatches, StreamedRows, should_stream
+from auditors.ingest import RecordBatches, StreamedRows, should_stream, load_table
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +39,8 @@ def parquet(rows, tmp_path_factory):
 
 
 def assert_same_load(path, batch_rows):
-    whole = pipeline.load_table(str(path), stream=False)
-    streamed = pipeline.load_table(str(path), stream=True, batch_rows=batch_rows)
+    whole = load_table(str(path), stream=False)
+    streamed = load_table(str(path), stream=True, batch_rows=batch_rows)
     pd.testing.assert_frame_equal(streamed.table, whole.table)
     assert streamed.schema == whole.schema
     expected = count_ngrams(whole.table["prompt"].tolist())
@@ -84,10 +84,10 @@ def test_streamed_reaudit_counts_only_changed_batches(rows, tmp_path):
     grown.write_text(small.read_text(encoding="utf-8") +
                      "".join(json.dumps(r) + "\n" for r in rows[500:]), encoding="utf-8")
     cache = tmp_path / "cache"
-    pipeline.load_table(str(small), stream=True, batch_rows=128, cache_dir=cache)
+    load_table(str(small), stream=True, batch_rows=128, cache_dir=cache)
     counted = set((cache / "ngram-counts").rglob("*.npz"))
     assert len(counted) == 4  # batches of 128, 128, 128 and 116 rows
-    again = pipeline.load_table(str(grown), stream=True, batch_rows=128, cache_dir=cache)
+    again = load_table(str(grown), stream=True, batch_rows=128, cache_dir=cache)
     added = set((cache / "ngram-counts").rglob("*.npz")) - counted
     assert len(added) == 2  # the fourth batch now has 128 rows, a fifth has 88: 3 reused
     fresh = count_ngrams(again.table["prompt"].tolist())
@@ -101,9 +101,9 @@ def test_bad_rows_are_located_and_skipped_per_batch(rows, tmp_path):
     lines[6], lines[15] = "{not json\n", '{"text": null, "label": "1"}\n'
     path.write_text("".join(lines), encoding="utf-8")
     with pytest.raises(AuditInputError, match="row 7"):
-        pipeline.load_table(str(path), stream=True, batch_rows=4)
-    whole = pipeline.load_table(str(path), stream=False, on_bad_row="skip")
-    streamed = pipeline.load_table(str(path), stream=True, batch_rows=4, on_bad_row="skip")
+        load_table(str(path), stream=True, batch_rows=4)
+    whole = load_table(str(path), stream=False, on_bad_row="skip")
+    streamed = load_table(str(path), stream=True, batch_rows=4, on_bad_row="skip")
     pd.testing.assert_frame_equal(streamed.table, whole.table)
     assert [s.as_dict() for s in streamed.raw.skipped] == [s.as_dict() for s in whole.raw.skipped]
     assert list(streamed.raw.raw_lines) == list(whole.raw.raw_lines)

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from auditors.ingest import load_table
 from auditors.errors import TrainguardError
 from auditors.features.embeddings import embed_texts, load_encoder, resolve_model_path
 
@@ -59,7 +60,7 @@ def test_caching_encoder_embeds_each_text_once_and_persists(encoder, tmp_path):
 def _sample_table(sample_path, rows: int):
     from auditors import pipeline
 
-    return pipeline.load_table(str(sample_path)).table.iloc[:rows].reset_index(drop=True)
+    return load_table(str(sample_path)).table.iloc[:rows].reset_index(drop=True)
 
 
 def test_reaudit_after_appending_one_percent_embeds_only_the_new_rows(encoder, sample_path,
@@ -88,7 +89,7 @@ def test_cache_is_separate_per_model_backend_and_side(encoder, refusal_mix_path,
     from auditors import pipeline
     from auditors.features.embeddings import EmbeddingCache
 
-    table = pipeline.load_table(str(refusal_mix_path)).table.iloc[:30]
+    table = load_table(str(refusal_mix_path)).table.iloc[:30]
     counting = CountingEncoder(encoder)
     embeddings = pipeline.embed_table(table, counting,
                                       cache=EmbeddingCache(tmp_path, None, "torch"))
