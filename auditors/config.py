@@ -76,9 +76,11 @@ class AuditConfig:
                 object.__setattr__(self, name, str(getattr(self, name)))
         if self.detectors is not None:
             object.__setattr__(self, "detectors", tuple(self.detectors))
-            from auditors.runner import detector_config
+            from auditors.detector_names import unknown_names
 
-            detector_config(list(self.detectors))  # unknown names fail here, once
+            problem = unknown_names(list(self.detectors))  # from the source: no imports
+            if problem:
+                raise TrainguardError(problem)
         if self.backend not in BACKENDS:
             raise TrainguardError(f"unknown embedding backend '{self.backend}' "
                                   f"(choose from {', '.join(BACKENDS)})")

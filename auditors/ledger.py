@@ -30,7 +30,6 @@ from auditors.errors import TrainguardError, one_line
 from auditors.features.ngrams import (POSITION_END, POSITION_START, TOKEN_PATTERN, character_tokens,
                                       is_character_token, position_tokens)
 from auditors.features.unicode import unicode_tokens
-from auditors.fusion import gate
 
 LEDGER_FILE = "ledger.duckdb"
 QUARANTINED, CONFIRMED, RELEASED = "quarantined", "confirmed", "released"
@@ -272,6 +271,8 @@ def updated_summary(summary: dict, applied: Applied, *, store: str, run_id: str,
     `gate_checks` (the flagged share, and confirmed rows or triggers found in the data)."""
     flagged = applied.rows["flagged"]
     counts = {"store": store, "run_id": run_id, **applied.counts}
+    from auditors.fusion import gate  # (fusion imports the detectors: loaded when used)
+
     verdict = gate(flagged, summary["gate"]["max_flagged_fraction"])
     checks = gate_checks(rows=len(flagged), flagged=int(flagged.sum()),
                          max_flagged_fraction=verdict["max_flagged_fraction"], ledger=counts,

@@ -253,9 +253,12 @@ def _check_command_line(debug: bool, source: str, *, detectors: Optional[str],
     _run_or_exit(debug, check_schema_name, schema=schema, source=source)
     names = [n.strip() for n in detectors.split(",") if n.strip()] if detectors else None
     if names:
-        from auditors.runner import detector_config  # imports the detectors (a second)
+        from auditors.detector_names import unknown_names  # reads, not imports, the modules
 
-        _run_or_exit(debug, detector_config, detectors=names)
+        problem = unknown_names(names)
+        if problem:
+            typer.echo(f"error: {printable(problem)}", err=True)
+            raise typer.Exit(EXIT_ERROR)
     return names
 
 
@@ -409,7 +412,6 @@ def intake(
     """Gate a third-party dataset: fingerprint, provenance, diff against the previous intake,
     audit with the ledger applied, and pass (exit 0) or fail (exit 1) by the policy."""
     _quiet_prefect(verbose, debug)
-    from auditors.policy import IntakePolicy
 
     # mistakes are refused before Prefect is imported and its temporary server started
     config = _audit_config(
@@ -418,6 +420,8 @@ def intake(
         load={"split": split, "text_col": text_col, "label_col": label_col, "schema": schema,
               "via_datasets": via_datasets, "on_bad_row": on_bad_row.value, "stream": stream},
         model=model, backend=backend.value, batch_size=batch_size, show_progress=True)
+    from auditors.policy import IntakePolicy
+
     _run_or_exit(debug, IntakePolicy.from_toml, path=policy)
     from flows.intake import intake_flow
 

@@ -4,12 +4,12 @@ associates with labels or targets."""
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.feature_extraction.text import CountVectorizer
 
 from auditors.features.unicode import MAX_TOKEN_CHARS, unicode_tokens
 
@@ -83,16 +83,18 @@ def character_tokens(text: str) -> list[str]:
     words = [w for w in text.lower().split() if not w.isalnum()]
     if not words:
         return []
-    return sorted({CHARACTER_MARK + g for g in _CHARACTER_ANALYZER(" ".join(words))
+    return sorted({CHARACTER_MARK + g for g in _character_analyzer()(" ".join(words))
                    if not g.replace(" ", "").isalnum()})
 
 
+@functools.cache
 def _character_analyzer():
+    # scikit-learn is imported on first use: the ledger and intake policy import this module
+    # for its token rules, and a command checking its options should not wait for it
+    from sklearn.feature_extraction.text import CountVectorizer
+
     return CountVectorizer(analyzer="char_wb", ngram_range=CHARACTER_RANGE,
                            lowercase=True).build_analyzer()
-
-
-_CHARACTER_ANALYZER = _character_analyzer()
 
 
 def is_character_token(pattern: str) -> bool:

@@ -99,3 +99,13 @@ def test_every_detector_class_in_the_package_is_registered_by_its_decorator():
 def test_detectors_run_strongest_first_whatever_order_they_are_asked_in(sample_inputs):
     run = run_detectors(sample_inputs, ["outlier", "label_issue", "trigger"])
     assert list(run.results) == ["trigger", "label_issue", "outlier"]
+
+
+def test_names_read_from_the_source_equal_the_registry():
+    """The CLI refuses a mistyped --detectors name from the modules' source, without
+    importing them; it must know exactly the registered detectors."""
+    from auditors.detector_names import declared_names, unknown_names
+
+    assert declared_names() == sorted(REGISTRY)
+    assert unknown_names(["trigger", "outlier"]) is None
+    assert unknown_names(["trigerr"]).startswith("unknown detector(s) trigerr; available: ")
