@@ -67,19 +67,24 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=30)
 
 
-@pytest.mark.slow  # ~2 min: a Prefect server start, the next minute, one audit
-def test_served_deployment_runs_once_on_schedule(tmp_path, refusal_mix_path):
+def _mix_config(tmp_path: Path, refusal_mix_path, cron: str = "0 3 * * *") -> Path:
     config = tmp_path / "checks.toml"
     config.write_text(f"""
 store = "store"
 out = "out"
-cron = "* * * * *"
+cron = "{cron}"
 [[datasets]]
 name = "mix"
 path = "{refusal_mix_path}"
 detectors = ["trigger"]
 policy = {{ max_flagged_fraction = 0.5 }}
 """)
+    return config
+
+
+@pytest.mark.slow  # ~2 min: a Prefect server start, the next minute, one audit
+def test_served_deployment_runs_once_on_schedule(tmp_path, refusal_mix_path):
+    config = _mix_config(tmp_path, refusal_mix_path, cron="* * * * *")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env.update(PREFECT_HOME=str(tmp_path / "prefect-home"))
@@ -114,21 +119,6 @@ policy = {{ max_flagged_fraction = 0.5 }}
     record = json.loads((tmp_path / "out" / "mix" / "refusal_badnet_mix" / "intake.json").read_text())
     assert record["source_name"] == "mix/refusal_badnet_mix.json" and record["passed"]
     assert len(Ledger(tmp_path / "store").runs()) >= 1
-
-
-def _mix_config(tmp_path: Path, refusal_mix_path) -> Path:
-    config = tmp_path / "checks.toml"
-    config.write_text(f"""
-store = "store"
-out = "out"
-cron = "0 3 * * *"
-[[datasets]]
-name = "mix"
-path = "{refusal_mix_path}"
-detectors = ["trigger"]
-policy = {{ max_flagged_fraction = 0.5 }}
-""")
-    return config
 
 
 def test_the_schedule_is_described_with_its_next_run(tmp_path, refusal_mix_path):
