@@ -56,6 +56,7 @@ class AuditResult:
     summary: dict
     detector_run: DetectorRun = field(repr=False, default=None)
     table: pd.DataFrame = field(repr=False, default=None)  # the normalised input rows
+    columns: list = field(repr=False, default=None)  # the input's own columns
 
 
 def embed_table(table: pd.DataFrame, encoder, *, batch_size: int = 64, progress=None,
@@ -213,7 +214,7 @@ def assemble(loaded: LoadedDataset, run: DetectorRun, *, threshold: float = DEFA
         "top_triggers": [{k: t.get(k) for k in ("pattern", "score", "support", "target", "side")}
                          for t in triggers[:10]],
     }
-    return AuditResult(rows, triggers, summary, run, table)
+    return AuditResult(rows, triggers, summary, run, table, list(loaded.raw.columns))
 
 
 def save(result: AuditResult, loaded: LoadedDataset, out_dir: str | Path,

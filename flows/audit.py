@@ -107,6 +107,14 @@ def audit_flow(source: str, out_dir: str, config: AuditConfig = AuditConfig()) -
     (`flow_value(audit_flow(..., return_state=True))` reads it either way). With
     `config.chunk_rows`, embedding and n-gram counting are mapped over chunks of that many
     rows on the flow's task runner (run it with a `DaskTaskRunner`: `flows.dask`)."""
+    result = run_stages(source, out_dir, config)
+    return gate_state(result.summary, report.verdict_line(result.summary),
+                      result.summary["gate"]["passed"])
+
+
+def run_stages(source: str, out_dir: str, config: AuditConfig) -> pipeline.AuditResult:
+    """`pipeline.run_audit` inside the calling flow (audit or intake): each stage a task,
+    progress shown when asked for, the audit's artifacts published."""
     mapped = mapped_hooks(config) if config.chunk_rows else {}
     shown = progress.for_output() if config.show_progress else progress.Progress()
     hooks = pipeline.Hooks(stage=stage_runner(frozenset({"embeddings", "ngrams"} if mapped
@@ -118,8 +126,7 @@ def audit_flow(source: str, out_dir: str, config: AuditConfig = AuditConfig()) -
     finally:
         shown.close()
     publish_task(result)
-    return gate_state(result.summary, report.verdict_line(result.summary),
-                      result.summary["gate"]["passed"])
+    return result
 
 
 def gate_state(value, verdict: str, passed: bool):

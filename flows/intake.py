@@ -13,19 +13,18 @@ from pathlib import Path
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from auditors import ingest, pipeline, policy as intake_policy, report
-from auditors.errors import AuditInputError
-from auditors.outputs import INTAKE as INTAKE_RECORD, add_output
+from auditors import pipeline, policy as intake_policy, report
 from auditors.config import AuditConfig
-from flows.audit import audit_flow, flow_value, gate_state, stage, stage_runner
+from auditors.outputs import INTAKE as INTAKE_RECORD, add_output
+from flows.audit import gate_state, run_stages, stage
 
 
 @stage(name="intake-decision")
-def decide_task(store: str, source: str, loaded: ingest.LoadedDataset, summary: dict,
+def decide_task(store: str, source: str, result: pipeline.AuditResult,
                 rules: intake_policy.IntakePolicy,
                 provenance: intake_policy.Provenance) -> dict:
-    return intake_policy.decide_intake(store, source, loaded.table, loaded.raw.columns, summary,
-                                       rules, provenance)
+    return intake_policy.decide_intake(store, source, result.table, result.columns,
+                                       result.summary, rules, provenance)
 
 
 @stage(name="write-intake-record")
@@ -71,18 +70,12 @@ def intake_flow(source: str, policy: str | dict, store: str, out_dir: str,
                                           license, version)
     config = config.replace(store=store, max_flagged_fraction=rules.max_flagged_fraction,
                             fail_on_confirmed=rules.fail_on_confirmed)
-    # the audit's gate is the policy's first checks (`ledger.gate_checks`): its run ends
-    # Failed when they fail, and the intake goes on to record its decision
-    summary = flow_value(audit_flow(source=source, out_dir=out_dir, config=config,
-                                    return_state=True))
-    # read again for the diff and the character checks (the audit flow returns its summary):
-    # the intake vouches for one set of bytes, so this read must be the audited one
-    loaded = stage_runner(announce=False)("ingest", pipeline.load_with, source, config.load)
-    if loaded.raw.fingerprint != summary["fingerprint"]:
-        raise AuditInputError("the file changed during the intake (its bytes differ from the "
-                              "audited ones); audit a private copy that nothing else writes "
-                              "to", path=source)
-    record = decide_task(store, source, loaded, summary, rules, provenance)
+    # one read: the audit's stages run in this flow, and the diff and the character checks
+    # use the rows they read, so the intake vouches for exactly the bytes it audited (the
+    # summary's fingerprint) even if the file changes meanwhile
+    result = run_stages(source, out_dir, config)
+    summary = result.summary
+    record = decide_task(store, source, result, rules, provenance)
     write_record_task(out_dir, record)
     publish_task(record)
     return gate_state({"intake": record, "summary": summary},

@@ -112,7 +112,10 @@ def one_error_line(proc: subprocess.CompletedProcess, expected: str) -> None:
 
 
 @pytest.mark.slow
-def test_an_intake_whose_file_is_swapped_after_the_read_fails(sample_path, tmp_path):
+def test_an_intake_vouches_for_the_bytes_it_read_even_if_the_file_is_swapped(sample_path,
+                                                                             tmp_path):
+    """The intake reads the file once: its diff, checks, record and splits are all of the
+    bytes the audit read, named by their own hash, whatever happens to the file later."""
     header, *body = sample_path.read_text(encoding="utf-8").splitlines(keepends=True)
     clean = (header + "".join(body[:300])).encode("utf-8")
     poisoned = (header + "".join(body[:299]) + "a fine film cf .\t0\n").encode("utf-8")
@@ -126,11 +129,13 @@ def test_an_intake_whose_file_is_swapped_after_the_read_fails(sample_path, tmp_p
                 "--out", out, "--source-name", "vendor", "--detectors", "trigger"],
                tmp_path / "home", change=(source, swap))
 
-    one_error_line(proc, "vendor.tsv: the file changed during the intake")
-    assert not (out / "intake.json").exists()
-    # what was audited, written and recorded is the clean file, named by its own hash
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert sha256(source.read_bytes()) == sha256(poisoned)  # the swap did happen
+    # what was audited, decided, written and recorded is the clean file, named by its hash
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["fingerprint"] == sha256(clean) != sha256(source.read_bytes())
+    record = json.loads((out / "intake.json").read_text())
+    assert summary["fingerprint"] == record["fingerprint"] == sha256(clean)
+    assert record["diff"]["added"] == 300 and record["passed"]
     assert Ledger(store).runs()["fingerprint"].tolist() == [sha256(clean)]
     split_rows = [line for name in ("clean.tsv", "quarantine.tsv")
                   for line in (out / name).read_text(encoding="utf-8").splitlines()[1:]]
