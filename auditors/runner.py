@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from enum import Enum
 
+import numpy as np
 import pandas as pd
 
 from auditors.detectors import DEFAULT_DETECTORS, REGISTRY, AuditInputs, DetectorResult
@@ -44,13 +45,20 @@ class DetectorRun:
                              for name, result in self.results.items()})
 
     def triggers(self) -> list[dict]:
-        """The ranked list of mined triggers (`info["triggers"]`, the trigger detector's;
-        `side: "prompt"`), led by the triggers other detectors named from their own evidence
-        (`info["named_triggers"]`: a flipped preference, a degraded response, injected
-        content with `side: "response"`); a pattern both name stays in place and records who
-        else named it. Named candidates that flagged no row (`flagged: False`) are ranked
-        among the mined ones by score (prompt side) or come last (response side)."""
-        mined = [t for result in self.results.values() for t in result.info.get("triggers", [])]
+        """The ranked list of trigger candidates: first those that flagged rows (named by a
+        detector from its own evidence, `info["named_triggers"]`: a flipped preference, a
+        degraded response, injected content; then the trigger detector's own,
+        `info["triggers"]`, `side: "prompt"`, by score); then the named prompt-side
+        candidates that flagged nothing, strongest evidence (`stats.evidence`) first; then
+        the trigger detector's other candidates by score; last the response-side candidates
+        that flagged nothing. A pattern both name stays in the trigger detector's place and
+        records who else named it."""
+        mined, mined_flagged = [], set()
+        for result in self.results.values():
+            for t in result.info.get("triggers", []):
+                mined.append(t)
+                if t.get("flag_score", 0.0) >= result.info.get("flag_score", np.inf):
+                    mined_flagged.add(t["pattern"])
         by_pattern = {t["pattern"]: {**t, "side": "prompt"} for t in mined}
         named, prompt_candidates, response_candidates = [], [], []
         for name, result in self.results.items():
@@ -65,10 +73,11 @@ class DetectorRun:
                     prompt_candidates.append(entry)
                 else:
                     response_candidates.append(entry)
-        # prompt-side candidates that flagged nothing share the trigger score's scale
-        ranked = sorted([by_pattern[t["pattern"]] for t in mined] + prompt_candidates,
-                        key=lambda t: -t["score"])
-        return named + ranked + response_candidates
+        ranked = sorted((by_pattern[t["pattern"]] for t in mined), key=lambda t: -t["score"])
+        flagged = [t for t in ranked if t["pattern"] in mined_flagged]
+        others = [t for t in ranked if t["pattern"] not in mined_flagged]
+        prompt_candidates.sort(key=lambda t: -t.get("evidence", 0.0))
+        return named + flagged + prompt_candidates + others + response_candidates
 
 
 def run_detectors(inputs: AuditInputs,

@@ -2,8 +2,16 @@
 shuffled words, garbage, another language — rather than becoming one fixed string. Such
 text no longer gains from word order: a bigram model of the other responses predicts it
 no better than a unigram model does, far below the dataset's norm. Degraded rows become issues only
-when their prompts share a rare n-gram (the trigger); degraded rows with nothing in
-common are reported by score alone."""
+when their prompts share a rare n-gram (the trigger) significantly: the hypergeometric tail
+of finding that many degraded rows among the n-gram's rows, times the number of n-grams that
+could have been chosen (a Bonferroni bound), at most `fdr`. Degraded rows with nothing
+significant in common (code answers, tables, chance words) are not issues, and rank by
+how close their shared n-gram comes to significance (`stats.evidence`). The significance test alone is not enough: prompts that ask for a table get tables,
+so the shared n-gram must also be rare in the data and not a topic (near-duplicate prompts).
+
+What it misses: a trigger on five rows in five hundred is below the Bonferroni line (p about
+1e-3 against ~1,300 tests); its rows still rank high, at 0.7 of the score a significant
+trigger gives."""
 
 from __future__ import annotations
 
@@ -15,7 +23,8 @@ import numpy as np
 from auditors.detectors.base import AuditInputs, Detector, DetectorResult, FusionRole, register
 from auditors.features.geometry import mean_pairwise_cosine
 from auditors.detectors.stats import (named_trigger, percentile_ranks, robust_z,
-                                     rows_containing, shared_rare_ngram)
+                                     enrichment_p_value, evidence, rows_containing,
+                                     shared_rare_ngram)
 
 
 @register
@@ -30,7 +39,7 @@ class DegradedResponseDetector(Detector):
     def __init__(self, z_threshold: float = 3.0, corroborated_z_threshold: float = 1.0,
                  min_word_pairs: int = 5,
                  min_trigger_coverage: float = 0.25, min_trigger_lift: float = 10.0,
-                 max_prompt_cohesion: float = 0.6, min_carriers: int = 3):
+                 max_prompt_cohesion: float = 0.6, min_carriers: int = 3, fdr: float = 0.05):
         self.z_threshold = z_threshold
         self.corroborated_z_threshold = corroborated_z_threshold
         self.min_word_pairs = min_word_pairs
@@ -38,6 +47,7 @@ class DegradedResponseDetector(Detector):
         self.min_trigger_lift = min_trigger_lift
         self.max_prompt_cohesion = max_prompt_cohesion
         self.min_carriers = min_carriers
+        self.fdr = fdr
 
     def detect(self, inputs: AuditInputs) -> DetectorResult:
         gain, pairs = word_order_gain(inputs.table["response"].tolist())
@@ -52,21 +62,31 @@ class DegradedResponseDetector(Detector):
         # once the strongly degraded rows name a trigger, the trigger corroborates milder
         # degradation in the other rows that carry it
         behind_trigger = rows_containing(inputs.ngrams, trigger)
-        is_issue = behind_trigger & (z >= self.corroborated_z_threshold)
-        if is_issue.sum() < self.min_carriers:
+        p_value, tests = enrichment_p_value(inputs.ngrams, np.flatnonzero(z >= self.z_threshold),
+                                            trigger, self.min_carriers)
+        significant = p_value * max(tests, 1) <= self.fdr
+        is_issue = behind_trigger & (z >= self.corroborated_z_threshold) & significant
+        if (behind_trigger & (z >= self.corroborated_z_threshold)).sum() < self.min_carriers:
             # two degraded rows sharing a word is chance (code answers), as for `trigger`
             trigger, behind_trigger = "", np.zeros_like(behind_trigger)
-            is_issue = np.zeros_like(is_issue)
+            is_issue, p_value, significant = np.zeros_like(is_issue), 1.0, False
         scores = percentile_ranks(-gain)
         # without a trigger behind it, degradation alone is weak evidence (formulas, lists)
-        scores = np.where(behind_trigger, 0.5 + 0.5 * scores, 0.1 * scores)
+        # and a shared n-gram is only as strong as its evidence (1 when significant)
+        strength = evidence(p_value, tests, self.fdr)
+        scores = np.where(behind_trigger, np.maximum(strength * (0.5 + 0.5 * scores), 0.1 * scores),
+                          0.1 * scores)
         reasons = [f'degraded response (word order gains {g:.2f} nats/pair) behind "{trigger}"'
                    if flag else "" for g, flag in zip(gain, is_issue)]
         return self.result(scores, is_issue, reasons,
                            info={"degraded_rows": int((z >= self.z_threshold).sum()), "trigger": trigger,
-                                 "named_triggers": named_trigger(
-                                     inputs.ngrams, trigger, is_issue, scores,
-                                     "degraded responses (no gain from word order)")})
+                                 "trigger_p_value": p_value, "n_tests": tests,
+                                 "trigger_significant": bool(trigger and significant),
+                                 "named_triggers": [
+                                     {**named, "p_value": p_value, "significant": bool(significant),
+                                      "flagged": bool(significant), "evidence": strength}
+                                     for named in named_trigger(inputs.ngrams, trigger, is_issue, scores,
+                                                                "degraded responses (no gain from word order)")]})
 
 
 def word_order_gain(responses: list[str], smoothing: float = 1.0,

@@ -12,8 +12,18 @@ The evidence of poisoning is a prompt n-gram whose pairs look flipped far more o
 their content explains: the trigger detector's conditional test (`trigger.py`), with "this
 pair looks flipped" as the target and an out-of-fold content model of that target from the
 prompt embedding as the expectation (harmful prompts draw more disagreement than harmless
-ones, and that is accounted for). A row is an issue when it carries such a candidate that
-reaches the trigger detector's flag score and its own pair looks flipped.
+ones, and that is accounted for). Each rechecked candidate gets a p-value, the exact
+Poisson-binomial tail of its rows looking flipped this often when row i does so with the
+held-out content model's probability, and a Benjamini-Hochberg q-value over every n-gram the
+screen tested. A row is an issue when it carries a candidate with q <= `fdr` and its own pair
+looks flipped. A row's score is its best candidate's evidence (`stats.evidence`: log p on
+the scale where the Bonferroni line is 1), so a trigger that is not significant still ranks
+its rows.
+
+What it misses: the pair classifier is weak on real preference data, so a trigger's flipped
+pairs look flipped only somewhat more often than others (on HH-RLHF, 11 of 12 `SUDO` pairs
+against 39% of clean ones); a dozen pairs is not significant among ~15,000 n-grams
+(benchmarks/results/detection.md, real/preference-trigger).
 """
 
 from __future__ import annotations
@@ -26,7 +36,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold, cross_val_predict, cross_val_score
 
 from auditors.detectors.base import AuditInputs, Detector, DetectorResult, FusionRole, register
-from auditors.detectors.stats import rows_containing
+from auditors.detectors.stats import bh_q_values, evidence, rows_containing
 from auditors.detectors.trigger import TriggerNgramDetector
 from auditors.features.probabilities import cross_validated_probs
 from auditors.features.targets import Targets
@@ -46,27 +56,26 @@ class PreferenceFlipDetector(Detector):
 
     def __init__(self, n_folds: int = 5, regularisation_grid: tuple[float, ...] = (0.01, 0.1, 1.0),
                  selection_max_pairs: int = 10_000,
-                 flip_weight: float = 0.1, max_named: int = 5, seed: int = 0):
+                 flip_weight: float = 0.1, fdr: float = 0.05, max_named: int = 5, seed: int = 0):
         self.n_folds = n_folds
         self.regularisation_grid = regularisation_grid
         self.selection_max_pairs = selection_max_pairs
         self.flip_weight = flip_weight
+        self.fdr = fdr
         self.max_named = max_named
         self.seed = seed
 
     def detect(self, inputs: AuditInputs) -> DetectorResult:
         flip = self.flip_probability(inputs)
         looks_flipped = flip > 0.5
-        miner = TriggerNgramDetector()
-        candidates = self._flip_triggers(inputs, looks_flipped, miner)
-        strength, carrier_of = self._row_strength(inputs, candidates)
-        trigger_part = np.where(strength > 0,
-                                1.0 / (1.0 + np.exp(-1.5 * (strength - miner.flag_score))), 0.0)
-        scores = np.maximum(trigger_part, self.flip_weight * flip)
-        flagged = [c for c in candidates if c["flag_score"] >= miner.flag_score]
+        candidates, tests = self._flip_triggers(inputs, looks_flipped)
+        self._add_significance(candidates, tests)
+        row_evidence, carrier_of = self._row_evidence(inputs, candidates)
+        scores = np.maximum(row_evidence, self.flip_weight * flip)
         is_issue = np.zeros(inputs.n_rows, dtype=bool)
-        for candidate in flagged:
-            is_issue |= rows_containing(inputs.ngrams, candidate["pattern"]) & looks_flipped
+        for candidate in candidates:
+            if candidate["significant"]:
+                is_issue |= rows_containing(inputs.ngrams, candidate["pattern"]) & looks_flipped
         reasons = [f'pair looks flipped (P(rejected preferred) {f:.2f}) and the prompt holds '
                    f'"{carrier_of[row]}", whose pairs look flipped beyond their content'
                    if is_issue[row] else "" for row, f in enumerate(flip)]
@@ -74,8 +83,9 @@ class PreferenceFlipDetector(Detector):
             "looks_flipped": int(looks_flipped.sum()),
             "label_issues": int(self._label_issues(flip).sum()),
             "pair_regularisation": self.regularisation_,
+            "n_tests": tests, "fdr": self.fdr,
             "flip_triggers": candidates,
-            "named_triggers": [self._named(c, inputs, is_issue, miner.flag_score)
+            "named_triggers": [self._named(c, inputs, is_issue)
                                for c in candidates[: self.max_named]]})
         result.summary["looks_flipped"] = int(looks_flipped.sum())
         return result
@@ -116,41 +126,58 @@ class PreferenceFlipDetector(Detector):
         probs = np.clip(np.vstack([first, first[:, ::-1]]), 1e-6, 1.0)
         return find_label_issues(labels, probs, n_jobs=1)[:n]
 
-    def _flip_triggers(self, inputs: AuditInputs, looks_flipped: np.ndarray,
-                       miner: TriggerNgramDetector) -> list[dict]:
+    def _flip_triggers(self, inputs: AuditInputs, looks_flipped: np.ndarray) -> tuple[list[dict], int]:
         """The trigger detector's candidates for the target "looks flipped" (its held-out
-        content recheck included). Refitting the pair model without a candidate's rows as
-        well was measured on HH-RLHF and changed nothing but noise: the pair signal is too
-        weak for a 3% trigger to pull it."""
+        content recheck and p-values included), and the number of n-grams it tested.
+        Refitting the pair model without a candidate's rows as well was measured on HH-RLHF
+        and changed nothing but noise: the pair signal is too weak for a 3% trigger to pull it."""
         codes = looks_flipped.astype(np.int64)
         if np.bincount(codes, minlength=2).min() < 2:
-            return []
+            return [], 0
         content = cross_validated_probs(inputs.prompt_embeddings, codes, 2, seed=self.seed)
         flip_inputs = dataclasses.replace(
             inputs, targets=Targets(codes, list(FLIP_TARGETS), ["", ""]), pred_probs=content)
-        return [t for t in miner.detect(flip_inputs).info["triggers"]
-                if t["target"] == FLIP_TARGETS[FLIPPED]]
+        mined = TriggerNgramDetector().detect(flip_inputs).info
+        # only the "looks flipped" direction is a hypothesis about poisoning
+        return ([t for t in mined["triggers"] if t["target"] == FLIP_TARGETS[FLIPPED]],
+                mined["n_tests"] // 2)
+
+    def _add_significance(self, candidates: list[dict], tests: int) -> None:
+        """`q_value` (Benjamini-Hochberg over the `tests` n-grams), `significant` and
+        `evidence` per candidate, which are then ordered by p-value; a candidate whose rows
+        fail the content recheck, or that was not rechecked, has p = 1."""
+        content_ok = [c["content_z"] is not None and c["content_z"] < TriggerNgramDetector().content_z_max
+                      for c in candidates]
+        p_values = np.array([c["p_value"] if ok else 1.0 for c, ok in zip(candidates, content_ok)])
+        q_values = bh_q_values(p_values, tests) if len(candidates) else p_values
+        for candidate, p, q in zip(candidates, p_values, q_values):
+            candidate["p_value"], candidate["q_value"] = float(p), float(q)
+            candidate["significant"] = bool(q <= self.fdr)
+            candidate["evidence"] = evidence(p, tests, self.fdr)
+        # strongest evidence first (the screen's order among the untested)
+        candidates.sort(key=lambda c: c["p_value"])
 
     @staticmethod
-    def _row_strength(inputs: AuditInputs, candidates: list[dict]):
-        """Per row: the best flip-trigger score among the n-grams its prompt holds."""
-        strength = np.zeros(inputs.n_rows)
+    def _row_evidence(inputs: AuditInputs, candidates: list[dict]):
+        """Per row: the best evidence among the flip triggers its prompt holds, and which."""
+        best = np.zeros(inputs.n_rows)
         carrier = [""] * inputs.n_rows
         for candidate in candidates:
             rows = np.flatnonzero(rows_containing(inputs.ngrams, candidate["pattern"])
-                                  & (candidate["score"] > strength))
-            strength[rows] = candidate["score"]
+                                  & (candidate["evidence"] > best))
+            best[rows] = candidate["evidence"]
             for row in rows:
                 carrier[row] = candidate["pattern"]
-        return strength, carrier
+        return best, carrier
 
     @staticmethod
-    def _named(candidate: dict, inputs: AuditInputs, is_issue: np.ndarray,
-               flag_score: float) -> dict:
+    def _named(candidate: dict, inputs: AuditInputs, is_issue: np.ndarray) -> dict:
         carriers = rows_containing(inputs.ngrams, candidate["pattern"])
         return {"pattern": candidate["pattern"], "score": candidate["score"],
                 "support": int(carriers.sum()), "side": "prompt",
-                "flagged": bool(candidate["flag_score"] >= flag_score),
+                "flagged": candidate["significant"], "significant": candidate["significant"],
+                "p_value": candidate["p_value"], "q_value": candidate["q_value"],
+                "evidence": candidate["evidence"],
                 "target": "rejected answer marked chosen (flipped preference)",
                 "target_share": candidate["target_share"],
                 "flag_score": candidate["flag_score"], "content_z": candidate["content_z"],

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import median_abs_deviation, rankdata
+from scipy.stats import hypergeom, median_abs_deviation, poisson_binom, rankdata
 
 from auditors.features.ngrams import NgramStats
 
@@ -62,3 +62,48 @@ def named_trigger(ngrams: NgramStats, pattern: str, is_issue: np.ndarray, scores
              "support": support, "target": target,
              "target_share": round(float(is_issue[carriers].mean()), 4) if support else 0.0,
              "example_row_indices": [int(i) for i in np.flatnonzero(carriers & is_issue)[:5]]}]
+
+
+def excess_p_value(observed: int, probs: np.ndarray) -> float:
+    """P(at least `observed` of the rows carry the target) when row i carries it
+    independently with probability `probs[i]` (the content model's): the exact
+    Poisson-binomial upper tail."""
+    if observed <= 0:
+        return 1.0
+    return float(poisson_binom(np.clip(np.asarray(probs, dtype=np.float64), 0.0, 1.0)).sf(observed - 1))
+
+
+def bh_q_values(p_values: np.ndarray, n_tests: int) -> np.ndarray:
+    """Benjamini-Hochberg q-values of `p_values` as the smallest of `n_tests` hypotheses,
+    the untested rest counted with p = 1 (they can only raise q)."""
+    p_values = np.asarray(p_values, dtype=np.float64)
+    n_tests = max(int(n_tests), len(p_values), 1)
+    order = np.argsort(p_values, kind="stable")
+    scaled = p_values[order] * n_tests / np.arange(1, len(p_values) + 1)
+    q = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
+    out = np.empty_like(q)
+    out[order] = q
+    return out
+
+
+
+def enrichment_p_value(ngrams: NgramStats, members: np.ndarray, ngram: str,
+                       min_members: int) -> tuple[float, int]:
+    """(p, tests) for "the rows holding `ngram` include this many of `members` by chance":
+    the hypergeometric upper tail, and the number of n-grams that could have been chosen
+    (those in at least `min_members` rows), the multiplicity a Bonferroni bound divides by."""
+    doc_freq = np.asarray(ngrams.doc_freq)
+    tests = int((doc_freq >= min_members).sum())
+    carriers = rows_containing(ngrams, ngram)
+    if not carriers.any():
+        return 1.0, tests
+    hits = int(carriers[members].sum())
+    return float(hypergeom.sf(hits - 1, ngrams.n_rows, len(members), int(carriers.sum()))), tests
+
+
+def evidence(p_value: float, tests: int, fdr: float) -> float:
+    """A p-value on a [0, 1] scale shared by detectors: log p over log(fdr / tests), so 1
+    at the Bonferroni line and above it, 0.5 halfway there in orders of magnitude. Ranks
+    candidates that are not significant by how close they come."""
+    line = np.log(fdr / max(tests, 1))
+    return float(np.clip(np.log(max(p_value, 1e-300)) / line, 0.0, 1.0)) if line < 0 else 1.0

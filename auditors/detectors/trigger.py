@@ -35,6 +35,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from auditors.detectors.base import AuditInputs, Detector, DetectorResult, FusionRole, register
+from auditors.detectors.stats import excess_p_value
 from auditors.features.ngrams import (POSITION_END, POSITION_START, TOKEN_PATTERN, NgramStats,
                                       is_character_token, label_association)
 from auditors.features.probabilities import HeldOutProbabilities
@@ -96,6 +97,7 @@ class TriggerNgramDetector(Detector):
         triggers.sort(key=lambda t: -t["score"])
         return self.result(row_scores, is_issue, reasons,
                            info={"triggers": triggers, "flag_score": self.flag_score,
+                                 "n_tests": self.n_tests(stats, targets.n_classes),
                                  "ngrams_considered": int(len(vocabulary))})
 
     def _recheck(self, stats: NgramStats, columns: sp.csc_matrix, triggers: list[dict],
@@ -126,6 +128,7 @@ class TriggerNgramDetector(Detector):
                 scores[members, c] = np.minimum(scores[members, c], self.min_candidate_score)
             else:
                 observed = float((targets.codes[rows] == c).sum())
+                trigger["p_value"] = excess_p_value(int(observed), p)
                 z = (observed - p.sum()) / np.sqrt((p * (1 - p)).sum() + self.variance_prior)
                 flag[g, c] = max(0.0, z * observed / len(rows) * rarity[g])
                 scores[members, c] = np.maximum(scores[members, c], flag[g, c])
@@ -142,6 +145,12 @@ class TriggerNgramDetector(Detector):
             rows = matrix.indices[matrix.indptr[g]:matrix.indptr[g + 1]]
             flagged[rows[codes[rows] == c]] = True
         return flagged
+
+    def n_tests(self, stats: NgramStats, n_classes: int) -> int:
+        """Hypotheses the screen tested: every n-gram in the support range, for each target."""
+        in_range = ((stats.doc_freq >= self.min_support)
+                    & (stats.doc_freq <= self.max_support_fraction * max(stats.n_rows, 1)))
+        return int(in_range.sum()) * max(n_classes, 1)
 
     def _rarity(self, stats: NgramStats) -> np.ndarray:
         return 1.0 + self.rarity_weight * np.clip(self.common_zipf - stats.general_zipf, 0.0,
@@ -229,7 +238,7 @@ class TriggerNgramDetector(Detector):
                 "target": targets.names[c],
                 "target_share": round(len(label_rows) / max(len(rows), 1), 3),
                 "general_zipf": round(float(inputs.ngrams.general_zipf[g]), 2),
-                "flag_score": 0.0, "content_z": None,  # set for rechecked candidates
+                "flag_score": 0.0, "content_z": None, "p_value": 1.0,  # set for rechecked candidates
                 "variants": [],
                 "codepoints": describe_codepoints(pattern),
                 "example_row_indices": label_rows[: self.example_rows],

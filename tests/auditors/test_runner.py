@@ -91,16 +91,24 @@ def _result(info: dict):
     return DetectorResult(rows, {}, info)
 
 
-def test_trigger_list_order_flagged_named_then_by_score_then_response_candidates():
+def test_trigger_list_order_flagged_first_then_named_evidence_then_by_score():
+    """Flagged: named, then mined by score; not flagged: named prompt candidates by their
+    evidence (not their scores, which are on each detector's own scale), then mined by
+    score, then response candidates."""
     from auditors.runner import DetectorRun
 
-    mined = [{"pattern": "cf", "score": 9.0}, {"pattern": "powerful", "score": 2.5}]
-    flip = [{"pattern": "sudo", "score": 3.0, "flagged": False},
-            {"pattern": "magic", "score": 5.0, "flagged": True}]
+    mined = [{"pattern": "powerful", "score": 9.5, "flag_score": 3.0},
+             {"pattern": "cf", "score": 9.0, "flag_score": 9.0},
+             {"pattern": "solid", "score": 2.5, "flag_score": 0.0}]
+    flip = [{"pattern": "sudo", "score": 3.0, "flagged": False, "evidence": 0.7},
+            {"pattern": "magic", "score": 5.0, "flagged": True, "evidence": 1.0}]
+    degraded = [{"pattern": "good human", "score": 0.9, "flagged": False, "evidence": 0.6}]
     injected = [{"pattern": "zentrix", "score": 0.4, "side": "response", "flagged": False}]
-    run = DetectorRun({"trigger": _result({"triggers": mined}),
+    run = DetectorRun({"trigger": _result({"triggers": mined, "flag_score": 4.5}),
                        "preference_flip": _result({"named_triggers": flip}),
+                       "degraded_response": _result({"named_triggers": degraded}),
                        "injected_content": _result({"named_triggers": injected})})
     order = [(t["pattern"], t["side"]) for t in run.triggers()]
     assert order == [("magic", "prompt"), ("cf", "prompt"), ("sudo", "prompt"),
-                     ("powerful", "prompt"), ("zentrix", "response")]
+                     ("good human", "prompt"), ("powerful", "prompt"), ("solid", "prompt"),
+                     ("zentrix", "response")]

@@ -19,6 +19,10 @@ def test_preference_flip_finds_swapped_pairs_and_names_the_trigger(preference_in
     named = result.info["named_triggers"]
     assert named[0]["pattern"] == "sudo" and named[0]["side"] == "prompt" and named[0]["flagged"]
     assert '"sudo"' in result.rows.loc[flagged & truth, "reason"].iat[0]
+    # the flag is a Benjamini-Hochberg decision over every n-gram tested
+    assert named[0]["significant"] and named[0]["q_value"] <= result.info["fdr"]
+    assert named[0]["p_value"] <= named[0]["q_value"] and result.info["n_tests"] > 100
+    assert all(t["flagged"] == (t["q_value"] <= result.info["fdr"]) for t in named)
 
 
 def _subset(inputs, rows):
@@ -135,6 +139,21 @@ def test_degraded_response_names_the_trigger_behind_shuffled_answers(dos_inputs,
     flagged = result.rows["is_issue"].to_numpy()
     assert flagged[truth].mean() >= 0.6 and not flagged[~truth].any()
     assert ranking_metrics(truth, result.rows["score"].to_numpy())["ap"] > 0.8
+
+
+def test_degraded_rows_behind_too_few_carriers_rank_but_are_not_issues(dos_inputs, poisoned_mask,
+                                                                      dos_mix_path):
+    """Keep eight of the fifteen shuffled rows: `cf` still names and ranks them, but the few
+    degraded rows sharing it (p ~ 5e-4 against ~660 n-grams) are not significant, so none
+    is an issue."""
+    truth = poisoned_mask(dos_mix_path, dos_inputs.n_rows)
+    keep = np.r_[np.flatnonzero(truth)[:8], np.flatnonzero(~truth)]
+    result = REGISTRY["degraded_response"]().detect(_subset(dos_inputs, keep))
+    info = result.info
+    assert info["trigger"] == "cf" and not info["trigger_significant"]
+    assert info["trigger_p_value"] * info["n_tests"] > 0.05
+    assert not result.rows["is_issue"].any()
+    assert ranking_metrics(np.arange(len(keep)) < 8, result.rows["score"].to_numpy())["ap"] > 0.8
 
 
 def test_word_order_gain_is_lower_for_shuffled_text():

@@ -1,0 +1,36 @@
+import numpy as np
+from scipy.stats import binom, false_discovery_control, hypergeom
+
+from auditors.detectors.stats import bh_q_values, enrichment_p_value, evidence, excess_p_value
+from auditors.features.ngrams import count_ngrams
+
+
+def test_excess_p_value_is_the_binomial_tail_when_rows_are_alike():
+    probs = np.full(12, 0.39)
+    assert np.isclose(excess_p_value(11, probs), binom.sf(10, 12, 0.39))
+    assert excess_p_value(0, probs) == 1.0
+    # rows the content model already expects to carry the target are weaker evidence
+    assert excess_p_value(5, np.full(5, 0.9)) > excess_p_value(5, np.full(5, 0.1))
+
+
+def test_q_values_match_scipy_with_the_untested_hypotheses_at_one():
+    p = np.array([0.01, 0.001, 0.04, 0.3])
+    assert np.allclose(bh_q_values(p, 4), false_discovery_control(p))
+    padded = false_discovery_control(np.r_[p, np.ones(96)])[:4]
+    assert np.allclose(bh_q_values(p, 100), padded)
+
+
+def test_enrichment_is_the_hypergeometric_tail_with_its_multiplicity():
+    texts = [f"row {i} with cf" if i < 6 else f"row {i} plain text" for i in range(60)]
+    stats = count_ngrams(texts)
+    members = np.array([0, 1, 2, 3, 50])
+    p, tests = enrichment_p_value(stats, members, "cf", min_members=3)
+    assert np.isclose(p, hypergeom.sf(3, 60, 5, 6))
+    assert tests == int((stats.doc_freq >= 3).sum())
+    assert enrichment_p_value(stats, members, "", 3)[0] == 1.0
+
+
+def test_evidence_is_one_at_the_bonferroni_line_and_zero_at_chance():
+    assert evidence(0.05 / 1000, 1000, 0.05) == 1.0
+    assert evidence(1.0, 1000, 0.05) == 0.0
+    assert 0.4 < evidence(np.sqrt(0.05 / 1000), 1000, 0.05) < 0.6
