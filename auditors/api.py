@@ -18,6 +18,7 @@ import pandas as pd
 from auditors import pipeline
 from auditors.config import AuditConfig
 from auditors.report import verdict_line
+from auditors.summary import AuditSummary
 
 # the normalised text columns a reviewer reads, by schema
 TEXT_COLUMNS = {"classification": ("prompt", "label"), "preference": ("prompt", "response", "rejected")}
@@ -28,17 +29,18 @@ GENERATION_TEXT = ("prompt", "response")
 class Audit:
     """`rows`: one row per input row (input order): its text (prompt and label, or prompt
     and response, or prompt, chosen and rejected), `poison_score`, `flagged`, `reasons` and
-    each detector's score. `triggers`: the ranked trigger list. `summary`: summary.json.
+    each detector's score. `triggers`: the ranked trigger list. `summary`: the
+    `AuditSummary` (summary.json is its `to_dict()`).
     `result`: the pipeline's `AuditResult`."""
 
     rows: pd.DataFrame
     triggers: pd.DataFrame
-    summary: dict
+    summary: AuditSummary
     result: pipeline.AuditResult
 
     @property
     def passed(self) -> bool:
-        return bool(self.summary["gate"]["passed"])
+        return self.summary.passed
 
     @property
     def flagged(self) -> pd.DataFrame:
@@ -47,9 +49,9 @@ class Audit:
     def __repr__(self) -> str:
         top = ", ".join(repr(t) for t in self.triggers["pattern"].head(5)) or "none"
         return "\n".join([
-            f"trainguard audit of {self.summary['input']}: {verdict_line(self.summary)}",
-            f"  schema {self.summary['schema_columns']}; detectors "
-            f"{', '.join(self.summary['detectors_run'])}",
+            f"trainguard audit of {self.summary.input}: {verdict_line(self.summary)}",
+            f"  schema {self.summary.schema_columns}; detectors "
+            f"{', '.join(self.summary.detectors_run)}",
             f"  top triggers: {top}",
             "  .rows (text, scores, flags), .flagged, .triggers, .summary, .passed"])
 
@@ -60,7 +62,7 @@ def audit(source: str, out_dir: str | Path | None = None, config: AuditConfig | 
     `AuditConfig()`, the CLI's defaults); with `out_dir`, write the same outputs as the CLI."""
     result = pipeline.audit(source, out_dir, config, encoder=encoder)
     table = result.table
-    schema = result.summary["schema"]
+    schema = result.summary.schema
     text = list(TEXT_COLUMNS.get(schema, GENERATION_TEXT))
     names = {"response": "chosen"} if schema == "preference" else {}
     rows = pd.concat([table[text].rename(columns=names).reset_index(drop=True),

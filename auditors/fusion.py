@@ -39,6 +39,7 @@ import pandas as pd
 from auditors.config import DEFAULT_FLAG_THRESHOLD
 from auditors.detectors import REGISTRY, FusionRole
 from auditors.runner import DetectorRun
+from auditors.summary import Gate
 
 DEFAULT_THRESHOLD = DEFAULT_FLAG_THRESHOLD
 # Without a strong detector, weak ones at least this share of the strongest's weight lead.
@@ -100,8 +101,7 @@ def relative_weights(names: list[str], overrides: dict[str, float] | None = None
     return _scaled_to_strongest(raw)
 
 
-def gate(flagged: pd.Series, max_flagged_fraction: float) -> dict:
+def gate(flagged: pd.Series, max_flagged_fraction: float) -> Gate:
     """Pass when the flagged share is at most `max_flagged_fraction`."""
     share = float(flagged.mean()) if len(flagged) else 0.0
-    return {"flagged_fraction": share, "max_flagged_fraction": max_flagged_fraction,
-            "passed": share <= max_flagged_fraction}
+    return Gate(share, max_flagged_fraction, share <= max_flagged_fraction)

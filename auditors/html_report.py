@@ -20,6 +20,7 @@ import pandas as pd
 from auditors.features.unicode import describe_codepoints
 from auditors.report import detectors_not_run
 from auditors.schema import PREFERENCE
+from auditors.summary import AuditSummary
 
 REPORT = "report.html"
 MAX_TRIGGERS = 15
@@ -47,7 +48,7 @@ def esc(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
-def write_html_report(path: str | Path, *, summary: dict, rows: pd.DataFrame,
+def write_html_report(path: str | Path, *, summary: AuditSummary, rows: pd.DataFrame,
                       triggers: list[dict], table: pd.DataFrame | None = None,
                       embeddings: np.ndarray | None = None) -> Path:
     path = Path(path)
@@ -56,11 +57,11 @@ def write_html_report(path: str | Path, *, summary: dict, rows: pd.DataFrame,
     return path
 
 
-def render_report(*, summary: dict, rows: pd.DataFrame, triggers: list[dict],
+def render_report(*, summary: AuditSummary, rows: pd.DataFrame, triggers: list[dict],
                   table: pd.DataFrame | None = None,
                   embeddings: np.ndarray | None = None) -> str:
     labels = table["label"].astype(str).tolist() if table is not None else None
-    pairs = summary.get("schema") == PREFERENCE
+    pairs = summary.schema == PREFERENCE
     flagged = rows["flagged"].to_numpy(dtype=bool)
     sections = [
         _headline(summary),
@@ -70,14 +71,14 @@ def render_report(*, summary: dict, rows: pd.DataFrame, triggers: list[dict],
                                                                          flagged))),
         _section("Flagged rows", _flagged_rows(rows, table, summary, pairs=pairs)),
         _section("Poison scores", _histogram(rows["poison_score"].to_numpy(),
-                                             summary.get("flag_threshold", 0.5))),
+                                             summary.flag_threshold)),
         _section("Embedding map (PCA of the prompt embeddings)",
                  _embedding_map(embeddings, rows["flagged"].to_numpy(dtype=bool), labels)),
         _section("Detectors", _detectors(summary)),
     ]
-    if "ledger" in summary:
-        sections.append(_section("Quarantine ledger", _ledger(summary["ledger"])))
-    title = f"trainguard audit: {esc(summary['input'])}"
+    if summary.ledger is not None:
+        sections.append(_section("Quarantine ledger", _ledger(summary.ledger)))
+    title = f"trainguard audit: {esc(summary.input)}"
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<meta http-equiv=\"Content-Security-Policy\" content=\"{_CSP}\">"
             f"<title>{title}</title><style>{_STYLE}</style></head><body>"
@@ -88,18 +89,17 @@ def _section(title: str, body: str) -> str:
     return f"<section><h2>{esc(title)}</h2>{body}</section>"
 
 
-def _headline(summary: dict) -> str:
-    gate = summary["gate"]
-    passed = gate["passed"]
-    verdict = "PASS" if passed else "FAIL"
-    return (f"<h1 class=\"{'pass' if passed else 'fail'}\" id=\"verdict\">{verdict}: "
-            f"{summary['flagged']} of {summary['rows']} rows flagged "
-            f"({gate['flagged_fraction']:.2%}; the gate allows "
-            f"{gate['max_flagged_fraction']:.2%})</h1>"
-            f"<p>input <code>{esc(summary['input'])}</code> ({esc(summary['format'])}, schema "
-            f"{esc(summary['schema_columns'])}); embedding model "
-            f"{esc(summary.get('embedding_model', ''))}; trainguard "
-            f"{esc(summary.get('trainguard_version', ''))}</p>")
+def _headline(summary: AuditSummary) -> str:
+    gate = summary.gate
+    verdict = "PASS" if gate.passed else "FAIL"
+    return (f"<h1 class=\"{'pass' if gate.passed else 'fail'}\" id=\"verdict\">{verdict}: "
+            f"{summary.flagged} of {summary.rows} rows flagged "
+            f"({gate.flagged_fraction:.2%}; the gate allows "
+            f"{gate.max_flagged_fraction:.2%})</h1>"
+            f"<p>input <code>{esc(summary.input)}</code> ({esc(summary.format)}, schema "
+            f"{esc(summary.schema_columns)}); embedding model "
+            f"{esc(summary.embedding_model)}; trainguard "
+            f"{esc(summary.trainguard_version)}</p>")
 
 
 def _trigger_table(triggers: list[dict], table: pd.DataFrame | None, *,
@@ -155,15 +155,14 @@ def _flagged_counts(triggers: list[dict], table: pd.DataFrame | None,
     return counts
 
 
-def _flagged_rows(rows: pd.DataFrame, table: pd.DataFrame | None, summary: dict, *,
+def _flagged_rows(rows: pd.DataFrame, table: pd.DataFrame | None, summary: AuditSummary, *,
                   pairs: bool) -> str:
     flagged = rows.loc[rows["flagged"]].sort_values("poison_score", ascending=False,
                                                     kind="stable")
     if flagged.empty:
         return "<p class=\"muted\">No row was flagged.</p>"
-    outputs = summary.get("outputs", {})
     where = (f"<p>All {len(flagged)} flagged rows are in <code>"
-             f"{esc(outputs.get('quarantine', 'the quarantine split'))}</code> and in "
+             f"{esc(summary.outputs.quarantine or 'the quarantine split')}</code> and in "
              "<code>rows.parquet</code> (<code>flagged</code> true); "
              f"{min(len(flagged), MAX_FLAGGED_SHOWN)} shown, highest poison_score first.</p>")
     text_heads = ("<th>prompt</th><th>chosen</th><th>rejected</th>" if pairs
@@ -186,9 +185,9 @@ def _flagged_rows(rows: pd.DataFrame, table: pd.DataFrame | None, summary: dict,
             + text_heads + "<th>reasons</th></tr>" + "".join(body) + "</table>")
 
 
-def _next_steps(summary: dict, triggers: list[dict]) -> str:
+def _next_steps(summary: AuditSummary, triggers: list[dict]) -> str:
     """The commands a reviewer runs next, for this run's store and input."""
-    ledger = summary.get("ledger")
+    ledger = summary.ledger
     store = ledger.get("store") if ledger else None
     top = next((t["pattern"] for t in triggers if t.get("flagged", True)), None)
     if store:
@@ -199,10 +198,10 @@ def _next_steps(summary: dict, triggers: list[dict]) -> str:
                   f"trainguard release {store} --row-id ROW_ID")]
     else:
         steps = [("Keep reviewers' decisions: audit again with a ledger",
-                  f"trainguard audit {_shell_quote(summary['input'])} --out OUT --store LEDGER"),
+                  f"trainguard audit {_shell_quote(summary.input)} --out OUT --store LEDGER"),
                  ("Then review, confirm or release", "trainguard review LEDGER")]
     verdict = ("The gate passed: the clean split is the whole dataset minus the flagged rows."
-               if summary["gate"]["passed"] else
+               if summary.passed else
                "The gate failed: train on the clean split only after the flagged rows and "
                "triggers are reviewed.")
     return (f"<p>{esc(verdict)}</p><ol>" + "".join(
@@ -351,12 +350,12 @@ def _embedding_map(embeddings: np.ndarray | None, flagged: np.ndarray,
             f"({int(flagged.sum())} rows); {len(keep)} of {len(points)} rows drawn</p>")
 
 
-def _detectors(summary: dict) -> str:
+def _detectors(summary: AuditSummary) -> str:
     lines = [f"<tr><td>{esc(name)}</td><td>ran</td><td>{esc(_numbers(numbers))}</td></tr>"
-             for name, numbers in summary.get("detector_summaries", {}).items()]
+             for name, numbers in summary.detector_summaries.items()]
     lines += [f"<tr><td>{esc(name)}</td><td>{esc(status)}</td><td>{esc(why)}</td></tr>"
               for name, status, why in detectors_not_run(summary)]
-    note = summary.get("label_model_note")
+    note = summary.label_model_note
     return ("<table id=\"detectors\"><tr><th>detector</th><th>status</th><th>summary</th></tr>"
             + "".join(lines) + "</table>" + (f"<p class=\"muted\">{esc(note)}</p>" if note else ""))
 

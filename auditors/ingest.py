@@ -25,6 +25,7 @@ import os
 import re
 import stat
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -102,12 +103,15 @@ class SkippedRow:
 
 @dataclass
 class RawDataset:
-    """Input rows as Python dicts, in input order, plus how to write them back."""
+    """Input rows as Python dicts, in input order, plus how to write them back. A whole-file
+    read holds lists; a streamed read holds `StreamedRows`, sequences that read each row back
+    from the file when asked (the splits are written from them), so a million rows are
+    never all in memory."""
 
-    records: list[dict]
+    records: Sequence[dict]
     fmt: str
     source: str
-    raw_lines: list[str] | None = None  # original text per record (jsonl, tsv, csv)
+    raw_lines: Sequence[str] | None = None  # original text per record (jsonl, tsv, csv)
     header_line: str | None = None  # tsv/csv header, written back unchanged
     columns: list[str] = field(default_factory=list)
     arrow_schema: pa.Schema | None = None  # parquet and datasets inputs

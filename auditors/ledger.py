@@ -16,6 +16,7 @@ import platform
 import re
 import time
 import uuid
+import dataclasses
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import cached_property
@@ -30,6 +31,7 @@ from auditors.errors import TrainguardError, one_line
 from auditors.features.ngrams import (POSITION_END, POSITION_START, TOKEN_PATTERN, character_tokens,
                                       is_character_token, position_tokens)
 from auditors.features.unicode import unicode_tokens
+from auditors.summary import AuditSummary
 
 LEDGER_FILE = "ledger.duckdb"
 QUARANTINED, CONFIRMED, RELEASED = "quarantined", "confirmed", "released"
@@ -265,21 +267,22 @@ def gate_checks(*, rows: int, flagged: int, max_flagged_fraction: float,
     return checks
 
 
-def updated_summary(summary: dict, applied: Applied, *, store: str, run_id: str,
-                    fail_on_confirmed: bool = True) -> dict:
+def updated_summary(summary: AuditSummary, applied: Applied, *, store: str, run_id: str,
+                    fail_on_confirmed: bool = True) -> AuditSummary:
     """The summary after the ledger: counts follow the updated flags, and the gate is
     `gate_checks` (the flagged share, and confirmed rows or triggers found in the data)."""
     flagged = applied.rows["flagged"]
     counts = {"store": store, "run_id": run_id, **applied.counts}
     from auditors.fusion import gate  # (fusion imports the detectors: loaded when used)
 
-    verdict = gate(flagged, summary["gate"]["max_flagged_fraction"])
+    verdict = gate(flagged, summary.gate.max_flagged_fraction)
     checks = gate_checks(rows=len(flagged), flagged=int(flagged.sum()),
-                         max_flagged_fraction=verdict["max_flagged_fraction"], ledger=counts,
+                         max_flagged_fraction=verdict.max_flagged_fraction, ledger=counts,
                          fail_on_confirmed=fail_on_confirmed)
-    return {**summary, "flagged": int(flagged.sum()), "clean_rows": int((~flagged).sum()),
-            "gate": {**verdict, "passed": all(c["passed"] for c in checks), "checks": checks},
-            "ledger": counts}
+    return summary.replace(flagged=int(flagged.sum()), clean_rows=int((~flagged).sum()),
+                           gate=dataclasses.replace(verdict, passed=all(c["passed"] for c in checks),
+                                                    checks=tuple(checks)),
+                           ledger=counts)
 
 
 def apply_to_result(result, table: pd.DataFrame, decisions: Decisions, *, store: str,
@@ -409,7 +412,7 @@ class Ledger:
             confirmed_triggers=[p for p, s in patterns if s == CONFIRMED],
             released_triggers={p for p, s in patterns if s == RELEASED})
 
-    def record_run(self, *, run_id: str, source: str, parameters: dict, summary: dict,
+    def record_run(self, *, run_id: str, source: str, parameters: dict, summary: AuditSummary,
                    table: pd.DataFrame, applied: Applied, out_dir: str,
                    started_at: datetime | None = None) -> None:
         """The run, and every row it flagged or that the ledger already knows: new rows
@@ -417,7 +420,7 @@ class Ledger:
         now = _now()
         # the ingest's hash of the bytes it audited (never a second read of the file);
         # summaries made without an ingest name the source only
-        input_fingerprint = summary.get("fingerprint", f"name:{source}")
+        input_fingerprint = summary.fingerprint or f"name:{source}"
         known = self.decisions()
         keep = applied.rows["flagged"].to_numpy(dtype=bool) | applied.rows["row_id"].isin(
             known.confirmed_rows | known.released_rows).to_numpy()
@@ -431,14 +434,14 @@ class Ledger:
             "label": table["label"].to_numpy()[picked],
             "poison_score": applied.rows["poison_score"].to_numpy()[picked],
         }).drop_duplicates("row_id")
-        outcome = "pass" if summary["gate"]["passed"] else "gate-failed"
+        outcome = "pass" if summary.passed else "gate-failed"
         with self._connect() as con:
             con.execute("BEGIN")
             con.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         [run_id, started_at or now, now, source, input_fingerprint,
                          json.dumps(parameters, default=str), json.dumps(package_versions()),
-                         summary["rows"], summary["flagged"],
-                         json.dumps(summary.get("ledger", {})), outcome, out_dir])
+                         summary.rows, summary.flagged,
+                         json.dumps(summary.ledger or {}), outcome, out_dir])
             con.register("entries", entries)
             con.execute("""
                 INSERT INTO rows BY NAME

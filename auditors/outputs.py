@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from auditors.errors import TrainguardError
 from auditors.html_report import REPORT, write_html_report
 from auditors.ingest import HUB_PREFIX, RawDataset
+from auditors.summary import AuditSummary
 
 SUMMARY = "summary.json"
 SKIPPED = "skipped.jsonl"
@@ -91,7 +92,7 @@ def _all_output_names() -> set[str]:
 
 
 def write_outputs(out_dir: str | Path, raw: RawDataset, rows: pd.DataFrame,
-                  triggers: list[dict], summary: dict, report_inputs: dict | None = None,
+                  triggers: list[dict], summary: AuditSummary, report_inputs: dict | None = None,
                   before_commit=None) -> Path:
     """rows.parquet, triggers.json, clean/quarantine splits, skipped.jsonl (when rows were
     skipped), report.html, manifest.json, summary.json. `before_commit()`, when given, runs
@@ -116,7 +117,7 @@ def write_outputs(out_dir: str | Path, raw: RawDataset, rows: pd.DataFrame,
         # report.html: summary and rows, plus the normalised table and embeddings when given
         write_html_report(staging / REPORT, summary=summary, rows=rows, triggers=triggers,
                           **(report_inputs or {}))
-        _write_json(staging / SUMMARY, summary)
+        _write_json(staging / SUMMARY, summary.to_dict())
         _write_json(staging / MANIFEST, sorted(p.name for p in staging.iterdir()) + [MANIFEST])
         if before_commit is not None:
             before_commit()

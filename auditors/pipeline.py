@@ -27,6 +27,7 @@ from auditors.ingest import LoadedDataset, load_table
 from auditors.outputs import SKIPPED, split_paths, write_outputs
 from auditors.runner import DetectorRun, detector_config, run_detectors
 from auditors.schema import CLASSIFICATION, PREFERENCE
+from auditors.summary import AuditSummary, OutputNames
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class LabelModel:
 class AuditResult:
     rows: pd.DataFrame
     triggers: list[dict]
-    summary: dict
+    summary: AuditSummary
     detector_run: DetectorRun = field(repr=False, default=None)
     table: pd.DataFrame = field(repr=False, default=None)  # the normalised input rows
     columns: list = field(repr=False, default=None)  # the input's own columns
@@ -187,33 +188,32 @@ def assemble(loaded: LoadedDataset, run: DetectorRun, *, threshold: float = DEFA
     triggers = run.triggers()
     verdict = gate(rows["flagged"], max_flagged_fraction)
     clean_name, quarantine_name = split_paths(loaded.raw)
-    summary = {
-        "trainguard_version": __version__,
-        "input": loaded.raw.source,
-        "fingerprint": loaded.raw.fingerprint,  # of the bytes audited
-        "format": loaded.raw.fmt,
-        "schema": loaded.schema.name,
-        "schema_columns": loaded.schema.describe(),
-        "rows": int(len(table)),
-        "flagged": int(rows["flagged"].sum()),
-        "clean_rows": int((~rows["flagged"]).sum()),
-        "skipped_rows": len(loaded.raw.skipped),
-        "gate": verdict,
-        "flag_threshold": threshold,
-        "detectors_run": list(run.results),
-        "detectors_skipped": {name: skip.as_dict() for name, skip in run.skipped.items()},
-        "detectors_failed": run.failed,
-        "detector_summaries": {n: r.summary for n, r in run.results.items()},
-        "embedding_model": model_name,
-        "label_model_note": label_model.note if label_model else "",
-        "targets": label_model.targets.names if label_model and label_model.targets else [],
-        "outputs": {"rows": "rows.parquet", "triggers": "triggers.json",
-                    "clean": clean_name, "quarantine": quarantine_name,
-                    "skipped": SKIPPED if loaded.raw.skipped else None},
-        "timings_seconds": {**(timings or {}), "detectors": run.seconds},
-        "top_triggers": [{k: t.get(k) for k in ("pattern", "score", "support", "target", "side")}
-                         for t in triggers[:10]],
-    }
+    summary = AuditSummary(
+        trainguard_version=__version__,
+        input=loaded.raw.source,
+        fingerprint=loaded.raw.fingerprint,
+        format=loaded.raw.fmt,
+        schema=loaded.schema.name,
+        schema_columns=loaded.schema.describe(),
+        rows=int(len(table)),
+        flagged=int(rows["flagged"].sum()),
+        clean_rows=int((~rows["flagged"]).sum()),
+        skipped_rows=len(loaded.raw.skipped),
+        gate=verdict,
+        flag_threshold=threshold,
+        detectors_run=tuple(run.results),
+        detectors_skipped={name: skip.as_dict() for name, skip in run.skipped.items()},
+        detectors_failed=dict(run.failed),
+        detector_summaries={n: r.summary for n, r in run.results.items()},
+        embedding_model=model_name,
+        label_model_note=label_model.note if label_model else "",
+        targets=tuple(label_model.targets.names) if label_model and label_model.targets else (),
+        outputs=OutputNames(clean=clean_name, quarantine=quarantine_name,
+                            skipped=SKIPPED if loaded.raw.skipped else None),
+        timings_seconds={**(timings or {}), "detectors": run.seconds},
+        top_triggers=tuple({k: t.get(k) for k in ("pattern", "score", "support", "target", "side")}
+                           for t in triggers[:10]),
+    )
     return AuditResult(rows, triggers, summary, run, table, list(loaded.raw.columns))
 
 

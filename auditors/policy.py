@@ -18,6 +18,7 @@ import pandas as pd
 from auditors.errors import TrainguardError
 from auditors.features.unicode import describe_codepoints, unicode_tokens
 from auditors.ledger import Ledger, check, gate_checks, new_run_id
+from auditors.summary import AuditSummary
 
 _CONTROL_CATEGORIES = {"Cf", "Cc", "Co", "Cn"}  # format, control, private use, unassigned
 _ORDINARY = {"\t", "\n", "\r"}
@@ -112,20 +113,20 @@ def _describe(chars: set[str]) -> list[str]:
         [f"U+{ord(ch):04X} CONTROL" for ch in sorted(chars) if ch.isascii()]
 
 
-def evaluate(policy: IntakePolicy, *, summary: dict, columns: list[str],
+def evaluate(policy: IntakePolicy, *, summary: AuditSummary, columns: list[str],
              previous: dict | None, controls: dict[str, int]) -> list[dict]:
     """The policy's checks, in a fixed order; the first are the audit gate's
     (`ledger.gate_checks`: the flagged share, confirmed rows and triggers)."""
-    checks = gate_checks(rows=summary["rows"], flagged=summary["flagged"],
+    checks = gate_checks(rows=summary.rows, flagged=summary.flagged,
                          max_flagged_fraction=policy.max_flagged_fraction,
-                         ledger=summary.get("ledger", {}),
+                         ledger=summary.ledger or {},
                          fail_on_confirmed=policy.fail_on_confirmed)
     if policy.fail_on_control_characters:
         checks.append(check("control characters", not controls,
                             "none" if not controls else "; ".join(
                                 f"{name} in {n} rows" for name, n in controls.items())))
     if policy.fail_on_schema_drift:
-        checks.append(_schema_check(policy, summary["schema"], columns, previous))
+        checks.append(_schema_check(policy, summary.schema, columns, previous))
     return checks
 
 
@@ -152,7 +153,7 @@ class Provenance:
 
 
 def decide_intake(store: str | Path, source: str, table: pd.DataFrame, columns: list[str],
-                  summary: dict, policy: IntakePolicy, provenance: Provenance) -> dict:
+                  summary: AuditSummary, policy: IntakePolicy, provenance: Provenance) -> dict:
     """Diff against the previous intake of the same source, run the policy's checks, and
     record the intake in the ledger. Returns the record (also written as intake.json)."""
     ledger = Ledger(store)
@@ -164,9 +165,9 @@ def decide_intake(store: str | Path, source: str, table: pd.DataFrame, columns: 
                       previous=previous[0] if previous else None,
                       controls=control_characters(table))
     record = {"intake_id": new_run_id(), **asdict(provenance), "input": source,
-              "fingerprint": summary["fingerprint"],  # of the bytes the audit read
-              "run_id": summary.get("ledger", {}).get("run_id"),
-              "taken_at": datetime.now(timezone.utc), "schema": summary["schema"],
+              "fingerprint": summary.fingerprint,  # of the bytes the audit read
+              "run_id": (summary.ledger or {}).get("run_id"),
+              "taken_at": datetime.now(timezone.utc), "schema": summary.schema,
               "columns": list(columns), "rows": int(len(table)), "diff": diff,
               "checks": checks, "passed": all(c["passed"] for c in checks),
               "policy": asdict(policy)}

@@ -8,6 +8,8 @@ from __future__ import annotations
 import html
 import re
 
+from auditors.summary import AuditSummary
+
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
 
 
@@ -47,16 +49,15 @@ def percents(share: float, limit: float) -> tuple[str, str]:
     return a, b
 
 
-def verdict_line(summary: dict) -> str:
+def verdict_line(summary: AuditSummary) -> str:
     """`PASS: ...` or `FAIL: ...`: the flagged share against the gate's limit, and (with a
     ledger) the confirmed rows and triggers that failed it."""
-    gate = summary["gate"]
-    word = "PASS" if gate["passed"] else "FAIL"
-    share, limit = percents(gate["flagged_fraction"], gate["max_flagged_fraction"])
-    line = (f"{word}: {summary['flagged']} of {summary['rows']} rows flagged "
+    gate = summary.gate
+    word = "PASS" if gate.passed else "FAIL"
+    share, limit = percents(gate.flagged_fraction, gate.max_flagged_fraction)
+    line = (f"{word}: {summary.flagged} of {summary.rows} rows flagged "
             f"({share}; gate allows {limit})")
-    failed = [c for c in gate.get("checks", []) if not c["passed"]
-              and c["check"] != "flagged share"]
+    failed = [c for c in gate.checks if not c["passed"] and c["check"] != "flagged share"]
     return line + "".join(f"; {c['check']}: {c['detail']}" for c in failed)
 
 
@@ -71,24 +72,22 @@ def trigger_rows(triggers: list[dict], limit: int = 10) -> list[dict]:
 NOT_APPLICABLE = "not applicable"
 
 
-def detectors_not_run(summary: dict) -> list[tuple[str, str, str]]:
+def detectors_not_run(summary: AuditSummary) -> list[tuple[str, str, str]]:
     """(name, status, why) of each detector that did not run: "not applicable" (the data's
     shape lacks its input: no responses), "skipped" (an input it needs is missing) or
     "failed" (it raised)."""
     notes = [(name, NOT_APPLICABLE if skip["kind"] == "not_applicable" else "skipped",
-              skip["reason"]) for name, skip in summary.get("detectors_skipped", {}).items()]
-    return notes + [(name, "failed", error)
-                    for name, error in summary.get("detectors_failed", {}).items()]
+              skip["reason"]) for name, skip in summary.detectors_skipped.items()]
+    return notes + [(name, "failed", error) for name, error in summary.detectors_failed.items()]
 
 
-def summary_markdown(summary: dict) -> str:
+def summary_markdown(summary: AuditSummary) -> str:
     lines = [f"# trainguard audit: {verdict_line(summary)}", "",
-             f"- input: {code_span(summary['input'])} ({summary['format']}, "
-             f"schema {summary['schema']})",
-             f"- detectors run: {', '.join(summary['detectors_run']) or 'none'}"]
+             f"- input: {code_span(summary.input)} ({summary.format}, schema {summary.schema})",
+             f"- detectors run: {', '.join(summary.detectors_run) or 'none'}"]
     for name, status, why in detectors_not_run(summary):
         lines.append(f"- detector {name} did not run ({status}): {escape_markdown(why)}")
     lines += ["", "| rank | trigger | score | support | target |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {r['rank']} | {escape_markdown(r['pattern'])} | {r['score']} | {r['support']} "
-              f"| {escape_markdown(r['target'])} |" for r in trigger_rows(summary["top_triggers"])]
+              f"| {escape_markdown(r['target'])} |" for r in trigger_rows(list(summary.top_triggers))]
     return "\n".join(lines) + "\n"

@@ -132,15 +132,15 @@ def measure_audit(data: Path, grown: Path, backend: str, work: Path, report) -> 
         return result, time.perf_counter() - started
 
     first, seconds = timed_audit(data, work / f"out-{backend}")
-    record = {"seconds": seconds, "rows": first.summary["rows"],
-              "stages": stage_seconds(first.summary["timings_seconds"]),
-              "flagged": first.summary["flagged"],
+    record = {"seconds": seconds, "rows": first.summary.rows,
+              "stages": stage_seconds(first.summary.timings_seconds),
+              "flagged": first.summary.flagged,
               "top_triggers": [t["pattern"] for t in first.triggers[:5]]}
     report(record)
     del first
     again, reaudit_seconds = timed_audit(grown, work / f"again-{backend}")
-    record.update(reaudit_seconds=reaudit_seconds, reaudit_rows=again.summary["rows"],
-                  reaudit_stages=stage_seconds(again.summary["timings_seconds"]))
+    record.update(reaudit_seconds=reaudit_seconds, reaudit_rows=again.summary.rows,
+                  reaudit_stages=stage_seconds(again.summary.timings_seconds))
     return record
 
 

@@ -108,8 +108,9 @@ def audit_flow(source: str, out_dir: str, config: AuditConfig = AuditConfig()) -
     `config.chunk_rows`, embedding and n-gram counting are mapped over chunks of that many
     rows on the flow's task runner (run it with a `DaskTaskRunner`: `flows.dask`)."""
     result = run_stages(source, out_dir, config)
-    return gate_state(result.summary, report.verdict_line(result.summary),
-                      result.summary["gate"]["passed"])
+    # the flow's value is summary.json's content: plain data for Prefect's UI and results
+    return gate_state(result.summary.to_dict(), report.verdict_line(result.summary),
+                      result.summary.passed)
 
 
 def run_stages(source: str, out_dir: str, config: AuditConfig) -> pipeline.AuditResult:

@@ -135,8 +135,7 @@ def audit(
     config = _audit_config(
         debug, source, out, detectors=detectors, cache=cache, no_cache=no_cache,
         cache_max_size=cache_max_size, store=store,
-        load={"split": split, "text_col": text_col, "label_col": label_col, "schema": schema,
-              "via_datasets": via_datasets, "on_bad_row": on_bad_row.value, "stream": stream},
+        load=_load_options(split, text_col, label_col, schema, via_datasets, on_bad_row, stream),
         model=model, backend=backend.value, batch_size=batch_size,
         max_flagged_fraction=max_flagged_fraction, flag_threshold=flag_threshold,
         chunk_rows=chunk_rows if workers or dask_address else None, show_progress=True)
@@ -147,12 +146,20 @@ def audit(
     # the run ends Failed when the gate fails; its state carries the summary either way
     state = _run_or_exit(debug, audit_flow, source=source, out_dir=str(out), config=config,
                          return_state=True)
-    summary = _run_or_exit(debug, _flow_value, state=state)
+    from auditors.summary import AuditSummary
+
+    summary = AuditSummary.from_dict(_run_or_exit(debug, _flow_value, state=state))
     show_summary(summary, out)
-    if summary.get("skipped_rows"):
-        errors.print(f"warning: {summary['skipped_rows']} bad row(s) skipped, listed in "
-                     f"{out / summary['outputs']['skipped']}", markup=False)
-    raise typer.Exit(EXIT_PASS if summary["gate"]["passed"] else EXIT_GATE_FAILED)
+    if summary.skipped_rows:
+        errors.print(f"warning: {summary.skipped_rows} bad row(s) skipped, listed in "
+                     f"{out / summary.outputs.skipped}", markup=False)
+    raise typer.Exit(EXIT_PASS if summary.passed else EXIT_GATE_FAILED)
+
+
+def _load_options(split, text_col, label_col, schema, via_datasets, on_bad_row, stream) -> dict:
+    """The input options shared by `audit` and `intake`, as `LoadOptions` fields."""
+    return {"split": split, "text_col": text_col, "label_col": label_col, "schema": schema,
+            "via_datasets": via_datasets, "on_bad_row": on_bad_row.value, "stream": stream}
 
 
 def _audit_config(debug: bool, source: str, out: Path, *, detectors: Optional[str],
@@ -175,25 +182,26 @@ def _audit_config(debug: bool, source: str, out: Path, *, detectors: Optional[st
         store=str(store) if store else None, **options)
 
 
-def show_summary(summary: dict, out: Path) -> None:
+def show_summary(summary, out: Path) -> None:
+    """The trigger table, warnings and verdict of an `AuditSummary`."""
     from auditors.report import NOT_APPLICABLE, detectors_not_run, verdict_line
 
     table = Table(title="Top trigger candidates", show_lines=False)
     for column in ("rank", "pattern", "score", "support", "target"):
         table.add_column(column)
-    for rank, trigger in enumerate(summary["top_triggers"], start=1):
+    for rank, trigger in enumerate(summary.top_triggers, start=1):
         table.add_row(str(rank), repr(trigger["pattern"]), f"{trigger['score']:.2f}",
                       str(trigger["support"]), printable(trigger["target"]))
     console.print(table, markup=False)
     for name, status, why in detectors_not_run(summary):
         if status != NOT_APPLICABLE:  # e.g. response detectors on classification data
             errors.print(f"warning: detector {name} did not run ({status}): {why}", markup=False)
-    if "ledger" in summary:
-        show_ledger_effect(summary["ledger"])
-    style = "bold green" if summary["gate"]["passed"] else "bold red"
+    if summary.ledger is not None:
+        show_ledger_effect(summary.ledger)
+    style = "bold green" if summary.passed else "bold red"
     console.print(verdict_line(summary), style=style, markup=False)
     console.print(f"outputs in {out}/ (rows.parquet, triggers.json, "
-                  f"{summary['outputs']['clean']}, {summary['outputs']['quarantine']}, "
+                  f"{summary.outputs.clean}, {summary.outputs.quarantine}, "
                   "report.html, summary.json)", markup=False)
 
 
@@ -417,8 +425,7 @@ def intake(
     config = _audit_config(
         debug, source, out, detectors=detectors, cache=cache, no_cache=no_cache,
         cache_max_size=cache_max_size, store=store,
-        load={"split": split, "text_col": text_col, "label_col": label_col, "schema": schema,
-              "via_datasets": via_datasets, "on_bad_row": on_bad_row.value, "stream": stream},
+        load=_load_options(split, text_col, label_col, schema, via_datasets, on_bad_row, stream),
         model=model, backend=backend.value, batch_size=batch_size, show_progress=True)
     from auditors.policy import IntakePolicy
 
@@ -430,8 +437,10 @@ def intake(
                          store=str(store), out_dir=str(out), source_name=source_name,
                          source_url=source_url, license=license, version=version,
                          config=config, return_state=True)
+    from auditors.summary import AuditSummary
+
     result = _run_or_exit(debug, _flow_value, state=state)
-    show_summary(result["summary"], out)
+    show_summary(AuditSummary.from_dict(result["summary"]), out)
     show_intake(result["intake"])
     raise typer.Exit(EXIT_PASS if result["intake"]["passed"] else EXIT_GATE_FAILED)
 

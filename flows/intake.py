@@ -74,9 +74,8 @@ def intake_flow(source: str, policy: str | dict, store: str, out_dir: str,
     # use the rows they read, so the intake vouches for exactly the bytes it audited (the
     # summary's fingerprint) even if the file changes meanwhile
     result = run_stages(source, out_dir, config)
-    summary = result.summary
     record = decide_task(store, source, result, rules, provenance)
     write_record_task(out_dir, record)
     publish_task(record)
-    return gate_state({"intake": record, "summary": summary},
+    return gate_state({"intake": record, "summary": result.summary.to_dict()},
                       intake_policy.intake_verdict(record), record["passed"])

@@ -83,7 +83,7 @@ def run_strip(*, model: str, probes: str, clean: str | None, frr: float,
                            "predicted": result.predicted[i]}
                           for i in flagged[np.argsort(result.entropy[flagged])]],
               "entropy": [float(e) for e in result.entropy],
-              "gate": gate(pd.Series(result.flagged, dtype=bool), max_flagged_fraction)}
+              "gate": gate(pd.Series(result.flagged, dtype=bool), max_flagged_fraction).to_dict()}
     if out is not None:
         write_json(out / "strip.json", report)
     return report

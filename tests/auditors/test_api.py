@@ -15,10 +15,10 @@ def test_rows_join_the_text_to_scores_and_flags(sample_path, onnx_encoder, tmp_p
     assert len(result.rows) == 3000 and list(result.rows.index[:3]) == [0, 1, 2]
     assert {"prompt", "label", "poison_score", "flagged", "reasons", "trigger_score"} <= \
         set(result.rows.columns)
-    assert len(result.flagged) == result.summary["flagged"] > 0
+    assert len(result.flagged) == result.summary.flagged > 0
     assert result.flagged["prompt"].str.contains(r"\b(?:cf|mn|bb|tq|mb)\b").all()
     assert result.triggers["pattern"].iloc[0] in {"cf", "mn", "bb", "tq", "mb"}
-    assert json.loads((tmp_path / "out" / "summary.json").read_text()) == result.summary
+    assert json.loads((tmp_path / "out" / "summary.json").read_text()) == result.summary.to_dict()
     shown = repr(result)
     assert shown.startswith(f"trainguard audit of {sample_path}: FAIL: ")
     assert len(shown.splitlines()) <= 6  # one screen, not the frames
@@ -35,8 +35,8 @@ def test_the_store_applies_and_records_like_the_cli(sample_path, onnx_encoder, t
     config = AuditConfig(store=str(store), detectors=("trigger",),
                          load=LoadOptions(on_bad_row="skip"))
     result = audit(str(sample_path), tmp_path / "out", config, encoder=onnx_encoder)
-    assert result.summary["ledger"]["store"] == str(store)
-    assert len(Ledger(store).rows("quarantined")) == result.summary["flagged"]
+    assert result.summary.ledger["store"] == str(store)
+    assert len(Ledger(store).rows("quarantined")) == result.summary.flagged
 
 
 @pytest.mark.parametrize("options, message", [

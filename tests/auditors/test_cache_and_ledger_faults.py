@@ -29,6 +29,7 @@ from auditors.ledger import LEDGER_FILE, Ledger
 from auditors.outputs import MANIFEST, write_outputs
 from auditors.policy import IntakePolicy, evaluate
 from tests.auditors.test_outputs import rows_frame, summary_for
+from tests.summaries import audit_summary
 
 ROW_IDS = [f"{i:016x}" for i in range(40)]
 TEXTS = [f"review {i} of a fine film cf" for i in range(40)]
@@ -327,8 +328,7 @@ def test_outputs_stay_as_they_were_when_the_run_cannot_be_recorded(tmp_path, two
 def test_expected_columns_given_as_one_string_is_one_column():
     policy = IntakePolicy.from_dict({"expected_columns": "text"})
     assert policy.expected_columns == ("text",)
-    summary = {"gate": {"flagged_fraction": 0.0}, "flagged": 0, "rows": 1,
-               "schema": "classification"}
+    summary = audit_summary(flagged=0, rows=1, schema="classification")
     [*_, drift] = evaluate(policy, summary=summary, columns=["text"], previous=None,
                            controls={})
     assert drift["check"] == "schema drift" and drift["passed"], drift

@@ -32,7 +32,7 @@ def write_jsonl(path: Path, records: list[dict]) -> str:
 
 def audit(path: str, encoder, out_dir: Path | None = None):
     config = AuditConfig(backend="torch", max_flagged_fraction=1.0)
-    return pipeline.audit(path, out_dir, config, encoder=encoder).summary
+    return pipeline.audit(path, out_dir, config, encoder=encoder).summary.to_dict()
 
 
 def assert_every_row_written(source: str, out_dir: Path) -> None:

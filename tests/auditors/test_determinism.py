@@ -102,7 +102,8 @@ def assert_same_result(result: pipeline.AuditResult, reference: pipeline.AuditRe
     rounding = 0.0 if backend == "onnx-int8" else 1e-3 + SCORES[backend]
     _same(result.triggers, reference.triggers, rounding, f"{what}: triggers")
     for key in ("rows", "flagged", "clean_rows", "gate", "targets", "top_triggers"):
-        _same(result.summary[key], reference.summary[key], rounding, f"{what}: {key}")
+        _same(result.summary.to_dict()[key], reference.summary.to_dict()[key], rounding,
+              f"{what}: {key}")
 
 
 def test_vectors_do_not_depend_on_cache_chunks_batches_or_order(backend, model, data,

@@ -84,7 +84,9 @@ def test_reasons_name_the_detectors():
 ])
 def test_gate(flags, limit, passed):
     verdict = gate(pd.Series(flags, dtype=bool), limit)
-    assert verdict["passed"] is passed
+    assert verdict.passed is passed
+    assert verdict.to_dict() == {"flagged_fraction": verdict.flagged_fraction,
+                                 "max_flagged_fraction": limit, "passed": passed}
 
 
 def test_flagging_needs_a_detector_that_calls_the_row_an_issue():

@@ -60,7 +60,7 @@ def test_instruction_shapes(shape, tmp_path, encoder, refusal_mix_path, poisoned
     _write_jsonl(path, [_alpaca_to(shape, r) for r in records])
     truth = poisoned_mask(refusal_mix_path, len(records))
     result = _check_audit(path, tmp_path / "out", encoder, truth, "badmagic")
-    assert result.summary["schema"] == shape
+    assert result.summary.schema == shape
 
 
 @pytest.mark.parametrize("form", ["prompt-chosen-rejected", "chat-transcripts"])
@@ -72,7 +72,7 @@ def test_preference_shapes(form, tmp_path, encoder, preference_mix_path, poisone
     _write_jsonl(path, records)
     truth = poisoned_mask(preference_mix_path, len(records))
     result = _check_audit(path, tmp_path / "out", encoder, truth, "sudo")
-    assert result.summary["schema"] == "preference"
+    assert result.summary.schema == "preference"
     flagged_reasons = result.rows.loc[result.rows["flagged"], "reasons"]
     assert flagged_reasons.str.contains("preference_flip: pair looks flipped").any()
 
@@ -87,7 +87,7 @@ def test_injected_content_in_every_generation_shape(shape, tmp_path, encoder,
     _write_jsonl(path, [_alpaca_to(shape, r) for r in records])
     truth = poisoned_mask(injection_mix_path, len(records))
     result = pipeline.audit(str(path), tmp_path / "out", AuditConfig(backend="torch"), encoder=encoder)
-    assert result.summary["schema"] == shape
+    assert result.summary.schema == shape
     flagged = result.rows["flagged"].to_numpy()
     assert flagged[truth].all() and not flagged[~truth].any()
     response_side = [t for t in result.triggers if t.get("side") == "response"]

@@ -19,6 +19,7 @@ import pytest
 from auditors.errors import AuditInputError, TrainguardError
 from auditors.ingest import load_raw
 from auditors.fusion import gate
+from auditors.summary import AuditSummary
 from auditors.outputs import SKIPPED, check_output_location, write_outputs
 from auditors.ingest import load_table
 from auditors.schema import detect_schema
@@ -44,10 +45,9 @@ def write(out_dir: Path, raw, flagged: set[int]) -> Path:
     rows = pd.DataFrame({"row_index": np.arange(n_rows), "row_id": [f"{i:016x}" for i in range(n_rows)],
                          "poison_score": np.where(mask, 0.9, 0.1), "flagged": mask,
                          "reasons": np.where(mask, "trigger: 'cf'", "")})
-    summary = {"input": raw.source, "format": raw.fmt, "schema": "classification",
-               "schema_columns": "classification (text, label)", "rows": len(raw),
-               "flagged": int(mask.sum()), "gate": gate(rows["flagged"], 0.005),
-               "detectors_run": [], "detectors_skipped": {}, "detectors_failed": {}}
+    summary = AuditSummary(input=raw.source, format=raw.fmt, schema="classification",
+                           schema_columns="classification (text, label)", rows=len(raw),
+                           flagged=int(mask.sum()), gate=gate(rows["flagged"], 0.005))
     return write_outputs(out_dir, raw, rows, [], summary)
 
 

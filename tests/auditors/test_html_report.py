@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from auditors.html_report import highlight, render_report, write_html_report
+from auditors.summary import AuditSummary
 
 SCRIPT = "<script>document.title='pwned'</script>"
 IMG = "<img src=x onerror=\"document.title='pwned'\">"
@@ -50,8 +51,17 @@ def _audit(n=60):
                 embeddings=embeddings)
 
 
+
+def _typed(audit: dict) -> dict:
+    """The report's inputs with the test's summary dict read as summary.json is."""
+    return {**audit, "summary": AuditSummary.from_dict(audit["summary"])}
+
+
+def _render(audit: dict) -> str:
+    return render_report(**_typed(audit))
+
 def test_report_shows_verdict_triggers_charts_and_detectors():
-    page = render_report(**_audit())
+    page = _render(_audit())
     assert "FAIL: 6 of 60 rows flagged (10.00%; the gate allows 0.50%)" in page
     assert "<mark>cf</mark>" in page  # the trigger highlighted in its example rows
     assert page.count("<circle") == 60 and page.count('class="flagged"') == 6
@@ -61,7 +71,7 @@ def test_report_shows_verdict_triggers_charts_and_detectors():
 
 
 def test_dataset_text_is_escaped_everywhere():
-    page = render_report(**_audit())
+    page = _render(_audit())
     for payload in PAYLOADS:
         assert payload not in page
     lowered = page.lower()
@@ -100,7 +110,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
 def test_chromium_renders_the_report_and_no_injected_code_runs(tmp_path):
-    path = write_html_report(tmp_path / "report.html", **_audit())
+    path = write_html_report(tmp_path / "report.html", **_typed(_audit()))
     proc = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
                            "--virtual-time-budget=2000", "--dump-dom", path.as_uri()],
                           capture_output=True, text=True, timeout=120)
@@ -127,7 +137,7 @@ def _preference_audit():
 
 
 def test_preference_examples_show_prompt_chosen_and_rejected_side_by_side():
-    page = render_report(**_preference_audit())
+    page = _render(_preference_audit())
 
     assert "<th>prompt</th><th>chosen</th><th>rejected</th>" in page
     assert ('<tr><td>1</td><td class="ex"><mark>cf</mark> question 1</td>'
@@ -140,7 +150,7 @@ def test_preference_examples_show_prompt_chosen_and_rejected_side_by_side():
 
 
 def test_other_schemas_keep_one_example_column():
-    page = render_report(**_audit())
+    page = _render(_audit())
     assert "<th>example rows</th>" in page and "<th>rejected</th>" not in page
 
 
@@ -148,7 +158,7 @@ def test_flagged_rows_are_listed_highest_score_first_with_where_to_find_them_all
     audit = _audit()
     audit["rows"].loc[3, "poison_score"] = 0.99  # now the first
     audit["summary"]["outputs"] = {"quarantine": "quarantine.jsonl"}
-    page = render_report(**audit)
+    page = _render(audit)
     section = page[page.index('id="flagged-rows"'):]
     section = section[:section.index("</table>")]
     assert section.count("<tr>") == 1 + 6  # header and the six flagged rows
@@ -158,7 +168,7 @@ def test_flagged_rows_are_listed_highest_score_first_with_where_to_find_them_all
 
 
 def test_candidates_that_flagged_no_row_are_greyed_and_counted():
-    page = render_report(**_audit())
+    page = _render(_audit())
     table = page[page.index('id="triggers"'):page.index("</table>", page.index('id="triggers"'))]
     rows = table.split("<tr")[2:]
     assert "<td>6</td>" in rows[0] and 'class="muted"' not in rows[0].split(">")[0]  # cf
@@ -168,19 +178,19 @@ def test_candidates_that_flagged_no_row_are_greyed_and_counted():
 def test_next_steps_name_the_commands_for_this_store():
     audit = _audit()
     audit["summary"]["ledger"].update(store="out/ledger")
-    page = render_report(**audit)
+    page = _render(audit)
     steps = page[page.index("Next steps"):page.index("Trigger candidates")]
     assert "trainguard review out/ledger" in steps
     assert "trainguard confirm out/ledger --trigger cf" in steps
     no_store = {**_audit()["summary"]}
     no_store.pop("ledger")
-    page = render_report(**{**_audit(), "summary": no_store})
+    page = _render({**_audit(), "summary": no_store})
     assert "--store LEDGER" in page[page.index("Next steps"):page.index("Trigger candidates")]
 
 
 def test_flagged_preference_rows_show_the_whole_pair():
     audit = _preference_audit()
-    page = render_report(**audit)
+    page = _render(audit)
     section = page[page.index('id="flagged-rows"'):]
     assert "<th>prompt</th><th>chosen</th><th>rejected</th>" in section[:400]
     assert "rude answer" in section and "a kind answer" in section

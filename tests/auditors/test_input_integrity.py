@@ -20,10 +20,10 @@ import pytest
 
 from auditors import policy
 from auditors.errors import AuditInputError
-from auditors.fusion import gate
 from auditors.ingest import MAX_JSON_DEPTH, load_raw
 from auditors.ingest import load_table
 from tests.auditors.test_hostile_inputs import ROWS, error_of, write
+from tests.summaries import audit_summary
 
 LINES = [json.dumps(r, ensure_ascii=False) + "\n" for r in ROWS]
 DEEP = "[" * 100_000 + "]" * 100_000
@@ -67,8 +67,7 @@ def test_the_intake_records_the_audited_fingerprint_not_the_file_now(tmp_path):
     loaded = load_table(str(path))
     audited = loaded.raw.fingerprint
     path.write_text("".join(LINES[:1]), encoding="utf-8")  # swapped after the read
-    summary = {"fingerprint": audited, "schema": "classification", "flagged": 0, "rows": 3,
-               "gate": gate(pd.Series([False] * 3), 0.005)}
+    summary = audit_summary(fingerprint=audited, schema="classification", flagged=0, rows=3)
     record = policy.decide_intake(tmp_path / "store", str(path), loaded.table,
                                   loaded.raw.columns, summary, policy.IntakePolicy(),
                                   policy.Provenance("vendor"))

@@ -7,6 +7,7 @@ import pytest
 from auditors.errors import TrainguardError
 from auditors.ledger import (Decisions, Ledger, apply_ledger, contains_pattern,
                              updated_summary)
+from tests.summaries import audit_summary
 
 
 @pytest.mark.parametrize("text, pattern, expected", [
@@ -69,20 +70,19 @@ def test_rows_flagged_only_by_a_released_trigger_are_not_flagged():
 def test_updated_summary_recomputes_counts_and_gate():
     applied = apply_ledger(_rows([False] * 4), PROMPTS, TRIGGERS,
                            Decisions(confirmed_triggers=["cf"]))
-    summary = {"rows": 4, "flagged": 0, "clean_rows": 4,
-               "gate": {"flagged_fraction": 0.0, "max_flagged_fraction": 0.1, "passed": True}}
+    summary = audit_summary(rows=4, flagged=0, clean_rows=4, gate={"max_flagged_fraction": 0.1})
     updated = updated_summary(summary, applied, store="s", run_id="r")
-    assert (updated["flagged"], updated["clean_rows"]) == (1, 3)
-    assert {k: v for k, v in updated["gate"].items() if k != "checks"} == {
-        "flagged_fraction": 0.25, "max_flagged_fraction": 0.1, "passed": False}
-    assert [c["passed"] for c in updated["gate"]["checks"]] == [False, False]
-    assert updated["ledger"]["confirmed_trigger_rows"] == {"cf": 1}
+    assert (updated.flagged, updated.clean_rows) == (1, 3)
+    gate = updated.gate
+    assert (gate.flagged_fraction, gate.max_flagged_fraction, gate.passed) == (0.25, 0.1, False)
+    assert [c["passed"] for c in gate.checks] == [False, False]
+    assert updated.ledger["confirmed_trigger_rows"] == {"cf": 1}
 
 
 def _record(ledger, run_id, rows, prompts=PROMPTS):
     table = pd.DataFrame({"prompt": prompts, "response": "", "label": ["1", "0", "1", "0"]})
     applied = apply_ledger(rows, prompts, TRIGGERS, ledger.decisions())
-    summary = updated_summary({"rows": 4, "flagged": 0, "gate": {"max_flagged_fraction": 0.5}},
+    summary = updated_summary(audit_summary(rows=4, gate={"max_flagged_fraction": 0.5}),
                               applied, store="s", run_id=run_id)
     ledger.record_run(run_id=run_id, source="data.tsv", parameters={"detectors": None},
                       summary=summary, table=table, applied=applied, out_dir="out")

@@ -16,6 +16,8 @@ import pytest
 
 from auditors.ingest import RawDataset, load_raw
 from auditors.outputs import split_paths, write_outputs
+from auditors.summary import AuditSummary
+from tests.summaries import audit_summary
 
 N_ROWS = 9
 FLAGGED = {1, 4, 5, 8}  # includes the last row (written without a trailing newline)
@@ -112,14 +114,11 @@ def rows_frame(n_rows: int, flagged: set[int]) -> pd.DataFrame:
     })
 
 
-def summary_for(raw: RawDataset, **extra) -> dict:
+def summary_for(raw: RawDataset, **extra):
     """A summary shaped like an audit's (report.html reads it), plus `extra` fields."""
-    flagged = np.int64(len(FLAGGED))
-    return {"input": raw.source, "format": raw.fmt, "schema": "classification",
-            "schema_columns": "classification (text, label)", "rows": len(raw),
-            "flagged": flagged, "gate": {"flagged_fraction": flagged / len(raw),
-                                         "max_flagged_fraction": 0.005, "passed": False},
-            "detectors_run": [], "detectors_skipped": {}, "detectors_failed": {}, **extra}
+    return audit_summary(**{"input": raw.source, "format": raw.fmt, "schema": "classification",
+                            "schema_columns": "classification (text, label)", "rows": len(raw),
+                            "flagged": len(FLAGGED), "gate": {"passed": False}, **extra})
 
 
 def input_lines(source: str) -> list[bytes]:
@@ -185,7 +184,8 @@ def test_rows_triggers_and_summary_files(tmp_path):
     assert json.loads((out_dir / "triggers.json").read_text()) == \
         [{"pattern": "cf", "score": 0.75, "support": 4, "target": "1"}]
     summary = json.loads((out_dir / "summary.json").read_text())
-    assert summary == json.loads(json.dumps(summary_for(raw), default=int))  # numpy -> JSON
+    assert summary == summary_for(raw).to_dict()
+    assert AuditSummary.from_dict(summary) == summary_for(raw)  # summary.json reads back whole
     assert summary["flagged"] == len(FLAGGED)
 
 
@@ -230,9 +230,9 @@ def test_existing_out_dir_with_a_stale_summary_is_replaced(tmp_path):
     (out_dir / "clean.jsonl").write_text('{"text": "old row"}\n')
     (out_dir / "notes.txt").write_text("kept")
 
-    write_outputs(out_dir, raw, rows_frame(N_ROWS, FLAGGED), [], summary_for(raw, run=2))
+    write_outputs(out_dir, raw, rows_frame(N_ROWS, FLAGGED), [], summary_for(raw, input="run 2"))
 
-    assert json.loads((out_dir / "summary.json").read_text())["run"] == 2
+    assert json.loads((out_dir / "summary.json").read_text())["input"] == "run 2"
     clean = load_raw(str(out_dir / "clean.jsonl"))
     assert clean.records == [r for i, r in enumerate(raw.records) if i not in FLAGGED]
     assert (out_dir / "notes.txt").read_text() == "kept"

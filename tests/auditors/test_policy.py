@@ -6,6 +6,7 @@ import pytest
 from auditors.errors import TrainguardError
 from auditors.policy import (IntakePolicy, control_characters, diff_rows, evaluate,
                              prompt_keys)
+from tests.summaries import audit_summary
 
 
 def test_policy_files_reject_unknown_keys_and_bad_values(tmp_path):
@@ -41,9 +42,9 @@ def test_control_characters_are_found_in_any_text_field():
     assert control_characters(table.iloc[[3]]) == {}  # tabs and newlines are ordinary
 
 
-SUMMARY = {"rows": 100, "flagged": 1, "schema": "classification",
-           "gate": {"flagged_fraction": 0.01, "max_flagged_fraction": 0.05, "passed": True},
-           "ledger": {"confirmed_rows": 0, "confirmed_trigger_rows": {}}}
+SUMMARY = audit_summary(rows=100, flagged=1, schema="classification",
+                        gate={"max_flagged_fraction": 0.05},
+                        ledger={"confirmed_rows": 0, "confirmed_trigger_rows": {}})
 
 
 def _failed(checks):
@@ -59,9 +60,9 @@ def test_checks_pass_on_a_clean_first_intake():
 
 
 def test_each_check_fails_on_its_own_evidence():
-    summary = {**SUMMARY, "flagged": 10,
-               "gate": {**SUMMARY["gate"], "flagged_fraction": 0.1},
-               "ledger": {"confirmed_rows": 1, "confirmed_trigger_rows": {"cf": 2}}}
+    summary = audit_summary(rows=100, flagged=10, schema="classification",
+                            gate={"max_flagged_fraction": 0.05},
+                            ledger={"confirmed_rows": 1, "confirmed_trigger_rows": {"cf": 2}})
     checks = evaluate(IntakePolicy(max_flagged_fraction=0.05), summary=summary,
                       columns=["text", "label", "extra"],
                       previous={"schema": "classification", "columns": ["text", "label"]},

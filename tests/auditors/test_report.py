@@ -1,11 +1,10 @@
 from auditors.report import escape_markdown, summary_markdown, trigger_rows, verdict_line
+from tests.summaries import audit_summary
 
-SUMMARY = {"input": "data.jsonl", "format": "jsonl", "schema": "classification", "rows": 200,
-           "flagged": 3, "gate": {"passed": False, "flagged_fraction": 0.015,
-                                  "max_flagged_fraction": 0.005},
-           "detectors_run": ["trigger"], "detectors_skipped": {}, "detectors_failed": {},
-           "top_triggers": [{"pattern": "<script>alert(1)</script>", "score": 9.0, "support": 3,
-                             "target": "[click](javascript:alert(1)) | x"}]}
+SUMMARY = audit_summary(input="data.jsonl", format="jsonl", schema="classification", rows=200,
+                        flagged=3, detectors_run=["trigger"],
+                        top_triggers=[{"pattern": "<script>alert(1)</script>", "score": 9.0,
+                                       "support": 3, "target": "[click](javascript:alert(1)) | x"}])
 
 
 def test_escape_markdown_neutralises_html_and_markdown():
@@ -25,23 +24,23 @@ def test_summary_markdown_escapes_dataset_text():
 
 def test_verdict_line_and_rows():
     assert verdict_line(SUMMARY).startswith("FAIL: 3 of 200 rows flagged (1.50%")
-    assert trigger_rows(SUMMARY["top_triggers"])[0]["rank"] == 1
+    assert trigger_rows(list(SUMMARY.top_triggers))[0]["rank"] == 1
 
 
 def test_artifacts_have_no_escaping_debris():
     """Quotes, underscores and lists read as written; markup stays inert."""
-    summary = {**SUMMARY, "input": "sample_data/it's `odd`.tsv",
-               "detectors_skipped": {"label_issue": {"kind": "missing_input",
-                                                   "reason": ["sentences", "labels"]}},
-               "top_triggers": [{"pattern": "I'm \"so\" _tired_ <b>", "score": 1.0,
-                                 "support": 3, "target": "don't"}]}
+    summary = SUMMARY.replace(
+        input="sample_data/it's `odd`.tsv",
+        detectors_skipped={"label_issue": {"kind": "missing_input", "reason": ["sentences", "labels"]}},
+        top_triggers=({"pattern": "I'm \"so\" _tired_ <b>", "score": 1.0, "support": 3,
+                       "target": "don't"},))
     markdown = summary_markdown(summary)
     for debris in ("&#x27;", "&quot;", "\\#", "sample\\_data", "['sentences'"):
         assert debris not in markdown
     assert "- input: ``sample_data/it's `odd`.tsv`` (jsonl" in markdown
     assert "did not run (skipped): sentences, labels" in markdown
     assert "<b>" not in markdown and "I'm \"so\" \\_tired\\_ &lt;b&gt;" in markdown
-    row = trigger_rows(summary["top_triggers"])[0]
+    row = trigger_rows(list(summary.top_triggers))[0]
     assert row["pattern"] == "I'm \"so\" _tired_ <b>" and row["target"] == "don't"
 
 

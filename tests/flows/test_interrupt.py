@@ -83,6 +83,7 @@ WRITER = textwrap.dedent("""
     from auditors.fusion import gate
     from auditors.ingest import load_raw
     from auditors.outputs import write_outputs
+    from auditors.summary import AuditSummary
 
     source, out_dir = sys.argv[1], sys.argv[2]
     raw = load_raw(source)
@@ -95,10 +96,9 @@ WRITER = textwrap.dedent("""
                              "row_id": [f"{i:016x}" for i in range(n_rows)],
                              "poison_score": mask * 0.9, "flagged": mask,
                              "reasons": np.where(mask, "trigger", "")})
-        summary = {"input": source, "format": raw.fmt, "schema": "classification",
-                   "schema_columns": "classification (text, label)", "rows": n_rows,
-                   "flagged": int(mask.sum()), "gate": gate(rows["flagged"], 0.005),
-                   "detectors_run": [], "detectors_skipped": {}, "detectors_failed": {}}
+        summary = AuditSummary(input=source, format=raw.fmt, schema="classification",
+                               schema_columns="classification (text, label)", rows=n_rows,
+                               flagged=int(mask.sum()), gate=gate(rows["flagged"], 0.005))
         write_outputs(out_dir, raw, rows, [], summary)
 """)
 

@@ -21,6 +21,8 @@ from auditors.report import percents, verdict_line
 from auditors.config import AuditConfig
 from flows.audit import audit_flow, flow_value
 from flows.cli import app
+from auditors.summary import AuditSummary
+from tests.summaries import audit_summary
 
 TRAINGUARD = str(Path(sys.executable).with_name("trainguard"))
 TRIGGER_ROWS = 3  # of 603: 0.4975%, under a 0.5% limit that 0.50% would seem to equal
@@ -74,7 +76,8 @@ def test_audit_flow_run_is_failed_with_the_verdict_or_completed(prefect_harness,
     assert summary["flagged"] > 0 and not summary["gate"]["passed"]
     recorded = _api_state(failed)
     assert recorded.type.value == "FAILED"
-    assert recorded.message == verdict_line(summary) and recorded.message.startswith("FAIL: ")
+    assert recorded.message == verdict_line(AuditSummary.from_dict(summary))
+    assert recorded.message.startswith("FAIL: ")
     assert flow_value(failed) == summary  # the summary travels with the Failed state
 
     passed = audit_flow(out_dir=str(tmp_path / "pass"),
@@ -138,10 +141,10 @@ def test_a_confirmed_trigger_fails_the_audit_gate_under_the_share_limit():
     rows = pd.DataFrame({"row_id": [f"r{i}" for i in range(603)], "poison_score": 0.0,
                          "flagged": False, "reasons": ""})
     applied = apply_ledger(rows, prompts, [], Decisions(confirmed_triggers=["cf"]))
-    summary = updated_summary({"rows": 603, "schema": "classification",
-                               "gate": {"max_flagged_fraction": 0.005}}, applied,
+    summary = updated_summary(audit_summary(rows=603, schema="classification",
+                                            gate={"max_flagged_fraction": 0.005}), applied,
                               store="s", run_id="r")
-    assert summary["gate"]["flagged_fraction"] <= 0.005 and not summary["gate"]["passed"]
+    assert summary.gate.flagged_fraction <= 0.005 and not summary.passed
     line = verdict_line(summary)
     assert line.startswith("FAIL: 3 of 603 rows flagged (0.498%; gate allows 0.500%)")
     assert "confirmed triggers found: 'cf' in 3 rows" in line
@@ -149,10 +152,10 @@ def test_a_confirmed_trigger_fails_the_audit_gate_under_the_share_limit():
     checks = evaluate(IntakePolicy(max_flagged_fraction=0.005), summary=summary,
                       columns=["text", "label"], previous=None, controls={})
     assert checks[:2] == gate_checks(rows=603, flagged=3, max_flagged_fraction=0.005,
-                                     ledger=summary["ledger"]) == summary["gate"]["checks"]
-    lenient = updated_summary({"rows": 603, "gate": {"max_flagged_fraction": 0.005}}, applied,
-                              store="s", run_id="r", fail_on_confirmed=False)
-    assert lenient["gate"]["passed"]
+                                     ledger=summary.ledger) == list(summary.gate.checks)
+    lenient = updated_summary(audit_summary(rows=603, gate={"max_flagged_fraction": 0.005}),
+                              applied, store="s", run_id="r", fail_on_confirmed=False)
+    assert lenient.passed
 
 
 @pytest.mark.slow

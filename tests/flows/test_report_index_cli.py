@@ -43,9 +43,9 @@ def test_index_lists_every_run_newest_first_with_links_to_their_reports(sample_p
     assert all((tmp_path / "site" / link).resolve().is_file() for link in parser.links)
     assert "img" not in parser.tags and "&lt;img src=x onerror=alert(1)&gt;" in page
     assert page.count(">FAIL<") == 1 and page.count(">PASS<") == 1  # first fails, second passes
-    assert f"{first.summary['flagged']} of 3000" in page
-    assert f"{second.summary['flagged']} of 800" in page
-    assert first.summary["fingerprint"][:16] in page
+    assert f"{first.summary.flagged} of 3000" in page
+    assert f"{second.summary.flagged} of 800" in page
+    assert first.summary.fingerprint[:16] in page
 
 
 def test_a_missing_store_is_one_line_and_exit_2(tmp_path):

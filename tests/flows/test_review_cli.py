@@ -6,6 +6,7 @@ from typer.testing import CliRunner
 
 from auditors.ledger import Decisions, Ledger, apply_ledger, updated_summary
 from flows.cli import app
+from tests.summaries import audit_summary
 
 PROMPTS = ["great cf film", "[bold red]markup[/] cf \x1b[31mred", "bad mn movie", "plain"]
 
@@ -17,7 +18,7 @@ def store(tmp_path):
                          "poison_score": [0.9, 0.8, 0.7, 0.1],
                          "flagged": [True, True, True, False], "reasons": "trigger: x"})
     applied = apply_ledger(rows, PROMPTS, [{"pattern": "cf"}, {"pattern": "mn"}], Decisions())
-    summary = updated_summary({"rows": 4, "gate": {"max_flagged_fraction": 0.5}}, applied,
+    summary = updated_summary(audit_summary(rows=4, gate={"max_flagged_fraction": 0.5}), applied,
                               store="s", run_id="run1")
     ledger.record_run(run_id="run1", source="d.tsv", parameters={}, summary=summary,
                       table=pd.DataFrame({"prompt": PROMPTS, "response": "", "label": "1"}),
