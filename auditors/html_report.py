@@ -112,8 +112,8 @@ def _trigger_table(triggers: list[dict], table: pd.DataFrame | None, *,
     flagged_counts = flagged_counts or {}
     head = ("<p class=\"muted\">Greyed: candidates that flagged no row.</p>"
             "<table id=\"triggers\"><tr><th>#</th><th>trigger</th><th>score</th>"
-            "<th>flag score</th><th>support</th><th>flagged rows</th><th>target</th>"
-            "<th>purity</th>" + ("" if pairs else "<th>example rows</th>") + "</tr>")
+            "<th>flag score</th><th>p / q</th><th>support</th><th>flagged rows</th>"
+            "<th>target</th><th>purity</th>" + ("" if pairs else "<th>example rows</th>") + "</tr>")
     body = []
     for rank, t in enumerate(triggers[:MAX_TRIGGERS], start=1):
         codepoints = "".join(f"<br><code class=\"cp\">{esc(c)}</code>"
@@ -123,6 +123,7 @@ def _trigger_table(triggers: list[dict], table: pd.DataFrame | None, *,
         n_flagged = flagged_counts.get(t["pattern"], 0)
         cells = (f"<td>{rank}</td><td><code>{esc(t['pattern'])}</code>{codepoints}</td>"
                  f"<td>{t['score']:.2f}</td><td>{t.get('flag_score', 0):.2f}</td>"
+                 f"<td>{_significance(t)}</td>"
                  f"<td>{t['support']}</td><td>{n_flagged}</td><td>{esc(t['target'])}</td>"
                  f"<td>{t.get('target_share', 0):.0%}</td>")
         row_class = "" if n_flagged else " class=\"muted\""
@@ -132,9 +133,18 @@ def _trigger_table(triggers: list[dict], table: pd.DataFrame | None, *,
             continue
         body.append(f"<tr{row_class}>{cells}</tr>")
         if examples:
-            body.append(f"<tr><td colspan=\"8\">{_pair_examples(table, examples, t['pattern'])}"
+            body.append(f"<tr><td colspan=\"9\">{_pair_examples(table, examples, t['pattern'])}"
                         "</td></tr>")
     return head + "".join(body) + "</table>"
+
+
+def _significance(trigger: dict) -> str:
+    """`p / q` for candidates whose flag is a significance decision (preference triggers;
+    degraded responses give p against a Bonferroni bound), "–" for the others."""
+    if "significant" not in trigger:
+        return "–"
+    q = trigger.get("q_value")
+    return f"{trigger['p_value']:.1e}" + (f" / {q:.1e}" if q is not None else "")
 
 
 def _flagged_counts(triggers: list[dict], table: pd.DataFrame | None,

@@ -194,3 +194,13 @@ def test_flagged_preference_rows_show_the_whole_pair():
     section = page[page.index('id="flagged-rows"'):]
     assert "<th>prompt</th><th>chosen</th><th>rejected</th>" in section[:400]
     assert "rude answer" in section and "a kind answer" in section
+
+
+def test_significance_decisions_show_their_p_and_q_values():
+    audit = _preference_audit()
+    audit["triggers"][0].update(p_value=3.3e-15, q_value=9.8e-12, significant=True)
+    page = _render(audit)
+    table = page[page.index('id="triggers"'):page.index("</table>", page.index('id="triggers"'))]
+    rows = table.split("<tr")[2:]
+    assert "<td>3.3e-15 / 9.8e-12</td>" in rows[0]
+    assert page.count("<td>–</td>") == 1  # the other: its flag score decides, not a p-value
