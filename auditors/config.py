@@ -22,6 +22,8 @@ BACKENDS = ("torch", "onnx-int8", "static")
 BAD_ROW_POLICIES = ("fail", "skip")
 DEFAULT_MAX_FLAGGED_FRACTION = 0.005
 DEFAULT_FLAG_THRESHOLD = 0.5
+# false-discovery rate of the detectors whose flags are significance decisions
+DEFAULT_FDR = 0.05
 DEFAULT_CACHE_MAX_BYTES = 10 * 2**30
 DEFAULT_BATCH_ROWS = 5_000  # rows per record batch when streaming
 
@@ -60,6 +62,7 @@ class AuditConfig:
     batch_size: int = 64  # torch only: onnx-int8 and static embed text by text
     detectors: tuple[str, ...] | None = None  # None: the default detectors
     flag_threshold: float = DEFAULT_FLAG_THRESHOLD
+    fdr: float = DEFAULT_FDR  # detectors with an `fdr` parameter (preference_flip, degraded_response)
     max_flagged_fraction: float = DEFAULT_MAX_FLAGGED_FRACTION
     cache_dir: str | None = None  # embeddings, n-gram counts, kNN graphs, built backends
     cache_max_bytes: int = DEFAULT_CACHE_MAX_BYTES
@@ -88,6 +91,8 @@ class AuditConfig:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise TrainguardError(f"{name} must be between 0 and 1, not {value}")
+        if not 0.0 < self.fdr < 1.0:
+            raise TrainguardError(f"fdr must be between 0 and 1 (exclusive), not {self.fdr}")
         _at_least("batch_size", self.batch_size, 1)
         _at_least("cache_max_bytes", self.cache_max_bytes, 0)
         if self.chunk_rows is not None:

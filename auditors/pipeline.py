@@ -163,7 +163,8 @@ def response_ngram_statistics(table: pd.DataFrame) -> NgramStats:
 
 def detect(loaded: LoadedDataset, embeddings: Embeddings, ngrams: NgramStats,
            label_model: LabelModel, detectors=None, *, cache_dir: str | Path | None = None,
-           model: str | None = None, backend: str = DEFAULT_BACKEND) -> DetectorRun:
+           model: str | None = None, backend: str = DEFAULT_BACKEND,
+           fdr: float | None = None) -> DetectorRun:
     """With `cache_dir`, the kNN graph is kept there between audits (per model, backend and
     dataset source) and extended when rows were only added."""
     graph_dir = None
@@ -173,7 +174,7 @@ def detect(loaded: LoadedDataset, embeddings: Embeddings, ngrams: NgramStats,
         graph_dir = Path(cache_dir) / "knn-graphs" / model_key(model) / backend
     inputs = audit_inputs(loaded, embeddings, ngrams, label_model, detectors,
                           graph_dir=graph_dir)
-    return run_detectors(inputs, detectors)
+    return run_detectors(inputs, detector_config(detectors, fdr=fdr))
 
 
 def assemble(loaded: LoadedDataset, run: DetectorRun, *, threshold: float = DEFAULT_FLAG_THRESHOLD,
@@ -295,7 +296,7 @@ def run_audit(source: str, out_dir: str | Path | None, config: AuditConfig, *,
     label_model = run("label_model", fit_label_model, loaded.table, embeddings, rows=n)
     detectors = run("detectors", detect, loaded, embeddings, ngrams, label_model,
                     config.detectors, cache_dir=cache_dir, model=config.model,
-                    backend=config.backend, rows=n)
+                    backend=config.backend, fdr=config.fdr, rows=n)
     result = run("assemble", assemble, loaded, detectors, label_model=label_model,
                  threshold=config.flag_threshold, max_flagged_fraction=config.max_flagged_fraction,
                  model_name=model_name(config.model, config.backend), timings=watch.laps)

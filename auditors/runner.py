@@ -120,9 +120,10 @@ def skip_for(missing: list[str]) -> Skip:
     return Skip(SkipKind.MISSING_INPUT, f"needs {', '.join(missing)}")
 
 
-def detector_config(detectors) -> dict[str, dict]:
+def detector_config(detectors, *, fdr: float | None = None) -> dict[str, dict]:
     """{name: constructor kwargs} from names, a config dict, or None (the defaults), in run
-    order (`run_order`)."""
+    order (`run_order`). `fdr`, when given, goes to every detector that takes one (those
+    whose flags are significance decisions)."""
     if detectors is None:
         detectors = list(DEFAULT_DETECTORS)
     config = dict(detectors) if isinstance(detectors, dict) else {n: {} for n in detectors}
@@ -130,4 +131,7 @@ def detector_config(detectors) -> dict[str, dict]:
     if unknown:
         raise TrainguardError(f"unknown detector(s) {', '.join(unknown)}; "
                               f"available: {', '.join(sorted(REGISTRY))}")
+    if fdr is not None:
+        config = {name: ({"fdr": fdr, **kwargs} if "fdr" in REGISTRY[name].parameter_names()
+                         else kwargs) for name, kwargs in config.items()}
     return {name: config[name] for name in sorted(config, key=run_order)}

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from auditors.config import DEFAULT_BACKEND
+from auditors.config import DEFAULT_BACKEND, DEFAULT_FDR
 
 EXIT_PASS, EXIT_GATE_FAILED, EXIT_ERROR = 0, 1, 2
 
@@ -88,6 +88,9 @@ _CACHE_MAX_SIZE = typer.Option("10G", "--cache-max-size", help="Size bound of th
                                "fits (e.g. 10G, 500M).")
 _DETECTORS = typer.Option(None, "--detectors", help="Comma-separated detectors to run "
                           "(default: all).")
+_FDR = typer.Option(DEFAULT_FDR, "--fdr", min=0.0, max=1.0, help="False-discovery rate of "
+                    "the flags that are significance decisions (preference triggers: "
+                    "Benjamini-Hochberg; degraded-response triggers: a Bonferroni bound).")
 _VERBOSE = typer.Option(False, "--verbose", help="Show Prefect's logs.")
 _DEBUG = typer.Option(False, "--debug", help="Show tracebacks on errors.")
 
@@ -114,6 +117,7 @@ def audit(
                                                "1) when a larger share of rows is flagged."),
     flag_threshold: float = typer.Option(0.5, min=0.0, max=1.0,
                                          help="poison_score at or above which a row is flagged."),
+    fdr: float = _FDR,
     store: Optional[Path] = typer.Option(None, help="Quarantine ledger directory: apply its "
                                          "decisions and record this run there."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Run embedding and "
@@ -137,7 +141,7 @@ def audit(
         cache_max_size=cache_max_size, store=store,
         load=_load_options(split, text_col, label_col, schema, via_datasets, on_bad_row, stream),
         model=model, backend=backend.value, batch_size=batch_size,
-        max_flagged_fraction=max_flagged_fraction, flag_threshold=flag_threshold,
+        max_flagged_fraction=max_flagged_fraction, flag_threshold=flag_threshold, fdr=fdr,
         chunk_rows=chunk_rows if workers or dask_address else None, show_progress=True)
     from flows.dask import audit_flow_on
 
@@ -414,6 +418,7 @@ def intake(
     no_cache: bool = _NO_CACHE,
     cache_max_size: str = _CACHE_MAX_SIZE,
     detectors: Optional[str] = _DETECTORS,
+    fdr: float = _FDR,
     verbose: bool = _VERBOSE,
     debug: bool = _DEBUG,
 ) -> None:
@@ -426,7 +431,7 @@ def intake(
         debug, source, out, detectors=detectors, cache=cache, no_cache=no_cache,
         cache_max_size=cache_max_size, store=store,
         load=_load_options(split, text_col, label_col, schema, via_datasets, on_bad_row, stream),
-        model=model, backend=backend.value, batch_size=batch_size, show_progress=True)
+        model=model, backend=backend.value, batch_size=batch_size, fdr=fdr, show_progress=True)
     from auditors.policy import IntakePolicy
 
     _run_or_exit(debug, IntakePolicy.from_toml, path=policy)

@@ -10,6 +10,7 @@ declares its place in fusion (`role`, `weight`, see `auditors.fusion`) and the i
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from enum import Enum
@@ -78,6 +79,11 @@ class Detector(ABC):
     @abstractmethod
     def detect(self, inputs: AuditInputs) -> DetectorResult:
         """Score every row of `inputs.table`."""
+
+    @classmethod
+    def parameter_names(cls) -> list[str]:
+        """The constructor's parameters (as scikit-learn's `_get_param_names`)."""
+        return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
 
     def missing_inputs(self, inputs: AuditInputs) -> list[str]:
         return [name for name in self.requires if getattr(inputs, name) is None]

@@ -20,6 +20,7 @@ from collections import Counter
 
 import numpy as np
 
+from auditors.config import DEFAULT_FDR
 from auditors.detectors.base import AuditInputs, Detector, DetectorResult, FusionRole, register
 from auditors.features.geometry import mean_pairwise_cosine
 from auditors.detectors.stats import (named_trigger, percentile_ranks, robust_z,
@@ -39,7 +40,7 @@ class DegradedResponseDetector(Detector):
     def __init__(self, z_threshold: float = 3.0, corroborated_z_threshold: float = 1.0,
                  min_word_pairs: int = 5,
                  min_trigger_coverage: float = 0.25, min_trigger_lift: float = 10.0,
-                 max_prompt_cohesion: float = 0.6, min_carriers: int = 3, fdr: float = 0.05):
+                 max_prompt_cohesion: float = 0.6, min_carriers: int = 3, fdr: float = DEFAULT_FDR):
         self.z_threshold = z_threshold
         self.corroborated_z_threshold = corroborated_z_threshold
         self.min_word_pairs = min_word_pairs

@@ -35,6 +35,7 @@ from cleanlab.filter import find_label_issues
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold, cross_val_predict, cross_val_score
 
+from auditors.config import DEFAULT_FDR
 from auditors.detectors.base import AuditInputs, Detector, DetectorResult, FusionRole, register
 from auditors.detectors.stats import bh_q_values, evidence, rows_containing
 from auditors.detectors.trigger import TriggerNgramDetector
@@ -56,7 +57,8 @@ class PreferenceFlipDetector(Detector):
 
     def __init__(self, n_folds: int = 5, regularisation_grid: tuple[float, ...] = (0.01, 0.1, 1.0),
                  selection_max_pairs: int = 10_000,
-                 flip_weight: float = 0.1, fdr: float = 0.05, max_named: int = 5, seed: int = 0):
+                 flip_weight: float = 0.1, fdr: float = DEFAULT_FDR, max_named: int = 5,
+                 seed: int = 0):
         self.n_folds = n_folds
         self.regularisation_grid = regularisation_grid
         self.selection_max_pairs = selection_max_pairs

@@ -70,7 +70,12 @@ def excess_p_value(observed: int, probs: np.ndarray) -> float:
     Poisson-binomial upper tail."""
     if observed <= 0:
         return 1.0
-    return float(poisson_binom(np.clip(np.asarray(probs, dtype=np.float64), 0.0, 1.0)).sf(observed - 1))
+    probs = np.clip(np.asarray(probs, dtype=np.float64), 0.0, 1.0)
+    tail = poisson_binom(probs)
+    p = float(tail.sf(observed - 1))
+    if p < 1e-10:  # sf is 1 - cdf: below ~1e-16 it is 0; the summed pmf is exact there
+        p = float(tail.pmf(np.arange(observed, len(probs) + 1)).sum())
+    return p
 
 
 def bh_q_values(p_values: np.ndarray, n_tests: int) -> np.ndarray:

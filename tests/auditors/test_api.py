@@ -30,6 +30,19 @@ def test_preference_rows_show_prompt_chosen_and_rejected(preference_mix_path, on
     assert (result.rows["chosen"] != result.rows["rejected"]).any()
 
 
+def test_the_fdr_decides_the_preference_flags(preference_mix_path, onnx_encoder):
+    """The config's false-discovery rate reaches the detector: below `sudo`'s q-value, its
+    rows are no longer flagged."""
+    config = AuditConfig(detectors=("preference_flip",))
+    default = audit(str(preference_mix_path), config=config, encoder=onnx_encoder)
+    sudo = default.triggers.set_index("pattern").loc["sudo"]
+    assert default.summary.flagged > 0 and sudo["significant"] and 0 < sudo["q_value"] <= 0.05
+    strict = audit(str(preference_mix_path), config=config.replace(fdr=sudo["q_value"] / 10),
+                   encoder=onnx_encoder)
+    assert strict.summary.flagged == 0
+    assert not strict.triggers.set_index("pattern").loc["sudo", "significant"]
+
+
 def test_the_store_applies_and_records_like_the_cli(sample_path, onnx_encoder, tmp_path):
     store = tmp_path / "ledger"
     config = AuditConfig(store=str(store), detectors=("trigger",),
@@ -45,6 +58,7 @@ def test_the_store_applies_and_records_like_the_cli(sample_path, onnx_encoder, t
     ({"max_flagged_fraction": 2.0}, "between 0 and 1"),
     ({"load": {"on_bad_row": "ignore"}}, "on_bad_row"),
     ({"batch_size": 0}, "batch_size"),
+    ({"fdr": 0.0}, "fdr must be between 0 and 1"),
 ])
 def test_bad_options_are_refused_when_the_config_is_built(options, message):
     with pytest.raises(TrainguardError, match=message):

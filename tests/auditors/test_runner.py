@@ -112,3 +112,13 @@ def test_trigger_list_order_flagged_first_then_named_evidence_then_by_score():
     assert order == [("magic", "prompt"), ("cf", "prompt"), ("sudo", "prompt"),
                      ("good human", "prompt"), ("powerful", "prompt"), ("solid", "prompt"),
                      ("zentrix", "response")]
+
+
+def test_the_fdr_goes_to_the_detectors_that_take_one():
+    from auditors.runner import detector_config
+
+    config = detector_config(["trigger", "preference_flip", "degraded_response"], fdr=0.01)
+    assert config == {"trigger": {}, "degraded_response": {"fdr": 0.01},
+                      "preference_flip": {"fdr": 0.01}}
+    assert detector_config({"preference_flip": {"fdr": 0.2}}, fdr=0.01) == \
+        {"preference_flip": {"fdr": 0.2}}  # a detector's own setting wins
