@@ -96,7 +96,9 @@ def _headline(summary: AuditSummary) -> str:
             f"{summary.flagged} of {summary.rows} rows flagged "
             f"({gate.flagged_fraction:.2%}; the gate allows "
             f"{gate.max_flagged_fraction:.2%})</h1>"
-            f"<p>input <code>{esc(summary.input)}</code> ({esc(summary.format)}, schema "
+            + "".join(f"<p class=\"fail\">{esc(c['check'])}: {esc(c['detail'])}</p>"
+                      for c in gate.checks if not c["passed"] and c["check"] != "flagged share")
+            + f"<p>input <code>{esc(summary.input)}</code> ({esc(summary.format)}, schema "
             f"{esc(summary.schema_columns)}); embedding model "
             f"{esc(summary.embedding_model)}; trainguard "
             f"{esc(summary.trainguard_version)}</p>")

@@ -31,7 +31,7 @@ from auditors.errors import TrainguardError, one_line
 from auditors.features.ngrams import (POSITION_END, POSITION_START, TOKEN_PATTERN, character_tokens,
                                       is_character_token, position_tokens)
 from auditors.features.unicode import unicode_tokens
-from auditors.summary import AuditSummary
+from auditors.summary import AuditSummary, gate_checks
 
 LEDGER_FILE = "ledger.duckdb"
 QUARANTINED, CONFIRMED, RELEASED = "quarantined", "confirmed", "released"
@@ -200,7 +200,7 @@ def apply_ledger(rows: pd.DataFrame, prompts: list[str], triggers: list[dict],
     released_candidates = [t["pattern"] for t in triggers
                            if t["pattern"] in decisions.released_triggers]
     counts = {"confirmed_rows": 0, "released_rows": 0, "released_trigger_rows": 0,
-              "confirmed_trigger_rows": {}}
+              "confirmed_trigger_rows": {}, "released_triggers": sorted(released_candidates)}
     index = PatternRows(prompts, ngrams)
     confirmed_in = index.per_row(decisions.confirmed_triggers)
     row_triggers = index.per_row(decisions.confirmed_triggers + candidates, TRIGGERS_PER_ROW)
@@ -238,39 +238,11 @@ def apply_ledger(rows: pd.DataFrame, prompts: list[str], triggers: list[dict],
     return Applied(rows, row_triggers, counts)
 
 
-def check(name: str, passed: bool, detail: str) -> dict:
-    """One gate or policy check: `{"check", "passed", "detail"}`."""
-    return {"check": name, "passed": bool(passed), "detail": detail}
-
-
-def gate_checks(*, rows: int, flagged: int, max_flagged_fraction: float,
-                ledger: dict | None = None, fail_on_confirmed: bool = True) -> list[dict]:
-    """The gate of an audit with a ledger and of an intake, one rule for both: the flagged
-    share (compared unrounded) is at most `max_flagged_fraction`, and, with
-    `fail_on_confirmed`, no confirmed row or row holding a confirmed trigger is in the data.
-    `ledger` is the summary's ledger counts (`apply_ledger`'s `counts`)."""
-    from auditors.report import percents
-
-    share = flagged / rows if rows else 0.0
-    shown, limit = percents(share, max_flagged_fraction)
-    checks = [check("flagged share", share <= max_flagged_fraction,
-                    f"{flagged} of {rows} rows flagged ({shown}; limit {limit})")]
-    if fail_on_confirmed:
-        ledger = ledger or {}
-        confirmed_rows = ledger.get("confirmed_rows", 0)
-        trigger_rows = ledger.get("confirmed_trigger_rows", {})
-        hits = ", ".join(f"{p!r} in {n} rows" for p, n in trigger_rows.items())
-        checks.append(check("confirmed rows and triggers",
-                            confirmed_rows == 0 and not any(trigger_rows.values()),
-                            f"{confirmed_rows} confirmed rows reappear"
-                            + (f"; confirmed triggers found: {hits}" if hits else "")))
-    return checks
-
-
 def updated_summary(summary: AuditSummary, applied: Applied, *, store: str, run_id: str,
                     fail_on_confirmed: bool = True) -> AuditSummary:
     """The summary after the ledger: counts follow the updated flags, and the gate is
-    `gate_checks` (the flagged share, and confirmed rows or triggers found in the data)."""
+    `summary.gate_checks` (the flagged share, significant triggers, and confirmed rows or
+    triggers found in the data)."""
     flagged = applied.rows["flagged"]
     counts = {"store": store, "run_id": run_id, **applied.counts}
     from auditors.fusion import gate  # (fusion imports the detectors: loaded when used)
@@ -278,7 +250,8 @@ def updated_summary(summary: AuditSummary, applied: Applied, *, store: str, run_
     verdict = gate(flagged, summary.gate.max_flagged_fraction)
     checks = gate_checks(rows=len(flagged), flagged=int(flagged.sum()),
                          max_flagged_fraction=verdict.max_flagged_fraction, ledger=counts,
-                         fail_on_confirmed=fail_on_confirmed)
+                         fail_on_confirmed=fail_on_confirmed,
+                         significant_triggers=summary.significant_triggers)
     return summary.replace(flagged=int(flagged.sum()), clean_rows=int((~flagged).sum()),
                            gate=dataclasses.replace(verdict, passed=all(c["passed"] for c in checks),
                                                     checks=tuple(checks)),

@@ -27,7 +27,7 @@ from auditors.ingest import LoadedDataset, load_table
 from auditors.outputs import SKIPPED, split_paths, write_outputs
 from auditors.runner import DetectorRun, detector_config, run_detectors
 from auditors.schema import CLASSIFICATION, PREFERENCE
-from auditors.summary import AuditSummary, OutputNames
+from auditors.summary import AuditSummary, OutputNames, gate_checks
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,13 @@ def assemble(loaded: LoadedDataset, run: DetectorRun, *, threshold: float = DEFA
     rows = pd.concat([table[["row_index", "row_id"]].reset_index(drop=True), fused,
                       run.score_columns()], axis=1)
     triggers = run.triggers()
+    significant = tuple(t["pattern"] for t in triggers if t.get("significant"))
     verdict = gate(rows["flagged"], max_flagged_fraction)
+    checks = gate_checks(rows=len(table), flagged=int(rows["flagged"].sum()),
+                         max_flagged_fraction=max_flagged_fraction, fail_on_confirmed=False,
+                         significant_triggers=significant)
+    verdict = dataclasses.replace(verdict, passed=all(c["passed"] for c in checks),
+                                  checks=tuple(checks))
     clean_name, quarantine_name = split_paths(loaded.raw)
     summary = AuditSummary(
         trainguard_version=__version__,
@@ -214,6 +220,7 @@ def assemble(loaded: LoadedDataset, run: DetectorRun, *, threshold: float = DEFA
         timings_seconds={**(timings or {}), "detectors": run.seconds},
         top_triggers=tuple({k: t.get(k) for k in ("pattern", "score", "support", "target", "side")}
                            for t in triggers[:10]),
+        significant_triggers=significant,
     )
     return AuditResult(rows, triggers, summary, run, table, list(loaded.raw.columns))
 

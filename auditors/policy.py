@@ -17,8 +17,8 @@ import pandas as pd
 
 from auditors.errors import TrainguardError
 from auditors.features.unicode import describe_codepoints, unicode_tokens
-from auditors.ledger import Ledger, check, gate_checks, new_run_id
-from auditors.summary import AuditSummary
+from auditors.ledger import Ledger, new_run_id
+from auditors.summary import AuditSummary, check, gate_checks
 
 _CONTROL_CATEGORIES = {"Cf", "Cc", "Co", "Cn"}  # format, control, private use, unassigned
 _ORDINARY = {"\t", "\n", "\r"}
@@ -116,10 +116,12 @@ def _describe(chars: set[str]) -> list[str]:
 def evaluate(policy: IntakePolicy, *, summary: AuditSummary, columns: list[str],
              previous: dict | None, controls: dict[str, int]) -> list[dict]:
     """The policy's checks, in a fixed order; the first are the audit gate's
-    (`ledger.gate_checks`: the flagged share, confirmed rows and triggers)."""
+    (`summary.gate_checks`: the flagged share, significant triggers, confirmed rows and
+    triggers)."""
     checks = gate_checks(rows=summary.rows, flagged=summary.flagged,
                          max_flagged_fraction=policy.max_flagged_fraction,
                          ledger=summary.ledger or {},
+                         significant_triggers=summary.significant_triggers,
                          fail_on_confirmed=policy.fail_on_confirmed)
     if policy.fail_on_control_characters:
         checks.append(check("control characters", not controls,

@@ -59,6 +59,8 @@ class AuditSummary:
     outputs: OutputNames = OutputNames()
     timings_seconds: dict = field(default_factory=dict)
     top_triggers: tuple[dict, ...] = ()
+    # candidates whose flag is a significance decision and that were significant
+    significant_triggers: tuple[str, ...] = ()
     ledger: dict | None = None  # what the quarantine ledger changed, when one was used
 
     @property
@@ -73,7 +75,8 @@ class AuditSummary:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         data.update(gate=self.gate.to_dict(), outputs=dataclasses.asdict(self.outputs),
                     detectors_run=list(self.detectors_run), targets=list(self.targets),
-                    top_triggers=list(self.top_triggers))
+                    top_triggers=list(self.top_triggers),
+                    significant_triggers=list(self.significant_triggers))
         if self.ledger is None:
             del data["ledger"]
         return data
@@ -86,6 +89,41 @@ class AuditSummary:
         gate = dict(values["gate"])
         values["gate"] = Gate(**{**gate, "checks": tuple(gate.get("checks", ()))})
         values["outputs"] = OutputNames(**values.get("outputs", {}))
-        for name in ("detectors_run", "targets", "top_triggers"):
+        for name in ("detectors_run", "targets", "top_triggers", "significant_triggers"):
             values[name] = tuple(values.get(name, ()))
         return cls(**values)
+
+
+def check(name: str, passed: bool, detail: str) -> dict:
+    """One gate or policy check: `{"check", "passed", "detail"}`."""
+    return {"check": name, "passed": bool(passed), "detail": detail}
+
+
+def gate_checks(*, rows: int, flagged: int, max_flagged_fraction: float,
+                ledger: dict | None = None, fail_on_confirmed: bool = True,
+                significant_triggers=()) -> list[dict]:
+    """The gate of every audit and intake, one rule for all: the flagged share (compared
+    unrounded) is at most `max_flagged_fraction`; no trigger was significant at the
+    configured false-discovery rate (`significant_triggers`, less those a reviewer released:
+    a real trigger in 0.2% of rows is an attack, whatever the share); and, with
+    `fail_on_confirmed`, no confirmed row or row holding a confirmed trigger is in the data.
+    `ledger` is the summary's ledger counts (`apply_ledger`'s `counts`)."""
+    from auditors.report import percents
+
+    share = flagged / rows if rows else 0.0
+    shown, limit = percents(share, max_flagged_fraction)
+    checks = [check("flagged share", share <= max_flagged_fraction,
+                    f"{flagged} of {rows} rows flagged ({shown}; limit {limit})")]
+    ledger = ledger or {}
+    significant = [p for p in significant_triggers if p not in ledger.get("released_triggers", ())]
+    checks.append(check("significant triggers", not significant,
+                        ", ".join(repr(p) for p in significant) or "none"))
+    if fail_on_confirmed:
+        confirmed_rows = ledger.get("confirmed_rows", 0)
+        trigger_rows = ledger.get("confirmed_trigger_rows", {})
+        hits = ", ".join(f"{p!r} in {n} rows" for p, n in trigger_rows.items())
+        checks.append(check("confirmed rows and triggers",
+                            confirmed_rows == 0 and not any(trigger_rows.values()),
+                            f"{confirmed_rows} confirmed rows reappear"
+                            + (f"; confirmed triggers found: {hits}" if hits else "")))
+    return checks

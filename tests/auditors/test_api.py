@@ -66,3 +66,12 @@ def test_bad_options_are_refused_when_the_config_is_built(options, message):
             AuditConfig(load=LoadOptions(**options["load"]))
         else:
             AuditConfig(**options)
+
+
+def test_a_significant_trigger_fails_the_gate_below_the_share_limit(preference_mix_path,
+                                                                    onnx_encoder):
+    config = AuditConfig(detectors=("preference_flip",), max_flagged_fraction=1.0)
+    result = audit(str(preference_mix_path), config=config, encoder=onnx_encoder)
+    assert result.summary.gate.flagged_fraction <= 1.0 and not result.passed
+    assert "sudo" in result.summary.significant_triggers
+    assert "significant triggers: 'sudo'" in repr(result)

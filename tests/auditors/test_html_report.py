@@ -204,3 +204,14 @@ def test_significance_decisions_show_their_p_and_q_values():
     rows = table.split("<tr")[2:]
     assert "<td>3.3e-15 / 9.8e-12</td>" in rows[0]
     assert page.count("<td>–</td>") == 1  # the other: its flag score decides, not a p-value
+
+
+def test_the_headline_names_the_checks_that_failed_besides_the_share():
+    audit = _audit()
+    audit["summary"]["gate"]["checks"] = [
+        {"check": "flagged share", "passed": False, "detail": "the share check's detail"},
+        {"check": "significant triggers", "passed": False, "detail": f"'{SCRIPT}'"}]
+    page = _render(audit)
+    headline = page[page.index('id="verdict"'):page.index("Next steps")]
+    assert "significant triggers: &#x27;&lt;script&gt;" in headline
+    assert "the share check" not in headline  # the share is the headline itself

@@ -51,7 +51,8 @@ def test_confirmed_rows_and_triggers_are_flagged_released_rows_are_not():
     assert reasons[1] == "ledger: confirmed row"
     assert reasons[2] == "trigger: x; ledger: released by a reviewer"  # detector reason kept
     assert applied.counts == {"confirmed_rows": 1, "released_rows": 1,
-                              "released_trigger_rows": 0, "confirmed_trigger_rows": {"cf": 1}}
+                              "released_trigger_rows": 0, "confirmed_trigger_rows": {"cf": 1},
+                              "released_triggers": []}
 
 
 def test_a_released_row_wins_over_a_confirmed_trigger():
@@ -75,7 +76,9 @@ def test_updated_summary_recomputes_counts_and_gate():
     assert (updated.flagged, updated.clean_rows) == (1, 3)
     gate = updated.gate
     assert (gate.flagged_fraction, gate.max_flagged_fraction, gate.passed) == (0.25, 0.1, False)
-    assert [c["passed"] for c in gate.checks] == [False, False]
+    assert [(c["check"], c["passed"]) for c in gate.checks] == [
+        ("flagged share", False), ("significant triggers", True),
+        ("confirmed rows and triggers", False)]
     assert updated.ledger["confirmed_trigger_rows"] == {"cf": 1}
 
 

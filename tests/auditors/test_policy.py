@@ -54,7 +54,8 @@ def _failed(checks):
 def test_checks_pass_on_a_clean_first_intake():
     checks = evaluate(IntakePolicy(max_flagged_fraction=0.05), summary=SUMMARY,
                       columns=["text", "label"], previous=None, controls={})
-    assert [c["check"] for c in checks] == ["flagged share", "confirmed rows and triggers",
+    assert [c["check"] for c in checks] == ["flagged share", "significant triggers",
+                                            "confirmed rows and triggers",
                                             "control characters", "schema drift"]
     assert not _failed(checks)
 
@@ -62,14 +63,18 @@ def test_checks_pass_on_a_clean_first_intake():
 def test_each_check_fails_on_its_own_evidence():
     summary = audit_summary(rows=100, flagged=10, schema="classification",
                             gate={"max_flagged_fraction": 0.05},
-                            ledger={"confirmed_rows": 1, "confirmed_trigger_rows": {"cf": 2}})
+                            significant_triggers=("sudo", "bb"),
+                            ledger={"confirmed_rows": 1, "confirmed_trigger_rows": {"cf": 2},
+                                    "released_triggers": ["bb"]})
     checks = evaluate(IntakePolicy(max_flagged_fraction=0.05), summary=summary,
                       columns=["text", "label", "extra"],
                       previous={"schema": "classification", "columns": ["text", "label"]},
                       controls={"U+200B ZERO WIDTH SPACE": 3})
-    assert _failed(checks) == {"flagged share", "confirmed rows and triggers",
-                               "control characters", "schema drift"}
+    assert _failed(checks) == {"flagged share", "significant triggers",
+                               "confirmed rows and triggers", "control characters",
+                               "schema drift"}
     detail = {c["check"]: c["detail"] for c in checks}
+    assert detail["significant triggers"] == "'sudo'"  # 'bb' was released by a reviewer
     assert "'cf' in 2 rows" in detail["confirmed rows and triggers"]
     assert "U+200B ZERO WIDTH SPACE in 3 rows" in detail["control characters"]
     assert "expected ['text', 'label']" in detail["schema drift"]
@@ -80,5 +85,6 @@ def test_pinned_schema_is_checked_and_disabled_checks_are_skipped():
                                    fail_on_control_characters=False, max_flagged_fraction=0.05),
                       summary=SUMMARY, columns=["text", "label"], previous=None,
                       controls={"U+200B ZERO WIDTH SPACE": 3})
-    assert [c["check"] for c in checks] == ["flagged share", "schema drift"]
+    assert [c["check"] for c in checks] == ["flagged share", "significant triggers",
+                                            "schema drift"]
     assert _failed(checks) == {"schema drift"}

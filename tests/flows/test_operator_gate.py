@@ -15,7 +15,8 @@ import pytest
 from prefect.client.orchestration import get_client
 from typer.testing import CliRunner
 
-from auditors.ledger import Decisions, Ledger, apply_ledger, gate_checks, updated_summary
+from auditors.ledger import Decisions, Ledger, apply_ledger, updated_summary
+from auditors.summary import gate_checks
 from auditors.policy import IntakePolicy, evaluate, intake_verdict
 from auditors.report import percents, verdict_line
 from auditors.config import AuditConfig
@@ -151,7 +152,7 @@ def test_a_confirmed_trigger_fails_the_audit_gate_under_the_share_limit():
     # the intake's first checks are the same function's
     checks = evaluate(IntakePolicy(max_flagged_fraction=0.005), summary=summary,
                       columns=["text", "label"], previous=None, controls={})
-    assert checks[:2] == gate_checks(rows=603, flagged=3, max_flagged_fraction=0.005,
+    assert checks[:3] == gate_checks(rows=603, flagged=3, max_flagged_fraction=0.005,
                                      ledger=summary.ledger) == list(summary.gate.checks)
     lenient = updated_summary(audit_summary(rows=603, gate={"max_flagged_fraction": 0.005}),
                               applied, store="s", run_id="r", fail_on_confirmed=False)
