@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from auditors.features.unicode import describe_codepoints
-from auditors.report import detectors_not_run
+from auditors.report import detectors_not_run, significance_text
 from auditors.schema import PREFERENCE
 from auditors.summary import AuditSummary
 
@@ -125,7 +125,7 @@ def _trigger_table(triggers: list[dict], table: pd.DataFrame | None, *,
         n_flagged = flagged_counts.get(t["pattern"], 0)
         cells = (f"<td>{rank}</td><td><code>{esc(t['pattern'])}</code>{codepoints}</td>"
                  f"<td>{t['score']:.2f}</td><td>{t.get('flag_score', 0):.2f}</td>"
-                 f"<td>{_significance(t)}</td>"
+                 f"<td>{esc(significance_text(t))}</td>"
                  f"<td>{t['support']}</td><td>{n_flagged}</td><td>{esc(t['target'])}</td>"
                  f"<td>{t.get('target_share', 0):.0%}</td>")
         row_class = "" if n_flagged else " class=\"muted\""
@@ -138,15 +138,6 @@ def _trigger_table(triggers: list[dict], table: pd.DataFrame | None, *,
             body.append(f"<tr><td colspan=\"9\">{_pair_examples(table, examples, t['pattern'])}"
                         "</td></tr>")
     return head + "".join(body) + "</table>"
-
-
-def _significance(trigger: dict) -> str:
-    """`p / q` for candidates whose flag is a significance decision (preference triggers;
-    degraded responses give p against a Bonferroni bound), "–" for the others."""
-    if "significant" not in trigger:
-        return "–"
-    q = trigger.get("q_value")
-    return f"{trigger['p_value']:.1e}" + (f" / {q:.1e}" if q is not None else "")
 
 
 def _flagged_counts(triggers: list[dict], table: pd.DataFrame | None,

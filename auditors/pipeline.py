@@ -218,7 +218,8 @@ def assemble(loaded: LoadedDataset, run: DetectorRun, *, threshold: float = DEFA
         outputs=OutputNames(clean=clean_name, quarantine=quarantine_name,
                             skipped=SKIPPED if loaded.raw.skipped else None),
         timings_seconds={**(timings or {}), "detectors": run.seconds},
-        top_triggers=tuple({k: t.get(k) for k in ("pattern", "score", "support", "target", "side")}
+        top_triggers=tuple({**{k: t.get(k) for k in ("pattern", "score", "support", "target", "side")},
+                            **{k: t[k] for k in ("significant", "p_value", "q_value") if k in t}}
                            for t in triggers[:10]),
         significant_triggers=significant,
     )

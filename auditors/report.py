@@ -61,6 +61,15 @@ def verdict_line(summary: AuditSummary) -> str:
     return line + "".join(f"; {c['check']}: {c['detail']}" for c in failed)
 
 
+def significance_text(trigger: dict) -> str:
+    """`p / q` for a candidate whose flag is a significance decision (preference triggers;
+    degraded-response triggers have p against a Bonferroni bound), "–" for the others."""
+    if "significant" not in trigger:
+        return "–"
+    q = trigger.get("q_value")
+    return f"{trigger['p_value']:.1e}" + (f" / {q:.1e}" if q is not None else "")
+
+
 def trigger_rows(triggers: list[dict], limit: int = 10) -> list[dict]:
     """Rows for a table artifact: plain text (a table cell shows text as it is, so escapes
     would show as debris); `summary_markdown` escapes them for markdown."""

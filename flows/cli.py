@@ -188,14 +188,15 @@ def _audit_config(debug: bool, source: str, out: Path, *, detectors: Optional[st
 
 def show_summary(summary, out: Path) -> None:
     """The trigger table, warnings and verdict of an `AuditSummary`."""
-    from auditors.report import NOT_APPLICABLE, detectors_not_run, verdict_line
+    from auditors.report import NOT_APPLICABLE, detectors_not_run, significance_text, verdict_line
 
     table = Table(title="Top trigger candidates", show_lines=False)
-    for column in ("rank", "pattern", "score", "support", "target"):
+    for column in ("rank", "pattern", "score", "p / q", "support", "target"):
         table.add_column(column)
     for rank, trigger in enumerate(summary.top_triggers, start=1):
         table.add_row(str(rank), repr(trigger["pattern"]), f"{trigger['score']:.2f}",
-                      str(trigger["support"]), printable(trigger["target"]))
+                      significance_text(trigger), str(trigger["support"]),
+                      printable(trigger["target"]))
     console.print(table, markup=False)
     for name, status, why in detectors_not_run(summary):
         if status != NOT_APPLICABLE:  # e.g. response detectors on classification data

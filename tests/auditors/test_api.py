@@ -37,6 +37,8 @@ def test_the_fdr_decides_the_preference_flags(preference_mix_path, onnx_encoder)
     default = audit(str(preference_mix_path), config=config, encoder=onnx_encoder)
     sudo = default.triggers.set_index("pattern").loc["sudo"]
     assert default.summary.flagged > 0 and sudo["significant"] and 0 < sudo["q_value"] <= 0.05
+    # the summary's trigger table (what the CLI prints) carries the decision too
+    assert next(t for t in default.summary.top_triggers if t["pattern"] == "sudo")["significant"]
     strict = audit(str(preference_mix_path), config=config.replace(fdr=sudo["q_value"] / 10),
                    encoder=onnx_encoder)
     assert strict.summary.flagged == 0

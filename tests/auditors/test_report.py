@@ -1,4 +1,5 @@
-from auditors.report import escape_markdown, summary_markdown, trigger_rows, verdict_line
+from auditors.report import (escape_markdown, significance_text, summary_markdown, trigger_rows,
+                             verdict_line)
 from tests.summaries import audit_summary
 
 SUMMARY = audit_summary(input="data.jsonl", format="jsonl", schema="classification", rows=200,
@@ -49,3 +50,10 @@ def test_code_span_fences_backticks():
 
     assert code_span("a_b") == "`a_b`"
     assert code_span("x `y` z") == "``x `y` z``"
+
+
+def test_significance_text_shows_p_and_q_only_for_significance_decisions():
+    assert significance_text({"significant": True, "p_value": 3.3e-15, "q_value": 9.8e-12}) == \
+        "3.3e-15 / 9.8e-12"
+    assert significance_text({"significant": False, "p_value": 7.9e-4}) == "7.9e-04"
+    assert significance_text({"pattern": "cf", "p_value": 1e-9}) == "–"  # flag_score decides
