@@ -16,7 +16,6 @@ import platform
 import re
 import time
 import uuid
-import dataclasses
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import cached_property
@@ -31,7 +30,7 @@ from auditors.errors import TrainguardError, one_line
 from auditors.features.ngrams import (POSITION_END, POSITION_START, TOKEN_PATTERN, character_tokens,
                                       is_character_token, position_tokens)
 from auditors.features.unicode import unicode_tokens
-from auditors.summary import AuditSummary, gate_checks
+from auditors.summary import AuditSummary, audit_gate
 
 LEDGER_FILE = "ledger.duckdb"
 QUARANTINED, CONFIRMED, RELEASED = "quarantined", "confirmed", "released"
@@ -245,17 +244,12 @@ def updated_summary(summary: AuditSummary, applied: Applied, *, store: str, run_
     triggers found in the data)."""
     flagged = applied.rows["flagged"]
     counts = {"store": store, "run_id": run_id, **applied.counts}
-    from auditors.fusion import gate  # (fusion imports the detectors: loaded when used)
-
-    verdict = gate(flagged, summary.gate.max_flagged_fraction)
-    checks = gate_checks(rows=len(flagged), flagged=int(flagged.sum()),
-                         max_flagged_fraction=verdict.max_flagged_fraction, ledger=counts,
+    verdict = audit_gate(rows=len(flagged), flagged=int(flagged.sum()),
+                         max_flagged_fraction=summary.gate.max_flagged_fraction, ledger=counts,
                          fail_on_confirmed=fail_on_confirmed,
                          significant_triggers=summary.significant_triggers)
     return summary.replace(flagged=int(flagged.sum()), clean_rows=int((~flagged).sum()),
-                           gate=dataclasses.replace(verdict, passed=all(c["passed"] for c in checks),
-                                                    checks=tuple(checks)),
-                           ledger=counts)
+                           gate=verdict, ledger=counts)
 
 
 def apply_to_result(result, table: pd.DataFrame, decisions: Decisions, *, store: str,

@@ -22,12 +22,12 @@ from auditors.features.ngrams import NgramStats, count_ngrams
 from auditors.features.probabilities import cross_validated_probs
 from auditors.features.proxy import cross_fitted_proxy
 from auditors.features.targets import Targets, classification_targets, derive_response_targets
-from auditors.fusion import fuse, gate
+from auditors.fusion import fuse
 from auditors.ingest import LoadedDataset, load_table
 from auditors.outputs import SKIPPED, split_paths, write_outputs
 from auditors.runner import DetectorRun, detector_config, run_detectors
 from auditors.schema import CLASSIFICATION, PREFERENCE
-from auditors.summary import AuditSummary, OutputNames, gate_checks
+from auditors.summary import AuditSummary, OutputNames, audit_gate
 
 log = logging.getLogger(__name__)
 
@@ -188,12 +188,9 @@ def assemble(loaded: LoadedDataset, run: DetectorRun, *, threshold: float = DEFA
                       run.score_columns()], axis=1)
     triggers = run.triggers()
     significant = tuple(t["pattern"] for t in triggers if t.get("significant"))
-    verdict = gate(rows["flagged"], max_flagged_fraction)
-    checks = gate_checks(rows=len(table), flagged=int(rows["flagged"].sum()),
+    verdict = audit_gate(rows=len(table), flagged=int(rows["flagged"].sum()),
                          max_flagged_fraction=max_flagged_fraction, fail_on_confirmed=False,
                          significant_triggers=significant)
-    verdict = dataclasses.replace(verdict, passed=all(c["passed"] for c in checks),
-                                  checks=tuple(checks))
     clean_name, quarantine_name = split_paths(loaded.raw)
     summary = AuditSummary(
         trainguard_version=__version__,

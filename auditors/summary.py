@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class Gate:
-    """The flagged share against its limit; with a ledger or an intake policy, `passed` also
-    needs every check in `checks` (`{"check", "passed", "detail"}`) to pass."""
+    """The flagged share against its limit; an audit's gate (`audit_gate`) passes when every
+    check in `checks` (`{"check", "passed", "detail"}`, from `gate_checks`) passes."""
 
     flagged_fraction: float
     max_flagged_fraction: float
@@ -92,6 +92,14 @@ class AuditSummary:
         for name in ("detectors_run", "targets", "top_triggers", "significant_triggers"):
             values[name] = tuple(values.get(name, ()))
         return cls(**values)
+
+
+def audit_gate(*, rows: int, flagged: int, max_flagged_fraction: float, **options) -> Gate:
+    """The gate of an audit or intake: `gate_checks(**options)`, all of which must pass."""
+    checks = gate_checks(rows=rows, flagged=flagged, max_flagged_fraction=max_flagged_fraction,
+                         **options)
+    return Gate(flagged / rows if rows else 0.0, max_flagged_fraction,
+                all(c["passed"] for c in checks), tuple(checks))
 
 
 def check(name: str, passed: bool, detail: str) -> dict:

@@ -146,11 +146,9 @@ class PreferenceFlipDetector(Detector):
 
     def _add_significance(self, candidates: list[dict], tests: int) -> None:
         """`q_value` (Benjamini-Hochberg over the `tests` n-grams), `significant` and
-        `evidence` per candidate, which are then ordered by p-value; a candidate whose rows
-        fail the content recheck, or that was not rechecked, has p = 1."""
-        content_ok = [c["content_z"] is not None and c["content_z"] < TriggerNgramDetector().content_z_max
-                      for c in candidates]
-        p_values = np.array([c["p_value"] if ok else 1.0 for c, ok in zip(candidates, content_ok)])
+        `evidence` per candidate, which are then ordered by p-value (the miner leaves p = 1
+        on candidates it did not recheck or whose rows failed its content recheck)."""
+        p_values = np.array([c["p_value"] for c in candidates])
         q_values = bh_q_values(p_values, tests) if len(candidates) else p_values
         for candidate, p, q in zip(candidates, p_values, q_values):
             candidate["p_value"], candidate["q_value"] = float(p), float(q)

@@ -9,6 +9,9 @@ def test_excess_p_value_is_the_binomial_tail_when_rows_are_alike():
     probs = np.full(12, 0.39)
     assert np.isclose(excess_p_value(11, probs), binom.sf(10, 12, 0.39))
     assert excess_p_value(0, probs) == 1.0
+    # large supports take the normal approximation: cheap, and close to the binomial tail
+    many = np.full(20_000, 0.3)
+    assert np.isclose(excess_p_value(6_150, many), binom.sf(6_149, 20_000, 0.3), rtol=0.05)
     # far tails stay exact (1 - cdf would round them to 0)
     assert np.isclose(excess_p_value(26, np.full(30, 0.1)), binom.sf(25, 30, 0.1), rtol=1e-9)
     # rows the content model already expects to carry the target are weaker evidence
