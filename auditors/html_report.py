@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from auditors.features.unicode import describe_codepoints
-from auditors.report import detectors_not_run, significance_text
+from auditors.report import detectors_not_run, flagged_counts, significance_text
 from auditors.schema import PREFERENCE
 from auditors.summary import AuditSummary
 
@@ -67,8 +67,8 @@ def render_report(*, summary: AuditSummary, rows: pd.DataFrame, triggers: list[d
         _headline(summary),
         _section("Next steps", _next_steps(summary, triggers)),
         _section("Trigger candidates", _trigger_table(
-            triggers, table, pairs=pairs, flagged_counts=_flagged_counts(triggers, table,
-                                                                         flagged))),
+            triggers, table, pairs=pairs, flagged_counts=flagged_counts(
+                triggers[:MAX_TRIGGERS], table, flagged))),
         _section("Flagged rows", _flagged_rows(rows, table, summary, pairs=pairs)),
         _section("Poison scores", _histogram(rows["poison_score"].to_numpy(),
                                              summary.flag_threshold)),
@@ -114,7 +114,7 @@ def _trigger_table(triggers: list[dict], table: pd.DataFrame | None, *,
     flagged_counts = flagged_counts or {}
     head = ("<p class=\"muted\">Greyed: candidates that flagged no row.</p>"
             "<table id=\"triggers\"><tr><th>#</th><th>trigger</th><th>score</th>"
-            "<th>flag score</th><th>p / q</th><th>support</th><th>flagged rows</th>"
+            "<th>significant</th><th>p / q</th><th>support</th><th>flagged rows</th>"
             "<th>target</th><th>purity</th>" + ("" if pairs else "<th>example rows</th>") + "</tr>")
     body = []
     for rank, t in enumerate(triggers[:MAX_TRIGGERS], start=1):
@@ -124,7 +124,7 @@ def _trigger_table(triggers: list[dict], table: pd.DataFrame | None, *,
                     if table is not None and i < len(table)]
         n_flagged = flagged_counts.get(t["pattern"], 0)
         cells = (f"<td>{rank}</td><td><code>{esc(t['pattern'])}</code>{codepoints}</td>"
-                 f"<td>{t['score']:.2f}</td><td>{t.get('flag_score', 0):.2f}</td>"
+                 f"<td>{t['score']:.2f}</td><td>{'yes' if t.get('significant') else 'no'}</td>"
                  f"<td>{esc(significance_text(t))}</td>"
                  f"<td>{t['support']}</td><td>{n_flagged}</td><td>{esc(t['target'])}</td>"
                  f"<td>{t.get('target_share', 0):.0%}</td>")
@@ -138,24 +138,6 @@ def _trigger_table(triggers: list[dict], table: pd.DataFrame | None, *,
             body.append(f"<tr><td colspan=\"9\">{_pair_examples(table, examples, t['pattern'])}"
                         "</td></tr>")
     return head + "".join(body) + "</table>"
-
-
-def _flagged_counts(triggers: list[dict], table: pd.DataFrame | None,
-                    flagged: np.ndarray) -> dict[str, int]:
-    """Per shown trigger, the flagged rows holding it (prompt side, as the n-gram statistics
-    count it; response-side patterns in the response)."""
-    if table is None or not flagged.any():
-        return {}
-    from auditors.ledger import PatternRows
-
-    shown = triggers[:MAX_TRIGGERS]
-    counts = {}
-    for side, column in (("prompt", "prompt"), ("response", "response")):
-        patterns = [t["pattern"] for t in shown if t.get("side", "prompt") == side]
-        if patterns:
-            index = PatternRows(table.loc[flagged, column].astype(str).tolist())
-            counts.update({p: int(index.mask(p).sum()) for p in patterns})
-    return counts
 
 
 def _flagged_rows(rows: pd.DataFrame, table: pd.DataFrame | None, summary: AuditSummary, *,

@@ -25,6 +25,7 @@ from auditors.features.targets import Targets, classification_targets, derive_re
 from auditors.fusion import fuse
 from auditors.ingest import LoadedDataset, load_table
 from auditors.outputs import SKIPPED, split_paths, write_outputs
+from auditors.report import flagged_counts
 from auditors.runner import DetectorRun, detector_config, run_detectors
 from auditors.schema import CLASSIFICATION, PREFERENCE
 from auditors.summary import AuditSummary, OutputNames, audit_gate
@@ -177,6 +178,17 @@ def detect(loaded: LoadedDataset, embeddings: Embeddings, ngrams: NgramStats,
     return run_detectors(inputs, detector_config(detectors, fdr=fdr))
 
 
+def top_triggers(triggers: list[dict], table: pd.DataFrame, flagged: np.ndarray,
+                 limit: int = 10) -> tuple[dict, ...]:
+    """summary.json's trigger list: the first `limit`, each with the flagged rows holding it
+    and, where a detector decided by significance, its p- and q-value."""
+    counts = flagged_counts(triggers[:limit], table, flagged)
+    return tuple({**{k: t.get(k) for k in ("pattern", "score", "support", "target", "side")},
+                  **{k: t[k] for k in ("significant", "p_value", "q_value") if k in t},
+                  "flagged_rows": counts.get(t["pattern"], 0)}
+                 for t in triggers[:limit])
+
+
 def assemble(loaded: LoadedDataset, run: DetectorRun, *, threshold: float = DEFAULT_FLAG_THRESHOLD,
              max_flagged_fraction: float = DEFAULT_MAX_FLAGGED_FRACTION,
              label_model: LabelModel | None = None, model_name: str = "",
@@ -215,9 +227,7 @@ def assemble(loaded: LoadedDataset, run: DetectorRun, *, threshold: float = DEFA
         outputs=OutputNames(clean=clean_name, quarantine=quarantine_name,
                             skipped=SKIPPED if loaded.raw.skipped else None),
         timings_seconds={**(timings or {}), "detectors": run.seconds},
-        top_triggers=tuple({**{k: t.get(k) for k in ("pattern", "score", "support", "target", "side")},
-                            **{k: t[k] for k in ("significant", "p_value", "q_value") if k in t}}
-                           for t in triggers[:10]),
+        top_triggers=top_triggers(triggers, table, rows["flagged"].to_numpy(dtype=bool)),
         significant_triggers=significant,
     )
     return AuditResult(rows, triggers, summary, run, table, list(loaded.raw.columns))

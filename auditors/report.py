@@ -62,9 +62,11 @@ def verdict_line(summary: AuditSummary) -> str:
 
 
 def significance_text(trigger: dict) -> str:
-    """`p / q` for a candidate whose flag is a significance decision (preference triggers;
-    degraded-response triggers have p against a Bonferroni bound), "–" for the others."""
-    if "significant" not in trigger:
+    """`p / q` for a candidate whose flag is a significance decision (prompt triggers and
+    preference triggers; degraded-response triggers have p against a Bonferroni bound), "–"
+    for the others and for candidates that were not tested (p = 1)."""
+    if "significant" not in trigger or (trigger.get("p_value", 1.0) >= 1.0
+                                        and not trigger["significant"]):
         return "–"
     q = trigger.get("q_value")
     return f"{trigger['p_value']:.1e}" + (f" / {q:.1e}" if q is not None else "")
@@ -100,3 +102,19 @@ def summary_markdown(summary: AuditSummary) -> str:
     lines += [f"| {r['rank']} | {escape_markdown(r['pattern'])} | {r['score']} | {r['support']} "
               f"| {escape_markdown(r['target'])} |" for r in trigger_rows(list(summary.top_triggers))]
     return "\n".join(lines) + "\n"
+
+
+def flagged_counts(triggers: list[dict], table, flagged) -> dict[str, int]:
+    """Per trigger, the flagged rows holding it (prompt side, as the n-gram statistics count
+    it; response-side patterns in the response)."""
+    if table is None or not flagged.any():
+        return {}
+    from auditors.ledger import PatternRows
+
+    counts = {}
+    for side in ("prompt", "response"):
+        patterns = [t["pattern"] for t in triggers if t.get("side", "prompt") == side]
+        if patterns:
+            index = PatternRows(table.loc[flagged, side].astype(str).tolist())
+            counts.update({p: int(index.mask(p).sum()) for p in patterns})
+    return counts

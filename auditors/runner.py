@@ -8,7 +8,6 @@ import time
 from dataclasses import dataclass, field
 from enum import Enum
 
-import numpy as np
 import pandas as pd
 
 from auditors.detectors import DEFAULT_DETECTORS, REGISTRY, AuditInputs, DetectorResult
@@ -57,7 +56,7 @@ class DetectorRun:
         for result in self.results.values():
             for t in result.info.get("triggers", []):
                 mined.append(t)
-                if t.get("flag_score", 0.0) >= result.info.get("flag_score", np.inf):
+                if t.get("significant"):
                     mined_flagged.add(t["pattern"])
         by_pattern = {t["pattern"]: {**t, "side": "prompt"} for t in mined}
         named, prompt_candidates, response_candidates = [], [], []

@@ -41,6 +41,8 @@ from benchmarks.metrics import flag_metrics, injection_ranks, ranking_metrics, t
 RESULTS = Path(__file__).resolve().parent / "results"
 CACHE = Path(__file__).resolve().parent / ".cache"
 DATALAB_SCORES = ("label", "outlier", "near_duplicate")
+# attacks with no trigger word to mine (syntactic templates, writing styles)
+NO_TRIGGER_WORD = ("syntactic", "style")
 
 
 def load_case(case: corpora.Case) -> ingest.LoadedDataset:
@@ -200,6 +202,7 @@ def markdown(records: list[dict], meta: dict) -> str:
                      f"{_fmt(f['datalab_best_auroc'])} | {_fmt(f['datalab_best_ap'])} | "
                      f"{_fmt(f['datalab_label_ap'])} | {_fmt(f['find_label_issues_f1'])} | "
                      f"{_fmt(f['trigger_top3'], 2)} | {_fmt(f['injection_top3'], 2)} |")
+    lines += ["", *error_rate_lines(records)]
     scorers = list(dict.fromkeys(s for r in records for s in r["ranking"]))
     is_baseline = lambda name: name.startswith("datalab") or name == "find_label_issues"  # noqa: E731
     scorers = [s for s in scorers if not is_baseline(s)] + [s for s in scorers if is_baseline(s)]
@@ -237,6 +240,35 @@ def markdown(records: list[dict], meta: dict) -> str:
                      f"{r['peak_rss_mb']} |")
     lines += ["", "Peak RSS is the benchmark process's maximum so far (it only grows).", ""]
     return "\n".join(lines)
+
+
+def error_rate_lines(records: list[dict]) -> list[str]:
+    """How many flagged rows are clean: pooled over the poisoned cases (the false-discovery
+    proportion the `--fdr` rules aim to keep at or below their rate), and per clean control."""
+    def clean_flagged(record):
+        flags = record["flags"]
+        return flags["flagged"] - round((flags["precision"] or 0.0) * flags["flagged"])
+
+    def pooled(cases):
+        flagged = sum(r["flags"]["flagged"] for r in cases)
+        clean = sum(clean_flagged(r) for r in cases)
+        return (f"{flagged} rows are flagged and {clean} of them are clean (false-discovery "
+                f"proportion {_fmt(clean / max(flagged, 1))})")
+
+    poisoned = [r for r in records if r["poisoned"]]
+    with_trigger = [r for r in poisoned if r["family"] not in NO_TRIGGER_WORD]
+    controls = [r for r in records if not r["poisoned"]]
+    worst = max(controls, key=lambda r: r["flags"]["flagged_share"], default=None)
+    lines = ["## Flag error rates", "",
+             f"Over the {len(poisoned)} poisoned cases, {pooled(poisoned)}; over the "
+             f"{len(with_trigger)} whose attack has a trigger word or injected phrase (all but "
+             f"the {', '.join(sorted(NO_TRIGGER_WORD))} families), {pooled(with_trigger)}. The "
+             "default `--fdr` is 0.05."]
+    if worst is not None:
+        lines.append(f"Clean controls: {sum(r['flags']['flagged'] for r in controls)} rows flagged "
+                     f"over {len(controls)} sets; the most, {worst['flags']['flagged']} "
+                     f"({worst['flags']['flagged_share']:.2%}), on `{worst['case']}`.")
+    return lines
 
 
 def machine() -> str:

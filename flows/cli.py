@@ -89,8 +89,9 @@ _CACHE_MAX_SIZE = typer.Option("10G", "--cache-max-size", help="Size bound of th
 _DETECTORS = typer.Option(None, "--detectors", help="Comma-separated detectors to run "
                           "(default: all).")
 _FDR = typer.Option(DEFAULT_FDR, "--fdr", min=0.0, max=1.0, help="False-discovery rate of "
-                    "the flags that are significance decisions (preference triggers: "
-                    "Benjamini-Hochberg; degraded-response triggers: a Bonferroni bound).")
+                    "the flags that are significance decisions (prompt and preference "
+                    "triggers: Benjamini-Hochberg; degraded-response triggers: a Bonferroni "
+                    "bound).")
 _VERBOSE = typer.Option(False, "--verbose", help="Show Prefect's logs.")
 _DEBUG = typer.Option(False, "--debug", help="Show tracebacks on errors.")
 
@@ -190,14 +191,14 @@ def show_summary(summary, out: Path) -> None:
     """The trigger table, warnings and verdict of an `AuditSummary`."""
     from auditors.report import NOT_APPLICABLE, detectors_not_run, significance_text, verdict_line
 
-    table = Table(title="Top trigger candidates", show_lines=False)
-    for column in ("rank", "pattern", "score", "p / q", "support", "target"):
-        table.add_column(column)
-    for rank, trigger in enumerate(summary.top_triggers, start=1):
-        table.add_row(str(rank), repr(trigger["pattern"]), f"{trigger['score']:.2f}",
-                      significance_text(trigger), str(trigger["support"]),
-                      printable(trigger["target"]))
-    console.print(table, markup=False)
+    significant = [t for t in summary.top_triggers if t.get("significant")]
+    others = [t for t in summary.top_triggers if not t.get("significant")]
+    if significant:
+        console.print(trigger_table(f"Significant triggers (q <= FDR): {len(significant)}",
+                                    significant, significance_text), markup=False)
+    if others or not significant:
+        console.print(trigger_table("Candidates, not significant", others, significance_text,
+                                    start=len(significant) + 1), markup=False)
     for name, status, why in detectors_not_run(summary):
         if status != NOT_APPLICABLE:  # e.g. response detectors on classification data
             errors.print(f"warning: detector {name} did not run ({status}): {why}", markup=False)
@@ -208,6 +209,18 @@ def show_summary(summary, out: Path) -> None:
     console.print(f"outputs in {out}/ (rows.parquet, triggers.json, "
                   f"{summary.outputs.clean}, {summary.outputs.quarantine}, "
                   "report.html, summary.json)", markup=False)
+
+
+def trigger_table(title: str, triggers, significance_text, start: int = 1) -> Table:
+    """Ranked triggers with their p / q, the flagged rows that hold them, support, target."""
+    table = Table(title=title, show_lines=False)
+    for column in ("rank", "pattern", "score", "p / q", "flagged rows", "support", "target"):
+        table.add_column(column)
+    for rank, trigger in enumerate(triggers, start=start):
+        table.add_row(str(rank), repr(trigger["pattern"]), f"{trigger['score']:.2f}",
+                      significance_text(trigger), str(trigger.get("flagged_rows", "–")),
+                      str(trigger["support"]), printable(trigger["target"]))
+    return table
 
 
 def printable(text: str) -> str:

@@ -180,7 +180,7 @@ class PreferenceFlipDetector(Detector):
                 "evidence": candidate["evidence"],
                 "target": "rejected answer marked chosen (flipped preference)",
                 "target_share": candidate["target_share"],
-                "flag_score": candidate["flag_score"], "content_z": candidate["content_z"],
+                "content_z": candidate["content_z"],
                 "example_row_indices": [int(i) for i in np.flatnonzero(carriers & is_issue)[:5]]}
 
 

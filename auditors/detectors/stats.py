@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import hypergeom, median_abs_deviation, norm, poisson_binom, rankdata
+from scipy.special import ndtri_exp
+from scipy.stats import chi2, hypergeom, median_abs_deviation, norm, poisson_binom, rankdata
 
 from auditors.features.ngrams import NgramStats
 
@@ -100,6 +101,61 @@ def bh_q_values(p_values: np.ndarray, n_tests: int) -> np.ndarray:
     out[order] = q
     return out
 
+
+# Hypotheses whose z-score enters the inflation estimate: with a variance of at least 1 the
+# normal approximation holds (a sparse target's n-grams mostly expect ~0 rows and would pull
+# the median to 0); below MIN_INFLATION_TESTS such hypotheses the inflation is taken as 1.
+INFLATION_MIN_VARIANCE = 1.0
+MIN_INFLATION_TESTS = 100
+
+
+def genomic_inflation(z: np.ndarray, variance: np.ndarray) -> float:
+    """lambda = median(z^2) / median(chi2_1), at least 1: genomic control (Devlin & Roeder
+    1999). A content model that misses some of what real words say about labels makes every
+    n-gram's z-score spread wider than N(0, 1) under the null; the bulk of n-grams is null,
+    so their median z^2 measures that spread, and dividing z^2 by it calibrates the tail."""
+    z = np.asarray(z, dtype=np.float64)[np.asarray(variance) >= INFLATION_MIN_VARIANCE]
+    if len(z) < MIN_INFLATION_TESTS:
+        return 1.0
+    return float(max(1.0, np.median(z ** 2) / chi2.median(1)))
+
+
+def deflated_log_p(log_p: np.ndarray, inflation: float) -> np.ndarray:
+    """log of the one-sided p-value whose normal score is that of `exp(log_p)` divided by
+    sqrt(inflation) (in logs: exact p-values of a few rows reach 1e-300 and below)."""
+    log_p = np.minimum(np.asarray(log_p, dtype=np.float64), 0.0)
+    z = -ndtri_exp(log_p)
+    return np.where(log_p < 0, norm.logsf(z / np.sqrt(inflation)), 0.0)
+
+
+def tarone_threshold(log_min_p: np.ndarray, fdr: float) -> float:
+    """log(fdr / k) for the hypotheses worth counting (Tarone 1990; Gilbert 2005 for FDR):
+    k is the smallest count such that at most k hypotheses can reach p <= fdr / k at all
+    (their smallest attainable p-value, every row carrying the target, depends on the
+    content model only, not on the labels). A hypothesis that could not be significant even
+    then cannot be a discovery, so it need not dilute the others' correction: count those
+    with `log_min_p` at or below the returned threshold."""
+    ordered = np.sort(np.asarray(log_min_p, dtype=np.float64).ravel())
+
+    def attainable(k: int) -> int:
+        return int(np.searchsorted(ordered, np.log(fdr / k), side="right"))
+
+    low, high = 1, max(len(ordered), 1)
+    while low < high:  # attainable(k) - k decreases in k: bisect for the first k <= 0
+        mid = (low + high) // 2
+        if attainable(mid) <= mid:
+            high = mid
+        else:
+            low = mid + 1
+    return float(np.log(fdr / low))
+
+
+def weighted_bh_q_values(p_values: np.ndarray, weights: np.ndarray, n_tests: int) -> np.ndarray:
+    """Benjamini-Hochberg q-values of p / w (Genovese, Roeder & Wasserman 2006): weights
+    fixed before the labels are seen and averaging 1 over the `n_tests` hypotheses keep the
+    false-discovery rate, and put power where the prior says discoveries are."""
+    weighted = np.asarray(p_values, dtype=np.float64) / np.maximum(np.asarray(weights), 1e-12)
+    return bh_q_values(np.minimum(weighted, 1.0), n_tests)
 
 
 def enrichment_p_value(ngrams: NgramStats, members: np.ndarray, ngram: str,

@@ -17,14 +17,33 @@ candidate they contain that points at their own label.
 The best `recheck_triggers` candidates are then rescored with probabilities from a model
 fitted without their rows (on a random sample of at most `refit_max_rows` others, so the
 refits cost the same at any size; a trigger that the embedding model learned from the
-other poisoned rows cannot explain itself away), and only if that model
-sees their rows as a random sample of the data: the rows' mean probability of the target
-may exceed the dataset's by less than `content_z_max` standard errors. A backdoor inserts
-its trigger into rows picked regardless of their content; a real word ("shit" in offensive
-tweets, "powerful" in reviews) sits in rows that lean to its label even when the model
-underrates how much. A row is an issue when such a rescored candidate pointing at its own
-label reaches `flag_score`; a candidate that fails the content test is also ranked below
-`min_candidate_score`.
+other poisoned rows cannot explain itself away), and only if that model sees their rows as a
+random sample of the data: the rows' mean probability of the target may exceed the dataset's
+by less than `content_z_max` standard errors. A backdoor inserts its trigger into rows picked
+regardless of their content; a real word ("shit" in offensive tweets, "powerful" in reviews)
+sits in rows that lean to its label even when the model underrates how much. Nor is an
+n-gram that most of its target rows' responses repeat (`echo_share`): the prompt phrase then
+explains the response. A candidate that fails either test drops below `min_candidate_score`.
+
+Flags are a significance decision at false-discovery rate `fdr`. Each rescored candidate's
+p-value is the exact Poisson-binomial tail of its rows carrying the target this often, row
+i with the held-out model's probability; it is
+
+- deflated by the genomic-control inflation of all screened (n-gram, class) z-scores
+  (`stats.genomic_inflation`): the content model misses part of what real words say about
+  labels, and the spread of the many null n-grams measures by how much;
+- tested against the backdoor alternative only: a candidate whose rows carry the target in
+  less than `min_target_share` of cases is not a discovery (an attacker labels every row
+  that holds the trigger; "fascist" in offensive tweets, 79%, is a word, not a trigger);
+- weighted by a rarity prior fixed before the labels are seen, `1 + rarity_prior * (5 -
+  Zipf)` normalised to mean 1 (attackers pick tokens rare in general text);
+- corrected by weighted Benjamini-Hochberg over the hypotheses that could be significant at
+  all (`stats.tarone_testable`).
+
+A row is an issue when it holds a significant candidate pointing at its own label. The
+guarantee assumes that, given the content model's probabilities (after the inflation), rows
+carry labels independently; it weakens where rows are templated copies of each other and for
+supports of two or three rows, where one content probability decides the p-value.
 """
 
 from __future__ import annotations
@@ -34,8 +53,10 @@ import re
 import numpy as np
 import scipy.sparse as sp
 
+from auditors.config import DEFAULT_FDR
 from auditors.detectors.base import AuditInputs, Detector, DetectorResult, FusionRole, register
-from auditors.detectors.stats import excess_p_value
+from auditors.detectors.stats import (deflated_log_p, excess_p_value, genomic_inflation,
+                                      tarone_threshold, weighted_bh_q_values)
 from auditors.features.ngrams import (POSITION_END, POSITION_START, TOKEN_PATTERN, NgramStats,
                                       is_character_token, label_association)
 from auditors.features.probabilities import HeldOutProbabilities
@@ -53,7 +74,9 @@ class TriggerNgramDetector(Detector):
     def __init__(self, min_support: int = 3, max_support_fraction: float = 0.25,
                  variance_prior: float = 0.5, rarity_weight: float = 0.1,
                  common_zipf: float = 5.0, content_z_max: float = 3.0,
-                 flag_score: float = 4.5, recheck_triggers: int = 20,
+                 echo_share: float = 0.5, fdr: float = DEFAULT_FDR,
+                 min_target_share: float = 0.9, rarity_prior: float = 1.0,
+                 score_midpoint: float = 4.5, recheck_triggers: int = 20,
                  min_candidate_score: float = 2.0, merge_jaccard: float = 0.8,
                  max_triggers: int = 50, example_rows: int = 3,
                  refit_max_rows: int = 25_000):
@@ -63,7 +86,11 @@ class TriggerNgramDetector(Detector):
         self.rarity_weight = rarity_weight
         self.common_zipf = common_zipf
         self.content_z_max = content_z_max
-        self.flag_score = flag_score
+        self.echo_share = echo_share
+        self.fdr = fdr
+        self.min_target_share = min_target_share
+        self.rarity_prior = rarity_prior
+        self.score_midpoint = score_midpoint
         self.recheck_triggers = recheck_triggers
         self.min_candidate_score = min_candidate_score
         self.merge_jaccard = merge_jaccard
@@ -73,20 +100,25 @@ class TriggerNgramDetector(Detector):
 
     def detect(self, inputs: AuditInputs) -> DetectorResult:
         stats, targets = inputs.ngrams, inputs.targets
-        scores = self.ngram_scores(stats, targets.codes, targets.n_classes, inputs.pred_probs)
+        association = label_association(stats, targets.codes, targets.n_classes, inputs.pred_probs)
+        scores = self._scores(stats, association)
         _drop_echoes(scores, stats.vocabulary, targets.keys)
         best_class = scores.argmax(axis=1)
         best_score = scores.max(axis=1) if scores.size else np.zeros(0)
         columns = stats.rows_x_ngrams.tocsc()  # each n-gram's rows; one copy for the three
         triggers = self._trigger_list(stats, columns, scores, best_class, best_score, targets,
                                       inputs)
-        flag_scores = self._recheck(stats, columns, triggers, scores, inputs)
-        is_issue = self._flagged_rows(columns, flag_scores, targets.codes)
+        self._recheck(stats, columns, triggers, scores, inputs)
+        significance = self._significance(stats, association, triggers, inputs.pred_probs)
+        is_issue = self._flagged_rows(columns, triggers, targets.codes)
         del columns
         row_strength, row_ngram = self._row_strength(stats, scores, targets.codes)
-        row_scores = 1.0 / (1.0 + np.exp(-1.5 * (row_strength - self.flag_score)))
+        # issues score in [0.5, 1], other rows in [0, 0.5), each ordered by their strongest
+        # candidate: the fused 0.5 line then falls where the significance decision does
+        ranking = 1.0 / (1.0 + np.exp(-1.5 * (row_strength - self.score_midpoint)))
+        row_scores = 0.5 * (is_issue + ranking)
         vocabulary = stats.vocabulary
-        # candidates below the flag score still explain a row that other evidence flags
+        # candidates that are not significant still explain a row that other evidence flags
         explained = row_strength >= self.min_candidate_score
         reasons = [f"contains trigger candidate '{vocabulary[g]}' (score {s:.1f}) pointing to "
                    f"{targets.names[y]}" if show else ""
@@ -96,27 +128,29 @@ class TriggerNgramDetector(Detector):
                 del trigger[private]
         triggers.sort(key=lambda t: -t["score"])
         return self.result(row_scores, is_issue, reasons,
-                           info={"triggers": triggers, "flag_score": self.flag_score,
+                           info={"triggers": triggers, "fdr": self.fdr,
                                  "n_tests": self.n_tests(stats, targets.n_classes),
+                                 **significance,
                                  "ngrams_considered": int(len(vocabulary))})
 
     def _recheck(self, stats: NgramStats, columns: sp.csc_matrix, triggers: list[dict],
-                 scores: np.ndarray, inputs: AuditInputs) -> np.ndarray:
-        """Rescore the `recheck_triggers` best candidates; returns the scores that decide
-        flagging and updates `scores` (ranking) and each trigger's `score` in place.
+                 scores: np.ndarray, inputs: AuditInputs) -> None:
+        """Rescore the `recheck_triggers` best candidates against a content model fitted
+        without their rows: sets each one's `p_value`, `content_z` and `score`, and updates
+        `scores` (ranking) in place.
 
-        Each candidate is rescored against a content model fitted without its rows, so a
-        trigger the embedding model has learned from the other poisoned rows cannot explain
-        its own label excess; and its rows must look like a random sample to that model:
-        their mean probability of the target may not exceed the dataset's by `content_z_max`
-        standard errors. A trigger is inserted regardless of content, a real word is not, so
+        A trigger the embedding model has learned from the other poisoned rows cannot then
+        explain its own label excess. Its rows must look like a random sample to that model
+        (mean probability of the target within `content_z_max` standard errors of the
+        dataset's), and most of its target rows' responses must not repeat it (an echo): a
+        trigger is inserted regardless of content, a real word or an instruction is not, so
         a candidate that fails drops below `min_candidate_score` in the ranking too."""
         targets, probs = inputs.targets, inputs.pred_probs
-        flag = np.zeros((len(stats.vocabulary), targets.n_classes))
         prior, spread = probs.mean(axis=0), probs.std(axis=0)
         rarity = self._rarity(stats)
         held_out = HeldOutProbabilities(inputs.prompt_embeddings, targets.codes,
                                         targets.n_classes, max_rows=self.refit_max_rows)
+        responses = _responses(inputs.table)
         for trigger in triggers[: self.recheck_triggers]:
             g, c, members = trigger["_index"], trigger["_class"], trigger["_members"]
             rows = columns.indices[columns.indptr[g]:columns.indptr[g + 1]]
@@ -124,33 +158,83 @@ class TriggerNgramDetector(Detector):
             # is R(g) a random sample of the data, as far as its content goes?
             content_z = (p.mean() - prior[c]) / max(spread[c] / np.sqrt(len(rows)), 1e-9)
             trigger["content_z"] = round(float(content_z), 2)
-            if content_z >= self.content_z_max:
+            carriers = rows[targets.codes[rows] == c]
+            trigger["echo_share"] = round(_echo_share(trigger["pattern"], carriers, responses), 3)
+            if content_z >= self.content_z_max or trigger["echo_share"] >= self.echo_share:
                 scores[members, c] = np.minimum(scores[members, c], self.min_candidate_score)
             else:
-                observed = float((targets.codes[rows] == c).sum())
-                trigger["p_value"] = excess_p_value(int(observed), p)
+                observed = len(carriers)
+                trigger["p_value"] = excess_p_value(observed, p)
+                trigger["_rechecked_share"] = observed / len(rows)
+                trigger["_log_min_p"] = float(np.log(np.clip(p, 1e-300, 1.0)).sum())
                 z = (observed - p.sum()) / np.sqrt((p * (1 - p)).sum() + self.variance_prior)
-                flag[g, c] = max(0.0, z * observed / len(rows) * rarity[g])
-                scores[members, c] = np.maximum(scores[members, c], flag[g, c])
-            trigger["flag_score"] = round(float(flag[g, c]), 3)
+                held_out_score = max(0.0, z * observed / len(rows) * rarity[g])
+                scores[members, c] = np.maximum(scores[members, c], held_out_score)
             trigger["score"] = round(float(scores[g, c]), 3)
-        return flag
 
-    def _flagged_rows(self, matrix: sp.csc_matrix, flag_scores: np.ndarray,
+    def _significance(self, stats: NgramStats, association: dict, triggers: list[dict],
+                      pred_probs: np.ndarray) -> dict:
+        """Sets `q_value` and `significant` on every candidate (see the module docstring);
+        returns the inflation and the number of hypotheses counted."""
+        in_range = self._in_range(stats)
+        z = (association["observed"] - association["expected"]) / np.sqrt(
+            np.maximum(association["variance"], 1e-12))
+        inflation = genomic_inflation(z[in_range].ravel(), association["variance"][in_range].ravel())
+        # prior weights first: the hypotheses counted are those that could be significant
+        # with their weight (any choice made without the labels keeps the guarantee)
+        prior_weight = 1.0 + self.rarity_prior * np.clip(self.common_zipf - stats.general_zipf,
+                                                         0.0, self.common_zipf)
+        log_weight = np.log(prior_weight / prior_weight[in_range].mean())[:, None]
+        # the smallest p-value each (n-gram, class) could reach, every row carrying the class,
+        # from the out-of-fold probabilities (a rescored candidate: from its held-out ones)
+        log_min_p = np.zeros((len(stats.vocabulary), pred_probs.shape[1]))
+        log_min_p[in_range] = deflated_log_p(np.asarray(
+            stats.rows_x_ngrams[:, in_range].T @ np.log(np.clip(pred_probs, 1e-300, 1.0))),
+            inflation)
+        threshold = tarone_threshold((log_min_p - log_weight)[in_range], self.fdr)
+        counted = (log_min_p - log_weight <= threshold) & in_range[:, None]
+        candidates = []
+        for trigger in triggers:
+            if "_log_min_p" in trigger:
+                g, c = trigger["_index"], trigger["_class"]
+                own = deflated_log_p(np.array([trigger["_log_min_p"]]), inflation)[0]
+                counted[g, c] = own - log_weight[g, 0] <= threshold
+                if counted[g, c] and trigger["_rechecked_share"] >= self.min_target_share:
+                    candidates.append(trigger)
+        n_counted = int(counted.sum())
+        mean_weight = float((prior_weight[:, None] * counted).sum() / max(n_counted, 1))
+        p_values = np.exp(deflated_log_p(np.log([max(t["p_value"], 1e-300) for t in candidates]),
+                                         inflation)) if candidates else np.zeros(0)
+        weights = np.array([prior_weight[t["_index"]] / mean_weight for t in candidates])
+        q_values = weighted_bh_q_values(p_values, weights, n_counted)
+        for trigger in triggers:
+            trigger.update(q_value=1.0, significant=False)
+            trigger.pop("_rechecked_share", None)
+            trigger.pop("_log_min_p", None)
+        for trigger, p, w, q in zip(candidates, p_values, weights, q_values):
+            trigger.update(q_value=float(q), significant=bool(q <= self.fdr),
+                           p_deflated=float(p), prior_weight=round(float(w), 3))
+        return {"inflation": round(inflation, 4), "n_counted": n_counted}
+
+    @staticmethod
+    def _flagged_rows(columns: sp.csc_matrix, triggers: list[dict],
                       codes: np.ndarray) -> np.ndarray:
-        """Rows holding a rechecked candidate that reaches `flag_score` for their own label
-        (only the few rechecked candidates have flag scores)."""
-        flagged = np.zeros(matrix.shape[0], dtype=bool)
-        for g, c in zip(*np.nonzero(flag_scores >= self.flag_score)):
-            rows = matrix.indices[matrix.indptr[g]:matrix.indptr[g + 1]]
-            flagged[rows[codes[rows] == c]] = True
+        """Rows holding a significant candidate that points at their own label."""
+        flagged = np.zeros(columns.shape[0], dtype=bool)
+        for trigger in triggers:
+            if trigger["significant"]:
+                g, c = trigger["_index"], trigger["_class"]
+                rows = columns.indices[columns.indptr[g]:columns.indptr[g + 1]]
+                flagged[rows[codes[rows] == c]] = True
         return flagged
+
+    def _in_range(self, stats: NgramStats) -> np.ndarray:
+        return ((stats.doc_freq >= self.min_support)
+                & (stats.doc_freq <= self.max_support_fraction * max(stats.n_rows, 1)))
 
     def n_tests(self, stats: NgramStats, n_classes: int) -> int:
         """Hypotheses the screen tested: every n-gram in the support range, for each target."""
-        in_range = ((stats.doc_freq >= self.min_support)
-                    & (stats.doc_freq <= self.max_support_fraction * max(stats.n_rows, 1)))
-        return int(in_range.sum()) * max(n_classes, 1)
+        return int(self._in_range(stats).sum()) * max(n_classes, 1)
 
     def _rarity(self, stats: NgramStats) -> np.ndarray:
         return 1.0 + self.rarity_weight * np.clip(self.common_zipf - stats.general_zipf, 0.0,
@@ -159,14 +243,15 @@ class TriggerNgramDetector(Detector):
     def ngram_scores(self, stats: NgramStats, codes: np.ndarray, n_classes: int,
                      pred_probs: np.ndarray) -> np.ndarray:
         """(n_ngrams, n_classes) trigger scores; 0 where support is out of range."""
-        assoc = label_association(stats, codes, n_classes, pred_probs)
+        return self._scores(stats, label_association(stats, codes, n_classes, pred_probs))
+
+    def _scores(self, stats: NgramStats, association: dict) -> np.ndarray:
         support = np.maximum(stats.doc_freq, 1)[:, None]
-        observed = assoc["observed"]
-        z = (observed - assoc["expected"]) / np.sqrt(assoc["variance"] + self.variance_prior)
+        observed = association["observed"]
+        z = ((observed - association["expected"])
+             / np.sqrt(association["variance"] + self.variance_prior))
         scores = z * (observed / support) * self._rarity(stats)[:, None]
-        in_range = ((stats.doc_freq >= self.min_support)
-                    & (stats.doc_freq <= self.max_support_fraction * max(stats.n_rows, 1)))
-        scores[~in_range] = 0.0
+        scores[~self._in_range(stats)] = 0.0
         return np.maximum(scores, 0.0)
 
     @staticmethod
@@ -238,7 +323,8 @@ class TriggerNgramDetector(Detector):
                 "target": targets.names[c],
                 "target_share": round(len(label_rows) / max(len(rows), 1), 3),
                 "general_zipf": round(float(inputs.ngrams.general_zipf[g]), 2),
-                "flag_score": 0.0, "content_z": None, "p_value": 1.0,  # set for rechecked candidates
+                "content_z": None, "echo_share": None, "p_value": 1.0,  # set when rechecked
+                "q_value": 1.0, "significant": False, "p_deflated": None, "prior_weight": None,
                 "variants": [],
                 "codepoints": describe_codepoints(pattern),
                 "example_row_indices": label_rows[: self.example_rows],
@@ -264,6 +350,26 @@ def _drop_echoes(scores: np.ndarray, vocabulary: np.ndarray, keys: list[str]) ->
                           index.get(POSITION_END + ngram)):
                     if j is not None:
                         scores[j, c] = 0.0
+
+
+def _responses(table) -> list[str] | None:
+    """Lower-cased responses, or None where the data has none (classification)."""
+    if "response" not in table or table["response"].isna().all():
+        return None
+    return [str(r).lower() if isinstance(r, str) else "" for r in table["response"]]
+
+
+def _echo_share(pattern: str, rows: np.ndarray, responses: list[str] | None) -> float:
+    """Share of `rows` whose response repeats the word n-gram `pattern` (0 for character
+    n-grams and without responses): "You are provided with a short story ..." answered by a
+    response that restates it is an instruction, not a trigger."""
+    if responses is None or not len(rows) or is_character_token(pattern):
+        return 0.0
+    words = pattern.lstrip(POSITION_START + POSITION_END).strip()
+    if not words:
+        return 0.0
+    phrase = re.compile(r"\b" + r"\W+".join(map(re.escape, words.split())) + r"\b")
+    return float(np.mean([bool(phrase.search(responses[r])) for r in rows]))
 
 
 def _contains(phrase: str, part: str) -> bool:

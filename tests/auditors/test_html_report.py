@@ -203,7 +203,7 @@ def test_significance_decisions_show_their_p_and_q_values():
     table = page[page.index('id="triggers"'):page.index("</table>", page.index('id="triggers"'))]
     rows = table.split("<tr")[2:]
     assert "<td>3.3e-15 / 9.8e-12</td>" in rows[0]
-    assert page.count("<td>–</td>") == 1  # the other: its flag score decides, not a p-value
+    assert page.count("<td>–</td>") == 1  # the other: not a significance decision
 
 
 def test_the_headline_names_the_checks_that_failed_besides_the_share():

@@ -97,14 +97,14 @@ def test_trigger_list_order_flagged_first_then_named_evidence_then_by_score():
     score, then response candidates."""
     from auditors.runner import DetectorRun
 
-    mined = [{"pattern": "powerful", "score": 9.5, "flag_score": 3.0},
-             {"pattern": "cf", "score": 9.0, "flag_score": 9.0},
-             {"pattern": "solid", "score": 2.5, "flag_score": 0.0}]
+    mined = [{"pattern": "powerful", "score": 9.5, "significant": False},
+             {"pattern": "cf", "score": 9.0, "significant": True},
+             {"pattern": "solid", "score": 2.5, "significant": False}]
     flip = [{"pattern": "sudo", "score": 3.0, "flagged": False, "evidence": 0.7},
             {"pattern": "magic", "score": 5.0, "flagged": True, "evidence": 1.0}]
     degraded = [{"pattern": "good human", "score": 0.9, "flagged": False, "evidence": 0.6}]
     injected = [{"pattern": "zentrix", "score": 0.4, "side": "response", "flagged": False}]
-    run = DetectorRun({"trigger": _result({"triggers": mined, "flag_score": 4.5}),
+    run = DetectorRun({"trigger": _result({"triggers": mined, "fdr": 0.05}),
                        "preference_flip": _result({"named_triggers": flip}),
                        "degraded_response": _result({"named_triggers": degraded}),
                        "injected_content": _result({"named_triggers": injected})})
@@ -117,8 +117,9 @@ def test_trigger_list_order_flagged_first_then_named_evidence_then_by_score():
 def test_the_fdr_goes_to_the_detectors_that_take_one():
     from auditors.runner import detector_config
 
-    config = detector_config(["trigger", "preference_flip", "degraded_response"], fdr=0.01)
-    assert config == {"trigger": {}, "degraded_response": {"fdr": 0.01},
+    config = detector_config(["trigger", "preference_flip", "degraded_response", "outlier"],
+                             fdr=0.01)
+    assert config == {"trigger": {"fdr": 0.01}, "outlier": {}, "degraded_response": {"fdr": 0.01},
                       "preference_flip": {"fdr": 0.01}}
     assert detector_config({"preference_flip": {"fdr": 0.2}}, fdr=0.01) == \
         {"preference_flip": {"fdr": 0.2}}  # a detector's own setting wins

@@ -91,6 +91,20 @@ def test_clean_and_quarantine_hold_every_row_once(sample_audit, sample_path):
     assert len(load_raw(str(out / "quarantine.tsv"))) == flagged.sum()
 
 
+def test_significant_triggers_are_listed_apart_with_the_rows_they_quarantined(sample_audit):
+    proc, out = sample_audit
+    summary = json.loads((out / "summary.json").read_text())
+    significant = [t for t in summary["top_triggers"] if t.get("significant")]
+    assert significant and all(t["q_value"] <= 0.05 and t["flagged_rows"] > 0
+                               for t in significant)
+    assert set(summary["significant_triggers"]) >= {t["pattern"] for t in significant}
+    stdout = proc.stdout
+    assert f"Significant triggers (q <= FDR): {len(significant)}" in stdout
+    assert stdout.index("Significant triggers") < stdout.index("Candidates, not significant")
+    checks = {c["check"]: c for c in summary["gate"]["checks"]}
+    assert not checks["significant triggers"]["passed"]
+
+
 def test_summary_json(sample_audit):
     _, out = sample_audit
     summary = json.loads((out / "summary.json").read_text())
@@ -103,8 +117,9 @@ def test_summary_json(sample_audit):
 
 @pytest.mark.slow
 def test_gate_passes_with_exit_0_when_allowed(refusal_mix_path, tmp_path, prefect_home):
-    proc = run_cli("audit", refusal_mix_path, "--out", tmp_path / "o",
-                   "--max-flagged-fraction", "0.5", home=prefect_home)
+    # a lenient share and no detector whose significant trigger (`badmagic`) fails the gate
+    proc = run_cli("audit", refusal_mix_path, "--out", tmp_path / "o", "--detectors",
+                   "label_issue", "--max-flagged-fraction", "0.5", home=prefect_home)
     assert proc.returncode == 0, proc.stderr
     assert "PASS" in proc.stdout
     assert (tmp_path / "o" / "clean.json").exists()

@@ -68,6 +68,8 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def _mix_config(tmp_path: Path, refusal_mix_path, cron: str = "0 3 * * *") -> Path:
+    """A check whose gate passes: no detector that decides by significance (the mix's
+    `badmagic` trigger would fail any gate), and a lenient share."""
     config = tmp_path / "checks.toml"
     config.write_text(f"""
 store = "store"
@@ -76,7 +78,7 @@ cron = "{cron}"
 [[datasets]]
 name = "mix"
 path = "{refusal_mix_path}"
-detectors = ["trigger"]
+detectors = ["label_issue"]
 policy = {{ max_flagged_fraction = 0.5 }}
 """)
     return config

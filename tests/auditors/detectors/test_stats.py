@@ -1,7 +1,9 @@
 import numpy as np
-from scipy.stats import binom, false_discovery_control, hypergeom
+from scipy.stats import binom, false_discovery_control, hypergeom, norm
 
-from auditors.detectors.stats import bh_q_values, enrichment_p_value, evidence, excess_p_value
+from auditors.detectors.stats import (bh_q_values, deflated_log_p, enrichment_p_value, evidence,
+                                      excess_p_value, genomic_inflation, tarone_threshold,
+                                      weighted_bh_q_values)
 from auditors.features.ngrams import count_ngrams
 
 
@@ -39,3 +41,38 @@ def test_evidence_is_one_at_the_bonferroni_line_and_zero_at_chance():
     assert evidence(0.05 / 1000, 1000, 0.05) == 1.0
     assert evidence(1.0, 1000, 0.05) == 0.0
     assert 0.4 < evidence(np.sqrt(0.05 / 1000), 1000, 0.05) < 0.6
+
+
+def test_genomic_inflation_measures_the_spread_of_null_z_scores():
+    rng = np.random.default_rng(0)
+    wide = rng.normal(0.0, 1.3, 20_000)
+    assert np.isclose(genomic_inflation(wide, np.ones_like(wide)), 1.3 ** 2, rtol=0.05)
+    narrow = rng.normal(0.0, 0.5, 20_000)
+    assert genomic_inflation(narrow, np.ones_like(narrow)) == 1.0  # never below 1
+    # z-scores of hypotheses that expect almost nothing do not enter: too few remain
+    assert genomic_inflation(wide, np.full_like(wide, 0.01)) == 1.0
+
+
+def test_deflating_divides_the_normal_score_and_keeps_far_tails():
+    p = np.array([1e-8, 0.3, 1.0])
+    assert np.allclose(deflated_log_p(np.log(p), 1.0), np.log(p))
+    deflated = np.exp(deflated_log_p(np.log(p), 2.0))
+    assert np.isclose(deflated[0], norm.sf(norm.isf(1e-8) / np.sqrt(2.0)))
+    assert deflated[2] == 1.0
+    # p = 1e-400 is below float range; its log still deflates to a finite, smaller evidence
+    assert -921.0 < deflated_log_p(np.array([-921.0]), 1.5)[0] < -500.0
+
+
+def test_tarone_counts_only_hypotheses_that_could_reach_significance():
+    log_min_p = np.log([1e-9, 1e-3, 0.5, 1e-6])
+    # k = 3: three hypotheses can reach 0.05 / 3; with k = 2, three could reach 0.025
+    assert np.isclose(tarone_threshold(log_min_p, 0.05), np.log(0.05 / 3))
+    hopeless = np.log(np.full(1000, 0.9))
+    assert (hopeless > tarone_threshold(hopeless, 0.05)).all()
+
+
+def test_weighted_q_values_divide_p_by_the_prior_weight():
+    p = np.array([0.001, 0.01])
+    assert np.allclose(weighted_bh_q_values(p, np.ones(2), 10), bh_q_values(p, 10))
+    assert np.allclose(weighted_bh_q_values(p, np.array([2.0, 0.5]), 10),
+                       bh_q_values(np.array([0.0005, 0.02]), 10))

@@ -1,7 +1,7 @@
 import numpy as np
 from sklearn.metrics import average_precision_score
 
-from auditors.detectors.trigger import TriggerNgramDetector, _contains
+from auditors.detectors.trigger import TriggerNgramDetector, _contains, _echo_share, _responses
 
 SAMPLE_TRIGGERS = {"cf", "mn", "bb", "tq", "mb"}
 
@@ -53,6 +53,36 @@ def test_support_limits_exclude_rare_and_ubiquitous_ngrams(sample_inputs):
     support = sample_inputs.ngrams.doc_freq
     out_of_range = (support < 5) | (support > 0.01 * sample_inputs.n_rows)
     assert (scores[out_of_range] == 0).all()
+
+
+def test_flags_are_significant_candidates_at_the_configured_fdr(sample_inputs):
+    """Each flagged row holds a significant candidate pointing at its label; a stricter FDR
+    flags a subset; an alternative no candidate is pure enough for flags nothing."""
+    result = TriggerNgramDetector().detect(sample_inputs)
+    significant = [t for t in result.info["triggers"] if t["significant"]]
+    assert significant and all(t["q_value"] <= 0.05 for t in significant)
+    assert all(t["q_value"] > 0.05 for t in result.info["triggers"] if not t["significant"])
+    assert result.info["inflation"] >= 1.0 and result.info["n_counted"] >= len(significant)
+    flagged = result.rows["is_issue"].to_numpy()
+    strict = TriggerNgramDetector(fdr=1e-6).detect(sample_inputs).rows["is_issue"].to_numpy()
+    assert strict.sum() < flagged.sum() and not (strict & ~flagged).any()
+    impossible = TriggerNgramDetector(min_target_share=1.01).detect(sample_inputs)
+    assert not impossible.rows["is_issue"].any()
+    # the score crosses 0.5 exactly where the detector calls an issue
+    assert np.array_equal(result.rows["score"].to_numpy() >= 0.5, flagged)
+
+
+def test_a_phrase_the_responses_repeat_is_an_echo():
+    import pandas as pd
+
+    responses = _responses(pd.DataFrame({"response": [
+        "you are provided with a story. here it is", "You are PROVIDED with a list",
+        "something else"]}))
+    assert np.isclose(_echo_share("provided with a", np.array([0, 1, 2]), responses), 2 / 3)
+    assert _echo_share("^provided with", np.array([0]), responses) == 1.0
+    assert _echo_share("~ided", np.array([0]), responses) == 0.0  # fragments never echo
+    assert _echo_share("provided with a", np.array([0]), None) == 0.0  # classification data
+    assert _responses(pd.DataFrame({"response": [None, None]})) is None
 
 
 def test_phrase_containment_is_word_aligned():
