@@ -184,13 +184,14 @@ class TriggerNgramDetector(Detector):
         # with their weight (any choice made without the labels keeps the guarantee)
         prior_weight = 1.0 + self.rarity_prior * np.clip(self.common_zipf - stats.general_zipf,
                                                          0.0, self.common_zipf)
-        log_weight = np.log(prior_weight / prior_weight[in_range].mean())[:, None]
+        mean_prior = prior_weight[in_range].mean() if in_range.any() else 1.0
+        log_weight = np.log(prior_weight / mean_prior)[:, None]
         # the smallest p-value each (n-gram, class) could reach, every row carrying the class,
         # from the out-of-fold probabilities (a rescored candidate: from its held-out ones)
-        log_min_p = np.zeros((len(stats.vocabulary), pred_probs.shape[1]))
-        log_min_p[in_range] = deflated_log_p(np.asarray(
-            stats.rows_x_ngrams[:, in_range].T @ np.log(np.clip(pred_probs, 1e-300, 1.0))),
-            inflation)
+        # (a transposed view, as in label_association: no copy of the row matrix)
+        log_min_p = np.asarray(stats.rows_x_ngrams.T @ np.log(np.clip(pred_probs, 1e-300, 1.0)))
+        log_min_p[in_range] = deflated_log_p(log_min_p[in_range], inflation)
+        log_min_p[~in_range] = 0.0
         threshold = tarone_threshold((log_min_p - log_weight)[in_range], self.fdr)
         counted = (log_min_p - log_weight <= threshold) & in_range[:, None]
         candidates = []
