@@ -122,11 +122,12 @@ def test_an_intake_vouches_for_the_bytes_it_read_even_if_the_file_is_swapped(sam
     source, swap = tmp_path / "vendor.tsv", tmp_path / "poisoned.tsv"
     source.write_bytes(clean)
     swap.write_bytes(poisoned)
+    # a gate that passes: a lenient share, no detector whose significant trigger fails it
     (tmp_path / "policy.toml").write_text("max_flagged_fraction = 1.0\n")
     out, store = tmp_path / "out", tmp_path / "store"
 
     proc = run(["intake", source, "--policy", tmp_path / "policy.toml", "--store", store,
-                "--out", out, "--source-name", "vendor", "--detectors", "trigger"],
+                "--out", out, "--source-name", "vendor", "--detectors", "label_issue"],
                tmp_path / "home", change=(source, swap))
 
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -136,8 +136,9 @@ def test_a_rerun_after_an_interrupt_resumes_from_cached_embeddings(sample_path, 
     source.write_text("".join(sample_path.read_text(encoding="utf-8")
                               .splitlines(keepends=True)[:601]), encoding="utf-8")
     cache, out = tmp_path / "cache", tmp_path / "audit"
+    # the gate passes (exit 0): a lenient share, no detector whose significant trigger fails it
     command = [TRAINGUARD, "audit", source, "--out", out, "--cache", cache,
-               "--max-flagged-fraction", "1"]
+               "--max-flagged-fraction", "1", "--detectors", "label_issue,outlier"]
     proc = start(command, tmp_path / "prefect")
     deadline = time.monotonic() + 300
     while not list(cache.rglob("prompt-*.npz")) and proc.poll() is None:
