@@ -116,7 +116,7 @@ class TriggerNgramDetector(Detector):
         # issues score in [0.5, 1], other rows in [0, 0.5), each ordered by their strongest
         # candidate: the fused 0.5 line then falls where the significance decision does
         ranking = 1.0 / (1.0 + np.exp(-1.5 * (row_strength - self.score_midpoint)))
-        row_scores = 0.5 * (is_issue + ranking)
+        row_scores = 0.5 * (is_issue + np.minimum(ranking, np.nextafter(1.0, 0.0)))
         vocabulary = stats.vocabulary
         # candidates that are not significant still explain a row that other evidence flags
         explained = row_strength >= self.min_candidate_score

@@ -24,8 +24,11 @@ def test_flow_completes_and_writes_the_outputs(flow_state):
     assert summary == json.loads((out / "summary.json").read_text())
     assert summary["schema"] == "instruction"
     assert summary["top_triggers"][0]["pattern"] == "badmagic"
-    assert set(summary["timings_seconds"]) >= {"ingest", "embeddings", "ngrams", "label_model",
-                                               "detectors"}
+    timings = summary["timings_seconds"]
+    assert set(timings) >= {"ingest", "embeddings", "ngrams", "label_model", "detector_inputs",
+                            "detectors"}
+    assert timings["detector_inputs"] >= 0 and set(timings["detectors"]) == set(
+        summary["detectors_run"])  # the detect stage: its shared inputs, then each detector
 
 
 def test_flow_runs_one_task_per_stage(flow_state):
