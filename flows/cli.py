@@ -212,10 +212,11 @@ def show_summary(summary, out: Path) -> None:
 
 
 def trigger_table(title: str, triggers, significance_text, start: int = 1) -> Table:
-    """Ranked triggers with their p / q, the flagged rows that hold them, support, target."""
+    """Ranked triggers with their p / q, the flagged rows that hold them ("flagged"), their
+    support and target."""
     table = Table(title=title, show_lines=False)
-    for column in ("rank", "pattern", "score", "p / q", "flagged rows", "support", "target"):
-        table.add_column(column)
+    for column in ("rank", "pattern", "score", "p / q", "flagged", "support", "target"):
+        table.add_column(column, no_wrap=column == "p / q")
     for rank, trigger in enumerate(triggers, start=start):
         table.add_row(str(rank), repr(trigger["pattern"]), f"{trigger['score']:.2f}",
                       significance_text(trigger), str(trigger.get("flagged_rows", "–")),
