@@ -264,10 +264,12 @@ def error_rate_lines(records: list[dict]) -> list[str]:
              f"{len(with_trigger)} whose attack has a trigger word or injected phrase (all but "
              f"the {', '.join(sorted(NO_TRIGGER_WORD))} families), {pooled(with_trigger)}. The "
              "default `--fdr` is 0.05."]
-    if worst is not None:
+    if worst is not None and worst["flags"]["flagged"]:
         lines.append(f"Clean controls: {sum(r['flags']['flagged'] for r in controls)} rows flagged "
                      f"over {len(controls)} sets; the most, {worst['flags']['flagged']} "
                      f"({worst['flags']['flagged_share']:.2%}), on `{worst['case']}`.")
+    elif controls:
+        lines.append(f"Clean controls: no row flagged in any of the {len(controls)} sets.")
     return lines
 
 

@@ -17,7 +17,8 @@ candidate they contain that points at their own label.
 The best `recheck_triggers` candidates are then rescored with probabilities from a model
 fitted without their rows (on a random sample of at most `refit_max_rows` others, so the
 refits cost the same at any size; a trigger that the embedding model learned from the
-other poisoned rows cannot explain itself away), and only if that model sees their rows as a
+other poisoned rows cannot explain itself away; its outputs moved back to the whole data's
+class frequencies, `HeldOutProbabilities.probs`), and only if that model sees their rows as a
 random sample of the data: the rows' mean probability of the target may exceed the dataset's
 by less than `content_z_max` standard errors. A backdoor inserts its trigger into rows picked
 regardless of their content; a real word ("shit" in offensive tweets, "powerful" in reviews)
