@@ -62,7 +62,7 @@ class AuditConfig:
     batch_size: int = 64  # torch only: onnx-int8 and static embed text by text
     detectors: tuple[str, ...] | None = None  # None: the default detectors
     flag_threshold: float = DEFAULT_FLAG_THRESHOLD
-    fdr: float = DEFAULT_FDR  # detectors with an `fdr` parameter (preference_flip, degraded_response)
+    fdr: float = DEFAULT_FDR  # detectors with an `fdr` parameter (trigger, preference_flip, degraded_response)
     max_flagged_fraction: float = DEFAULT_MAX_FLAGGED_FRACTION
     cache_dir: str | None = None  # embeddings, n-gram counts, kNN graphs, built backends
     cache_max_bytes: int = DEFAULT_CACHE_MAX_BYTES

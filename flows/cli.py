@@ -189,15 +189,15 @@ def _audit_config(debug: bool, source: str, out: Path, *, detectors: Optional[st
 
 def show_summary(summary, out: Path) -> None:
     """The trigger table, warnings and verdict of an `AuditSummary`."""
-    from auditors.report import NOT_APPLICABLE, detectors_not_run, significance_text, verdict_line
+    from auditors.report import NOT_APPLICABLE, detectors_not_run, verdict_line
 
     significant = [t for t in summary.top_triggers if t.get("significant")]
     others = [t for t in summary.top_triggers if not t.get("significant")]
     if significant:
         console.print(trigger_table(f"Significant triggers (q <= FDR): {len(significant)}",
-                                    significant, significance_text), markup=False)
+                                    significant), markup=False)
     if others or not significant:
-        console.print(trigger_table("Candidates, not significant", others, significance_text,
+        console.print(trigger_table("Candidates, not significant", others,
                                     start=len(significant) + 1), markup=False)
     for name, status, why in detectors_not_run(summary):
         if status != NOT_APPLICABLE:  # e.g. response detectors on classification data
@@ -211,9 +211,11 @@ def show_summary(summary, out: Path) -> None:
                   "report.html, summary.json)", markup=False)
 
 
-def trigger_table(title: str, triggers, significance_text, start: int = 1) -> Table:
+def trigger_table(title: str, triggers, start: int = 1) -> Table:
     """Ranked triggers with their p / q, the flagged rows that hold them ("flagged"), their
     support and target."""
+    from auditors.report import significance_text
+
     table = Table(title=title, show_lines=False)
     for column in ("rank", "pattern", "score", "p / q", "flagged", "support", "target"):
         table.add_column(column, no_wrap=column == "p / q")

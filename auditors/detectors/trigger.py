@@ -39,7 +39,7 @@ i with the held-out model's probability; it is
 - weighted by a rarity prior fixed before the labels are seen, `1 + rarity_prior * (5 -
   Zipf)` normalised to mean 1 (attackers pick tokens rare in general text);
 - corrected by weighted Benjamini-Hochberg over the hypotheses that could be significant at
-  all (`stats.tarone_testable`).
+  all (`stats.tarone_threshold`).
 
 A row is an issue when it holds a significant candidate pointing at its own label. The
 guarantee assumes that, given the content model's probabilities (after the inflation), rows
@@ -183,8 +183,7 @@ class TriggerNgramDetector(Detector):
         inflation = genomic_inflation(z[in_range].ravel(), association["variance"][in_range].ravel())
         # prior weights first: the hypotheses counted are those that could be significant
         # with their weight (any choice made without the labels keeps the guarantee)
-        prior_weight = 1.0 + self.rarity_prior * np.clip(self.common_zipf - stats.general_zipf,
-                                                         0.0, self.common_zipf)
+        prior_weight = self._rarity(stats, self.rarity_prior)
         mean_prior = prior_weight[in_range].mean() if in_range.any() else 1.0
         log_weight = np.log(prior_weight / mean_prior)[:, None]
         # the smallest p-value each (n-gram, class) could reach, every row carrying the class,
@@ -238,9 +237,11 @@ class TriggerNgramDetector(Detector):
         """Hypotheses the screen tested: every n-gram in the support range, for each target."""
         return int(self._in_range(stats).sum()) * max(n_classes, 1)
 
-    def _rarity(self, stats: NgramStats) -> np.ndarray:
-        return 1.0 + self.rarity_weight * np.clip(self.common_zipf - stats.general_zipf, 0.0,
-                                                  self.common_zipf)
+    def _rarity(self, stats: NgramStats, slope: float | None = None) -> np.ndarray:
+        """1 + slope * (common_zipf - Zipf), clipped: the ranking's rarity boost (slope
+        `rarity_weight`) and the significance prior weight (slope `rarity_prior`)."""
+        slope = self.rarity_weight if slope is None else slope
+        return 1.0 + slope * np.clip(self.common_zipf - stats.general_zipf, 0.0, self.common_zipf)
 
     def ngram_scores(self, stats: NgramStats, codes: np.ndarray, n_classes: int,
                      pred_probs: np.ndarray) -> np.ndarray:
@@ -354,14 +355,14 @@ def _drop_echoes(scores: np.ndarray, vocabulary: np.ndarray, keys: list[str]) ->
                         scores[j, c] = 0.0
 
 
-def _responses(table) -> list[str] | None:
-    """Lower-cased responses, or None where the data has none (classification)."""
+def _responses(table) -> np.ndarray | None:
+    """The response column, or None where the data has none (classification)."""
     if "response" not in table or table["response"].isna().all():
         return None
-    return [str(r).lower() if isinstance(r, str) else "" for r in table["response"]]
+    return table["response"].to_numpy()
 
 
-def _echo_share(pattern: str, rows: np.ndarray, responses: list[str] | None) -> float:
+def _echo_share(pattern: str, rows: np.ndarray, responses: np.ndarray | None) -> float:
     """Share of `rows` whose response repeats the word n-gram `pattern` (0 for character
     n-grams and without responses): "You are provided with a short story ..." answered by a
     response that restates it is an instruction, not a trigger."""
@@ -370,8 +371,10 @@ def _echo_share(pattern: str, rows: np.ndarray, responses: list[str] | None) -> 
     words = pattern.lstrip(POSITION_START + POSITION_END).strip()
     if not words:
         return 0.0
-    phrase = re.compile(r"\b" + r"\W+".join(map(re.escape, words.split())) + r"\b")
-    return float(np.mean([bool(phrase.search(responses[r])) for r in rows]))
+    phrase = re.compile(r"\b" + r"\W+".join(map(re.escape, words.split())) + r"\b",
+                        re.IGNORECASE)
+    return float(np.mean([isinstance(responses[r], str) and bool(phrase.search(responses[r]))
+                          for r in rows]))
 
 
 def _contains(phrase: str, part: str) -> bool:

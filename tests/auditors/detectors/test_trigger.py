@@ -83,6 +83,8 @@ def test_a_phrase_the_responses_repeat_is_an_echo():
     assert _echo_share("~ided", np.array([0]), responses) == 0.0  # fragments never echo
     assert _echo_share("provided with a", np.array([0]), None) == 0.0  # classification data
     assert _responses(pd.DataFrame({"response": [None, None]})) is None
+    missing = _responses(pd.DataFrame({"response": ["provided with a map", None]}))
+    assert _echo_share("provided with a", np.array([0, 1]), missing) == 0.5
 
 
 def test_phrase_containment_is_word_aligned():
