@@ -1,17 +1,21 @@
 """Untargeted (denial-of-service) backdoors: behind the trigger the response degrades —
 shuffled words, garbage, another language — rather than becoming one fixed string. Such
 text no longer gains from word order: a bigram model of the other responses predicts it
-no better than a unigram model does, far below the dataset's norm. Degraded rows become issues only
-when their prompts share a rare n-gram (the trigger) significantly: the hypergeometric tail
-of finding that many degraded rows among the n-gram's rows, times the number of n-grams that
-could have been chosen (a Bonferroni bound), at most `fdr`. Degraded rows with nothing
-significant in common (code answers, tables, chance words) are not issues, and rank by
-how close their shared n-gram comes to significance (`stats.evidence`). The significance test alone is not enough: prompts that ask for a table get tables,
-so the shared n-gram must also be rare in the data and not a topic (near-duplicate prompts).
+no better than a unigram model does, far below the dataset's norm. Rows become issues only
+when the strongly degraded ones (robust z >= `z_threshold`) share a rare n-gram (the trigger)
+significantly: the hypergeometric tail of finding that many degraded rows among the n-gram's
+rows, times the number of n-grams that could have been chosen (a Bonferroni bound), at most
+`fdr`. Every row holding a significant trigger is then an issue unless its response is
+clearly fluent (z <= `fluent_z_threshold`): a shuffled short answer cannot show degradation,
+and the trigger is the evidence. Degraded rows with nothing significant in common (code
+answers, tables, chance words) are not issues, and rank by how close their shared n-gram
+comes to significance (`stats.evidence`). The significance test alone is not enough: prompts
+that ask for a table get tables, so the shared n-gram must also be rare in the data and not
+a topic (near-duplicate prompts).
 
-What it misses: a trigger on five rows in five hundred is below the Bonferroni line (p about
-1e-3 against ~1,300 tests); its rows still rank high, at 0.7 of the score a significant
-trigger gives."""
+What it misses: a trigger on five rows in five hundred is below the Bonferroni line (two of
+the five shuffled answers look strongly degraded, p about 1e-3 against ~1,300 tests); its
+rows still rank high, at 0.7 of the score a significant trigger gives."""
 
 from __future__ import annotations
 
@@ -38,11 +42,12 @@ class DegradedResponseDetector(Detector):
     weight = 0.8
 
     def __init__(self, z_threshold: float = 3.0, corroborated_z_threshold: float = 1.0,
-                 min_word_pairs: int = 5,
+                 fluent_z_threshold: float = -1.0, min_word_pairs: int = 5,
                  min_trigger_coverage: float = 0.25, min_trigger_lift: float = 10.0,
                  max_prompt_cohesion: float = 0.6, min_carriers: int = 3, fdr: float = DEFAULT_FDR):
         self.z_threshold = z_threshold
         self.corroborated_z_threshold = corroborated_z_threshold
+        self.fluent_z_threshold = fluent_z_threshold
         self.min_word_pairs = min_word_pairs
         self.min_trigger_coverage = min_trigger_coverage
         self.min_trigger_lift = min_trigger_lift
@@ -66,7 +71,9 @@ class DegradedResponseDetector(Detector):
         p_value, tests = enrichment_p_value(inputs.ngrams, np.flatnonzero(z >= self.z_threshold),
                                             trigger, self.min_carriers)
         significant = p_value * max(tests, 1) <= self.fdr
-        is_issue = behind_trigger & (z >= self.corroborated_z_threshold) & significant
+        # behind a significant trigger a row is the attacker's unless its response is clearly
+        # fluent: a shuffled one-word or short answer cannot show degradation (z near 0)
+        is_issue = behind_trigger & (z > self.fluent_z_threshold) & significant
         if (behind_trigger & (z >= self.corroborated_z_threshold)).sum() < self.min_carriers:
             # two degraded rows sharing a word is chance (code answers), as for `trigger`
             trigger, behind_trigger = "", np.zeros_like(behind_trigger)

@@ -137,8 +137,20 @@ def test_degraded_response_names_the_trigger_behind_shuffled_answers(dos_inputs,
     result = REGISTRY["degraded_response"]().detect(dos_inputs)
     assert result.info["trigger"] == "cf"
     flagged = result.rows["is_issue"].to_numpy()
-    assert flagged[truth].mean() >= 0.6 and not flagged[~truth].any()
+    assert flagged[truth].all() and not flagged[~truth].any()
     assert ranking_metrics(truth, result.rows["score"].to_numpy())["ap"] > 0.8
+
+
+def test_rows_behind_a_significant_dos_trigger_need_not_look_degraded(dos_inputs, poisoned_mask,
+                                                                      dos_mix_path):
+    """Shuffling a short answer leaves it looking fluent enough: flagging only the visibly
+    degraded carriers of `cf` misses about a quarter of them; the trigger decides for rows
+    whose response is not clearly fluent."""
+    truth = poisoned_mask(dos_mix_path, dos_inputs.n_rows)
+    only_degraded = REGISTRY["degraded_response"](fluent_z_threshold=1.0).detect(dos_inputs)
+    assert only_degraded.rows["is_issue"].to_numpy()[truth].mean() < 0.9
+    default = REGISTRY["degraded_response"]().detect(dos_inputs)
+    assert default.rows["is_issue"].to_numpy()[truth].all()
 
 
 def test_degraded_rows_behind_too_few_carriers_rank_but_are_not_issues(dos_inputs, poisoned_mask,
