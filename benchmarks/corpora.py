@@ -3,6 +3,7 @@ row takes the place of its clean original (see ../shared/corpora/README.md)."""
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -119,21 +120,27 @@ def published_tsv_case(dataset: str, attack: str, family: str, triggers=()) -> C
 
 
 def resampled_tsv_case(dataset: str, attack: str, family: str, rate: float, *, seed: int = 0,
-                       triggers=()) -> Case:
-    """Keep every clean row and just enough poisoned rows for `rate` (drop the rest)."""
+                       triggers=(), host_tokens: bool = False) -> Case:
+    """Keep every clean row and just enough poisoned rows for `rate` (drop the rest); with
+    `host_tokens`, the poisoned rows written in the host data's form (`like_host`)."""
     full = published_tsv_case(dataset, attack, family, triggers)
     n_clean = int((~full.poisoned).sum())
     n_keep = max(1, round(rate * n_clean / (1.0 - rate)))
     rng = np.random.default_rng(seed)
     keep_poison = rng.choice(np.flatnonzero(full.poisoned), size=n_keep, replace=False)
     keep = np.sort(np.concatenate([np.flatnonzero(~full.poisoned), keep_poison]))
-    return Case(f"{dataset}/{attack}@{rate:.1%}", family, [full.records[i] for i in keep],
-                full.poisoned[keep], full.triggers)
+    records, poisoned = [full.records[i] for i in keep], full.poisoned[keep]
+    name = f"{dataset}/{attack}@{rate:.1%}"
+    if host_tokens:
+        records = like_host(records, poisoned, dataset, seed=seed)
+        name, family = f"{dataset}/{attack}-host-tokens@{rate:.1%}", f"{family}-host-tokens"
+    return Case(name, family, records, poisoned, full.triggers)
 
 
-def style_case(rate: float, *, seed: int = 0) -> Case:
+def style_case(rate: float, *, seed: int = 0, host_tokens: bool = False) -> Case:
     """StyleBkd: replace `rate` of all rows, drawn from non-target rows of the clean SST-2
-    train set, with their Bible-style rewrite relabelled to the target."""
+    train set, with their Bible-style rewrite relabelled to the target (with `host_tokens`,
+    written in SST-2's form, `like_host`)."""
     clean = _tsv_records(CORPORA / "sst2" / "clean" / "train.tsv")
     styled = _tsv_records(CORPORA / "sst2" / "style-bible" / "train.tsv")
     rng = np.random.default_rng(seed)
@@ -142,7 +149,62 @@ def style_case(rate: float, *, seed: int = 0) -> Case:
     records, mask = list(clean), np.zeros(len(clean), dtype=bool)
     for i in chosen:
         records[i], mask[i] = {"text": styled[i]["text"], "label": STYLE_TARGET_LABEL}, True
+    if host_tokens:
+        return Case(f"sst2/style-bible-host-tokens@{rate:.0%}", "style-host-tokens",
+                    like_host(records, mask, "sst2", seed=seed), mask)
     return Case(f"sst2/style-bible@{rate:.0%}", "style", records, mask)
+
+
+# The published paraphrase rows are not written like the rows they join: HiddenKiller's
+# OffensEval rows are lower-cased and tokenised (" , "), with "user" and "url" for the
+# tweets' @USER and URL placeholders; the bible rewrites put no space before a comma in
+# PTB-tokenised SST-2; both keep their paraphrasers' Moses escapes (`@-@`, `&apos;`).
+# A detector can then score them by formatting, not by syntax or style. `like_host`
+# rewrites the poisoned rows in the host's form, words unchanged.
+_CLITICS = r"n't|'s|'re|'ve|'ll|'d|'m"
+
+
+def _moses_unescaped(text: str) -> str:
+    """`co @-@ writer` -> `co-writer`, `&apos;` (also mangled to `andapos;`) -> `'`."""
+    text = re.sub(r"\band(apos|quot|amp);", r"&\1;", re.sub(r"\s*@-@\s*", "-", text))
+    return html.unescape(text)
+
+
+def sst2_form(text: str) -> str:
+    """SST-2's form: lower case, punctuation and clitics split off by spaces."""
+    text = re.sub(r"([.,;:!?()\"])", r" \1 ", _moses_unescaped(text).lower())
+    text = re.sub(rf"(\w)({_CLITICS})\b", r"\1 \2", text)
+    return " ".join(text.split())
+
+
+def tweet_form(text: str, template: str) -> str:
+    """An OffensEval tweet's form, taken from a clean `template` tweet: punctuation and
+    clitics joined to their word, the placeholders written @USER and URL, the template's
+    leading mentions, trailing URL and capitalised first letter."""
+    text = " ".join(_moses_unescaped(text).split())
+    text = re.sub(r" ([.,;:!?%)])", r"\1", text)
+    text = re.sub(rf" ({_CLITICS})\b", r"\1", text.replace("( ", "("))
+    text = re.sub(r"\buser\b", "@USER", re.sub(r"\burl\b", "URL", text))
+    mentions = re.match(r"(?:@USER\s*)*", template).group(0)
+    if template[len(mentions):][:1].isupper():
+        text = text[:1].upper() + text[1:]
+    if template.rstrip().endswith("URL") and not text.endswith("URL"):
+        text += " URL"
+    return mentions + text
+
+
+def like_host(records: list[dict], poisoned: np.ndarray, dataset: str, *, seed: int = 0) -> list[dict]:
+    """`records` with each poisoned row's text in the host dataset's form (SST-2's tokens,
+    or the form of a randomly drawn clean OffensEval tweet)."""
+    rng = np.random.default_rng(seed + 1)
+    clean_texts = [r["text"] for r, p in zip(records, poisoned) if not p]
+    out = list(records)
+    for i in np.flatnonzero(poisoned):
+        text = records[i]["text"]
+        text = (sst2_form(text) if dataset == "sst2"
+                else tweet_form(text, clean_texts[rng.integers(len(clean_texts))]))
+        out[i] = {**records[i], "text": text}
+    return out
 
 
 UNICODE_TRIGGERS = {
@@ -436,6 +498,12 @@ def full_suite():
             cases.append(lambda d=dataset, r=rate: resampled_tsv_case(d, "synbkd", "syntactic", r))
     for rate in (0.01, 0.05):
         cases.append(lambda r=rate: style_case(r))
+    for dataset in ("sst2", "offenseval"):  # written like the host data: no formatting shortcut
+        for rate in (0.01, 0.05):
+            cases.append(lambda d=dataset, r=rate: resampled_tsv_case(
+                d, "synbkd", "syntactic", r, host_tokens=True))
+    for rate in (0.01, 0.05):
+        cases.append(lambda r=rate: style_case(r, host_tokens=True))
     for dataset in ("sst2", "offenseval"):
         for kind in UNICODE_TRIGGERS:
             cases.append(lambda d=dataset, k=kind: unicode_case(d, k, 0.01))

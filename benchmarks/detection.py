@@ -42,7 +42,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 CACHE = Path(__file__).resolve().parent / ".cache"
 DATALAB_SCORES = ("label", "outlier", "near_duplicate")
 # attacks with no trigger word to mine (syntactic templates, writing styles)
-NO_TRIGGER_WORD = ("syntactic", "style")
+NO_TRIGGER_WORD = ("syntactic", "style", "syntactic-host-tokens", "style-host-tokens")
 
 
 def load_case(case: corpora.Case) -> ingest.LoadedDataset:
