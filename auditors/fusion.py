@@ -39,7 +39,6 @@ import pandas as pd
 from auditors.config import DEFAULT_FLAG_THRESHOLD
 from auditors.detectors import REGISTRY, FusionRole
 from auditors.runner import DetectorRun
-from auditors.summary import Gate
 
 DEFAULT_THRESHOLD = DEFAULT_FLAG_THRESHOLD
 # Without a strong detector, weak ones at least this share of the strongest's weight lead.
@@ -99,9 +98,3 @@ def relative_weights(names: list[str], overrides: dict[str, float] | None = None
     if max(raw.values(), default=0.0) <= 0:
         return {name: 1.0 for name in raw}
     return _scaled_to_strongest(raw)
-
-
-def gate(flagged: pd.Series, max_flagged_fraction: float) -> Gate:
-    """Pass when the flagged share is at most `max_flagged_fraction`."""
-    share = float(flagged.mean()) if len(flagged) else 0.0
-    return Gate(share, max_flagged_fraction, share <= max_flagged_fraction)

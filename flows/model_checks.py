@@ -63,10 +63,8 @@ def run_sweep(*, model: str, probes: str, reference: str | None, candidates: str
 def run_strip(*, model: str, probes: str, clean: str | None, frr: float,
               n_perturbations: int, out: Path | None,
               max_flagged_fraction: float = 0.0) -> dict:
-    import pandas as pd
-
-    from auditors.fusion import gate
     from auditors.model.strip import strip
+    from auditors.summary import audit_gate
 
     classifier = load_classifier(model)
     probe_texts = read_texts(probes).texts
@@ -83,7 +81,9 @@ def run_strip(*, model: str, probes: str, clean: str | None, frr: float,
                            "predicted": result.predicted[i]}
                           for i in flagged[np.argsort(result.entropy[flagged])]],
               "entropy": [float(e) for e in result.entropy],
-              "gate": gate(pd.Series(result.flagged, dtype=bool), max_flagged_fraction).to_dict()}
+              "gate": audit_gate(rows=len(probe_texts), flagged=int(len(flagged)),
+                                 max_flagged_fraction=max_flagged_fraction,
+                                 fail_on_confirmed=False).to_dict()}
     if out is not None:
         write_json(out / "strip.json", report)
     return report

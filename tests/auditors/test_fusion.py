@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from auditors.detectors.base import DetectorResult
-from auditors.fusion import (DEFAULT_THRESHOLD, TIE_BREAK, default_weights, fuse, gate,
+from auditors.fusion import (DEFAULT_THRESHOLD, TIE_BREAK, default_weights, fuse,
                              relative_weights)
 
 DEFAULT_WEIGHTS = default_weights()
@@ -75,18 +75,6 @@ def test_reasons_name_the_detectors():
     fused = fuse(_run(trigger=[0.9, 0.1], label_issue=[0.7, 0.2]), 2)
     assert fused["reasons"].iat[0] == "trigger: trigger says 0.9; label_issue: label_issue says 0.7"
     assert fused["reasons"].iat[1] == ""
-
-
-@pytest.mark.parametrize("flags, limit, passed", [
-    ([False] * 99 + [True], 0.01, True),
-    ([False] * 98 + [True] * 2, 0.01, False),
-    ([], 0.0, True),
-])
-def test_gate(flags, limit, passed):
-    verdict = gate(pd.Series(flags, dtype=bool), limit)
-    assert verdict.passed is passed
-    assert verdict.to_dict() == {"flagged_fraction": verdict.flagged_fraction,
-                                 "max_flagged_fraction": limit, "passed": passed}
 
 
 def test_flagging_needs_a_detector_that_calls_the_row_an_issue():

@@ -18,8 +18,7 @@ import pytest
 
 from auditors.errors import AuditInputError, TrainguardError
 from auditors.ingest import load_raw
-from auditors.fusion import gate
-from auditors.summary import AuditSummary
+from auditors.summary import AuditSummary, audit_gate
 from auditors.outputs import SKIPPED, check_output_location, write_outputs
 from auditors.ingest import load_table
 from auditors.schema import detect_schema
@@ -47,7 +46,8 @@ def write(out_dir: Path, raw, flagged: set[int]) -> Path:
                          "reasons": np.where(mask, "trigger: 'cf'", "")})
     summary = AuditSummary(input=raw.source, format=raw.fmt, schema="classification",
                            schema_columns="classification (text, label)", rows=len(raw),
-                           flagged=int(mask.sum()), gate=gate(rows["flagged"], 0.005))
+                           flagged=int(mask.sum()), gate=audit_gate(rows=n_rows, flagged=int(mask.sum()),
+                                                       max_flagged_fraction=0.005))
     return write_outputs(out_dir, raw, rows, [], summary)
 
 

@@ -80,10 +80,9 @@ def test_interrupted_audits_leave_no_complete_looking_output_and_a_rerun_works(
 WRITER = textwrap.dedent("""
     import sys
     import numpy as np, pandas as pd
-    from auditors.fusion import gate
     from auditors.ingest import load_raw
     from auditors.outputs import write_outputs
-    from auditors.summary import AuditSummary
+    from auditors.summary import AuditSummary, audit_gate
 
     source, out_dir = sys.argv[1], sys.argv[2]
     raw = load_raw(source)
@@ -98,7 +97,8 @@ WRITER = textwrap.dedent("""
                              "reasons": np.where(mask, "trigger", "")})
         summary = AuditSummary(input=source, format=raw.fmt, schema="classification",
                                schema_columns="classification (text, label)", rows=n_rows,
-                               flagged=int(mask.sum()), gate=gate(rows["flagged"], 0.005))
+                               flagged=int(mask.sum()), gate=audit_gate(rows=n_rows, flagged=int(mask.sum()),
+                                                         max_flagged_fraction=0.005))
         write_outputs(out_dir, raw, rows, [], summary)
 """)
 
