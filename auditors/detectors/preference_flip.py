@@ -139,7 +139,10 @@ class PreferenceFlipDetector(Detector):
         content = cross_validated_probs(inputs.prompt_embeddings, codes, 2, seed=self.seed)
         flip_inputs = dataclasses.replace(
             inputs, targets=Targets(codes, list(FLIP_TARGETS), ["", ""]), pred_probs=content)
-        mined = TriggerNgramDetector().detect(flip_inputs).info
+        # the embedding null: "looks flipped" is a noisy model output, which a word-aware
+        # content model overfits (on HH-RLHF its inflation reached 5 and clean transcripts
+        # still had significant n-grams)
+        mined = TriggerNgramDetector(word_scale=0.0).detect(flip_inputs).info
         # only the "looks flipped" direction is a hypothesis about poisoning
         return ([t for t in mined["triggers"] if t["target"] == FLIP_TARGETS[FLIPPED]],
                 mined["n_tests"] // 2)

@@ -60,7 +60,8 @@ from auditors.detectors.stats import (deflated_log_p, excess_p_value, genomic_in
                                       tarone_threshold, weighted_bh_q_values)
 from auditors.features.ngrams import (POSITION_END, POSITION_START, TOKEN_PATTERN, NgramStats,
                                       is_character_token, label_association)
-from auditors.features.probabilities import HeldOutProbabilities
+from auditors.features.probabilities import (HeldOutProbabilities, WordAwareHeldOutProbabilities,
+                                             column_held_out_association)
 from auditors.features.unicode import describe_codepoints
 
 
@@ -80,7 +81,7 @@ class TriggerNgramDetector(Detector):
                  score_midpoint: float = 4.5, recheck_triggers: int = 20,
                  min_candidate_score: float = 2.0, merge_jaccard: float = 0.8,
                  max_triggers: int = 50, example_rows: int = 3,
-                 refit_max_rows: int = 25_000):
+                 refit_max_rows: int = 25_000, word_scale: float = 0.3):
         self.min_support = min_support
         self.max_support_fraction = max_support_fraction
         self.variance_prior = variance_prior
@@ -98,6 +99,7 @@ class TriggerNgramDetector(Detector):
         self.max_triggers = max_triggers
         self.example_rows = example_rows
         self.refit_max_rows = refit_max_rows
+        self.word_scale = word_scale
 
     def detect(self, inputs: AuditInputs) -> DetectorResult:
         stats, targets = inputs.ngrams, inputs.targets
@@ -109,8 +111,10 @@ class TriggerNgramDetector(Detector):
         columns = stats.rows_x_ngrams.tocsc()  # each n-gram's rows; one copy for the three
         triggers = self._trigger_list(stats, columns, scores, best_class, best_score, targets,
                                       inputs)
-        self._recheck(stats, columns, triggers, scores, inputs)
-        significance = self._significance(stats, association, triggers, inputs.pred_probs)
+        word_model = self._word_model(inputs)
+        self._recheck(stats, columns, triggers, scores, inputs, word_model)
+        significance = self._significance(stats, association, triggers, inputs.pred_probs,
+                                          word_model)
         is_issue = self._flagged_rows(columns, triggers, targets.codes)
         del columns
         row_strength, row_ngram = self._row_strength(stats, scores, targets.codes)
@@ -135,7 +139,8 @@ class TriggerNgramDetector(Detector):
                                  "ngrams_considered": int(len(vocabulary))})
 
     def _recheck(self, stats: NgramStats, columns: sp.csc_matrix, triggers: list[dict],
-                 scores: np.ndarray, inputs: AuditInputs) -> None:
+                 scores: np.ndarray, inputs: AuditInputs,
+                 word_model: WordAwareHeldOutProbabilities | None) -> None:
         """Rescore the `recheck_triggers` best candidates against a content model fitted
         without their rows: sets each one's `p_value`, `content_z` and `score`, and updates
         `scores` (ranking) in place.
@@ -165,22 +170,28 @@ class TriggerNgramDetector(Detector):
                 scores[members, c] = np.minimum(scores[members, c], self.min_candidate_score)
             else:
                 observed = len(carriers)
-                trigger["p_value"] = excess_p_value(observed, p)
+                p_words = word_model.probs(rows)[:, c] if word_model else p
+                trigger["p_value"] = excess_p_value(observed, p_words)
                 trigger["_rechecked_share"] = observed / len(rows)
-                trigger["_log_min_p"] = float(np.log(np.clip(p, 1e-300, 1.0)).sum())
+                trigger["_log_min_p"] = float(np.log(np.clip(p_words, 1e-300, 1.0)).sum())
                 z = (observed - p.sum()) / np.sqrt((p * (1 - p)).sum() + self.variance_prior)
                 held_out_score = max(0.0, z * observed / len(rows) * rarity[g])
                 scores[members, c] = np.maximum(scores[members, c], held_out_score)
             trigger["score"] = round(float(scores[g, c]), 3)
 
     def _significance(self, stats: NgramStats, association: dict, triggers: list[dict],
-                      pred_probs: np.ndarray) -> dict:
+                      pred_probs: np.ndarray,
+                      word_model: WordAwareHeldOutProbabilities | None) -> dict:
         """Sets `q_value` and `significant` on every candidate (see the module docstring);
         returns the inflation and the number of hypotheses counted."""
         in_range = self._in_range(stats)
+        if word_model is None:  # the test's null is the embedding model's: its own z-scores
+            association = {k: v[in_range] for k, v in association.items()}
+        else:
+            association = self._word_aware_association(word_model)
         z = (association["observed"] - association["expected"]) / np.sqrt(
             np.maximum(association["variance"], 1e-12))
-        inflation = genomic_inflation(z[in_range].ravel(), association["variance"][in_range].ravel())
+        inflation = genomic_inflation(z.ravel(), association["variance"].ravel())
         # prior weights first: the hypotheses counted are those that could be significant
         # with their weight (any choice made without the labels keeps the guarantee)
         prior_weight = self._rarity(stats, self.rarity_prior)
@@ -216,6 +227,27 @@ class TriggerNgramDetector(Detector):
             trigger.update(q_value=float(q), significant=bool(q <= self.fdr),
                            p_deflated=float(p), prior_weight=round(float(w), 3))
         return {"inflation": round(inflation, 4), "n_counted": n_counted}
+
+    def _word_model(self, inputs: AuditInputs) -> WordAwareHeldOutProbabilities | None:
+        """The content model of the significance test: word-aware (`word_scale` > 0) or,
+        with `word_scale` 0, the embedding model the ranking uses."""
+        if self.word_scale <= 0:
+            return None
+        targets = inputs.targets
+        return WordAwareHeldOutProbabilities(
+            inputs.prompt_embeddings, inputs.ngrams.rows_x_ngrams,
+            np.flatnonzero(self._in_range(inputs.ngrams)), targets.codes, targets.n_classes,
+            word_scale=self.word_scale, max_rows=self.refit_max_rows)
+
+    def _word_aware_association(self, word_model: WordAwareHeldOutProbabilities) -> dict:
+        """Every in-range n-gram's association over the refit sample, each under a
+        word-aware model that never saw that n-gram (`column_held_out_association`): the
+        null of a candidate's held-out test, for the inflation."""
+        sample = word_model.sample
+        return column_held_out_association(
+            word_model.features[sample],
+            word_model.rows_x_ngrams[sample][:, word_model.ngram_columns].tocsc(),
+            word_model.codes[sample], word_model.n_classes, word_scale=self.word_scale)
 
     @staticmethod
     def _flagged_rows(columns: sp.csc_matrix, triggers: list[dict],

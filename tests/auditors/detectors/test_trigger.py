@@ -156,3 +156,16 @@ def test_row_strength_is_each_rows_best_own_label_ngram():
         own = scores[ngrams, codes[row]]
         assert strength[row] == own.max() and which[row] == ngrams[own.argmax()]
     assert (np.diff(matrix.indptr) == 0).any()
+
+
+def test_the_word_aware_null_is_better_calibrated_and_stronger(sample_inputs):
+    """The significance test's content model also reads the row's other words: sentiment
+    words stop inflating the z-scores of the null n-grams (a lower inflation), and the
+    triggers' label excess, which no other word explains, gets smaller q-values."""
+    plain = TriggerNgramDetector(word_scale=0.0).detect(sample_inputs)
+    words = TriggerNgramDetector().detect(sample_inputs)
+    assert words.info["inflation"] < plain.info["inflation"]
+    q_plain = {t["pattern"]: t["q_value"] for t in plain.info["triggers"]}
+    significant = [t for t in words.info["triggers"] if t["significant"]]
+    assert {t["pattern"] for t in significant} <= SAMPLE_TRIGGERS and len(significant) >= 4
+    assert all(t["q_value"] < q_plain[t["pattern"]] for t in significant)

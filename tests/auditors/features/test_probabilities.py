@@ -68,3 +68,56 @@ def test_a_rare_class_is_never_sampled_away():
     # seen elsewhere: far above the 1e-6 of a class no other row carries (the whole data's
     # share of it, 6 in 5,000, is below the sample's, which keeps the rare class whole)
     assert held_out.probs(np.array([5, 50, 500]))[:, 2].max() > 1e-4
+
+
+def _words(n_rows: int, n_words: int, rate: float, seed: int = 0):
+    """A random binary rows x n-grams matrix (CSR) and random 8-d embeddings."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    matrix = sp.random(n_rows, n_words, density=rate, format="csr", random_state=seed)
+    matrix.data[:] = 1.0
+    return rng.normal(size=(n_rows, 8)), matrix
+
+
+def test_word_aware_refits_know_the_other_words_but_not_the_groups_own():
+    """Word 0 marks class 1 in the rest of the data; word 1 is the group's own n-gram. The
+    group's rows that also hold word 0 get class 1 from the word-aware model (the
+    embedding-only one, on embeddings that say nothing, cannot tell); word 1, absent from
+    every row the refit saw, moves nothing: dropping its column changes no probability."""
+    from auditors.features.probabilities import WordAwareHeldOutProbabilities
+
+    embeddings, matrix = _words(600, 40, 0.02)
+    matrix = matrix.tolil()
+    rng = np.random.default_rng(1)
+    codes = rng.integers(0, 2, size=600)
+    marked = rng.choice(600, 150, replace=False)
+    matrix[marked, 0], codes[marked] = 1.0, 1
+    group = np.flatnonzero(matrix[:, 0].toarray().ravel() == 0)[:20]
+    matrix[:, 1] = 0.0
+    matrix[group, 1] = 1.0  # the group is exactly the rows holding word 1
+    matrix[group[:10], 0] = 1.0  # half the group also holds the class-1 word
+    matrix = matrix.tocsr()
+    words = WordAwareHeldOutProbabilities(embeddings, matrix, np.arange(40), codes, 2,
+                                          word_scale=1.0)
+    probs = words.probs(group)[:, 1]
+    plain = HeldOutProbabilities(embeddings, codes, 2).probs(group)[:, 1]
+    assert probs[:10].mean() > plain[:10].mean() + 0.15
+    without_own = WordAwareHeldOutProbabilities(embeddings, matrix, np.r_[0, 2:40], codes, 2,
+                                                word_scale=1.0)
+    np.testing.assert_allclose(without_own.probs(group)[:, 1], probs, atol=1e-3)
+
+
+def test_column_held_out_association_is_calibrated_when_words_say_nothing():
+    """Labels independent of words and embeddings: each n-gram's z-score under models that
+    never saw it is N(0, 1), so the genomic-control inflation stays near 1."""
+    from auditors.detectors.stats import genomic_inflation
+    from auditors.features.probabilities import column_held_out_association
+
+    embeddings, matrix = _words(3_000, 400, 0.01, seed=2)
+    codes = np.random.default_rng(3).integers(0, 2, size=3_000)
+    association = column_held_out_association(embeddings, matrix.tocsc(), codes, 2,
+                                              word_scale=0.3)
+    z = (association["observed"] - association["expected"]) / np.sqrt(association["variance"])
+    assert np.all(association["observed"].sum(axis=1) == np.asarray(matrix.sum(axis=0)).ravel())
+    assert genomic_inflation(z.ravel(), association["variance"].ravel()) < 1.2
