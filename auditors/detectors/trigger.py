@@ -28,10 +28,13 @@ explains the response. A candidate that fails either test drops below `min_candi
 
 Flags are a significance decision at false-discovery rate `fdr`. Each rescored candidate's
 p-value is the exact Poisson-binomial tail of its rows carrying the target this often, row
-i with the held-out model's probability; it is
+i with the probability of a word-aware held-out model (the embedding and the row's other
+n-grams, `WordAwareHeldOutProbabilities`, fitted without the candidate's rows: its own
+n-gram says nothing, every other word says what it says elsewhere); it is
 
-- deflated by the genomic-control inflation of all screened (n-gram, class) z-scores
-  (`stats.genomic_inflation`): the content model misses part of what real words say about
+- deflated by the genomic-control inflation of every in-range (n-gram, class) z-score, each
+  under a word-aware model that never saw that n-gram (`column_held_out_association`,
+  `stats.genomic_inflation`): the content model misses part of what real words say about
   labels, and the spread of the many null n-grams measures by how much;
 - tested against the backdoor alternative only: a candidate whose rows carry the target in
   less than `min_target_share` of cases is not a discovery (an attacker labels every row
