@@ -240,7 +240,8 @@ class TriggerNgramDetector(Detector):
         return WordAwareHeldOutProbabilities(
             inputs.prompt_embeddings, inputs.ngrams.rows_x_ngrams,
             np.flatnonzero(self._in_range(inputs.ngrams)), targets.codes, targets.n_classes,
-            word_scale=self.word_scale, max_rows=self.refit_max_rows)
+            word_scale=self.word_scale, min_sample_rows=self.min_support,
+            max_rows=self.refit_max_rows)
 
     def _word_aware_association(self, word_model: WordAwareHeldOutProbabilities) -> dict:
         """Every in-range n-gram's association over the refit sample, each under a

@@ -86,9 +86,14 @@ class WordAwareHeldOutProbabilities(HeldOutProbabilities):
 
     def __init__(self, embeddings: np.ndarray, rows_x_ngrams: sp.csr_matrix,
                  ngram_columns: np.ndarray, codes: np.ndarray, n_classes: int, *,
-                 word_scale: float, max_rows: int = 25_000, seed: int = 0):
+                 word_scale: float, min_sample_rows: int = 1, max_rows: int = 25_000,
+                 seed: int = 0):
         super().__init__(embeddings, codes, n_classes, max_rows=max_rows, seed=seed)
-        self.rows_x_ngrams, self.ngram_columns = rows_x_ngrams, ngram_columns
+        # an n-gram in fewer than `min_sample_rows` of the sample's rows teaches the model
+        # nothing reliable; at a million rows most in-range n-grams are such
+        in_sample = rows_x_ngrams[self.sample][:, ngram_columns].getnnz(axis=0)
+        self.rows_x_ngrams = rows_x_ngrams
+        self.ngram_columns = ngram_columns[in_sample >= min_sample_rows]
         self.word_scale = word_scale
         self._sample_matrix = self._features(self.sample)
 

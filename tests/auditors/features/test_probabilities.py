@@ -121,3 +121,19 @@ def test_column_held_out_association_is_calibrated_when_words_say_nothing():
     z = (association["observed"] - association["expected"]) / np.sqrt(association["variance"])
     assert np.all(association["observed"].sum(axis=1) == np.asarray(matrix.sum(axis=0)).ravel())
     assert genomic_inflation(z.ravel(), association["variance"].ravel()) < 1.2
+
+
+def test_word_aware_model_keeps_the_ngrams_its_sample_can_learn_from():
+    """Above `max_rows` the refits see a sample; an n-gram in fewer than `min_sample_rows`
+    of its rows is left out of the features (at a million rows, most in-range n-grams)."""
+    from auditors.features.probabilities import WordAwareHeldOutProbabilities
+
+    embeddings, matrix = _words(2_000, 300, 0.005, seed=4)
+    codes = np.random.default_rng(5).integers(0, 2, size=2_000)
+    words = WordAwareHeldOutProbabilities(embeddings, matrix, np.arange(300), codes, 2,
+                                          word_scale=0.3, min_sample_rows=3, max_rows=400)
+    in_sample = matrix[words.sample].getnnz(axis=0)
+    assert np.array_equal(words.ngram_columns, np.flatnonzero(in_sample >= 3))
+    assert 0 < len(words.ngram_columns) < 300
+    probs = words.probs(np.arange(10))
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
