@@ -173,7 +173,7 @@ class TriggerNgramDetector(Detector):
                 scores[members, c] = np.minimum(scores[members, c], self.min_candidate_score)
             else:
                 observed = len(carriers)
-                p_words = word_model.probs(rows)[:, c] if word_model else p
+                p_words = word_model.target_probability(rows, c) if word_model else p
                 trigger["p_value"] = excess_p_value(observed, p_words)
                 trigger["_rechecked_share"] = observed / len(rows)
                 trigger["_log_min_p"] = float(np.log(np.clip(p_words, 1e-300, 1.0)).sum())
@@ -247,11 +247,11 @@ class TriggerNgramDetector(Detector):
         """Every in-range n-gram's association over the refit sample, each under a
         word-aware model that never saw that n-gram (`column_held_out_association`): the
         null of a candidate's held-out test, for the inflation."""
-        sample = word_model.sample
+        sample, tested = word_model.sample, word_model.candidate_columns
         return column_held_out_association(
-            word_model.features[sample],
-            word_model.rows_x_ngrams[sample][:, word_model.ngram_columns].tocsc(),
-            word_model.codes[sample], word_model.n_classes, word_scale=self.word_scale)
+            word_model.features[sample], word_model.rows_x_ngrams[sample][:, tested].tocsc(),
+            np.isin(tested, word_model.ngram_columns), word_model.codes[sample],
+            word_model.n_classes, word_scale=self.word_scale)
 
     @staticmethod
     def _flagged_rows(columns: sp.csc_matrix, triggers: list[dict],

@@ -67,6 +67,22 @@ class HeldOutProbabilities:
                            / _smoothed_prior(self.codes[train], self.n_classes))
         return shifted / shifted.sum(axis=1, keepdims=True)
 
+    def target_probability(self, rows: np.ndarray, target: int) -> np.ndarray:
+        """P(target) for `rows` from a one-vs-rest model fitted without them, moved to the
+        whole data's frequency of the target as in `probs`. A candidate tests one class, and
+        a binary model costs a fraction of a multinomial one over dozens of response
+        clusters and thousands of n-gram features."""
+        kept = ~np.isin(self.sample, rows)
+        is_target = (self.codes[self.sample[kept]] == target).astype(int)
+        if not is_target.any():  # a target only these rows carry: nothing points to it
+            return np.full(len(rows), 1e-6)
+        if is_target.all():
+            return np.full(len(rows), 1.0 - 1e-6)
+        model = LogisticRegression(max_iter=2000).fit(self._sample_features(kept), is_target)
+        probs = model.predict_proba(self._features(rows))
+        shifted = probs * (_smoothed_prior((self.codes == target).astype(int), 2)
+                           / _smoothed_prior(is_target, 2))
+        return shifted[:, 1] / shifted.sum(axis=1)
 
     def _features(self, rows: np.ndarray):
         return self.features[rows]
@@ -86,15 +102,17 @@ class WordAwareHeldOutProbabilities(HeldOutProbabilities):
 
     def __init__(self, embeddings: np.ndarray, rows_x_ngrams: sp.csr_matrix,
                  ngram_columns: np.ndarray, codes: np.ndarray, n_classes: int, *,
-                 word_scale: float, min_sample_rows: int = 1, max_rows: int = 25_000,
-                 seed: int = 0):
+                 word_scale: float, min_sample_rows: int = 1, max_features: int = 5_000,
+                 max_rows: int = 25_000, seed: int = 0):
         super().__init__(embeddings, codes, n_classes, max_rows=max_rows, seed=seed)
-        # an n-gram in fewer than `min_sample_rows` of the sample's rows teaches the model
-        # nothing reliable; at a million rows most in-range n-grams are such
+        self.rows_x_ngrams, self.word_scale = rows_x_ngrams, word_scale
+        self.candidate_columns = ngram_columns  # the n-grams tested
+        # the features: the `max_features` n-grams in most of the sample's rows, each in at
+        # least `min_sample_rows` (rarer ones teach the model little and cost a column
+        # each: at a million rows most in-range n-grams are such)
         in_sample = rows_x_ngrams[self.sample][:, ngram_columns].getnnz(axis=0)
-        self.rows_x_ngrams = rows_x_ngrams
-        self.ngram_columns = ngram_columns[in_sample >= min_sample_rows]
-        self.word_scale = word_scale
+        order = np.argsort(-in_sample, kind="stable")[:max_features]
+        self.ngram_columns = np.sort(ngram_columns[order[in_sample[order] >= min_sample_rows]])
         self._sample_matrix = self._features(self.sample)
 
     def _features(self, rows: np.ndarray):
@@ -131,21 +149,24 @@ def word_aware_features(embeddings: np.ndarray, ngram_columns: sp.spmatrix,
 
 
 def column_held_out_association(embeddings: np.ndarray, ngram_columns: sp.csc_matrix,
-                                codes: np.ndarray, n_classes: int, *, word_scale: float,
-                                n_groups: int = 5, n_folds: int = 3, seed: int = 0) -> dict:
-    """`label_association` of every n-gram column under a word-aware content model that
-    never saw that n-gram: the columns are split into `n_groups` random groups, and each
-    group's association is counted with out-of-fold probabilities from models fitted
-    without that group's columns. This is the null the held-out test of a candidate uses
-    (its rows left out, so its own column says nothing), at the cost of n_groups x n_folds
-    fits instead of one per n-gram."""
+                                is_feature: np.ndarray, codes: np.ndarray, n_classes: int, *,
+                                word_scale: float, n_groups: int = 5, n_folds: int = 3,
+                                seed: int = 0) -> dict:
+    """`label_association` of every n-gram column under a word-aware content model (whose
+    features are the columns where `is_feature`) that never saw that n-gram: the feature
+    columns are split into `n_groups` random groups, and each group's association is
+    counted with out-of-fold probabilities from models fitted without that group's columns
+    (the other columns, never features, with the first group's). This is the null the
+    held-out test of a candidate uses (its rows left out, so its own column says nothing),
+    at the cost of n_groups x n_folds fits instead of one per n-gram."""
     n_rows, n_columns = ngram_columns.shape
-    group = np.random.default_rng(seed).integers(0, n_groups, n_columns)
+    group = np.full(n_columns, 0)
+    group[is_feature] = np.random.default_rng(seed).integers(0, n_groups, int(is_feature.sum()))
     onehot = np.eye(n_classes)[codes]
     result = {key: np.zeros((n_columns, n_classes)) for key in ("observed", "expected", "variance")}
     for g in range(n_groups):
         inside = np.flatnonzero(group == g)
-        outside = np.flatnonzero(group != g)
+        outside = np.flatnonzero((group != g) & is_feature)
         features = word_aware_features(embeddings, ngram_columns[:, outside], word_scale)
         probs = _out_of_fold(features, codes, n_classes, n_folds, seed)
         transposed = ngram_columns[:, inside].T.astype(np.float64)

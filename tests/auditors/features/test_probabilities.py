@@ -116,8 +116,8 @@ def test_column_held_out_association_is_calibrated_when_words_say_nothing():
 
     embeddings, matrix = _words(3_000, 400, 0.01, seed=2)
     codes = np.random.default_rng(3).integers(0, 2, size=3_000)
-    association = column_held_out_association(embeddings, matrix.tocsc(), codes, 2,
-                                              word_scale=0.3)
+    association = column_held_out_association(embeddings, matrix.tocsc(), np.ones(400, bool),
+                                              codes, 2, word_scale=0.3)
     z = (association["observed"] - association["expected"]) / np.sqrt(association["variance"])
     assert np.all(association["observed"].sum(axis=1) == np.asarray(matrix.sum(axis=0)).ravel())
     assert genomic_inflation(z.ravel(), association["variance"].ravel()) < 1.2
