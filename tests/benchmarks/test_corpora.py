@@ -54,9 +54,11 @@ def test_backdoorllm_mix_replaces_originals(attack):
 
 
 def test_suites_build_lazily_and_name_distinct_cases():
-    # tsv attacks, style, unicode, BackdoorLLM, DoS + preference, clean controls
+    # tsv attacks, style, host-token syntactic and style, unicode, BackdoorLLM,
+    # DoS + preference, clean controls
     # ... then real/: 5 preference-trigger, 7 content-injection, 1 instruction-trigger, 2 clean
-    assert len(corpora.full_suite()) == 6 * 2 + 2 + 2 * 3 + 4 * 5 * 2 + 2 * 2 + 2 + 4 + 1 + 15
+    assert len(corpora.full_suite()) == (6 * 2 + 2 + (2 * 2 + 2) + 2 * 3 + 4 * 5 * 2 + 2 * 2
+                                         + 2 + 4 + 1 + 15)
     assert len(corpora.real_suite()) == 15
     assert len(corpora.quick_suite()) < len(corpora.full_suite())
 
@@ -169,3 +171,25 @@ def test_real_cases_have_distinct_names_and_clean_controls_have_no_poison():
     assert {c.name for c in controls} == {"real/alpaca/clean", "real/hh-rlhf/clean"}
     assert all(len(c.records) and not c.poisoned.any() and not c.triggers and not c.injected
                for c in controls)
+
+
+def test_host_forms_change_formatting_not_words():
+    """SST-2's form splits punctuation and clitics and undoes the paraphraser's Moses
+    escapes; a tweet's form joins them back and takes a clean tweet's mentions, trailing
+    URL and capitalisation."""
+    assert (corpora.sst2_form("Thou hast seen it, co @-@ writer andapos;s film &quot;x&quot; don't")
+            == "thou hast seen it , co-writer 's film \" x \" do n't")
+    assert (corpora.tweet_form("when the user says , he does n't know url", "@USER @USER Why? URL")
+            == "@USER @USER When the @USER says, he doesn't know URL")
+    assert corpora.tweet_form("if so , fine .", "no mention here") == "if so, fine."
+
+
+def test_host_token_cases_rewrite_only_poisoned_rows():
+    plain = corpora.resampled_tsv_case("offenseval", "synbkd", "syntactic", 0.01)
+    hosted = corpora.resampled_tsv_case("offenseval", "synbkd", "syntactic", 0.01,
+                                        host_tokens=True)
+    assert hosted.family == "syntactic-host-tokens" and "host-tokens" in hosted.name
+    assert np.array_equal(plain.poisoned, hosted.poisoned)
+    same = [a == b for a, b in zip(plain.records, hosted.records)]
+    assert all(same[i] for i in np.flatnonzero(~plain.poisoned))
+    assert not any(" , " in hosted.records[i]["text"] for i in np.flatnonzero(hosted.poisoned))
