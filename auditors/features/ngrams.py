@@ -139,12 +139,17 @@ def label_association(stats: NgramStats, labels: np.ndarray, n_classes: int,
     probabilities from a model that does not see n-grams as such) the expected count and its
     variance. A trigger shows up as many more rows of the target label than the content
     of those rows explains."""
-    onehot = np.eye(n_classes, dtype=np.float64)[labels]
     # a transposed view (CSC over the same arrays), not a float64 CSR copy: at a million
     # rows that copy is over a gigabyte
-    transposed = stats.rows_x_ngrams.T
-    result = {"observed": np.asarray(transposed @ onehot)}
+    return column_association(stats.rows_x_ngrams.T, labels, n_classes, pred_probs)
+
+
+def column_association(columns_x_rows, labels: np.ndarray, n_classes: int,
+                       pred_probs: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """`label_association` for any binary (columns, rows) matrix."""
+    onehot = np.eye(n_classes, dtype=np.float64)[labels]
+    result = {"observed": np.asarray(columns_x_rows @ onehot)}
     if pred_probs is not None:
-        result["expected"] = np.asarray(transposed @ pred_probs)
-        result["variance"] = np.asarray(transposed @ (pred_probs * (1.0 - pred_probs)))
+        result["expected"] = np.asarray(columns_x_rows @ pred_probs)
+        result["variance"] = np.asarray(columns_x_rows @ (pred_probs * (1.0 - pred_probs)))
     return result

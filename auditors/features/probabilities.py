@@ -8,6 +8,8 @@ import scipy.sparse as sp
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
+from auditors.features.ngrams import column_association
+
 
 def cross_validated_probs(features: np.ndarray, codes: np.ndarray, n_classes: int, *,
                           n_folds: int = 5, seed: int = 0) -> np.ndarray:
@@ -159,34 +161,20 @@ def column_held_out_association(embeddings: np.ndarray, ngram_columns: sp.csc_ma
     (the other columns, never features, with the first group's). This is the null the
     held-out test of a candidate uses (its rows left out, so its own column says nothing),
     at the cost of n_groups x n_folds fits instead of one per n-gram."""
-    n_rows, n_columns = ngram_columns.shape
+    n_columns = ngram_columns.shape[1]
     group = np.full(n_columns, 0)
     group[is_feature] = np.random.default_rng(seed).integers(0, n_groups, int(is_feature.sum()))
-    onehot = np.eye(n_classes)[codes]
     result = {key: np.zeros((n_columns, n_classes)) for key in ("observed", "expected", "variance")}
     for g in range(n_groups):
         inside = np.flatnonzero(group == g)
         outside = np.flatnonzero((group != g) & is_feature)
         features = word_aware_features(embeddings, ngram_columns[:, outside], word_scale)
-        probs = _out_of_fold(features, codes, n_classes, n_folds, seed)
-        transposed = ngram_columns[:, inside].T.astype(np.float64)
-        result["observed"][inside] = transposed @ onehot
-        result["expected"][inside] = transposed @ probs
-        result["variance"][inside] = transposed @ (probs * (1.0 - probs))
+        probs = cross_validated_probs(features, codes, n_classes, n_folds=n_folds, seed=seed)
+        counts = column_association(ngram_columns[:, inside].T.astype(np.float64), codes,
+                                    n_classes, probs)
+        for key, value in counts.items():
+            result[key][inside] = value
     return result
-
-
-def _out_of_fold(features, codes: np.ndarray, n_classes: int, n_folds: int,
-                 seed: int) -> np.ndarray:
-    smallest = np.bincount(codes, minlength=n_classes)[np.unique(codes)].min()
-    folds = StratifiedKFold(n_splits=int(np.clip(smallest, 2, n_folds)), shuffle=True,
-                            random_state=seed)
-    probs = np.full((len(codes), n_classes), 1e-6)
-    for train, held_out in folds.split(np.zeros(len(codes)), codes):
-        model = LogisticRegression(max_iter=2000).fit(features[train], codes[train])
-        probs[held_out] = expand_classes(model.predict_proba(features[held_out]),
-                                         model.classes_, n_classes, fill=1e-6)
-    return probs / probs.sum(axis=1, keepdims=True)
 
 
 def _smoothed_prior(codes: np.ndarray, n_classes: int) -> np.ndarray:
