@@ -6,7 +6,7 @@ import numpy as np
 from scipy.special import ndtri_exp
 from scipy.stats import chi2, hypergeom, median_abs_deviation, norm, poisson_binom, rankdata
 
-from auditors.features.ngrams import NgramStats
+from auditors.features.ngrams import NgramStats, row_set_groups
 
 
 def robust_z(values: np.ndarray) -> np.ndarray:
@@ -162,9 +162,11 @@ def enrichment_p_value(ngrams: NgramStats, members: np.ndarray, ngram: str,
                        min_members: int) -> tuple[float, int]:
     """(p, tests) for "the rows holding `ngram` include this many of `members` by chance":
     the hypergeometric upper tail, and the number of n-grams that could have been chosen
-    (those in at least `min_members` rows), the multiplicity a Bonferroni bound divides by."""
-    doc_freq = np.asarray(ngrams.doc_freq)
-    tests = int((doc_freq >= min_members).sum())
+    (those in at least `min_members` rows, one per distinct row set), the multiplicity a
+    Bonferroni bound divides by."""
+    eligible = np.flatnonzero(np.asarray(ngrams.doc_freq) >= min_members)
+    groups = row_set_groups(ngrams.rows_x_ngrams.tocsc(), eligible)
+    tests = int((groups[eligible] == eligible).sum())
     carriers = rows_containing(ngrams, ngram)
     if not carriers.any():
         return 1.0, tests

