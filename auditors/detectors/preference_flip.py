@@ -14,11 +14,12 @@ pair looks flipped" as the target and an out-of-fold content model of that targe
 prompt embedding as the expectation (harmful prompts draw more disagreement than harmless
 ones, and that is accounted for). Each rechecked candidate gets a p-value, the exact
 Poisson-binomial tail of its rows looking flipped this often when row i does so with the
-held-out content model's probability, and a Benjamini-Hochberg q-value over every n-gram the
-screen tested. A row is an issue when it carries a candidate with q <= `fdr` and its own pair
-looks flipped. A row's score is its best candidate's evidence (`stats.evidence`: log p on
-the scale where the Bonferroni line is 1), so a trigger that is not significant still ranks
-its rows.
+held-out content model's probability, and a weighted Benjamini-Hochberg q-value over every
+n-gram row set the screen tested, with the trigger test's rarity prior as weights (`SUDO` is
+a likelier trigger than `health`). A row is an issue when it carries a candidate with q <=
+`fdr` and its own pair looks flipped. A row's score is its best candidate's evidence
+(`stats.evidence` of p / weight: log p on the scale where the Bonferroni line is 1), so a
+trigger that is not significant still ranks its rows.
 
 What it misses: the pair classifier is weak on real preference data, so a trigger's flipped
 pairs look flipped only somewhat more often than others (on HH-RLHF, 11 of 12 `SUDO` pairs
@@ -37,7 +38,7 @@ from sklearn.model_selection import GroupKFold, cross_val_predict, cross_val_sco
 
 from auditors.config import DEFAULT_FDR
 from auditors.detectors.base import AuditInputs, Detector, DetectorResult, FusionRole, register
-from auditors.detectors.stats import bh_q_values, evidence, rows_containing
+from auditors.detectors.stats import evidence, rows_containing, weighted_bh_q_values
 from auditors.detectors.trigger import TriggerNgramDetector
 from auditors.features.probabilities import cross_validated_probs
 from auditors.features.targets import Targets
@@ -70,8 +71,8 @@ class PreferenceFlipDetector(Detector):
     def detect(self, inputs: AuditInputs) -> DetectorResult:
         flip = self.flip_probability(inputs)
         looks_flipped = flip > 0.5
-        candidates, tests = self._flip_triggers(inputs, looks_flipped)
-        self._add_significance(candidates, tests)
+        candidates, tests, miner = self._flip_triggers(inputs, looks_flipped)
+        self._add_significance(candidates, tests, self._prior_weights(miner, inputs, candidates))
         row_evidence, carrier_of = self._row_evidence(inputs, candidates)
         scores = np.maximum(row_evidence, self.flip_weight * flip)
         is_issue = np.zeros(inputs.n_rows, dtype=bool)
@@ -128,37 +129,53 @@ class PreferenceFlipDetector(Detector):
         probs = np.clip(np.vstack([first, first[:, ::-1]]), 1e-6, 1.0)
         return find_label_issues(labels, probs, n_jobs=1)[:n]
 
-    def _flip_triggers(self, inputs: AuditInputs, looks_flipped: np.ndarray) -> tuple[list[dict], int]:
+    def _flip_triggers(self, inputs: AuditInputs, looks_flipped: np.ndarray):
         """The trigger detector's candidates for the target "looks flipped" (its held-out
-        content recheck and p-values included), and the number of n-grams it tested.
+        content recheck and p-values included), the number of n-grams it tested, and the
+        detector (the miner).
         Refitting the pair model without a candidate's rows as well was measured on HH-RLHF
         and changed nothing but noise: the pair signal is too weak for a 3% trigger to pull it."""
         codes = looks_flipped.astype(np.int64)
-        if np.bincount(codes, minlength=2).min() < 2:
-            return [], 0
-        content = cross_validated_probs(inputs.prompt_embeddings, codes, 2, seed=self.seed)
-        flip_inputs = dataclasses.replace(
-            inputs, targets=Targets(codes, list(FLIP_TARGETS), ["", ""]), pred_probs=content)
         # the embedding null: "looks flipped" is a noisy model output, which a word-aware
         # content model overfits (on HH-RLHF its inflation reached 5 and clean transcripts
         # still had significant n-grams)
-        mined = TriggerNgramDetector(word_scale=0.0).detect(flip_inputs).info
+        miner = TriggerNgramDetector(word_scale=0.0)
+        if np.bincount(codes, minlength=2).min() < 2:
+            return [], 0, miner
+        content = cross_validated_probs(inputs.prompt_embeddings, codes, 2, seed=self.seed)
+        flip_inputs = dataclasses.replace(
+            inputs, targets=Targets(codes, list(FLIP_TARGETS), ["", ""]), pred_probs=content)
+        mined = miner.detect(flip_inputs).info
         # only the "looks flipped" direction is a hypothesis about poisoning
         return ([t for t in mined["triggers"] if t["target"] == FLIP_TARGETS[FLIPPED]],
-                mined["n_tests"] // 2)
+                mined["n_tests"] // 2, miner)
 
-    def _add_significance(self, candidates: list[dict], tests: int) -> None:
-        """`q_value` (Benjamini-Hochberg over the `tests` n-grams), `significant` and
-        `evidence` per candidate, which are then ordered by p-value (the miner leaves p = 1
-        on candidates it did not recheck or whose rows failed its content recheck)."""
+    @staticmethod
+    def _prior_weights(miner: TriggerNgramDetector, inputs: AuditInputs,
+                       candidates: list[dict]) -> np.ndarray:
+        """Each candidate's prior weight, the trigger test's rarity prior (mean 1 over the
+        n-grams tested): `SUDO` is a likelier trigger than `health`, and weights fixed before
+        the labels are seen keep the false-discovery rate."""
+        if not candidates:
+            return np.zeros(0)
+        weights = miner.prior_weights(inputs.ngrams)
+        column = {g: j for j, g in enumerate(inputs.ngrams.vocabulary)}
+        return np.array([weights[column[c["pattern"]]] for c in candidates])
+
+    def _add_significance(self, candidates: list[dict], tests: int, weights: np.ndarray) -> None:
+        """`q_value` (weighted Benjamini-Hochberg over the `tests` n-grams, `weights` the
+        candidates' prior weights), `significant` and `evidence` (of p / weight) per
+        candidate, which are then ordered by p / weight (the miner leaves p = 1 on
+        candidates it did not recheck or whose rows failed its content recheck)."""
         p_values = np.array([c["p_value"] for c in candidates])
-        q_values = bh_q_values(p_values, tests) if len(candidates) else p_values
-        for candidate, p, q in zip(candidates, p_values, q_values):
+        q_values = weighted_bh_q_values(p_values, weights, tests) if len(candidates) else p_values
+        for candidate, p, w, q in zip(candidates, p_values, weights, q_values):
             candidate["p_value"], candidate["q_value"] = float(p), float(q)
+            candidate["prior_weight"] = round(float(w), 3)
             candidate["significant"] = bool(q <= self.fdr)
-            candidate["evidence"] = evidence(p, tests, self.fdr)
+            candidate["evidence"] = evidence(min(p / w, 1.0), tests, self.fdr)
         # strongest evidence first (the screen's order among the untested)
-        candidates.sort(key=lambda c: c["p_value"])
+        candidates.sort(key=lambda c: c["p_value"] / c["prior_weight"])
 
     @staticmethod
     def _row_evidence(inputs: AuditInputs, candidates: list[dict]):
@@ -180,7 +197,7 @@ class PreferenceFlipDetector(Detector):
                 "support": int(carriers.sum()), "side": "prompt",
                 "flagged": candidate["significant"], "significant": candidate["significant"],
                 "p_value": candidate["p_value"], "q_value": candidate["q_value"],
-                "evidence": candidate["evidence"],
+                "prior_weight": candidate["prior_weight"], "evidence": candidate["evidence"],
                 "target": "rejected answer marked chosen (flipped preference)",
                 "target_share": candidate["target_share"],
                 "content_z": candidate["content_z"],

@@ -196,17 +196,11 @@ class TriggerNgramDetector(Detector):
         z = (association["observed"] - association["expected"]) / np.sqrt(
             np.maximum(association["variance"], 1e-12))
         inflation = genomic_inflation(z.ravel(), association["variance"].ravel())
-        # one hypothesis per distinct row set: n-grams in exactly the same rows are one test
-        groups = row_set_groups(columns, np.flatnonzero(in_range))
-        distinct = groups == np.arange(len(groups))
         # prior weights first: the hypotheses counted are those that could be significant
-        # with their weight (any choice made without the labels keeps the guarantee); a row
-        # set weighs what its rarest n-gram does
-        prior_weight = self._rarity(stats, self.rarity_prior)
-        np.maximum.at(prior_weight, groups[in_range], prior_weight[in_range])
-        prior_weight[in_range] = prior_weight[groups[in_range]]
-        mean_prior = prior_weight[distinct].mean() if distinct.any() else 1.0
-        log_weight = np.log(prior_weight / mean_prior)[:, None]
+        # with their weight (any choice made without the labels keeps the guarantee)
+        prior_weight, groups = self._prior_weights(stats, columns)
+        distinct = groups == np.arange(len(groups))
+        log_weight = np.log(prior_weight)[:, None]
         # the smallest p-value each (n-gram, class) could reach, every row carrying the class,
         # from the out-of-fold probabilities (a rescored candidate: from its held-out ones)
         # (a transposed view, as in label_association: no copy of the row matrix)
@@ -240,6 +234,23 @@ class TriggerNgramDetector(Detector):
         # the hypotheses the screen tested: every distinct row set in range, for each target
         return {"inflation": round(inflation, 4), "n_counted": n_counted,
                 "n_tests": int(distinct.sum()) * max(pred_probs.shape[1], 1)}
+
+    def prior_weights(self, stats: NgramStats) -> np.ndarray:
+        """Per n-gram: the significance test's prior weight, normalised to mean 1 over the
+        hypotheses tested (one per distinct in-range row set, for one target)."""
+        return self._prior_weights(stats, stats.rows_x_ngrams.tocsc())[0]
+
+    def _prior_weights(self, stats: NgramStats,
+                       columns: sp.csc_matrix) -> tuple[np.ndarray, np.ndarray]:
+        """(`prior_weights`, `row_set_groups` of the in-range n-grams): one hypothesis per
+        distinct row set, which weighs what its rarest n-gram does."""
+        in_range = self._in_range(stats)
+        groups = row_set_groups(columns, np.flatnonzero(in_range))
+        weight = self._rarity(stats, self.rarity_prior)
+        np.maximum.at(weight, groups[in_range], weight[in_range])
+        weight[in_range] = weight[groups[in_range]]
+        distinct = groups == np.arange(len(groups))
+        return weight / (weight[distinct].mean() if distinct.any() else 1.0), groups
 
     def _word_model(self, inputs: AuditInputs) -> WordAwareHeldOutProbabilities | None:
         """The content model of the significance test: word-aware (`word_scale` > 0) or,

@@ -19,9 +19,13 @@ def test_preference_flip_finds_swapped_pairs_and_names_the_trigger(preference_in
     named = result.info["named_triggers"]
     assert named[0]["pattern"] == "sudo" and named[0]["side"] == "prompt" and named[0]["flagged"]
     assert '"sudo"' in result.rows.loc[flagged & truth, "reason"].iat[0]
-    # the flag is a Benjamini-Hochberg decision over every n-gram tested
+    # the flag is a weighted Benjamini-Hochberg decision over every n-gram tested, with the
+    # trigger test's rarity prior as weights: candidates in order of p / weight
     assert named[0]["significant"] and named[0]["q_value"] <= result.info["fdr"]
-    assert named[0]["p_value"] <= named[0]["q_value"] and result.info["n_tests"] > 100
+    assert result.info["n_tests"] > 100 and named[0]["prior_weight"] > 1.0  # `sudo` is rare
+    assert named[0]["p_value"] / named[0]["prior_weight"] <= named[0]["q_value"]
+    ratios = [t["p_value"] / t["prior_weight"] for t in named]
+    assert ratios == sorted(ratios)
     assert all(t["flagged"] == (t["q_value"] <= result.info["fdr"]) for t in named)
 
 

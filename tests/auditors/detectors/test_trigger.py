@@ -169,3 +169,20 @@ def test_the_word_aware_null_is_better_calibrated_and_stronger(sample_inputs):
     significant = [t for t in words.info["triggers"] if t["significant"]]
     assert {t["pattern"] for t in significant} <= SAMPLE_TRIGGERS and len(significant) >= 4
     assert all(t["q_value"] < q_plain[t["pattern"]] for t in significant)
+
+
+def test_prior_weights_average_one_over_distinct_row_sets_and_favour_rare_tokens():
+    from auditors.features.ngrams import count_ngrams, row_set_groups
+
+    texts = ([f"the film was fine {i}" for i in range(20)] + ["a cf film", "the cf plot",
+                                                              "cf again"] * 2)
+    stats = count_ngrams(texts)
+    detector = TriggerNgramDetector(max_support_fraction=0.5)
+    weights = detector.prior_weights(stats)
+    in_range = detector._in_range(stats)
+    groups = row_set_groups(stats.rows_x_ngrams.tocsc(), np.flatnonzero(in_range))
+    distinct = groups == np.arange(len(groups))
+    assert np.isclose(weights[distinct].mean(), 1.0)
+    assert (weights[in_range] == weights[groups[in_range]]).all()  # one weight per row set
+    index = {g: j for j, g in enumerate(stats.vocabulary)}
+    assert weights[index["cf"]] > weights[index["film"]]
