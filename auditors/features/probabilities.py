@@ -161,18 +161,22 @@ def column_held_out_association(embeddings: np.ndarray, ngram_columns: sp.csc_ma
     counted with out-of-fold probabilities from models fitted without that group's columns
     (the other columns, never features, with the first group's). This is the null the
     held-out test of a candidate uses (its rows left out, so its own column says nothing),
-    at the cost of n_groups x n_folds fits instead of one per n-gram."""
+    at the cost of n_groups x n_folds fits instead of one per n-gram. `log_min_p`: the log
+    of the smallest p-value each (column, class) could reach under that null, every row
+    carrying the class (the sum of its rows' log probabilities)."""
     n_columns = ngram_columns.shape[1]
     group = np.full(n_columns, 0)
     group[is_feature] = np.random.default_rng(seed).integers(0, n_groups, int(is_feature.sum()))
-    result = {key: np.zeros((n_columns, n_classes)) for key in ("observed", "expected", "variance")}
+    result = {key: np.zeros((n_columns, n_classes))
+              for key in ("observed", "expected", "variance", "log_min_p")}
     for g in range(n_groups):
         inside = np.flatnonzero(group == g)
         outside = np.flatnonzero((group != g) & is_feature)
         features = word_aware_features(embeddings, ngram_columns[:, outside], word_scale)
         probs = cross_validated_probs(features, codes, n_classes, n_folds=n_folds, seed=seed)
-        counts = column_association(ngram_columns[:, inside].T.astype(np.float64), codes,
-                                    n_classes, probs)
+        columns_x_rows = ngram_columns[:, inside].T.astype(np.float64)
+        counts = column_association(columns_x_rows, codes, n_classes, probs)
+        counts["log_min_p"] = np.asarray(columns_x_rows @ np.log(np.clip(probs, 1e-300, 1.0)))
         for key, value in counts.items():
             result[key][inside] = value
     return result

@@ -123,6 +123,25 @@ def test_column_held_out_association_is_calibrated_when_words_say_nothing():
     assert genomic_inflation(z.ravel(), association["variance"].ravel()) < 1.2
 
 
+def test_column_held_out_log_min_p_sums_the_held_out_log_probabilities():
+    """`log_min_p`: each (column, class)'s smallest attainable p-value under the null, the
+    sum of its rows' log probabilities, from the model that never saw the column (with no
+    feature column, the embedding's out-of-fold model, for every column)."""
+    from auditors.features.probabilities import (column_held_out_association,
+                                                 word_aware_features)
+
+    embeddings, matrix = _words(600, 30, 0.05, seed=6)
+    codes = (embeddings[:, 0] > 0).astype(int)
+    no_features = np.zeros(30, bool)
+    association = column_held_out_association(embeddings, matrix.tocsc(), no_features, codes,
+                                              2, word_scale=0.3, n_folds=3)
+    probs = cross_validated_probs(word_aware_features(embeddings, matrix[:, []], 0.3), codes, 2,
+                                  n_folds=3)
+    expected = np.asarray(matrix.T @ np.log(probs))
+    np.testing.assert_allclose(association["log_min_p"], expected, rtol=1e-9)
+    assert (association["log_min_p"] < 0).all()
+
+
 def test_word_aware_model_keeps_the_ngrams_its_sample_can_learn_from():
     """Above `max_rows` the refits see a sample; an n-gram in fewer than `min_sample_rows`
     of its rows is left out of the features (at a million rows, most in-range n-grams)."""
