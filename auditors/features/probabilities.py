@@ -8,7 +8,7 @@ import scipy.sparse as sp
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-from auditors.features.ngrams import column_association
+from auditors.features.ngrams import column_association, row_set_groups
 
 
 def cross_validated_probs(features: np.ndarray, codes: np.ndarray, n_classes: int, *,
@@ -157,16 +157,18 @@ def column_held_out_association(embeddings: np.ndarray, ngram_columns: sp.csc_ma
                                 seed: int = 0) -> dict:
     """`label_association` of every n-gram column under a word-aware content model (whose
     features are the columns where `is_feature`) that never saw that n-gram: the feature
-    columns are split into `n_groups` random groups, and each group's association is
-    counted with out-of-fold probabilities from models fitted without that group's columns
-    (the other columns, never features, with the first group's). This is the null the
+    columns are split into `n_groups` random groups (columns in the same rows together),
+    and each group's association is counted with out-of-fold probabilities from models
+    fitted without that group's feature columns. This is the null the
     held-out test of a candidate uses (its rows left out, so its own column says nothing),
     at the cost of n_groups x n_folds fits instead of one per n-gram. `log_min_p`: the log
     of the smallest p-value each (column, class) could reach under that null, every row
     carrying the class (the sum of its rows' log probabilities)."""
     n_columns = ngram_columns.shape[1]
-    group = np.full(n_columns, 0)
-    group[is_feature] = np.random.default_rng(seed).integers(0, n_groups, int(is_feature.sum()))
+    # columns in the same rows share a group: a twin feature left in would teach the model
+    # the very association the column's z-score measures
+    twin = row_set_groups(ngram_columns, np.arange(n_columns))
+    group = np.random.default_rng(seed).integers(0, n_groups, n_columns)[twin]
     result = {key: np.zeros((n_columns, n_classes))
               for key in ("observed", "expected", "variance", "log_min_p")}
     for g in range(n_groups):

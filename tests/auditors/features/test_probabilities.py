@@ -156,3 +156,22 @@ def test_word_aware_model_keeps_the_ngrams_its_sample_can_learn_from():
     assert 0 < len(words.ngram_columns) < 300
     probs = words.probs(np.arange(10))
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
+
+
+def test_a_twin_column_does_not_hide_a_columns_association():
+    """Two n-grams in exactly the same rows share a held-out group: with the twin left in
+    as a feature, the model would learn the association the column's z-score measures."""
+    import scipy.sparse as sp
+
+    from auditors.features.probabilities import column_held_out_association
+
+    embeddings, matrix = _words(1_500, 60, 0.02, seed=7)
+    codes = np.random.default_rng(8).integers(0, 2, size=1_500)
+    marked = np.flatnonzero(codes == 1)[:40]
+    trigger = sp.csr_matrix((np.ones(40), (marked, np.zeros(40, int))), shape=(1_500, 1))
+    columns = sp.hstack([matrix] + [trigger] * 6).tocsc()  # the trigger and five twins
+    association = column_held_out_association(embeddings, columns, np.ones(66, bool), codes, 2,
+                                              word_scale=1.0)
+    z = ((association["observed"] - association["expected"])
+         / np.sqrt(association["variance"]))[60:, 1]
+    assert (z > 4).all()
