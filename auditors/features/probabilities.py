@@ -144,8 +144,8 @@ def word_aware_features(embeddings: np.ndarray, ngram_columns: sp.spmatrix,
     model that also knows what each word says about the label in the rest of the data.
     Under one L2 penalty, scaling the indicators by s penalises their weights 1/s^2 times
     as much as the embedding's: thousands of sparse indicators need the stronger prior
-    (at equal weight they overfit: on 2,500 Alpaca rows the test's inflation reaches 8.5
-    against 2.3, benchmarks/results/word-scale.md),
+    (at equal weight they overfit: on 2,500 Alpaca rows the test's inflation reaches 8.8
+    against 2.2, benchmarks/results/word-scale.md),
     the embedding does not."""
     return sp.hstack([sp.csr_matrix(embeddings),
                       ngram_columns.astype(np.float64) * word_scale]).tocsr()
