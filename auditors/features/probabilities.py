@@ -109,10 +109,12 @@ class WordAwareHeldOutProbabilities(HeldOutProbabilities):
         super().__init__(embeddings, codes, n_classes, max_rows=max_rows, seed=seed)
         self.rows_x_ngrams, self.word_scale = rows_x_ngrams, word_scale
         self.candidate_columns = ngram_columns  # the n-grams tested
+        # the sample's rows x the tested n-grams: features, inflation null and Tarone count
+        self.sample_candidates = rows_x_ngrams[self.sample][:, ngram_columns].tocsc()
         # the features: the `max_features` n-grams in most of the sample's rows, each in at
         # least `min_sample_rows` (rarer ones teach the model little and cost a column
         # each: at a million rows most in-range n-grams are such)
-        in_sample = rows_x_ngrams[self.sample][:, ngram_columns].getnnz(axis=0)
+        in_sample = self.sample_candidates.getnnz(axis=0)
         order = np.argsort(-in_sample, kind="stable")[:max_features]
         self.ngram_columns = np.sort(ngram_columns[order[in_sample[order] >= min_sample_rows]])
         self._sample_matrix = self._features(self.sample)
