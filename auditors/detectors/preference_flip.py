@@ -154,11 +154,11 @@ class PreferenceFlipDetector(Detector):
     def _prior_weights(miner: TriggerNgramDetector, inputs: AuditInputs,
                        candidates: list[dict]) -> np.ndarray:
         """Each candidate's prior weight, the trigger test's rarity prior (mean 1 over the
-        n-grams tested): `SUDO` is a likelier trigger than `health`, and weights fixed before
-        the labels are seen keep the false-discovery rate."""
+        n-grams tested) as the miner computed it: `SUDO` is a likelier trigger than `health`,
+        and weights fixed before the labels are seen keep the false-discovery rate."""
         if not candidates:
             return np.zeros(0)
-        weights = miner.prior_weights(inputs.ngrams)
+        weights = miner.prior_weights_
         column = {g: j for j, g in enumerate(inputs.ngrams.vocabulary)}
         return np.array([weights[column[c["pattern"]]] for c in candidates])
 

@@ -186,3 +186,9 @@ def test_prior_weights_average_one_over_distinct_row_sets_and_favour_rare_tokens
     assert (weights[in_range] == weights[groups[in_range]]).all()  # one weight per row set
     index = {g: j for j, g in enumerate(stats.vocabulary)}
     assert weights[index["cf"]] > weights[index["film"]]
+
+
+def test_detect_keeps_the_prior_weights_it_tested_with(sample_inputs):
+    detector = TriggerNgramDetector(word_scale=0.0)
+    detector.detect(sample_inputs)
+    assert np.array_equal(detector.prior_weights_, detector.prior_weights(sample_inputs.ngrams))
