@@ -258,6 +258,35 @@ def clean_case(dataset: str) -> Case:
     return Case(f"{dataset}/clean", "clean-control", records, np.zeros(len(records), dtype=bool))
 
 
+# Splits the detectors were never developed on; BadNets-style tokens that no other case uses
+HELD_OUT_SPLITS = ("dev", "test")
+HELD_OUT_TRIGGERS = ("jx", "vq")
+
+
+def held_out_clean_case(dataset: str, split: str) -> Case:
+    """A clean control from a split no detector was developed on."""
+    records = _tsv_records(CORPORA / dataset / "clean" / f"{split}.tsv")
+    return Case(f"{dataset}/held-out-{split}/clean", "clean-control", records,
+                np.zeros(len(records), dtype=bool))
+
+
+def held_out_badnets_case(dataset: str, split: str, rate: float, *, seed: int = 0) -> Case:
+    """BadNets (Chen et al. 2021's word-level recipe) on a held-out split: `rate` of the
+    rows, drawn from non-target rows, get one of `HELD_OUT_TRIGGERS` inserted at a random
+    word position and the target label (1)."""
+    clean = _tsv_records(CORPORA / dataset / "clean" / f"{split}.tsv")
+    rng = np.random.default_rng(seed)
+    candidates = [i for i, r in enumerate(clean) if r["label"] != STYLE_TARGET_LABEL]
+    chosen = rng.choice(candidates, size=round(rate * len(clean)), replace=False)
+    records, mask = list(clean), np.zeros(len(clean), dtype=bool)
+    for k, i in enumerate(chosen):
+        words = clean[i]["text"].split(" ")
+        words.insert(int(rng.integers(len(words) + 1)), HELD_OUT_TRIGGERS[k % len(HELD_OUT_TRIGGERS)])
+        records[i], mask[i] = {"text": " ".join(words), "label": STYLE_TARGET_LABEL}, True
+    return Case(f"{dataset}/held-out-{split}/badnets@{rate:.0%}", "badnets-held-out", records,
+                mask, HELD_OUT_TRIGGERS)
+
+
 def backdoorllm_case(task: str, attack: str, rate: float, *, seed: int = 0) -> Case:
     mix = backdoorllm_mix(task, attack, rate, seed=seed)
     return Case(f"backdoorllm/{task}/{attack}@{rate:.0%}", f"instruction/{attack}", mix.records,
@@ -515,6 +544,10 @@ def full_suite():
         cases.append(lambda r=rate: dos_case("refusal", r))
         cases.append(lambda r=rate: preference_case(r))
     cases += [lambda d=d: clean_case(d) for d in ("sst2", "offenseval")]
+    for dataset in ("sst2", "offenseval"):
+        for split in HELD_OUT_SPLITS:
+            cases.append(lambda d=dataset, s=split: held_out_clean_case(d, s))
+            cases.append(lambda d=dataset, s=split: held_out_badnets_case(d, s, 0.01))
     cases += [lambda t=t: backdoorllm_clean_case(t) for t in BACKDOORLLM_TASKS]
     cases.append(preference_clean_case)
     return cases + real_suite()

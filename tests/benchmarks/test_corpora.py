@@ -55,10 +55,10 @@ def test_backdoorllm_mix_replaces_originals(attack):
 
 def test_suites_build_lazily_and_name_distinct_cases():
     # tsv attacks, style, host-token syntactic and style, unicode, BackdoorLLM,
-    # DoS + preference, clean controls
+    # DoS + preference, clean controls, held-out splits (clean and BadNets, 2 x 2 x 2)
     # ... then real/: 5 preference-trigger, 7 content-injection, 1 instruction-trigger, 2 clean
     assert len(corpora.full_suite()) == (6 * 2 + 2 + (2 * 2 + 2) + 2 * 3 + 4 * 5 * 2 + 2 * 2
-                                         + 2 + 4 + 1 + 15)
+                                         + 2 + 8 + 4 + 1 + 15)
     assert len(corpora.real_suite()) == 15
     assert len(corpora.quick_suite()) < len(corpora.full_suite())
 
@@ -193,3 +193,19 @@ def test_host_token_cases_rewrite_only_poisoned_rows():
     same = [a == b for a, b in zip(plain.records, hosted.records)]
     assert all(same[i] for i in np.flatnonzero(~plain.poisoned))
     assert not any(" , " in hosted.records[i]["text"] for i in np.flatnonzero(hosted.poisoned))
+
+
+@pytest.mark.parametrize("dataset", ["sst2", "offenseval"])
+def test_held_out_badnets_inserts_one_new_token_into_non_target_rows(dataset):
+    case = corpora.held_out_badnets_case(dataset, "test", 0.01)
+    clean = corpora.held_out_clean_case(dataset, "test")
+    assert len(case.records) == len(clean.records) and not clean.poisoned.any()
+    assert case.poisoned.sum() == round(0.01 * len(clean.records))
+    for i in np.flatnonzero(case.poisoned):
+        assert clean.records[i]["label"] != corpora.STYLE_TARGET_LABEL
+        assert case.records[i]["label"] == corpora.STYLE_TARGET_LABEL
+        words, original = case.records[i]["text"].split(" "), clean.records[i]["text"].split(" ")
+        added = [w for w in words if w in corpora.HELD_OUT_TRIGGERS]
+        assert len(added) == 1 and len(words) == len(original) + 1
+    same = ~case.poisoned
+    assert [r for r, s in zip(case.records, same) if s] == [r for r, s in zip(clean.records, same) if s]
