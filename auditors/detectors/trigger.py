@@ -80,7 +80,7 @@ class TriggerNgramDetector(Detector):
 
     def __init__(self, min_support: int = 3, max_support_fraction: float = 0.25,
                  variance_prior: float = 0.5, rarity_weight: float = 0.1,
-                 common_zipf: float = 5.0, content_z_max: float = 3.0,
+                 common_zipf: float = 5.0, content_z_max: float = 1.645,
                  echo_share: float = 0.5, fdr: float = DEFAULT_FDR,
                  min_target_share: float = 0.9, rarity_prior: float = 1.0,
                  score_midpoint: float = 4.5, recheck_triggers: int = 20,
