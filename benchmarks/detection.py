@@ -277,6 +277,15 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, no GPU"
 
 
+def write_results(directory: Path, stem: str, markdown_text: str, meta: dict,
+                  records: list[dict], **extra) -> None:
+    """`stem`.md and `stem`.json (meta, cases and any `extra` tables) under `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{stem}.md").write_text(markdown_text, encoding="utf-8")
+    (directory / f"{stem}.json").write_text(
+        json.dumps({"meta": meta, "cases": records, **extra}, indent=1), encoding="utf-8")
+
+
 def _rerun_lines(meta: dict) -> list[str]:
     return [f"Cases matching `{r['only']}` rerun on {r['date']} with `--only {r['only']} --merge` "
             f"({r['cases']} cases, {r['seconds']} s)." for r in meta.get("reruns", [])]
@@ -318,17 +327,14 @@ def main(argv: list[str] | None = None) -> int:
             "command": " ".join(["python -m benchmarks.detection", *(argv or sys.argv[1:])]),
             "machine": machine(), "model": pipeline.DEFAULT_MODEL,
             "version": pipeline.__version__, "seconds": time.perf_counter() - started}
-    args.results.mkdir(parents=True, exist_ok=True)
     # partial runs (--only) are for development and are not committed, unless merged
     stem = "detection" if suite == "full" else "detection-quick"
     if args.merge:
         records, meta = merged(args.results / f"{stem}.json", records, meta, args.only)
     elif args.only:
         stem = "detection-partial"
-    (args.results / f"{stem}.md").write_text(markdown(records, meta), encoding="utf-8")
-    (args.results / f"{stem}.json").write_text(json.dumps({"meta": meta, "cases": records,
-                                                           "families": family_rows(records)},
-                                                          indent=1), encoding="utf-8")
+    write_results(args.results, stem, markdown(records, meta), meta, records,
+                  families=family_rows(records))
     print(f"wrote {args.results / stem}.md and .json")
     return 0
 

