@@ -152,17 +152,37 @@ def discrete_step_down_q_values(log_statistics: np.ndarray, log_floors: np.ndarr
     the line, so a candidate too weak for the first line can pass a later one. Candidates
     are among the hypotheses (their own floors included)."""
     log_statistics = np.asarray(log_statistics, dtype=np.float64)
-    order = np.argsort(log_floors, kind="stable")
-    floors, weights = np.asarray(log_floors)[order], np.asarray(floor_weights)[order]
+    transform = _step_down_transform(log_floors, floor_weights)
     q = np.ones(len(log_statistics))
     running = 0.0
     for k, i in enumerate(np.argsort(log_statistics, kind="stable"), start=1):
-        counted = weights[: np.searchsorted(floors, log_statistics[i], side="right")]
-        chance = counted * np.exp(min(log_statistics[i], 0.0))
-        transform = float((chance / (1.0 - chance)).sum()) if (chance < 1.0).all() else np.inf
-        running = max(running, transform / k)
+        running = max(running, transform(log_statistics[i]) / k)
         q[i] = min(running, 1.0)
     return q
+
+
+def discrete_step_down_line(log_floors: np.ndarray, floor_weights: np.ndarray,
+                            level: float) -> float:
+    """log of the procedure's line at `level` (alpha * step): the largest t, to 1e-6 in log
+    t, with xi(t) <= level (`discrete_step_down_q_values`)."""
+    transform = _step_down_transform(log_floors, floor_weights)
+    low, high = -800.0, 0.0  # xi(e^-800) is 0 (a float's exp underflows there)
+    while high - low > 1e-6:
+        mid = (low + high) / 2
+        low, high = (mid, high) if transform(mid) <= level else (low, mid)
+    return low
+
+
+def _step_down_transform(log_floors: np.ndarray, floor_weights: np.ndarray):
+    """xi(t) of `discrete_step_down_q_values` as a function of log t."""
+    order = np.argsort(log_floors, kind="stable")
+    floors, weights = np.asarray(log_floors)[order], np.asarray(floor_weights)[order]
+
+    def transform(log_t: float) -> float:
+        chance = weights[: np.searchsorted(floors, log_t, side="right")] * np.exp(min(log_t, 0.0))
+        return float((chance / (1.0 - chance)).sum()) if (chance < 1.0).all() else np.inf
+
+    return transform
 
 
 def enrichment_p_value(ngrams: NgramStats, members: np.ndarray, ngram: str,

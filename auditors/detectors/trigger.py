@@ -61,8 +61,9 @@ import scipy.sparse as sp
 
 from auditors.config import DEFAULT_FDR
 from auditors.detectors.base import AuditInputs, Detector, DetectorResult, FusionRole, register
-from auditors.detectors.stats import (deflated_log_p, discrete_step_down_q_values,
-                                      excess_p_value, genomic_inflation)
+from auditors.detectors.stats import (deflated_log_p, discrete_step_down_line,
+                                      discrete_step_down_q_values, excess_p_value,
+                                      genomic_inflation)
 from auditors.features.ngrams import (POSITION_END, POSITION_START, TOKEN_PATTERN, NgramStats,
                                       is_character_token, label_association,
                                       row_set_groups)
@@ -221,8 +222,9 @@ class TriggerNgramDetector(Detector):
         log_p = deflated_log_p(np.log([max(t["p_value"], 1e-300) for t in candidates]),
                                inflation)
         weights = np.array([prior_weight[t["_index"]] for t in candidates])
+        hypothesis_weights = np.repeat(prior_weight, floors.shape[1])  # floors.ravel()'s order
         q_values = discrete_step_down_q_values(log_p - np.log(weights), floors.ravel(),
-                                               np.repeat(prior_weight, floors.shape[1]))
+                                               hypothesis_weights)
         for trigger in triggers:
             trigger.update(q_value=1.0, significant=False)
             trigger.pop("_rechecked_share", None)
@@ -230,9 +232,9 @@ class TriggerNgramDetector(Detector):
         for trigger, lp, w, q in zip(candidates, log_p, weights, q_values):
             trigger.update(q_value=float(q), significant=bool(q <= self.fdr),
                            p_deflated=float(np.exp(lp)), prior_weight=round(float(w), 3))
-        # the hypotheses that could reach the largest line the decision used
-        line = max([lp - np.log(w) for lp, w, q in zip(log_p, weights, q_values)
-                    if q <= self.fdr] or [-np.inf])
+        # the hypotheses that could reach the line of the step the procedure stopped at
+        stop = int((q_values <= self.fdr).sum()) + 1
+        line = discrete_step_down_line(floors.ravel(), hypothesis_weights, self.fdr * stop)
         # the hypotheses the screen tested: every distinct row set in range, for each target
         return {"inflation": round(inflation, 4), "n_counted": int((floors <= line).sum()),
                 "n_tests": int(distinct.sum()) * max(pred_probs.shape[1], 1)}

@@ -1,9 +1,9 @@
 import numpy as np
 from scipy.stats import binom, false_discovery_control, hypergeom, norm
 
-from auditors.detectors.stats import (bh_q_values, deflated_log_p, discrete_step_down_q_values,
-                                      enrichment_p_value, evidence, excess_p_value,
-                                      genomic_inflation, weighted_bh_q_values)
+from auditors.detectors.stats import (bh_q_values, deflated_log_p, discrete_step_down_line,
+                                      discrete_step_down_q_values, enrichment_p_value, evidence,
+                                      excess_p_value, genomic_inflation, weighted_bh_q_values)
 from auditors.features.ngrams import count_ngrams
 
 
@@ -79,6 +79,15 @@ def test_discrete_step_down_counts_every_hypothesis_when_all_can_reach_any_line(
     xi = 10 * np.sort(p) / (1 - np.sort(p))  # ten hypotheses, each P(p <= t) = t
     expected = np.maximum.accumulate(xi / np.arange(1, 4))
     assert np.allclose(q[np.argsort(p)], expected)
+
+
+def test_the_line_is_where_the_transform_reaches_the_level():
+    # ten hypotheses that can reach any line: xi(t) = 10 t / (1 - t) = 0.05 at t = 0.05 / 10.05
+    line = discrete_step_down_line(np.full(10, -np.inf), np.ones(10), 0.05)
+    assert np.isclose(np.exp(line), 0.05 / 10.05, rtol=1e-5)
+    # hypotheses that cannot reach it do not move it
+    crowded = np.concatenate([np.full(10, -np.inf), np.full(1000, np.log(0.5))])
+    assert np.isclose(discrete_step_down_line(crowded, np.ones(1010), 0.05), line)
 
 
 def test_a_candidate_above_the_first_line_passes_a_later_one():
