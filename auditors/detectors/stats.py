@@ -136,53 +136,55 @@ def weighted_bh_q_values(p_values: np.ndarray, weights: np.ndarray, n_tests: int
     return bh_q_values(np.minimum(weighted, 1.0), n_tests)
 
 
-def discrete_step_down_q_values(log_statistics: np.ndarray, log_floors: np.ndarray,
-                                floor_weights: np.ndarray) -> np.ndarray:
-    """Adjusted p-values of the discrete Benjamini-Hochberg step-down procedure [HSD] of
-    Döhler, Durand & Roquain (2018), for weighted statistics s = p / w (weights fixed
-    before the labels are seen, mean 1 over the hypotheses).
+class DiscreteStepDown:
+    """The discrete Benjamini-Hochberg step-down procedure [HSD] of Döhler, Durand & Roquain
+    (2018), for weighted statistics s = p / w (weights fixed before the labels are seen,
+    mean 1 over the hypotheses).
 
     A hypothesis whose smallest attainable statistic (`log_floors`: log(min p / w), every
-    row carrying the target) is above t cannot reach s <= t, and one that can does so with
-    probability at most w * t under its null; so xi(t) = sum, over the hypotheses with floor
-    <= t, of G / (1 - G) with G = w * t bounds the procedure's transform from above. With the
-    candidates' statistics ordered s_(1) <= s_(2) <= ..., q_(k) = max_{j<=k} xi(s_(j)) / j,
-    and rejecting q <= alpha is [HSD] at level alpha (independent tests). Tarone's count
-    (Gilbert 2005) fixes the hypotheses counted at the first line; here the count grows with
-    the line, so a candidate too weak for the first line can pass a later one. Candidates
-    are among the hypotheses (their own floors included)."""
-    log_statistics = np.asarray(log_statistics, dtype=np.float64)
-    transform = _step_down_transform(log_floors, floor_weights)
-    q = np.ones(len(log_statistics))
-    running = 0.0
-    for k, i in enumerate(np.argsort(log_statistics, kind="stable"), start=1):
-        running = max(running, transform(log_statistics[i]) / k)
-        q[i] = min(running, 1.0)
-    return q
+    row carrying the target; +inf for one that is not a test) is above t cannot reach
+    s <= t, and one that can does so with probability at most w * t under its null; so
+    xi(t) = sum, over the hypotheses with floor <= t, of G / (1 - G) with G = w * t bounds
+    the procedure's transform from above. Tarone's count (Gilbert 2005) fixes the
+    hypotheses counted at the first line; here the count grows with the line, so a
+    candidate too weak for the first line can pass a later one."""
 
+    def __init__(self, log_floors: np.ndarray, weights: np.ndarray):
+        log_floors = np.asarray(log_floors, dtype=np.float64)
+        tests = np.flatnonzero(log_floors < np.inf)
+        order = tests[np.argsort(log_floors[tests], kind="stable")]
+        self.floors, self.weights = log_floors[order], np.asarray(weights, dtype=np.float64)[order]
 
-def discrete_step_down_line(log_floors: np.ndarray, floor_weights: np.ndarray,
-                            level: float) -> float:
-    """log of the procedure's line at `level` (alpha * step): the largest t, to 1e-6 in log
-    t, with xi(t) <= level (`discrete_step_down_q_values`)."""
-    transform = _step_down_transform(log_floors, floor_weights)
-    low, high = -800.0, 0.0  # xi(e^-800) is 0 (a float's exp underflows there)
-    while high - low > 1e-6:
-        mid = (low + high) / 2
-        low, high = (mid, high) if transform(mid) <= level else (low, mid)
-    return low
-
-
-def _step_down_transform(log_floors: np.ndarray, floor_weights: np.ndarray):
-    """xi(t) of `discrete_step_down_q_values` as a function of log t."""
-    order = np.argsort(log_floors, kind="stable")
-    floors, weights = np.asarray(log_floors)[order], np.asarray(floor_weights)[order]
-
-    def transform(log_t: float) -> float:
-        chance = weights[: np.searchsorted(floors, log_t, side="right")] * np.exp(min(log_t, 0.0))
+    def transform(self, log_t: float) -> float:
+        """xi(t), for t given as log t."""
+        chance = self.weights[: self.reachable(log_t)] * np.exp(min(log_t, 0.0))
         return float((chance / (1.0 - chance)).sum()) if (chance < 1.0).all() else np.inf
 
-    return transform
+    def reachable(self, log_t: float) -> int:
+        """How many hypotheses can reach s <= t."""
+        return int(np.searchsorted(self.floors, log_t, side="right"))
+
+    def q_values(self, log_statistics: np.ndarray) -> np.ndarray:
+        """Adjusted p-values of the candidates (hypotheses among those given, their own
+        floors included): with their statistics ordered s_(1) <= s_(2) <= ...,
+        q_(k) = max_{j<=k} xi(s_(j)) / j, and rejecting q <= alpha is [HSD] at level alpha
+        (proved for independent tests)."""
+        log_statistics = np.asarray(log_statistics, dtype=np.float64)
+        q = np.ones(len(log_statistics))
+        running = 0.0
+        for k, i in enumerate(np.argsort(log_statistics, kind="stable"), start=1):
+            running = max(running, self.transform(log_statistics[i]) / k)
+            q[i] = min(running, 1.0)
+        return q
+
+    def line(self, level: float) -> float:
+        """log of the line at `level` (alpha times the step): the largest t, to 1e-6 in
+        log t, with xi(t) <= level."""
+        low, high = -800.0, 0.0  # xi(e^-800) is 0 (a float's exp underflows there)
+        while high - low > 1e-6:
+            mid = (low + high) / 2
+            low, high = (mid, high) if self.transform(mid) <= level else (low, mid)
+        return low
 
 
 def enrichment_p_value(ngrams: NgramStats, members: np.ndarray, ngram: str,

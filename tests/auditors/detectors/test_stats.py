@@ -1,9 +1,9 @@
 import numpy as np
 from scipy.stats import binom, false_discovery_control, hypergeom, norm
 
-from auditors.detectors.stats import (bh_q_values, deflated_log_p, discrete_step_down_line,
-                                      discrete_step_down_q_values, enrichment_p_value, evidence,
-                                      excess_p_value, genomic_inflation, weighted_bh_q_values)
+from auditors.detectors.stats import (DiscreteStepDown, bh_q_values, deflated_log_p,
+                                      enrichment_p_value, evidence, excess_p_value,
+                                      genomic_inflation, weighted_bh_q_values)
 from auditors.features.ngrams import count_ngrams
 
 
@@ -75,7 +75,7 @@ def test_weighted_q_values_divide_p_by_the_prior_weight():
 
 def test_discrete_step_down_counts_every_hypothesis_when_all_can_reach_any_line():
     p = np.array([0.03, 1e-4, 2e-3])
-    q = discrete_step_down_q_values(np.log(p), np.full(10, -np.inf), np.ones(10))
+    q = DiscreteStepDown(np.full(10, -np.inf), np.ones(10)).q_values(np.log(p))
     xi = 10 * np.sort(p) / (1 - np.sort(p))  # ten hypotheses, each P(p <= t) = t
     expected = np.maximum.accumulate(xi / np.arange(1, 4))
     assert np.allclose(q[np.argsort(p)], expected)
@@ -83,11 +83,11 @@ def test_discrete_step_down_counts_every_hypothesis_when_all_can_reach_any_line(
 
 def test_the_line_is_where_the_transform_reaches_the_level():
     # ten hypotheses that can reach any line: xi(t) = 10 t / (1 - t) = 0.05 at t = 0.05 / 10.05
-    line = discrete_step_down_line(np.full(10, -np.inf), np.ones(10), 0.05)
+    line = DiscreteStepDown(np.full(10, -np.inf), np.ones(10)).line(0.05)
     assert np.isclose(np.exp(line), 0.05 / 10.05, rtol=1e-5)
-    # hypotheses that cannot reach it do not move it
-    crowded = np.concatenate([np.full(10, -np.inf), np.full(1000, np.log(0.5))])
-    assert np.isclose(discrete_step_down_line(crowded, np.ones(1010), 0.05), line)
+    # hypotheses that cannot reach it, or are not tests (+inf), do not move it
+    crowded = np.concatenate([np.full(10, -np.inf), np.full(1000, np.log(0.5)), [np.inf]])
+    assert np.isclose(DiscreteStepDown(crowded, np.ones(1011)).line(0.05), line)
 
 
 def test_a_candidate_above_the_first_line_passes_a_later_one():
@@ -97,10 +97,10 @@ def test_a_candidate_above_the_first_line_passes_a_later_one():
     p = np.array([1e-8, 1e-8, 1e-8, 1e-5])
     floors = np.log(np.concatenate([p, np.full(10_000, 5e-6), np.full(100_000, 1e-3)]))
     assert (floors <= np.log(0.05 / 10_004)).sum() <= 10_004  # Tarone's line: 5e-6
-    q = discrete_step_down_q_values(np.log(p), floors, np.ones(len(floors)))
+    q = DiscreteStepDown(floors, np.ones(len(floors))).q_values(np.log(p))
     assert q[3] <= 0.05 and q[3] == q.max()
     # a heavier prior weight makes a hypothesis count more once it can reach the line
-    heavy = discrete_step_down_q_values(np.log(p), floors, np.full(len(floors), 2.0))
+    heavy = DiscreteStepDown(floors, np.full(len(floors), 2.0)).q_values(np.log(p))
     assert (heavy > q).all()
 
 
@@ -116,6 +116,7 @@ def test_discrete_step_down_keeps_the_false_discovery_rate_on_simulated_discrete
     weights = rng.uniform(1.0, 4.0, m0 + m1)
     weights /= weights.mean()
     floors = rows * np.log(rate) - np.log(weights)
+    procedure = DiscreteStepDown(floors, weights)
     proportions, power = [], []
     for _ in range(200):
         carried = rng.binomial(rows, rate)
@@ -123,8 +124,7 @@ def test_discrete_step_down_keeps_the_false_discovery_rate_on_simulated_discrete
         p = binom.sf(carried - 1, rows, rate)
         tested = np.flatnonzero(p <= 0.01)  # the rest stay at q = 1, as a screen leaves them
         q = np.ones(m0 + m1)
-        q[tested] = discrete_step_down_q_values(np.log(p[tested] / weights[tested]), floors,
-                                                weights)
+        q[tested] = procedure.q_values(np.log(p[tested] / weights[tested]))
         found = q <= alpha
         proportions.append(found[:m0].sum() / max(found.sum(), 1))
         power.append(found[m0:].mean())
