@@ -109,7 +109,7 @@ class WordAwareHeldOutProbabilities(HeldOutProbabilities):
         super().__init__(embeddings, codes, n_classes, max_rows=max_rows, seed=seed)
         self.rows_x_ngrams, self.word_scale = rows_x_ngrams, word_scale
         self.candidate_columns = ngram_columns  # the n-grams tested
-        # the sample's rows x the tested n-grams: features, inflation null and Tarone count
+        # the sample's rows x the tested n-grams: features, inflation null, smallest p-values
         self.sample_candidates = rows_x_ngrams[self.sample][:, ngram_columns].tocsc()
         # the features: the `max_features` n-grams in most of the sample's rows, each in at
         # least `min_sample_rows` (rarer ones teach the model little and cost a column
