@@ -209,20 +209,20 @@ class TriggerNgramDetector(Detector):
         log_min_p[distinct] = deflated_log_p(log_min_p[distinct], inflation)
         # each hypothesis's smallest attainable p / w; other n-grams of a row set are not tests
         floors = np.where(distinct[:, None], log_min_p - log_weight, np.inf)
-        candidates = []
+        candidates, log_p = [], []
         for trigger in triggers:
             if "_log_min_p" in trigger:
                 g, c = trigger["_index"], trigger["_class"]
-                own, observed = deflated_log_p(np.array(
+                own_min_p, own_p = deflated_log_p(np.array(
                     [trigger["_log_min_p"], np.log(max(trigger["p_value"], 1e-300))]), inflation)
                 floors[groups[g], c] = np.inf  # its row set, counted once, as this candidate
                 # min: where every row carries the target, p (a tail sum) and min p (a product)
                 # differ in the last bits, and a candidate must always count itself
-                floors[g, c] = min(own, observed) - log_weight[g, 0]
+                floors[g, c] = min(own_min_p, own_p) - log_weight[g, 0]
                 if trigger["_rechecked_share"] >= self.min_target_share:
                     candidates.append(trigger)
-        log_p = deflated_log_p(np.log([max(t["p_value"], 1e-300) for t in candidates]),
-                               inflation)
+                    log_p.append(own_p)
+        log_p = np.array(log_p)
         weights = np.array([prior_weight[t["_index"]] for t in candidates])
         # floors.ravel()'s order: n-gram by n-gram, each n-gram's targets together
         procedure = DiscreteStepDown(floors.ravel(), np.repeat(prior_weight, floors.shape[1]))

@@ -92,12 +92,13 @@ def test_the_line_is_where_the_transform_reaches_the_level():
 
 def test_a_candidate_above_the_first_line_passes_a_later_one():
     """Three strong candidates and one at 1e-5 among 10,000 hypotheses that can reach 5e-6
-    and 100,000 that cannot reach 1e-3: Tarone's count (10,004 at 0.05 / 10,004) leaves the
-    fourth out; the step-down counts the same hypotheses at its line and rejects it."""
+    and 100,000 that cannot reach 1e-3: the first line (~5e-6, as Tarone's count puts it)
+    leaves the fourth out; the fourth step's line, counting the same hypotheses, takes it."""
     p = np.array([1e-8, 1e-8, 1e-8, 1e-5])
     floors = np.log(np.concatenate([p, np.full(10_000, 5e-6), np.full(100_000, 1e-3)]))
-    assert (floors <= np.log(0.05 / 10_004)).sum() <= 10_004  # Tarone's line: 5e-6
-    q = DiscreteStepDown(floors, np.ones(len(floors))).q_values(np.log(p))
+    procedure = DiscreteStepDown(floors, np.ones(len(floors)))
+    assert np.log(p[3]) > procedure.line(0.05)  # alone, it would not pass the first line
+    q = procedure.q_values(np.log(p))
     assert q[3] <= 0.05 and q[3] == q.max()
     # a heavier prior weight makes a hypothesis count more once it can reach the line
     heavy = DiscreteStepDown(floors, np.full(len(floors), 2.0)).q_values(np.log(p))
