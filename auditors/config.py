@@ -35,6 +35,8 @@ class LoadOptions:
     split: str | None = None  # of a datasets directory or hub dataset
     text_col: str | None = None
     label_col: str | None = None
+    prompt_cols: tuple[str, ...] = ()  # with response_col: the prompt side's columns
+    response_col: str | None = None
     schema: str | None = None  # forced schema name (auditors.schema.SCHEMAS)
     via_datasets: bool = False  # read local files with datasets.load_dataset
     on_bad_row: str = "fail"  # "skip": set bad rows aside in skipped.jsonl
@@ -45,10 +47,14 @@ class LoadOptions:
         if self.on_bad_row not in BAD_ROW_POLICIES:
             raise TrainguardError(f"on_bad_row must be one of {', '.join(BAD_ROW_POLICIES)}, "
                                   f"not '{self.on_bad_row}'")
-        if self.schema is not None:
-            from auditors.schema import check_schema_name
+        object.__setattr__(self, "prompt_cols", _column_names(self.prompt_cols))
+        if self.schema is not None or self.prompt_cols or self.response_col:
+            from auditors.schema import check_pair_options, check_schema_name
 
-            check_schema_name(self.schema)
+            if self.schema is not None:
+                check_schema_name(self.schema)
+            check_pair_options(self.prompt_cols, self.response_col, self.schema,
+                               self.text_col or self.label_col)
         _at_least("batch_rows", self.batch_rows, 1)
 
 
@@ -109,6 +115,13 @@ class AuditConfig:
         values = dataclasses.asdict(self)
         values["detectors"] = list(self.detectors) if self.detectors is not None else None
         return values
+
+
+def _column_names(names) -> tuple[str, ...]:
+    """Column names as a tuple: from a list, a tuple or a comma-separated string."""
+    if isinstance(names, str):
+        names = names.split(",")
+    return tuple(n.strip() for n in names if n.strip())
 
 
 def _at_least(name: str, value: int, minimum: int) -> None:

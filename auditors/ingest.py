@@ -898,27 +898,30 @@ class LoadedDataset:
 
 def load_table(source: str, *, split: str | None = None, text_col: str | None = None,
                label_col: str | None = None, schema: str | None = None,
+               prompt_cols: tuple[str, ...] = (), response_col: str | None = None,
                via_datasets: bool = False, on_bad_row: str = "fail",
                stream: bool | None = None, batch_rows: int = DEFAULT_BATCH_ROWS,
                cache_dir: str | Path | None = None) -> LoadedDataset:
     """`on_bad_row="skip"` sets bad rows aside (`raw.skipped`, written to skipped.jsonl)
     instead of stopping at the first one. Large JSONL and Parquet files (`stream=None`: from
     `STREAM_MIN_BYTES`; `stream=True`: always) are streamed: see `stream_table`
-    (`cache_dir` is its n-gram count cache)."""
+    (`cache_dir` is its n-gram count cache). The column options are `detect_schema`'s."""
+    columns = {"text_col": text_col, "label_col": label_col, "schema": schema,
+               "prompt_cols": tuple(prompt_cols), "response_col": response_col}
     if should_stream(source, via_datasets=via_datasets, stream=stream):
-        return stream_table(source, text_col=text_col, label_col=label_col, schema=schema,
-                            on_bad_row=on_bad_row, batch_rows=batch_rows, cache_dir=cache_dir)
+        return stream_table(source, **columns, on_bad_row=on_bad_row, batch_rows=batch_rows,
+                            cache_dir=cache_dir)
     from auditors.schema import detect_schema, normalise, with_variant
 
     raw = load_raw(source, split=split, via_datasets=via_datasets, on_bad_row=on_bad_row)
-    choice = detect_schema(raw.columns, text_col=text_col, label_col=label_col, schema=schema,
-                           source=source)
+    choice = detect_schema(raw.columns, **columns, source=source)
     choice = with_variant(choice, raw.records)
     return LoadedDataset(raw, choice, normalise(raw, choice, on_bad_row=on_bad_row))
 
 
 def stream_table(source: str, *, text_col: str | None = None, label_col: str | None = None,
-                 schema: str | None = None, on_bad_row: str = "fail",
+                 schema: str | None = None, prompt_cols: tuple[str, ...] = (),
+                 response_col: str | None = None, on_bad_row: str = "fail",
                  batch_rows: int = DEFAULT_BATCH_ROWS,
                  cache_dir: str | Path | None = None) -> LoadedDataset:
     """Read a JSONL or Parquet file in record batches: each batch is normalised and its
@@ -948,7 +951,8 @@ def stream_table(source: str, *, text_col: str | None = None, label_col: str | N
     if first is None:
         raise AuditInputError("dataset has no rows", path=source)
     choice = detect_schema(first.columns, text_col=text_col, label_col=label_col,
-                           schema=schema, source=source)
+                           schema=schema, prompt_cols=prompt_cols, response_col=response_col,
+                           source=source)
     choice = with_variant(choice, first.records)
     reducer = chunks.NgramReducer()
     count_cache = chunks.NgramCountCache(cache_dir) if cache_dir is not None else None

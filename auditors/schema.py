@@ -35,8 +35,23 @@ LABEL_COLUMNS = ("label", "labels", "class", "target")
 REQUIRED_COLUMNS = {INSTRUCTION: ("instruction", "output"), PROMPT_COMPLETION: ("prompt", "completion"),
                     PROMPT_RESPONSE: ("prompt", "response"), CHAT: ("messages",),
                     PREFERENCE: ("chosen", "rejected")}
+# The schemas of one prompt side (one or more columns) and one response column, with their
+# standard columns: the first prompt column is required, the others may be empty.
+PAIR_COLUMNS = {INSTRUCTION: (("instruction", "input"), "output"),
+                PROMPT_COMPLETION: (("prompt",), "completion"),
+                PROMPT_RESPONSE: (("prompt",), "response")}
+# Other column names common in published fine-tuning sets, tried in order after the
+# standard ones: (schema, prompt columns (the first required), response column).
+PAIR_ALIASES = (
+    (INSTRUCTION, ("instruction", "context", "input"), "response"),  # databricks-dolly-15k
+    (PROMPT_RESPONSE, ("question",), "answer"),  # GSM8K and most QA sets
+    (PROMPT_RESPONSE, ("query",), "response"),  # MetaMathQA
+    (PROMPT_RESPONSE, ("problem",), "solution"),  # MATH, NuminaMath
+    (PROMPT_RESPONSE, ("input",), "output"),
+)
 KNOWN_COLUMNS = sorted({*TEXT_COLUMNS, *LABEL_COLUMNS, "input",
-                        *(c for names in REQUIRED_COLUMNS.values() for c in names)})
+                        *(c for names in REQUIRED_COLUMNS.values() for c in names),
+                        *(c for _, prompt, response in PAIR_ALIASES for c in (*prompt, response))})
 PROMPT_ROLES = ("system", "user")
 RESPONSE_ROLES = ("assistant",)
 # The formats preference pairs ship in (`preference_variant`).
@@ -55,9 +70,19 @@ class SchemaChoice:
     text_col: str | None = None
     label_col: str | None = None
     variant: str | None = None  # preference: the format of the values (`with_variant`)
+    # PAIR_COLUMNS schemas read from other than their standard columns: (prompt columns,
+    # response column); None for the standard ones
+    pair_columns: tuple[tuple[str, ...], str] | None = None
+
+    def columns(self) -> tuple[tuple[str, ...], str]:
+        """(prompt columns, response column) of a PAIR_COLUMNS schema."""
+        return self.pair_columns or PAIR_COLUMNS[self.name]
 
     def describe(self) -> str:
         details = [c for c in (self.text_col, self.label_col, self.variant) if c]
+        if self.pair_columns:
+            prompt, response = self.pair_columns
+            details.append(f"{' + '.join(prompt)} -> {response}")
         return f"{self.name} ({', '.join(details)})" if details else self.name
 
 
@@ -70,14 +95,20 @@ def check_schema_name(schema: str | None, source: str = "") -> None:
 
 def detect_schema(columns: list[str], *, text_col: str | None = None,
                   label_col: str | None = None, schema: str | None = None,
+                  prompt_cols: tuple[str, ...] = (), response_col: str | None = None,
                   source: str = "") -> SchemaChoice:
-    """Pick the schema from column names; `--text-col/--label-col` force classification."""
+    """Pick the schema from column names; `--text-col/--label-col` force classification,
+    `--prompt-col/--response-col` a prompt side and a response column (`pair_schema`)."""
     present = set(columns)
-    for flag, name in (("--text-col", text_col), ("--label-col", label_col)):
+    given = [("--text-col", text_col), ("--label-col", label_col), ("--response-col", response_col),
+             *(("--prompt-col", name) for name in prompt_cols)]
+    for flag, name in given:
         if name is not None and name not in present:
             raise AuditInputError(f"column '{name}' given by {flag} not found{_suggest(name, columns)}",
                                   path=source, field=name)
     check_schema_name(schema, source)
+    if prompt_cols or response_col:
+        return pair_schema(prompt_cols, response_col, schema, text_col or label_col, source)
     if text_col or label_col or schema == CLASSIFICATION:
         return _classification(columns, text_col, label_col, source)
     if schema is not None:
@@ -93,12 +124,50 @@ def detect_schema(columns: list[str], *, text_col: str | None = None,
         return SchemaChoice(PROMPT_COMPLETION)
     if {"prompt", "response"} <= present:
         return SchemaChoice(PROMPT_RESPONSE)
-    if any(c in present for c in TEXT_COLUMNS):
+    has_text = any(c in present for c in TEXT_COLUMNS)
+    if has_text and any(c in present for c in LABEL_COLUMNS):
+        return _classification(columns, None, None, source)
+    for name, prompt, response in PAIR_ALIASES:
+        if {prompt[0], response} <= present:
+            found = tuple(c for c in prompt if c in present)
+            return SchemaChoice(name, pair_columns=(found, response))
+    if has_text:  # names the missing label column
         return _classification(columns, None, None, source)
     raise AuditInputError(
         f"cannot detect the schema from columns {columns}{_suggest_known(columns)}: expected "
         "text/label, instruction/input/output, prompt/completion, prompt/response, messages, "
-        "or prompt/chosen/rejected (or pass --text-col and --label-col)", path=source)
+        "or prompt/chosen/rejected (or pass --text-col and --label-col, or --prompt-col and "
+        "--response-col)", path=source)
+
+
+def pair_schema(prompt_cols: tuple[str, ...], response_col: str | None, schema: str | None,
+                classification_col: str | None, source: str = "") -> SchemaChoice:
+    """The schema `--prompt-col A[,B] --response-col R` force: prompt-response, or the
+    forced `schema` if it is another PAIR_COLUMNS schema."""
+    check_pair_options(prompt_cols, response_col, schema, classification_col, source)
+    return SchemaChoice(schema or PROMPT_RESPONSE, pair_columns=(tuple(prompt_cols), response_col))
+
+
+def check_pair_options(prompt_cols: tuple[str, ...], response_col: str | None,
+                       schema: str | None, classification_col: str | None,
+                       source: str = "") -> None:
+    """The mistakes in `--prompt-col/--response-col` that the options alone show."""
+    if not prompt_cols and not response_col:
+        return
+    if classification_col:
+        raise AuditInputError("--prompt-col/--response-col cannot be combined with "
+                              "--text-col/--label-col", path=source or None)
+    if not prompt_cols or not response_col:
+        missing = "--response-col" if prompt_cols else "--prompt-col"
+        raise AuditInputError(f"--prompt-col and --response-col go together: {missing} is "
+                              "missing", path=source or None)
+    if schema is not None and schema not in PAIR_COLUMNS:
+        raise AuditInputError(f"--prompt-col/--response-col apply to the "
+                              f"{', '.join(PAIR_COLUMNS)} schemas, not '{schema}'",
+                              path=source or None)
+    if response_col in prompt_cols or len(set(prompt_cols)) < len(prompt_cols):
+        raise AuditInputError("--prompt-col and --response-col must name different columns",
+                              path=source or None, field=response_col)
 
 
 def preference_variant(records) -> str | None:
@@ -124,8 +193,10 @@ def with_variant(choice: SchemaChoice, records) -> SchemaChoice:
 def _require_columns(schema: str, columns: list[str], source: str) -> None:
     for name in REQUIRED_COLUMNS[schema]:
         if name not in columns:
+            other = " (or name its columns with --prompt-col/--response-col)" \
+                if schema in PAIR_COLUMNS else ""
             raise AuditInputError(f"schema '{schema}' needs a column '{name}'"
-                                  f"{_suggest(name, columns)}", path=source, field=name)
+                                  f"{_suggest(name, columns)}{other}", path=source, field=name)
 
 
 def _classification(columns, text_col, label_col, source) -> SchemaChoice:
@@ -202,13 +273,10 @@ def _normalise_record(record: dict, choice: SchemaChoice, source: str, row: int)
         if not label.strip():
             raise AuditInputError("empty label", path=source, row=row, field=choice.label_col)
         return text(choice.text_col), "", "", _label_string(record[choice.label_col])
-    if name == INSTRUCTION:
-        prompt = "\n".join(p for p in (text("instruction"), text("input", required=False)) if p)
-        return prompt, text("output"), "", ""
-    if name == PROMPT_COMPLETION:
-        return text("prompt"), text("completion"), "", ""
-    if name == PROMPT_RESPONSE:
-        return text("prompt"), text("response"), "", ""
+    if name in PAIR_COLUMNS:
+        prompt_cols, response_col = choice.columns()
+        parts = [text(c, required=i == 0) for i, c in enumerate(prompt_cols)]
+        return "\n".join(p for p in parts if p), text(response_col), "", ""
     if name == CHAT:
         prompt, response = _split_chat(record.get("messages"), source, row, "messages")
         return prompt, response, "", ""

@@ -59,6 +59,10 @@ def _root() -> None:
 # Options that audit and intake share: declared once.
 _TEXT_COL = typer.Option(None, "--text-col", help="Text column (classification).")
 _LABEL_COL = typer.Option(None, "--label-col", help="Label column (classification).")
+_PROMPT_COL = typer.Option(None, "--prompt-col", help="Prompt column(s), comma-separated and "
+                           "joined by line (generation data whose columns trainguard does not "
+                           "know; with --response-col).")
+_RESPONSE_COL = typer.Option(None, "--response-col", help="Response column (with --prompt-col).")
 _SCHEMA = typer.Option(None, "--schema", help="Force the schema: classification, instruction, "
                        "prompt-completion, prompt-response, chat, preference.")
 _SPLIT = typer.Option(None, "--split", help="Split of a datasets directory or hub dataset.")
@@ -103,6 +107,8 @@ def audit(
     out: Path = typer.Option(..., "--out", "-o", help="Output directory."),
     text_col: Optional[str] = _TEXT_COL,
     label_col: Optional[str] = _LABEL_COL,
+    prompt_col: Optional[str] = _PROMPT_COL,
+    response_col: Optional[str] = _RESPONSE_COL,
     schema: Optional[str] = _SCHEMA,
     split: Optional[str] = _SPLIT,
     via_datasets: bool = _VIA_DATASETS,
@@ -140,7 +146,8 @@ def audit(
     config = _audit_config(
         debug, source, out, detectors=detectors, cache=cache, no_cache=no_cache,
         cache_max_size=cache_max_size, store=store,
-        load=_load_options(split, text_col, label_col, schema, via_datasets, on_bad_row, stream),
+        load=_load_options(split, (text_col, label_col, prompt_col, response_col), schema,
+                           via_datasets, on_bad_row, stream),
         model=model, backend=backend.value, batch_size=batch_size,
         max_flagged_fraction=max_flagged_fraction, flag_threshold=flag_threshold, fdr=fdr,
         chunk_rows=chunk_rows if workers or dask_address else None, show_progress=True)
@@ -161,9 +168,12 @@ def audit(
     raise typer.Exit(EXIT_PASS if summary.passed else EXIT_GATE_FAILED)
 
 
-def _load_options(split, text_col, label_col, schema, via_datasets, on_bad_row, stream) -> dict:
-    """The input options shared by `audit` and `intake`, as `LoadOptions` fields."""
-    return {"split": split, "text_col": text_col, "label_col": label_col, "schema": schema,
+def _load_options(split, columns, schema, via_datasets, on_bad_row, stream) -> dict:
+    """The input options shared by `audit` and `intake`, as `LoadOptions` fields; `columns`
+    is (--text-col, --label-col, --prompt-col, --response-col)."""
+    text_col, label_col, prompt_col, response_col = columns
+    return {"split": split, "text_col": text_col, "label_col": label_col,
+            "prompt_cols": prompt_col or (), "response_col": response_col, "schema": schema,
             "via_datasets": via_datasets, "on_bad_row": on_bad_row.value, "stream": stream}
 
 
@@ -423,6 +433,8 @@ def intake(
     version: Optional[str] = typer.Option(None, "--version", help="Version, as given."),
     text_col: Optional[str] = _TEXT_COL,
     label_col: Optional[str] = _LABEL_COL,
+    prompt_col: Optional[str] = _PROMPT_COL,
+    response_col: Optional[str] = _RESPONSE_COL,
     schema: Optional[str] = _SCHEMA,
     split: Optional[str] = _SPLIT,
     via_datasets: bool = _VIA_DATASETS,
@@ -447,7 +459,8 @@ def intake(
     config = _audit_config(
         debug, source, out, detectors=detectors, cache=cache, no_cache=no_cache,
         cache_max_size=cache_max_size, store=store,
-        load=_load_options(split, text_col, label_col, schema, via_datasets, on_bad_row, stream),
+        load=_load_options(split, (text_col, label_col, prompt_col, response_col), schema,
+                           via_datasets, on_bad_row, stream),
         model=model, backend=backend.value, batch_size=batch_size, fdr=fdr, show_progress=True)
     from auditors.policy import IntakePolicy
 

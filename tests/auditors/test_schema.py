@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from auditors.config import LoadOptions
 from auditors.errors import AuditInputError
 from auditors.ingest import RawDataset, load_raw
 from auditors.ingest import load_table
@@ -46,9 +47,59 @@ def normalise_records(records: list[dict], **detect_options):
     (["id", "messages", "source"], SchemaChoice(CHAT)),
     (["prompt", "chosen", "rejected"], SchemaChoice(PREFERENCE)),
     (["chosen", "rejected"], SchemaChoice(PREFERENCE)),
+    # column names of published sets other than the standard ones
+    (["instruction", "context", "response", "category"],
+     SchemaChoice(INSTRUCTION, pair_columns=(("instruction", "context"), "response"))),
+    (["instruction", "response"], SchemaChoice(INSTRUCTION, pair_columns=(("instruction",), "response"))),
+    (["question", "answer"], SchemaChoice(PROMPT_RESPONSE, pair_columns=(("question",), "answer"))),
+    (["query", "response", "type"], SchemaChoice(PROMPT_RESPONSE, pair_columns=(("query",), "response"))),
+    (["problem", "solution"], SchemaChoice(PROMPT_RESPONSE, pair_columns=(("problem",), "solution"))),
+    (["id", "input", "output"], SchemaChoice(PROMPT_RESPONSE, pair_columns=(("input",), "output"))),
+    # a text and a label column still make classification data
+    (["text", "label", "question", "answer"], SchemaChoice(CLASSIFICATION, "text", "label")),
 ])
 def test_detect_schema_from_columns(columns, expected):
     assert detect_schema(columns) == expected
+
+
+def test_other_pair_columns_are_described():
+    choice = detect_schema(["instruction", "context", "response"])
+    assert choice.describe() == "instruction (instruction + context -> response)"
+    assert detect_schema(["prompt", "response"]).describe() == "prompt-response"
+
+
+def test_prompt_and_response_columns_force_a_pair_schema():
+    columns = ["text", "label", "q", "ctx", "a"]
+    choice = detect_schema(columns, prompt_cols=("q", "ctx"), response_col="a")
+    assert choice == SchemaChoice(PROMPT_RESPONSE, pair_columns=(("q", "ctx"), "a"))
+    assert detect_schema(columns, prompt_cols=("q",), response_col="a", schema=INSTRUCTION) == \
+        SchemaChoice(INSTRUCTION, pair_columns=(("q",), "a"))
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(prompt_cols=("q",)), "--prompt-col and --response-col go together: --response-col is missing"),
+    (dict(response_col="a"), "--prompt-col and --response-col go together: --prompt-col is missing"),
+    (dict(prompt_cols=("q", "a"), response_col="a"), "must name different columns"),
+    (dict(prompt_cols=("q",), response_col="a", schema=CHAT), "not 'chat'"),
+    (dict(prompt_cols=("q",), response_col="a", label_col="a"), "cannot be combined with"),
+    (dict(prompt_cols=("question",), response_col="a"),
+     "column 'question' given by --prompt-col not found"),
+])
+def test_prompt_and_response_column_mistakes(options, message):
+    with pytest.raises(AuditInputError, match=message):
+        detect_schema(["q", "ctx", "a"], source="d.csv", **options)
+
+
+def test_a_forced_pair_schema_without_its_columns_points_at_the_column_options():
+    with pytest.raises(AuditInputError, match="needs a column 'prompt'.*--prompt-col/--response-col"):
+        detect_schema(["question", "answer"], schema=PROMPT_RESPONSE)
+
+
+def test_load_options_read_prompt_columns_from_a_comma_separated_string():
+    options = LoadOptions(prompt_cols="instruction, context", response_col="response")
+    assert options.prompt_cols == ("instruction", "context")
+    with pytest.raises(AuditInputError, match="go together"):
+        LoadOptions(prompt_cols=["q"])
 
 
 def test_text_and_label_columns_override_detection():
@@ -172,6 +223,33 @@ def test_alpaca_prompt_joins_instruction_and_input():
                                         "Name a fruit."]
     assert table["response"].tolist() == ["bonjour", "blue", "pear"]
     assert table["label"].tolist() == ["", "", ""]
+
+
+def test_other_pair_columns_normalise_like_the_standard_ones():
+    """Dolly's instruction/context/response rows are the Alpaca rows they correspond to:
+    the same prompt, response and row id (the first prompt column is required, the others
+    may be empty or missing)."""
+    alpaca = [{"instruction": "Translate to French.", "input": "good morning", "output": "bonjour"},
+              {"instruction": "Name a colour.", "input": "", "output": "blue"},
+              {"instruction": "Name a fruit.", "output": "pear"}]
+    dolly = [{"instruction": r["instruction"], "context": r.get("input"), "response": r["output"],
+              "category": "open_qa"} for r in alpaca]
+    expected, table = normalise_records(alpaca), normalise_records(dolly)
+    for column in ("schema", "prompt", "response", "row_id"):
+        assert table[column].tolist() == expected[column].tolist()
+    with pytest.raises(AuditInputError, match="row 1: field 'instruction': missing value"):
+        normalise_records([{"context": "x", "response": "y"}, *dolly])
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_load_table_with_prompt_and_response_columns(tmp_path, stream):
+    path = tmp_path / "qa.jsonl"
+    path.write_text("".join(json.dumps({"q": f"question {i}", "ctx": "" if i % 2 else f"context {i}",
+                                        "a": f"answer {i}"}) + "\n" for i in range(6)))
+    loaded = load_table(str(path), prompt_cols=("q", "ctx"), response_col="a", stream=stream)
+    assert loaded.schema.describe() == "prompt-response (q + ctx -> a)"
+    assert loaded.table["prompt"].tolist()[:2] == ["question 0\ncontext 0", "question 1"]
+    assert loaded.table["response"].tolist()[-1] == "answer 5"
 
 
 @pytest.mark.parametrize("columns, schema", [(("prompt", "completion"), PROMPT_COMPLETION),

@@ -40,12 +40,22 @@ def test_example_config_loads_with_paths_relative_to_it():
      'policy = { max_flagged_share = 0.1 }\n', "max_flagged_share"),
     ('store = "s"\nout = "o"\ncron = "* * * * *"\n[[datasets]]\nname = "x"\npath = "x"\n'
      'detectors = ["trigerr"]\n', r"datasets\[1\]: unknown detector\(s\) trigerr"),
+    ('store = "s"\nout = "o"\ncron = "* * * * *"\n[[datasets]]\nname = "x"\npath = "x"\n'
+     'prompt_cols = ["q"]\n', r"datasets\[1\]: --prompt-col and --response-col go together"),
 ])
 def test_bad_configs_are_refused_before_serving(tmp_path, body, message):
     config = tmp_path / "c.toml"
     config.write_text(body)
     with pytest.raises(TrainguardError, match=message):
         load_config(config)
+
+
+def test_a_check_names_the_prompt_and_response_columns(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('store = "s"\nout = "o"\ncron = "0 3 * * *"\n[[datasets]]\nname = "qa"\n'
+                      'path = "qa.csv"\nprompt_cols = ["q", "context"]\nresponse_col = "a"\n')
+    load = load_config(config).datasets[0].config.load
+    assert (load.prompt_cols, load.response_col) == (("q", "context"), "a")
 
 
 def _completed_runs(api: str, flow_name: str) -> list[dict]:
