@@ -49,11 +49,12 @@ PAIR_ALIASES = (
     (PROMPT_RESPONSE, ("problem",), "solution"),  # MATH, NuminaMath
     (PROMPT_RESPONSE, ("input",), "output"),
 )
-KNOWN_COLUMNS = sorted({*TEXT_COLUMNS, *LABEL_COLUMNS, "input",
+KNOWN_COLUMNS = sorted({*TEXT_COLUMNS, *LABEL_COLUMNS, "input", "conversations",
                         *(c for names in REQUIRED_COLUMNS.values() for c in names),
                         *(c for _, prompt, response in PAIR_ALIASES for c in (*prompt, response))})
 PROMPT_ROLES = ("system", "user")
 RESPONSE_ROLES = ("assistant",)
+SHAREGPT_ROLES = {"human": "user", "gpt": "assistant"}  # ShareGPT's `from` values
 # The formats preference pairs ship in (`preference_variant`).
 HH_TRANSCRIPTS = "HH-RLHF transcripts"
 TRL_CONVERSATIONAL = "TRL conversational"
@@ -111,6 +112,8 @@ def detect_schema(columns: list[str], *, text_col: str | None = None,
         return pair_schema(prompt_cols, response_col, schema, text_col or label_col, source)
     if text_col or label_col or schema == CLASSIFICATION:
         return _classification(columns, text_col, label_col, source)
+    if schema == CHAT and "messages" not in present and "conversations" in present:
+        return SchemaChoice(CHAT, text_col="conversations")
     if schema is not None:
         _require_columns(schema, columns, source)
         return SchemaChoice(schema)
@@ -118,6 +121,8 @@ def detect_schema(columns: list[str], *, text_col: str | None = None,
         return SchemaChoice(PREFERENCE)
     if "messages" in present:
         return SchemaChoice(CHAT)
+    if "conversations" in present:  # ShareGPT
+        return SchemaChoice(CHAT, text_col="conversations")
     if {"instruction", "output"} <= present:
         return SchemaChoice(INSTRUCTION)
     if {"prompt", "completion"} <= present:
@@ -135,8 +140,8 @@ def detect_schema(columns: list[str], *, text_col: str | None = None,
         return _classification(columns, None, None, source)
     raise AuditInputError(
         f"cannot detect the schema from columns {columns}{_suggest_known(columns)}: expected "
-        "text/label, instruction/input/output, prompt/completion, prompt/response, messages, "
-        "or prompt/chosen/rejected (or pass --text-col and --label-col, or --prompt-col and "
+        "text/label, instruction/input/output, prompt/completion, prompt/response, messages "
+        "(or ShareGPT conversations), or prompt/chosen/rejected (or pass --text-col and --label-col, or --prompt-col and "
         "--response-col)", path=source)
 
 
@@ -278,7 +283,8 @@ def _normalise_record(record: dict, choice: SchemaChoice, source: str, row: int)
         parts = [text(c, required=i == 0) for i, c in enumerate(prompt_cols)]
         return "\n".join(p for p in parts if p), text(response_col), "", ""
     if name == CHAT:
-        prompt, response = _split_chat(record.get("messages"), source, row, "messages")
+        column = choice.text_col or "messages"
+        prompt, response = _split_chat(record.get(column), source, row, column)
         return prompt, response, "", ""
     return _normalise_preference(record, source, row)
 
@@ -302,15 +308,20 @@ def _split_chat(messages, source: str, row: int, field: str) -> tuple[str, str]:
 
 
 def _messages(messages, source: str, row: int, field: str) -> list[dict]:
-    """`messages`, checked to be a non-empty list of {role, content} dicts."""
+    """`messages`, checked to be a non-empty list of {role, content} dicts; ShareGPT's
+    {from, value} turns (`human`, `gpt`) are read as {role, content} ones."""
     if not isinstance(messages, list) or not messages:
         raise AuditInputError("expected a non-empty list of {role, content} messages",
                               path=source, row=row, field=field)
+    turns = []
     for turn in messages:
+        if isinstance(turn, dict) and "role" not in turn and {"from", "value"} <= turn.keys():
+            turn = {"role": SHAREGPT_ROLES.get(turn["from"], turn["from"]), "content": turn["value"]}
         if not isinstance(turn, dict) or "role" not in turn or "content" not in turn:
-            raise AuditInputError("each message needs 'role' and 'content'", path=source,
-                                  row=row, field=field)
-    return messages
+            raise AuditInputError("each message needs 'role' and 'content' (or ShareGPT's "
+                                  "'from' and 'value')", path=source, row=row, field=field)
+        turns.append(turn)
+    return turns
 
 
 def _normalise_preference(record: dict, source: str, row: int) -> tuple:

@@ -281,6 +281,20 @@ def test_chat_splits_turns_by_role_and_keeps_one_row_per_conversation():
     assert table["response"].tolist() == ["Hello.\nFine.", "Ciao"]
 
 
+def test_sharegpt_conversations_read_like_messages():
+    conversation = [{"from": "system", "value": "Be brief."}, {"from": "human", "value": "Hi"},
+                    {"from": "gpt", "value": "Hello!"}, {"from": "human", "value": "Bye"},
+                    {"from": "gpt", "value": "Goodbye."}]
+    messages = [{"role": {"human": "user", "gpt": "assistant"}.get(t["from"], t["from"]),
+                 "content": t["value"]} for t in conversation]
+    raw = raw_of([{"id": "a", "conversations": conversation}])
+    choice = detect_schema(raw.columns)
+    assert choice.describe() == "chat (conversations)"
+    assert detect_schema(raw.columns, schema=CHAT) == choice
+    table, expected = normalise(raw, choice), normalise_records([{"messages": messages}])
+    assert table[["prompt", "response", "row_id"]].equals(expected[["prompt", "response", "row_id"]])
+
+
 def test_chat_message_without_role_is_an_error():
     with pytest.raises(AuditInputError) as info:
         normalise_records([{"messages": [{"role": "user", "content": "ok"}, {"content": "x"}]}])
