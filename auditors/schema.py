@@ -115,8 +115,11 @@ def detect_schema(columns: list[str], *, text_col: str | None = None,
     if schema == CHAT and "messages" not in present and "conversations" in present:
         return SchemaChoice(CHAT, text_col="conversations")
     if schema is not None:
-        _require_columns(schema, columns, source)
-        return SchemaChoice(schema)
+        standard = set(REQUIRED_COLUMNS[schema]) <= present
+        alias = None if standard or schema not in PAIR_COLUMNS else _pair_alias(present, schema)
+        if alias is None:
+            _require_columns(schema, columns, source)
+        return alias or SchemaChoice(schema)
     if {"chosen", "rejected"} <= present:
         return SchemaChoice(PREFERENCE)
     if "messages" in present:
@@ -132,17 +135,25 @@ def detect_schema(columns: list[str], *, text_col: str | None = None,
     has_text = any(c in present for c in TEXT_COLUMNS)
     if has_text and any(c in present for c in LABEL_COLUMNS):
         return _classification(columns, None, None, source)
-    for name, prompt, response in PAIR_ALIASES:
-        if {prompt[0], response} <= present:
-            found = tuple(c for c in prompt if c in present)
-            return SchemaChoice(name, pair_columns=(found, response))
+    alias = _pair_alias(present)
+    if alias is not None:
+        return alias
     if has_text:  # names the missing label column
         return _classification(columns, None, None, source)
     raise AuditInputError(
         f"cannot detect the schema from columns {columns}{_suggest_known(columns)}: expected "
         "text/label, instruction/input/output, prompt/completion, prompt/response, messages "
-        "(or ShareGPT conversations), or prompt/chosen/rejected (or pass --text-col and --label-col, or --prompt-col and "
-        "--response-col)", path=source)
+        "(or ShareGPT conversations), or prompt/chosen/rejected (or pass --text-col and "
+        "--label-col, or --prompt-col and --response-col)", path=source)
+
+
+def _pair_alias(present: set, schema: str | None = None) -> SchemaChoice | None:
+    """The first of PAIR_ALIASES (of `schema`, if given) whose columns are present."""
+    for name, prompt, response in PAIR_ALIASES:
+        if schema in (None, name) and {prompt[0], response} <= present:
+            found = tuple(c for c in prompt if c in present)
+            return SchemaChoice(name, pair_columns=(found, response))
+    return None
 
 
 def pair_schema(prompt_cols: tuple[str, ...], response_col: str | None, schema: str | None,

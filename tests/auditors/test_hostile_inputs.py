@@ -279,7 +279,8 @@ def test_forced_schema_names_the_missing_column_and_the_closest_one():
     with pytest.raises(AuditInputError) as info:
         detect_schema(["instruction", "outputs"], schema="instruction", source="d.json")
     assert str(info.value) == ("d.json: field 'output': schema 'instruction' needs a column "
-                               "'output' (did you mean 'outputs'?)")
+                               "'output' (did you mean 'outputs'?) (or name its columns with "
+                               "--prompt-col/--response-col)")
 
 
 def test_undetected_schema_suggests_known_column_names():

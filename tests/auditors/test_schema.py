@@ -90,9 +90,11 @@ def test_prompt_and_response_column_mistakes(options, message):
         detect_schema(["q", "ctx", "a"], source="d.csv", **options)
 
 
-def test_a_forced_pair_schema_without_its_columns_points_at_the_column_options():
+def test_a_forced_pair_schema_reads_its_other_column_names():
+    assert detect_schema(["question", "answer"], schema=PROMPT_RESPONSE) == \
+        SchemaChoice(PROMPT_RESPONSE, pair_columns=(("question",), "answer"))
     with pytest.raises(AuditInputError, match="needs a column 'prompt'.*--prompt-col/--response-col"):
-        detect_schema(["question", "answer"], schema=PROMPT_RESPONSE)
+        detect_schema(["instruction", "response"], schema=PROMPT_RESPONSE)
 
 
 def test_load_options_read_prompt_columns_from_a_comma_separated_string():
