@@ -30,7 +30,7 @@ SCHEMAS = (CLASSIFICATION, INSTRUCTION, PROMPT_COMPLETION, PROMPT_RESPONSE, CHAT
 GENERATION_SCHEMAS = frozenset(SCHEMAS) - {CLASSIFICATION}
 
 TEXT_COLUMNS = ("text", "sentence", "sentences", "content", "review", "tweet")
-LABEL_COLUMNS = ("label", "labels", "class", "target")
+LABEL_COLUMNS = ("label", "labels", "class", "target", "sentiment", "category", "intent")
 # Columns a schema cannot do without (classification names its own).
 REQUIRED_COLUMNS = {INSTRUCTION: ("instruction", "output"), PROMPT_COMPLETION: ("prompt", "completion"),
                     PROMPT_RESPONSE: ("prompt", "response"), CHAT: ("messages",),

@@ -39,6 +39,8 @@ def normalise_records(records: list[dict], **detect_options):
     (["text", "label"], SchemaChoice(CLASSIFICATION, "text", "label")),
     (["sentences", "labels"], SchemaChoice(CLASSIFICATION, "sentences", "labels")),
     (["id", "tweet", "class"], SchemaChoice(CLASSIFICATION, "tweet", "class")),
+    (["review", "sentiment"], SchemaChoice(CLASSIFICATION, "review", "sentiment")),  # IMDB (Kaggle)
+    (["category", "text"], SchemaChoice(CLASSIFICATION, "text", "category")),  # BBC news
     (["instruction", "input", "output"], SchemaChoice(INSTRUCTION)),
     (["instruction", "output"], SchemaChoice(INSTRUCTION)),
     (["prompt", "completion"], SchemaChoice(PROMPT_COMPLETION)),
