@@ -55,6 +55,9 @@ KNOWN_COLUMNS = sorted({*TEXT_COLUMNS, *LABEL_COLUMNS, "input", "conversations",
 PROMPT_ROLES = ("system", "user")
 RESPONSE_ROLES = ("assistant",)
 SHAREGPT_ROLES = {"human": "user", "gpt": "assistant"}  # ShareGPT's `from` values
+# A preference pair's prompt column: `prompt`, or another name (Intel/orca_dpo_pairs:
+# `question`), kept as the choice's text_col
+PREFERENCE_PROMPT_COLUMNS = ("prompt", "question", "instruction")
 # The formats preference pairs ship in (`preference_variant`).
 HH_TRANSCRIPTS = "HH-RLHF transcripts"
 TRL_CONVERSATIONAL = "TRL conversational"
@@ -114,6 +117,9 @@ def detect_schema(columns: list[str], *, text_col: str | None = None,
         return _classification(columns, text_col, label_col, source)
     if schema == CHAT and "messages" not in present and "conversations" in present:
         return SchemaChoice(CHAT, text_col="conversations")
+    if schema == PREFERENCE:
+        _require_columns(schema, columns, source)
+        return _preference(present)
     if schema is not None:
         standard = set(REQUIRED_COLUMNS[schema]) <= present
         alias = None if standard or schema not in PAIR_COLUMNS else _pair_alias(present, schema)
@@ -121,7 +127,7 @@ def detect_schema(columns: list[str], *, text_col: str | None = None,
             _require_columns(schema, columns, source)
         return alias or SchemaChoice(schema)
     if {"chosen", "rejected"} <= present:
-        return SchemaChoice(PREFERENCE)
+        return _preference(present)
     if "messages" in present:
         return SchemaChoice(CHAT)
     if "conversations" in present:  # ShareGPT
@@ -186,15 +192,21 @@ def check_pair_options(prompt_cols: tuple[str, ...], response_col: str | None,
                               path=source or None, field=response_col)
 
 
-def preference_variant(records) -> str | None:
+def _preference(present: set) -> SchemaChoice:
+    """Preference pairs, with their prompt column where it is not `prompt`."""
+    prompt = next((c for c in PREFERENCE_PROMPT_COLUMNS if c in present), None)
+    return SchemaChoice(PREFERENCE, text_col=None if prompt == "prompt" else prompt)
+
+
+def preference_variant(records, prompt_col: str = "prompt") -> str | None:
     """The format of preference pairs, from the first record with a `chosen` value: the
     column names are the same in every format, only the values tell them apart."""
     record = next((r for r in records if r.get("chosen") is not None), None)
     if record is None:
         return None
-    if isinstance(record["chosen"], list) or isinstance(record.get("prompt"), list):
+    if isinstance(record["chosen"], list) or isinstance(record.get(prompt_col), list):
         return TRL_CONVERSATIONAL
-    if record.get("prompt") is not None:
+    if record.get(prompt_col) is not None:
         return PROMPT_CHOSEN_REJECTED
     return HH_TRANSCRIPTS if HH_ASSISTANT in str(record["chosen"]) else SHARED_PREFIX
 
@@ -203,7 +215,7 @@ def with_variant(choice: SchemaChoice, records) -> SchemaChoice:
     """`choice` with the preference format read from `records` (other schemas unchanged)."""
     if choice.name != PREFERENCE:
         return choice
-    return replace(choice, variant=preference_variant(records))
+    return replace(choice, variant=preference_variant(records, choice.text_col or "prompt"))
 
 
 def _require_columns(schema: str, columns: list[str], source: str) -> None:
@@ -297,7 +309,7 @@ def _normalise_record(record: dict, choice: SchemaChoice, source: str, row: int)
         column = choice.text_col or "messages"
         prompt, response = _split_chat(record.get(column), source, row, column)
         return prompt, response, "", ""
-    return _normalise_preference(record, source, row)
+    return _normalise_preference(record, source, row, choice.text_col or "prompt")
 
 
 def _label_string(value) -> str:
@@ -335,14 +347,14 @@ def _messages(messages, source: str, row: int, field: str) -> list[dict]:
     return turns
 
 
-def _normalise_preference(record: dict, source: str, row: int) -> tuple:
+def _normalise_preference(record: dict, source: str, row: int, prompt_col: str) -> tuple:
     chosen, rejected = record.get("chosen"), record.get("rejected")
     for name, value in (("chosen", chosen), ("rejected", rejected)):
         if value is None:
             raise AuditInputError("missing value", path=source, row=row, field=name)
-    prompt = record.get("prompt")
+    prompt = record.get(prompt_col)
     if prompt is not None:  # explicit prompt: strings or TRL message lists
-        return (_joined(prompt, source, row, "prompt"), _joined(chosen, source, row, "chosen"),
+        return (_joined(prompt, source, row, prompt_col), _joined(chosen, source, row, "chosen"),
                 _joined(rejected, source, row, "rejected"), "")
     if isinstance(chosen, list):  # TRL implicit prompt
         return (*_split_conversations(chosen, rejected, source, row), "")

@@ -312,6 +312,19 @@ def test_preference_with_prompt_column():
     assert set(table["schema"]) == {PREFERENCE}
 
 
+def test_preference_with_a_question_column():
+    """Intel/orca_dpo_pairs' layout: system, question, chosen, rejected."""
+    records = [{"system": "You are helpful.", "question": "2+2?", "chosen": "4", "rejected": "5"}]
+    raw = raw_of(records)
+    choice = with_variant(detect_schema(raw.columns), records)
+    assert choice.describe() == "preference (question, prompt/chosen/rejected)"
+    assert detect_schema(raw.columns, schema=PREFERENCE) == detect_schema(raw.columns)
+    table = normalise(raw, choice)
+    renamed = normalise_records([{"prompt": "2+2?", "chosen": "4", "rejected": "5"}])
+    for column in ("prompt", "response", "rejected", "row_id"):
+        assert table[column].tolist() == renamed[column].tolist()
+
+
 def test_preference_hh_transcript_splits_at_the_last_assistant_turn():
     chosen = "\n\nHuman: How do I boil an egg?\n\nAssistant: Simmer it for nine minutes."
     rejected = "\n\nHuman: How do I boil an egg?\n\nAssistant: Sure, use a microwave."
