@@ -61,6 +61,7 @@ def test_the_store_applies_and_records_like_the_cli(sample_path, onnx_encoder, t
     ({"load": {"on_bad_row": "ignore"}}, "on_bad_row"),
     ({"batch_size": 0}, "batch_size"),
     ({"fdr": 0.0}, "fdr must be between 0 and 1"),
+    ({"load": {"response_col": "answer"}}, "--prompt-col is missing"),
 ])
 def test_bad_options_are_refused_when_the_config_is_built(options, message):
     with pytest.raises(TrainguardError, match=message):
@@ -68,6 +69,13 @@ def test_bad_options_are_refused_when_the_config_is_built(options, message):
             AuditConfig(load=LoadOptions(**options["load"]))
         else:
             AuditConfig(**options)
+
+
+def test_a_config_survives_its_json_parameters():
+    """What the ledger records and a deployment passes rebuilds the same config."""
+    config = AuditConfig(detectors=("trigger",), load=LoadOptions(prompt_cols="q, ctx",
+                                                                  response_col="a"))
+    assert AuditConfig(**json.loads(json.dumps(config.parameters()))) == config
 
 
 def test_a_significant_trigger_fails_the_gate_below_the_share_limit(preference_mix_path,
