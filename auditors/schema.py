@@ -343,8 +343,22 @@ def _messages(messages, source: str, row: int, field: str) -> list[dict]:
         if not isinstance(turn, dict) or "role" not in turn or "content" not in turn:
             raise AuditInputError("each message needs 'role' and 'content' (or ShareGPT's "
                                   "'from' and 'value')", path=source, row=row, field=field)
+        if isinstance(turn["content"], (list, dict)):
+            turn = {**turn, "content": _content_text(turn["content"], source, row, field)}
         turns.append(turn)
     return turns
+
+
+def _content_text(content, source: str, row: int, field: str) -> str:
+    """The text of a message whose content is a list of parts (OpenAI's
+    `[{"type": "text", "text": ...}, {"type": "image_url", ...}]`): its text parts, by line;
+    other parts (images, audio) carry no text to audit."""
+    if not isinstance(content, list):
+        raise AuditInputError("a message's content must be text or a list of content parts",
+                              path=source, row=row, field=field)
+    texts = [part if isinstance(part, str) else part.get("text") for part in content
+             if isinstance(part, str) or (isinstance(part, dict) and isinstance(part.get("text"), str))]
+    return "\n".join(texts)
 
 
 def _normalise_preference(record: dict, source: str, row: int, prompt_col: str) -> tuple:

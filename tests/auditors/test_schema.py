@@ -299,6 +299,18 @@ def test_sharegpt_conversations_read_like_messages():
     assert table[["prompt", "response", "row_id"]].equals(expected[["prompt", "response", "row_id"]])
 
 
+def test_chat_content_parts_are_read_as_their_text():
+    """OpenAI's content parts: text parts joined by line, an image part carries no text."""
+    parts = [{"role": "user", "content": [{"type": "text", "text": "What is this?"},
+                                          {"type": "image_url", "image_url": {"url": "x.png"}},
+                                          {"type": "text", "text": "Be brief."}]},
+             {"role": "assistant", "content": [{"type": "text", "text": "A cat."}]}]
+    table = normalise_records([{"messages": parts}])
+    assert table[["prompt", "response"]].values.tolist() == [["What is this?\nBe brief.", "A cat."]]
+    with pytest.raises(AuditInputError, match="row 1: field 'messages': a message's content must"):
+        normalise_records([{"messages": [{"role": "user", "content": {"text": "hi"}}]}])
+
+
 def test_chat_message_without_role_is_an_error():
     with pytest.raises(AuditInputError) as info:
         normalise_records([{"messages": [{"role": "user", "content": "ok"}, {"content": "x"}]}])
