@@ -71,6 +71,8 @@ class SchemaChoice:
     """Which schema, and which input columns feed the normalised fields."""
 
     name: str
+    # the text column: classification's text, chat's conversation column where it is not
+    # `messages`, preference's prompt column where it is not `prompt`
     text_col: str | None = None
     label_col: str | None = None
     variant: str | None = None  # preference: the format of the values (`with_variant`)
