@@ -914,7 +914,7 @@ def load_table(source: str, *, split: str | None = None, text_col: str | None = 
     from auditors.schema import detect_schema, normalise, with_variant
 
     raw = load_raw(source, split=split, via_datasets=via_datasets, on_bad_row=on_bad_row)
-    choice = detect_schema(raw.columns, **columns, source=source)
+    choice = detect_schema(raw.columns, **columns, source=source, records=raw.records)
     choice = with_variant(choice, raw.records)
     return LoadedDataset(raw, choice, normalise(raw, choice, on_bad_row=on_bad_row))
 
@@ -952,7 +952,7 @@ def stream_table(source: str, *, text_col: str | None = None, label_col: str | N
         raise AuditInputError("dataset has no rows", path=source)
     choice = detect_schema(first.columns, text_col=text_col, label_col=label_col,
                            schema=schema, prompt_cols=prompt_cols, response_col=response_col,
-                           source=source)
+                           source=source, records=first.records)
     choice = with_variant(choice, first.records)
     reducer = chunks.NgramReducer()
     count_cache = chunks.NgramCountCache(cache_dir) if cache_dir is not None else None

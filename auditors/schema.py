@@ -13,6 +13,7 @@ import difflib
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, replace
 
 import pandas as pd
@@ -55,6 +56,18 @@ KNOWN_COLUMNS = sorted({*TEXT_COLUMNS, *LABEL_COLUMNS, "input", "conversations",
 PROMPT_ROLES = ("system", "user")
 RESPONSE_ROLES = ("assistant",)
 SHAREGPT_ROLES = {"human": "user", "gpt": "assistant"}  # ShareGPT's `from` values
+# Chat transcripts in one text column, turns marked by role (`### Human:` / `### Assistant:`
+# as in openassistant-guanaco, HH-RLHF's `Human:` / `Assistant:`, Zephyr's `<|user|>`,
+# ChatML's `<|im_start|>user`, Llama 2's `[INST] … [/INST]`)
+ROLE_MARKED = "role-marked transcripts"
+ROLE_MARKER = re.compile(
+    r"(?:(?:^|\n)[ \t]*|#{2,3}[ \t]*)(?P<plain>Human|User|Assistant|System)[ \t]*:"
+    r"|<\|(?P<tag>system|user|assistant)\|>"
+    r"|<\|im_start\|>[ \t]*(?P<chatml>system|user|assistant)"
+    r"|(?P<inst>\[/?INST\])")
+MARKER_ROLES = {"human": "user", "user": "user", "assistant": "assistant", "system": "system",
+                "[inst]": "user", "[/inst]": "assistant"}
+END_TOKENS = re.compile(r"<\|im_end\|>|<\|end\|>|</?s>|<\|endoftext\|>")
 # A preference pair's prompt column: `prompt`, or another name (Intel/orca_dpo_pairs:
 # `question`), kept as the choice's text_col
 PREFERENCE_PROMPT_COLUMNS = ("prompt", "question", "instruction")
@@ -102,9 +115,11 @@ def check_schema_name(schema: str | None, source: str = "") -> None:
 def detect_schema(columns: list[str], *, text_col: str | None = None,
                   label_col: str | None = None, schema: str | None = None,
                   prompt_cols: tuple[str, ...] = (), response_col: str | None = None,
-                  source: str = "") -> SchemaChoice:
+                  source: str = "", records=None) -> SchemaChoice:
     """Pick the schema from column names; `--text-col/--label-col` force classification,
-    `--prompt-col/--response-col` a prompt side and a response column (`pair_schema`)."""
+    `--prompt-col/--response-col` a prompt side and a response column (`pair_schema`).
+    `records` (optional) tell a text column of role-marked transcripts from one that lacks
+    its label column."""
     present = set(columns)
     given = [("--text-col", text_col), ("--label-col", label_col), ("--response-col", response_col),
              *(("--prompt-col", name) for name in prompt_cols)]
@@ -119,6 +134,8 @@ def detect_schema(columns: list[str], *, text_col: str | None = None,
         return _classification(columns, text_col, label_col, source)
     if schema == CHAT and "messages" not in present and "conversations" in present:
         return SchemaChoice(CHAT, text_col="conversations")
+    if schema == CHAT and "messages" not in present and _text_column(present):
+        return SchemaChoice(CHAT, text_col=_text_column(present), variant=ROLE_MARKED)
     if schema == PREFERENCE:
         _require_columns(schema, columns, source)
         return _preference(present)
@@ -146,6 +163,8 @@ def detect_schema(columns: list[str], *, text_col: str | None = None,
     alias = _pair_alias(present)
     if alias is not None:
         return alias
+    if has_text and records is not None and _role_marked(records, _text_column(present)):
+        return SchemaChoice(CHAT, text_col=_text_column(present), variant=ROLE_MARKED)
     if has_text:  # names the missing label column
         return _classification(columns, None, None, source)
     raise AuditInputError(
@@ -153,6 +172,18 @@ def detect_schema(columns: list[str], *, text_col: str | None = None,
         "text/label, instruction/input/output, prompt/completion, prompt/response, messages "
         "(or ShareGPT conversations), or prompt/chosen/rejected (or pass --text-col and "
         "--label-col, or --prompt-col and --response-col)", path=source)
+
+
+def _text_column(present: set) -> str | None:
+    return next((c for c in TEXT_COLUMNS if c in present), None)
+
+
+def _role_marked(records, column: str) -> bool:
+    """Does the first record's `column` hold a role-marked transcript (a user and an
+    assistant turn)?"""
+    value = next((r.get(column) for r in records if isinstance(r.get(column), str)), None)
+    roles = {role for role, _ in _marked_turns(value)} if value else set()
+    return {"user", "assistant"} <= roles
 
 
 def _pair_alias(present: set, schema: str | None = None) -> SchemaChoice | None:
@@ -309,6 +340,8 @@ def _normalise_record(record: dict, choice: SchemaChoice, source: str, row: int)
         return "\n".join(p for p in parts if p), text(response_col), "", ""
     if name == CHAT:
         column = choice.text_col or "messages"
+        if choice.variant == ROLE_MARKED:
+            return (*_split_transcript(text(column), source, row, column), "", "")
         prompt, response = _split_chat(record.get(column), source, row, column)
         return prompt, response, "", ""
     return _normalise_preference(record, source, row, choice.text_col or "prompt")
@@ -330,6 +363,32 @@ def _split_chat(messages, source: str, row: int, field: str) -> tuple[str, str]:
         side = response if turn["role"] in RESPONSE_ROLES else prompt
         side.append(str(turn["content"] or ""))
     return "\n".join(prompt), "\n".join(response)
+
+
+def _marked_turns(text: str) -> list[tuple[str, str]]:
+    """(role, content) per turn of a role-marked transcript; text before the first marker
+    counts as a system turn."""
+    markers = list(ROLE_MARKER.finditer(text))
+    turns = [("system", text[: markers[0].start()])] if markers else []
+    for marker, following in zip(markers, [*markers[1:], None]):
+        name = next(g for g in marker.groups() if g).lower()
+        end = following.start() if following else len(text)
+        turns.append((MARKER_ROLES[name], text[marker.end():end]))
+    return [(role, END_TOKENS.sub("", content).strip()) for role, content in turns]
+
+
+def _split_transcript(text: str, source: str, row: int, field: str) -> tuple[str, str]:
+    """User (and system) turns form the prompt side, assistant turns the response side."""
+    turns = _marked_turns(text)
+    if not any(role == "assistant" for role, _ in turns):
+        raise AuditInputError("no assistant turn (`### Assistant:`, `Assistant:`, "
+                              "`<|assistant|>`, `[/INST]` …) in this transcript", path=source,
+                              row=row, field=field)
+    side = {"assistant": [], "prompt": []}
+    for role, content in turns:
+        if content:
+            side["assistant" if role == "assistant" else "prompt"].append(content)
+    return "\n".join(side["prompt"]), "\n".join(side["assistant"])
 
 
 def _messages(messages, source: str, row: int, field: str) -> list[dict]:

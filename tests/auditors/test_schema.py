@@ -311,6 +311,39 @@ def test_chat_content_parts_are_read_as_their_text():
         normalise_records([{"messages": [{"role": "user", "content": {"text": "hi"}}]}])
 
 
+@pytest.mark.parametrize("transcript", [
+    "### Human: Name a fruit.### Assistant: A pear.### Human: Another?### Assistant: A plum.",
+    "\n\nHuman: Name a fruit.\n\nAssistant: A pear.\n\nHuman: Another?\n\nAssistant: A plum.",
+    "<|user|>\nName a fruit.</s>\n<|assistant|>\nA pear.</s>\n<|user|>\nAnother?</s>\n"
+    "<|assistant|>\nA plum.</s>",
+    "<|im_start|>user\nName a fruit.<|im_end|>\n<|im_start|>assistant\nA pear.<|im_end|>\n"
+    "<|im_start|>user\nAnother?<|im_end|>\n<|im_start|>assistant\nA plum.<|im_end|>",
+    "<s>[INST] Name a fruit. [/INST] A pear. </s><s>[INST] Another? [/INST] A plum. </s>",
+], ids=["guanaco", "hh-rlhf", "zephyr", "chatml", "llama-2"])
+def test_role_marked_transcripts_in_a_text_column_are_chat(transcript):
+    records = [{"text": transcript}, {"text": transcript.replace("fruit", "colour")}]
+    raw = raw_of(records)
+    choice = detect_schema(raw.columns, records=raw.records)
+    assert choice.describe() == "chat (text, role-marked transcripts)"
+    table = normalise(raw, choice)
+    assert table[["prompt", "response"]].values.tolist()[0] == ["Name a fruit.\nAnother?",
+                                                                "A pear.\nA plum."]
+
+
+def test_a_text_column_without_role_markers_still_needs_a_label():
+    raw = raw_of([{"text": "a plain review of a film"}])
+    with pytest.raises(AuditInputError, match="no label column"):
+        detect_schema(raw.columns, records=raw.records)
+
+
+def test_a_forced_chat_schema_reads_a_text_column_and_names_a_row_without_an_answer():
+    raw = raw_of([{"text": "### Human: Hi### Assistant: Hello"}, {"text": "just a sentence"}])
+    choice = detect_schema(raw.columns, schema=CHAT)
+    assert choice == SchemaChoice(CHAT, text_col="text", variant="role-marked transcripts")
+    with pytest.raises(AuditInputError, match="row 2: field 'text': no assistant turn"):
+        normalise(raw, choice)
+
+
 def test_chat_message_without_role_is_an_error():
     with pytest.raises(AuditInputError) as info:
         normalise_records([{"messages": [{"role": "user", "content": "ok"}, {"content": "x"}]}])
