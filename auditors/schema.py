@@ -55,7 +55,8 @@ KNOWN_COLUMNS = sorted({*TEXT_COLUMNS, *LABEL_COLUMNS, "input", "conversations",
                         *(c for _, prompt, response in PAIR_ALIASES for c in (*prompt, response))})
 PROMPT_ROLES = ("system", "user")
 RESPONSE_ROLES = ("assistant",)
-SHAREGPT_ROLES = {"human": "user", "gpt": "assistant"}  # ShareGPT's `from` values
+# other names of the roles: ShareGPT's `from` values, transcript markers (lowercased)
+ROLE_ALIASES = {"human": "user", "gpt": "assistant", "[inst]": "user", "[/inst]": "assistant"}
 # Chat transcripts in one text column, turns marked by role (`### Human:` / `### Assistant:`
 # as in openassistant-guanaco, HH-RLHF's `Human:` / `Assistant:`, Zephyr's `<|user|>`,
 # ChatML's `<|im_start|>user`, Llama 2's `[INST] … [/INST]`)
@@ -65,8 +66,6 @@ ROLE_MARKER = re.compile(
     r"|<\|(?P<tag>system|user|assistant)\|>"
     r"|<\|im_start\|>[ \t]*(?P<chatml>system|user|assistant)"
     r"|(?P<inst>\[/?INST\])")
-MARKER_ROLES = {"human": "user", "user": "user", "assistant": "assistant", "system": "system",
-                "[inst]": "user", "[/inst]": "assistant"}
 END_TOKENS = re.compile(r"<\|im_end\|>|<\|end\|>|</?s>|<\|endoftext\|>")
 # A preference pair's prompt column: `prompt`, or another name (Intel/orca_dpo_pairs:
 # `question`), kept as the choice's text_col
@@ -132,10 +131,11 @@ def detect_schema(columns: list[str], *, text_col: str | None = None,
         return pair_schema(prompt_cols, response_col, schema, text_col or label_col, source)
     if text_col or label_col or schema == CLASSIFICATION:
         return _classification(columns, text_col, label_col, source)
-    if schema == CHAT and "messages" not in present and "conversations" in present:
-        return SchemaChoice(CHAT, text_col="conversations")
-    if schema == CHAT and "messages" not in present and _text_column(present):
-        return SchemaChoice(CHAT, text_col=_text_column(present), variant=ROLE_MARKED)
+    if schema == CHAT:  # forced: a text column is read as transcripts, marked or not
+        choice = _chat(present, transcripts=True)
+        if choice is None:
+            _require_columns(schema, columns, source)
+        return choice
     if schema == PREFERENCE:
         _require_columns(schema, columns, source)
         return _preference(present)
@@ -147,25 +147,24 @@ def detect_schema(columns: list[str], *, text_col: str | None = None,
         return alias or SchemaChoice(schema)
     if {"chosen", "rejected"} <= present:
         return _preference(present)
-    if "messages" in present:
-        return SchemaChoice(CHAT)
-    if "conversations" in present:  # ShareGPT
-        return SchemaChoice(CHAT, text_col="conversations")
+    chat = _chat(present, transcripts=False)
+    if chat is not None:
+        return chat
     if {"instruction", "output"} <= present:
         return SchemaChoice(INSTRUCTION)
     if {"prompt", "completion"} <= present:
         return SchemaChoice(PROMPT_COMPLETION)
     if {"prompt", "response"} <= present:
         return SchemaChoice(PROMPT_RESPONSE)
-    has_text = any(c in present for c in TEXT_COLUMNS)
-    if has_text and any(c in present for c in LABEL_COLUMNS):
+    text = _text_column(present)
+    if text and any(c in present for c in LABEL_COLUMNS):
         return _classification(columns, None, None, source)
     alias = _pair_alias(present)
     if alias is not None:
         return alias
-    if has_text and records is not None and _role_marked(records, _text_column(present)):
-        return SchemaChoice(CHAT, text_col=_text_column(present), variant=ROLE_MARKED)
-    if has_text:  # names the missing label column
+    if text and records is not None and _role_marked(records, text):
+        return _chat(present, transcripts=True)
+    if text:  # names the missing label column
         return _classification(columns, None, None, source)
     raise AuditInputError(
         f"cannot detect the schema from columns {columns}{_suggest_known(columns)}: expected "
@@ -174,15 +173,26 @@ def detect_schema(columns: list[str], *, text_col: str | None = None,
         "--label-col, or --prompt-col and --response-col)", path=source)
 
 
-def _text_column(present: set) -> str | None:
+def _text_column(present) -> str | None:
     return next((c for c in TEXT_COLUMNS if c in present), None)
+
+
+def _chat(present: set, *, transcripts: bool) -> SchemaChoice | None:
+    """Chat data: `messages`, ShareGPT's `conversations`, or (`transcripts`) a text column of
+    role-marked transcripts."""
+    if "messages" in present:
+        return SchemaChoice(CHAT)
+    if "conversations" in present:
+        return SchemaChoice(CHAT, text_col="conversations")
+    text = _text_column(present)
+    return SchemaChoice(CHAT, text_col=text, variant=ROLE_MARKED) if text and transcripts else None
 
 
 def _role_marked(records, column: str) -> bool:
     """Does the first record's `column` hold a role-marked transcript (a user and an
     assistant turn)?"""
     value = next((r.get(column) for r in records if isinstance(r.get(column), str)), None)
-    roles = {role for role, _ in _marked_turns(value)} if value else set()
+    roles = {turn["role"] for turn in _marked_turns(value)} if value else set()
     return {"user", "assistant"} <= roles
 
 
@@ -261,7 +271,7 @@ def _require_columns(schema: str, columns: list[str], source: str) -> None:
 
 
 def _classification(columns, text_col, label_col, source) -> SchemaChoice:
-    text_col = text_col or next((c for c in TEXT_COLUMNS if c in columns), None)
+    text_col = text_col or _text_column(columns)
     label_col = label_col or next((c for c in LABEL_COLUMNS if c in columns), None)
     if text_col is None:
         raise AuditInputError(f"no text column among {columns}{_suggest_known(columns)}; "
@@ -355,40 +365,40 @@ def _label_string(value) -> str:
 
 
 def _split_chat(messages, source: str, row: int, field: str) -> tuple[str, str]:
-    """User (and system) turns form the prompt side, assistant turns the response side."""
     if isinstance(messages, str):
         return "", messages
+    return _sides(_messages(messages, source, row, field))
+
+
+def _sides(turns: list[dict]) -> tuple[str, str]:
+    """User (and system) turns form the prompt side, assistant turns the response side."""
     prompt, response = [], []
-    for turn in _messages(messages, source, row, field):
+    for turn in turns:
         side = response if turn["role"] in RESPONSE_ROLES else prompt
         side.append(str(turn["content"] or ""))
     return "\n".join(prompt), "\n".join(response)
 
 
-def _marked_turns(text: str) -> list[tuple[str, str]]:
-    """(role, content) per turn of a role-marked transcript; text before the first marker
-    counts as a system turn."""
+def _marked_turns(text: str) -> list[dict]:
+    """The non-empty {role, content} turns of a role-marked transcript; text before the
+    first marker counts as a system turn."""
     markers = list(ROLE_MARKER.finditer(text))
-    turns = [("system", text[: markers[0].start()])] if markers else []
+    turns = [{"role": "system", "content": text[: markers[0].start()]}] if markers else []
     for marker, following in zip(markers, [*markers[1:], None]):
         name = next(g for g in marker.groups() if g).lower()
         end = following.start() if following else len(text)
-        turns.append((MARKER_ROLES[name], text[marker.end():end]))
-    return [(role, END_TOKENS.sub("", content).strip()) for role, content in turns]
+        turns.append({"role": ROLE_ALIASES.get(name, name), "content": text[marker.end():end]})
+    turns = [{**t, "content": END_TOKENS.sub("", t["content"]).strip()} for t in turns]
+    return [t for t in turns if t["content"]]
 
 
 def _split_transcript(text: str, source: str, row: int, field: str) -> tuple[str, str]:
-    """User (and system) turns form the prompt side, assistant turns the response side."""
     turns = _marked_turns(text)
-    if not any(role == "assistant" for role, _ in turns):
+    if not any(t["role"] in RESPONSE_ROLES for t in turns):
         raise AuditInputError("no assistant turn (`### Assistant:`, `Assistant:`, "
                               "`<|assistant|>`, `[/INST]` …) in this transcript", path=source,
                               row=row, field=field)
-    side = {"assistant": [], "prompt": []}
-    for role, content in turns:
-        if content:
-            side["assistant" if role == "assistant" else "prompt"].append(content)
-    return "\n".join(side["prompt"]), "\n".join(side["assistant"])
+    return _sides(turns)
 
 
 def _messages(messages, source: str, row: int, field: str) -> list[dict]:
@@ -400,7 +410,7 @@ def _messages(messages, source: str, row: int, field: str) -> list[dict]:
     turns = []
     for turn in messages:
         if isinstance(turn, dict) and "role" not in turn and {"from", "value"} <= turn.keys():
-            turn = {"role": SHAREGPT_ROLES.get(turn["from"], turn["from"]), "content": turn["value"]}
+            turn = {"role": ROLE_ALIASES.get(turn["from"], turn["from"]), "content": turn["value"]}
         if not isinstance(turn, dict) or "role" not in turn or "content" not in turn:
             raise AuditInputError("each message needs 'role' and 'content' (or ShareGPT's "
                                   "'from' and 'value')", path=source, row=row, field=field)
