@@ -37,6 +37,8 @@ class LoadOptions:
     label_col: str | None = None
     prompt_cols: tuple[str, ...] = ()  # with response_col: the prompt side's columns
     response_col: str | None = None
+    chosen_col: str | None = None  # preference pairs under other column names
+    rejected_col: str | None = None
     schema: str | None = None  # forced schema name (auditors.schema.SCHEMAS)
     via_datasets: bool = False  # read local files with datasets.load_dataset
     on_bad_row: str = "fail"  # "skip": set bad rows aside in skipped.jsonl
@@ -48,13 +50,15 @@ class LoadOptions:
             raise TrainguardError(f"on_bad_row must be one of {', '.join(BAD_ROW_POLICIES)}, "
                                   f"not '{self.on_bad_row}'")
         object.__setattr__(self, "prompt_cols", _column_names(self.prompt_cols))
-        if self.schema is not None or self.prompt_cols or self.response_col:
+        if (self.schema is not None or self.prompt_cols or self.response_col
+                or self.chosen_col or self.rejected_col):
             from auditors.schema import check_pair_options, check_schema_name
 
             if self.schema is not None:
                 check_schema_name(self.schema)
             check_pair_options(self.prompt_cols, self.response_col, self.schema,
-                               self.text_col or self.label_col)
+                               self.text_col or self.label_col, chosen_col=self.chosen_col,
+                               rejected_col=self.rejected_col)
         _at_least("batch_rows", self.batch_rows, 1)
 
 

@@ -899,6 +899,7 @@ class LoadedDataset:
 def load_table(source: str, *, split: str | None = None, text_col: str | None = None,
                label_col: str | None = None, schema: str | None = None,
                prompt_cols: tuple[str, ...] = (), response_col: str | None = None,
+               chosen_col: str | None = None, rejected_col: str | None = None,
                via_datasets: bool = False, on_bad_row: str = "fail",
                stream: bool | None = None, batch_rows: int = DEFAULT_BATCH_ROWS,
                cache_dir: str | Path | None = None) -> LoadedDataset:
@@ -907,7 +908,8 @@ def load_table(source: str, *, split: str | None = None, text_col: str | None = 
     `STREAM_MIN_BYTES`; `stream=True`: always) are streamed: see `stream_table`
     (`cache_dir` is its n-gram count cache). The column options are `detect_schema`'s."""
     columns = {"text_col": text_col, "label_col": label_col, "schema": schema,
-               "prompt_cols": tuple(prompt_cols), "response_col": response_col}
+               "prompt_cols": tuple(prompt_cols), "response_col": response_col,
+               "chosen_col": chosen_col, "rejected_col": rejected_col}
     if should_stream(source, via_datasets=via_datasets, stream=stream):
         return stream_table(source, **columns, on_bad_row=on_bad_row, batch_rows=batch_rows,
                             cache_dir=cache_dir)
@@ -921,7 +923,8 @@ def load_table(source: str, *, split: str | None = None, text_col: str | None = 
 
 def stream_table(source: str, *, text_col: str | None = None, label_col: str | None = None,
                  schema: str | None = None, prompt_cols: tuple[str, ...] = (),
-                 response_col: str | None = None, on_bad_row: str = "fail",
+                 response_col: str | None = None, chosen_col: str | None = None,
+                 rejected_col: str | None = None, on_bad_row: str = "fail",
                  batch_rows: int = DEFAULT_BATCH_ROWS,
                  cache_dir: str | Path | None = None) -> LoadedDataset:
     """Read a JSONL or Parquet file in record batches: each batch is normalised and its
@@ -952,6 +955,7 @@ def stream_table(source: str, *, text_col: str | None = None, label_col: str | N
         raise AuditInputError("dataset has no rows", path=source)
     choice = detect_schema(first.columns, text_col=text_col, label_col=label_col,
                            schema=schema, prompt_cols=prompt_cols, response_col=response_col,
+                           chosen_col=chosen_col, rejected_col=rejected_col,
                            source=source, records=first.records)
     choice = with_variant(choice, first.records)
     reducer = chunks.NgramReducer()

@@ -50,9 +50,16 @@ PAIR_ALIASES = (
     (PROMPT_RESPONSE, ("problem",), "solution"),  # MATH, NuminaMath
     (PROMPT_RESPONSE, ("input",), "output"),
 )
+# A preference pair's prompt column: `prompt`, or another name (Intel/orca_dpo_pairs:
+# `question`), kept as the choice's text_col
+PREFERENCE_PROMPT_COLUMNS = ("prompt", "question", "instruction")
+PREFERENCE_RESPONSES = ("chosen", "rejected")
+# Other names of the (chosen, rejected) columns, tried after the standard ones
+PREFERENCE_ALIASES = (("response_j", "response_k"),)  # lvwerra/stack-exchange-paired
 KNOWN_COLUMNS = sorted({*TEXT_COLUMNS, *LABEL_COLUMNS, "input", "conversations",
                         *(c for names in REQUIRED_COLUMNS.values() for c in names),
-                        *(c for _, prompt, response in PAIR_ALIASES for c in (*prompt, response))})
+                        *(c for _, prompt, response in PAIR_ALIASES for c in (*prompt, response)),
+                        *(c for pair in PREFERENCE_ALIASES for c in pair)})
 PROMPT_ROLES = ("system", "user")
 RESPONSE_ROLES = ("assistant",)
 # other names of the roles: ShareGPT's `from` values, transcript markers (lowercased)
@@ -67,9 +74,6 @@ ROLE_MARKER = re.compile(
     r"|<\|im_start\|>[ \t]*(?P<chatml>system|user|assistant)"
     r"|(?P<inst>\[/?INST\])")
 END_TOKENS = re.compile(r"<\|im_end\|>|<\|end\|>|</?s>|<\|endoftext\|>")
-# A preference pair's prompt column: `prompt`, or another name (Intel/orca_dpo_pairs:
-# `question`), kept as the choice's text_col
-PREFERENCE_PROMPT_COLUMNS = ("prompt", "question", "instruction")
 # The formats preference pairs ship in (`preference_variant`).
 HH_TRANSCRIPTS = "HH-RLHF transcripts"
 TRL_CONVERSATIONAL = "TRL conversational"
@@ -91,16 +95,24 @@ class SchemaChoice:
     # PAIR_COLUMNS schemas read from other than their standard columns: (prompt columns,
     # response column); None for the standard ones
     pair_columns: tuple[tuple[str, ...], str] | None = None
+    # preference pairs under other than `chosen`/`rejected`: (chosen, rejected)
+    preference_columns: tuple[str, str] | None = None
 
     def columns(self) -> tuple[tuple[str, ...], str]:
         """(prompt columns, response column) of a PAIR_COLUMNS schema."""
         return self.pair_columns or PAIR_COLUMNS[self.name]
+
+    def responses(self) -> tuple[str, str]:
+        """(chosen, rejected) columns of preference pairs."""
+        return self.preference_columns or PREFERENCE_RESPONSES
 
     def describe(self) -> str:
         details = [c for c in (self.text_col, self.label_col, self.variant) if c]
         if self.pair_columns:
             prompt, response = self.pair_columns
             details.append(f"{' + '.join(prompt)} -> {response}")
+        if self.preference_columns:
+            details.append("chosen: {}, rejected: {}".format(*self.preference_columns))
         return f"{self.name} ({', '.join(details)})" if details else self.name
 
 
@@ -114,19 +126,30 @@ def check_schema_name(schema: str | None, source: str = "") -> None:
 def detect_schema(columns: list[str], *, text_col: str | None = None,
                   label_col: str | None = None, schema: str | None = None,
                   prompt_cols: tuple[str, ...] = (), response_col: str | None = None,
+                  chosen_col: str | None = None, rejected_col: str | None = None,
                   source: str = "", records=None) -> SchemaChoice:
     """Pick the schema from column names; `--text-col/--label-col` force classification,
-    `--prompt-col/--response-col` a prompt side and a response column (`pair_schema`).
+    `--prompt-col/--response-col` a prompt side and a response column (`pair_schema`),
+    `--chosen-col/--rejected-col` preference pairs (`--prompt-col`: their prompt column).
     `records` (optional) tell a text column of role-marked transcripts from one that lacks
     its label column."""
     present = set(columns)
     given = [("--text-col", text_col), ("--label-col", label_col), ("--response-col", response_col),
+             ("--chosen-col", chosen_col), ("--rejected-col", rejected_col),
              *(("--prompt-col", name) for name in prompt_cols)]
     for flag, name in given:
         if name is not None and name not in present:
             raise AuditInputError(f"column '{name}' given by {flag} not found{_suggest(name, columns)}",
                                   path=source, field=name)
     check_schema_name(schema, source)
+    if chosen_col or rejected_col or (schema == PREFERENCE and (prompt_cols or response_col)):
+        check_pair_options(prompt_cols, response_col, schema, text_col or label_col, source,
+                           chosen_col=chosen_col, rejected_col=rejected_col)
+        responses = (chosen_col, rejected_col) if chosen_col else None
+        choice = _preference(present, prompt_cols[0] if prompt_cols else None, responses)
+        if choice is None:
+            _require_columns(PREFERENCE, columns, source)
+        return choice
     if prompt_cols or response_col:
         return pair_schema(prompt_cols, response_col, schema, text_col or label_col, source)
     if text_col or label_col or schema == CLASSIFICATION:
@@ -137,16 +160,19 @@ def detect_schema(columns: list[str], *, text_col: str | None = None,
             _require_columns(schema, columns, source)
         return choice
     if schema == PREFERENCE:
-        _require_columns(schema, columns, source)
-        return _preference(present)
+        choice = _preference(present)
+        if choice is None:
+            _require_columns(schema, columns, source)
+        return choice
     if schema is not None:
         standard = set(REQUIRED_COLUMNS[schema]) <= present
         alias = None if standard or schema not in PAIR_COLUMNS else _pair_alias(present, schema)
         if alias is None:
             _require_columns(schema, columns, source)
         return alias or SchemaChoice(schema)
-    if {"chosen", "rejected"} <= present:
-        return _preference(present)
+    preference = _preference(present)
+    if preference is not None:
+        return preference
     chat = _chat(present, transcripts=False)
     if chat is not None:
         return chat
@@ -215,8 +241,14 @@ def pair_schema(prompt_cols: tuple[str, ...], response_col: str | None, schema: 
 
 def check_pair_options(prompt_cols: tuple[str, ...], response_col: str | None,
                        schema: str | None, classification_col: str | None,
-                       source: str = "") -> None:
-    """The mistakes in `--prompt-col/--response-col` that the options alone show."""
+                       source: str = "", *, chosen_col: str | None = None,
+                       rejected_col: str | None = None) -> None:
+    """The mistakes in `--prompt-col/--response-col` (or, for preference pairs,
+    `--prompt-col` with `--chosen-col/--rejected-col`) that the options alone show."""
+    if chosen_col or rejected_col or (schema == PREFERENCE and (prompt_cols or response_col)):
+        _check_preference_options(prompt_cols, response_col, chosen_col, rejected_col, schema,
+                                  classification_col, source)
+        return
     if not prompt_cols and not response_col:
         return
     if classification_col:
@@ -235,30 +267,66 @@ def check_pair_options(prompt_cols: tuple[str, ...], response_col: str | None,
                               path=source or None, field=response_col)
 
 
-def _preference(present: set) -> SchemaChoice:
-    """Preference pairs, with their prompt column where it is not `prompt`."""
-    prompt = next((c for c in PREFERENCE_PROMPT_COLUMNS if c in present), None)
-    return SchemaChoice(PREFERENCE, text_col=None if prompt == "prompt" else prompt)
+def _check_preference_options(prompt_cols: tuple[str, ...], response_col: str | None,
+                              chosen_col: str | None, rejected_col: str | None,
+                              schema: str | None, classification_col: str | None,
+                              source: str) -> None:
+    def refuse(message: str, field: str | None = None):
+        raise AuditInputError(message, path=source or None, field=field)
+
+    if classification_col:
+        refuse("--chosen-col/--rejected-col cannot be combined with --text-col/--label-col")
+    if response_col:
+        refuse("preference pairs take --chosen-col and --rejected-col, not --response-col",
+               response_col)
+    if bool(chosen_col) != bool(rejected_col):
+        missing = "--rejected-col" if chosen_col else "--chosen-col"
+        refuse(f"--chosen-col and --rejected-col go together: {missing} is missing")
+    if schema not in (None, PREFERENCE):
+        refuse(f"--chosen-col/--rejected-col apply to the preference schema, not '{schema}'")
+    if len(prompt_cols) > 1:
+        refuse("preference pairs take one --prompt-col")
+    named = [c for c in (*prompt_cols, chosen_col, rejected_col) if c]
+    if len(set(named)) < len(named):
+        refuse("--prompt-col, --chosen-col and --rejected-col must name different columns")
 
 
-def preference_variant(records, prompt_col: str = "prompt") -> str | None:
-    """The format of preference pairs, from the first record with a `chosen` value: the
+def _preference(present: set, prompt_col: str | None = None,
+                responses: tuple[str, str] | None = None) -> SchemaChoice | None:
+    """Preference pairs: `responses` (chosen, rejected), else `chosen`/`rejected` or the
+    first of PREFERENCE_ALIASES present (None when neither is), with their prompt column
+    where it is not `prompt`."""
+    if responses is None:
+        responses = next((pair for pair in (PREFERENCE_RESPONSES, *PREFERENCE_ALIASES)
+                          if set(pair) <= present), None)
+        if responses is None:
+            return None
+    prompt = prompt_col or next((c for c in PREFERENCE_PROMPT_COLUMNS if c in present), None)
+    return SchemaChoice(PREFERENCE, text_col=None if prompt == "prompt" else prompt,
+                        preference_columns=None if tuple(responses) == PREFERENCE_RESPONSES
+                        else tuple(responses))
+
+
+def preference_variant(records, prompt_col: str = "prompt",
+                       chosen_col: str = "chosen") -> str | None:
+    """The format of preference pairs, from the first record with a chosen value: the
     column names are the same in every format, only the values tell them apart."""
-    record = next((r for r in records if r.get("chosen") is not None), None)
+    record = next((r for r in records if r.get(chosen_col) is not None), None)
     if record is None:
         return None
-    if isinstance(record["chosen"], list) or isinstance(record.get(prompt_col), list):
+    if isinstance(record[chosen_col], list) or isinstance(record.get(prompt_col), list):
         return TRL_CONVERSATIONAL
     if record.get(prompt_col) is not None:
         return PROMPT_CHOSEN_REJECTED
-    return HH_TRANSCRIPTS if HH_ASSISTANT in str(record["chosen"]) else SHARED_PREFIX
+    return HH_TRANSCRIPTS if HH_ASSISTANT in str(record[chosen_col]) else SHARED_PREFIX
 
 
 def with_variant(choice: SchemaChoice, records) -> SchemaChoice:
     """`choice` with the preference format read from `records` (other schemas unchanged)."""
     if choice.name != PREFERENCE:
         return choice
-    return replace(choice, variant=preference_variant(records, choice.text_col or "prompt"))
+    return replace(choice, variant=preference_variant(records, choice.text_col or "prompt",
+                                                      choice.responses()[0]))
 
 
 def _require_columns(schema: str, columns: list[str], source: str) -> None:
@@ -354,7 +422,8 @@ def _normalise_record(record: dict, choice: SchemaChoice, source: str, row: int)
             return (*_split_transcript(text(column), source, row, column), "", "")
         prompt, response = _split_chat(record.get(column), source, row, column)
         return prompt, response, "", ""
-    return _normalise_preference(record, source, row, choice.text_col or "prompt")
+    return _normalise_preference(record, source, row, choice.text_col or "prompt",
+                                 *choice.responses())
 
 
 def _label_string(value) -> str:
@@ -432,17 +501,20 @@ def _content_text(content, source: str, row: int, field: str) -> str:
     return "\n".join(texts)
 
 
-def _normalise_preference(record: dict, source: str, row: int, prompt_col: str) -> tuple:
-    chosen, rejected = record.get("chosen"), record.get("rejected")
-    for name, value in (("chosen", chosen), ("rejected", rejected)):
+def _normalise_preference(record: dict, source: str, row: int, prompt_col: str,
+                          chosen_col: str, rejected_col: str) -> tuple:
+    chosen, rejected = record.get(chosen_col), record.get(rejected_col)
+    for name, value in ((chosen_col, chosen), (rejected_col, rejected)):
         if value is None:
             raise AuditInputError("missing value", path=source, row=row, field=name)
     prompt = record.get(prompt_col)
     if prompt is not None:  # explicit prompt: strings or TRL message lists
-        return (_joined(prompt, source, row, prompt_col), _joined(chosen, source, row, "chosen"),
-                _joined(rejected, source, row, "rejected"), "")
+        return (_joined(prompt, source, row, prompt_col),
+                _joined(chosen, source, row, chosen_col),
+                _joined(rejected, source, row, rejected_col), "")
     if isinstance(chosen, list):  # TRL implicit prompt
-        return (*_split_conversations(chosen, rejected, source, row), "")
+        return (*_split_conversations(chosen, rejected, source, row,
+                                      (chosen_col, rejected_col)), "")
     return (*_split_transcripts(str(chosen), str(rejected)), "")
 
 
@@ -457,10 +529,11 @@ def _contents(messages: list[dict]) -> str:
     return "\n".join(str(t["content"] or "") for t in messages)
 
 
-def _split_conversations(chosen: list, rejected, source: str, row: int) -> tuple[str, str, str]:
+def _split_conversations(chosen: list, rejected, source: str, row: int,
+                         fields: tuple[str, str] = PREFERENCE_RESPONSES) -> tuple[str, str, str]:
     """TRL implicit prompt: both lists share every message but the last assistant one(s)."""
-    chosen = _messages(chosen, source, row, "chosen")
-    rejected = _messages(rejected, source, row, "rejected")
+    chosen = _messages(chosen, source, row, fields[0])
+    rejected = _messages(rejected, source, row, fields[1])
     # the trailing assistant turns are the answers, even where both answers are the same
     limit = min(_answer_start(chosen), _answer_start(rejected))
     shared = 0

@@ -61,8 +61,13 @@ _TEXT_COL = typer.Option(None, "--text-col", help="Text column (classification).
 _LABEL_COL = typer.Option(None, "--label-col", help="Label column (classification).")
 _PROMPT_COL = typer.Option(None, "--prompt-col", help="Prompt column(s), comma-separated and "
                            "joined by line (generation data whose columns trainguard does not "
-                           "know; with --response-col).")
+                           "know; with --response-col), or the prompt column of preference "
+                           "pairs.")
 _RESPONSE_COL = typer.Option(None, "--response-col", help="Response column (with --prompt-col).")
+_CHOSEN_COL = typer.Option(None, "--chosen-col", help="Chosen-response column of preference "
+                           "pairs under other names (with --rejected-col).")
+_REJECTED_COL = typer.Option(None, "--rejected-col", help="Rejected-response column (with "
+                             "--chosen-col).")
 _SCHEMA = typer.Option(None, "--schema", help="Force the schema: classification, instruction, "
                        "prompt-completion, prompt-response, chat, preference.")
 _SPLIT = typer.Option(None, "--split", help="Split of a datasets directory or hub dataset.")
@@ -109,6 +114,8 @@ def audit(
     label_col: Optional[str] = _LABEL_COL,
     prompt_col: Optional[str] = _PROMPT_COL,
     response_col: Optional[str] = _RESPONSE_COL,
+    chosen_col: Optional[str] = _CHOSEN_COL,
+    rejected_col: Optional[str] = _REJECTED_COL,
     schema: Optional[str] = _SCHEMA,
     split: Optional[str] = _SPLIT,
     via_datasets: bool = _VIA_DATASETS,
@@ -146,7 +153,8 @@ def audit(
     config = _audit_config(
         debug, source, out, detectors=detectors, cache=cache, no_cache=no_cache,
         cache_max_size=cache_max_size, store=store,
-        load=_load_options(split, (text_col, label_col, prompt_col, response_col), schema,
+        load=_load_options(split, (text_col, label_col, prompt_col, response_col, chosen_col,
+                                   rejected_col), schema,
                            via_datasets, on_bad_row, stream),
         model=model, backend=backend.value, batch_size=batch_size,
         max_flagged_fraction=max_flagged_fraction, flag_threshold=flag_threshold, fdr=fdr,
@@ -170,10 +178,11 @@ def audit(
 
 def _load_options(split, columns, schema, via_datasets, on_bad_row, stream) -> dict:
     """The input options shared by `audit` and `intake`, as `LoadOptions` fields; `columns`
-    is (--text-col, --label-col, --prompt-col, --response-col)."""
-    text_col, label_col, prompt_col, response_col = columns
+    is (--text-col, --label-col, --prompt-col, --response-col, --chosen-col, --rejected-col)."""
+    text_col, label_col, prompt_col, response_col, chosen_col, rejected_col = columns
     return {"split": split, "text_col": text_col, "label_col": label_col,
-            "prompt_cols": prompt_col or (), "response_col": response_col, "schema": schema,
+            "prompt_cols": prompt_col or (), "response_col": response_col,
+            "chosen_col": chosen_col, "rejected_col": rejected_col, "schema": schema,
             "via_datasets": via_datasets, "on_bad_row": on_bad_row.value, "stream": stream}
 
 
@@ -435,6 +444,8 @@ def intake(
     label_col: Optional[str] = _LABEL_COL,
     prompt_col: Optional[str] = _PROMPT_COL,
     response_col: Optional[str] = _RESPONSE_COL,
+    chosen_col: Optional[str] = _CHOSEN_COL,
+    rejected_col: Optional[str] = _REJECTED_COL,
     schema: Optional[str] = _SCHEMA,
     split: Optional[str] = _SPLIT,
     via_datasets: bool = _VIA_DATASETS,
@@ -459,7 +470,8 @@ def intake(
     config = _audit_config(
         debug, source, out, detectors=detectors, cache=cache, no_cache=no_cache,
         cache_max_size=cache_max_size, store=store,
-        load=_load_options(split, (text_col, label_col, prompt_col, response_col), schema,
+        load=_load_options(split, (text_col, label_col, prompt_col, response_col, chosen_col,
+                                   rejected_col), schema,
                            via_datasets, on_bad_row, stream),
         model=model, backend=backend.value, batch_size=batch_size, fdr=fdr, show_progress=True)
     from auditors.policy import IntakePolicy

@@ -35,7 +35,8 @@ from flows.lifetime import stop_with_this_process
 DEPLOYMENT = "trainguard-scheduled-checks"
 SERVER_START_TIMEOUT_S = 180
 _DATASET_KEYS = {"name", "path", "schema", "text_col", "label_col", "prompt_cols",
-                 "response_col", "split", "detectors", "policy", "model"}
+                 "response_col", "chosen_col", "rejected_col", "split", "detectors", "policy",
+                 "model"}
 _TOP_KEYS = {"store", "out", "cron", "interval_seconds", "model", "datasets", "policy"}
 
 
@@ -88,7 +89,8 @@ def load_config(path: str | Path) -> ScheduleConfig:
 
 
 def _audit_config(entry: dict, values: dict, where: str) -> AuditConfig:
-    load_keys = ("schema", "text_col", "label_col", "prompt_cols", "response_col", "split")
+    load_keys = ("schema", "text_col", "label_col", "prompt_cols", "response_col", "chosen_col",
+                 "rejected_col", "split")
     try:
         load = LoadOptions(**{k: entry[k] for k in load_keys if k in entry})
         return AuditConfig(load=load, detectors=entry.get("detectors"),

@@ -73,9 +73,10 @@ def test_bad_options_are_refused_when_the_config_is_built(options, message):
 
 def test_a_config_survives_its_json_parameters():
     """What the ledger records and a deployment passes rebuilds the same config."""
-    config = AuditConfig(detectors=("trigger",), load=LoadOptions(prompt_cols="q, ctx",
-                                                                  response_col="a"))
-    assert AuditConfig(**json.loads(json.dumps(config.parameters()))) == config
+    for load in (LoadOptions(prompt_cols="q, ctx", response_col="a"),
+                 LoadOptions(prompt_cols="ask", chosen_col="good", rejected_col="bad")):
+        config = AuditConfig(detectors=("trigger",), load=load)
+        assert AuditConfig(**json.loads(json.dumps(config.parameters()))) == config
 
 
 def test_a_significant_trigger_fails_the_gate_below_the_share_limit(preference_mix_path,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,8 @@ def normalise_records(records: list[dict], **detect_options):
     (["query", "response", "type"], SchemaChoice(PROMPT_RESPONSE, pair_columns=(("query",), "response"))),
     (["problem", "solution"], SchemaChoice(PROMPT_RESPONSE, pair_columns=(("problem",), "solution"))),
     (["id", "input", "output"], SchemaChoice(PROMPT_RESPONSE, pair_columns=(("input",), "output"))),
+    (["qid", "question", "response_j", "response_k"],  # lvwerra/stack-exchange-paired
+     SchemaChoice(PREFERENCE, text_col="question", preference_columns=("response_j", "response_k"))),
     # a text and a label column still make classification data
     (["text", "label", "question", "answer"], SchemaChoice(CLASSIFICATION, "text", "label")),
 ])
@@ -436,6 +439,61 @@ def test_preference_as_message_lists():
 
     assert table[["prompt", "response", "rejected"]].values.tolist() == \
         [["Tell me a joke.", "Why did the chicken...", "No."]]
+
+
+def test_preference_pairs_under_other_column_names_normalise_like_the_standard_ones():
+    standard = [{"prompt": "2+2?", "chosen": "4", "rejected": "5"},
+                {"prompt": "Capital of France?", "chosen": "Paris", "rejected": "Lyon"}]
+    renamed = [{"ask": r["prompt"], "good": r["chosen"], "bad": r["rejected"], "id": i}
+               for i, r in enumerate(standard)]
+    raw = raw_of(renamed)
+    choice = detect_schema(raw.columns, prompt_cols=("ask",), chosen_col="good", rejected_col="bad")
+    assert choice.describe() == "preference (ask, chosen: good, rejected: bad)"
+    table, expected = normalise(raw, choice), normalise_records(standard)
+    for column in ("schema", "prompt", "response", "rejected", "row_id"):
+        assert table[column].tolist() == expected[column].tolist()
+    # a missing answer is named by its own column
+    with pytest.raises(AuditInputError, match="row 2: field 'bad': missing value"):
+        normalise(raw_of([renamed[0], {"ask": "Q", "good": "A"}]), choice)
+
+
+def test_preference_columns_without_a_prompt_column_split_transcripts():
+    records = json.loads(HH_SLICE.read_text().splitlines()[0])
+    raw = raw_of([{"better": records["chosen"], "worse": records["rejected"]}])
+    choice = with_variant(detect_schema(raw.columns, chosen_col="better", rejected_col="worse"),
+                          raw.records)
+    assert choice.variant == HH_TRANSCRIPTS
+    expected = normalise_records([records])
+    assert normalise(raw, choice)[["prompt", "response", "rejected"]].values.tolist() == \
+        expected[["prompt", "response", "rejected"]].values.tolist()
+
+
+def test_a_forced_preference_schema_takes_its_prompt_column():
+    raw = raw_of([{"context": "Q?", "ask": "ignored", "chosen": "good", "rejected": "bad"}])
+    choice = detect_schema(raw.columns, schema=PREFERENCE, prompt_cols=("context",))
+    assert normalise(raw, choice)["prompt"].tolist() == ["Q?"]
+    with pytest.raises(AuditInputError, match="needs a column 'chosen'"):
+        detect_schema(["context", "a", "b"], schema=PREFERENCE, prompt_cols=("context",))
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(chosen_col="good"), "--chosen-col and --rejected-col go together: --rejected-col is missing"),
+    (dict(rejected_col="bad"), "--chosen-col and --rejected-col go together: --chosen-col is missing"),
+    (dict(chosen_col="good", rejected_col="good"), "must name different columns"),
+    (dict(prompt_cols=("good",), chosen_col="good", rejected_col="bad"), "must name different columns"),
+    (dict(prompt_cols=("ask", "id"), chosen_col="good", rejected_col="bad"), "one --prompt-col"),
+    (dict(chosen_col="good", rejected_col="bad", schema=CHAT), "not 'chat'"),
+    (dict(chosen_col="good", rejected_col="bad", label_col="id"), "cannot be combined with"),
+    (dict(chosen_col="good", rejected_col="bad", response_col="id"), "not --response-col"),
+    (dict(prompt_cols=("ask",), response_col="good", schema=PREFERENCE), "not --response-col"),
+    (dict(chosen_col="gode", rejected_col="bad"), "'gode' given by --chosen-col not found (did you mean 'good'?)"),
+])
+def test_preference_column_mistakes(options, message):
+    with pytest.raises(AuditInputError, match=re.escape(message)):
+        detect_schema(["ask", "good", "bad", "id"], source="p.jsonl", **options)
+    if "gode" not in str(options):  # the options alone show the rest: refused before reading
+        with pytest.raises(AuditInputError, match=re.escape(message)):
+            LoadOptions(**options)
 
 
 def test_preference_trl_conversational_with_an_explicit_prompt():

@@ -60,6 +60,11 @@ CASES = [
          _intake("{tmp}/d.jsonl", "--prompt-col", "text", "--response-col", "label",
                  "--schema", "chat"), "apply to the instruction, prompt-completion, "
          "prompt-response schemas, not 'chat'"),
+    Case("audit-chosen-col-alone", _audit("{tmp}/d.jsonl", "--chosen-col", "text"),
+         "--chosen-col and --rejected-col go together: --rejected-col is missing"),
+    Case("intake-chosen-col-for-instruction",
+         _intake("{tmp}/d.jsonl", "--chosen-col", "text", "--rejected-col", "label",
+                 "--schema", "instruction"), "apply to the preference schema, not 'instruction'"),
     Case("intake-missing-file", _intake("{tmp}/missing.jsonl"),
          "missing.jsonl: no such file or directory"),
     Case("intake-unknown-detector", _intake("{tmp}/d.jsonl", "--detectors", "nope"),

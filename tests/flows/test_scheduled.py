@@ -58,6 +58,15 @@ def test_a_check_names_the_prompt_and_response_columns(tmp_path):
     assert (load.prompt_cols, load.response_col) == (("q", "context"), "a")
 
 
+def test_a_check_names_the_preference_columns(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('store = "s"\nout = "o"\ncron = "0 3 * * *"\n[[datasets]]\nname = "pairs"\n'
+                      'path = "p.jsonl"\nprompt_cols = ["ask"]\nchosen_col = "good"\n'
+                      'rejected_col = "bad"\n')
+    load = load_config(config).datasets[0].config.load
+    assert (load.prompt_cols, load.chosen_col, load.rejected_col) == (("ask",), "good", "bad")
+
+
 def _completed_runs(api: str, flow_name: str) -> list[dict]:
     query = {"flows": {"name": {"any_": [flow_name]}},
              "flow_runs": {"state": {"type": {"any_": ["COMPLETED", "FAILED", "CRASHED"]}}}}
