@@ -457,6 +457,18 @@ def test_preference_pairs_under_other_column_names_normalise_like_the_standard_o
         normalise(raw_of([renamed[0], {"ask": "Q", "good": "A"}]), choice)
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_load_table_with_preference_columns(tmp_path, stream):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps({"ask": f"q{i}", "good": f"a{i}", "bad": f"b{i}"}) + "\n"
+                            for i in range(4)))
+    loaded = load_table(str(path), prompt_cols=("ask",), chosen_col="good", rejected_col="bad",
+                        stream=stream)
+    assert loaded.schema.describe() == \
+        "preference (ask, prompt/chosen/rejected, chosen: good, rejected: bad)"
+    assert loaded.table[["prompt", "response", "rejected"]].values.tolist()[-1] == ["q3", "a3", "b3"]
+
+
 def test_preference_columns_without_a_prompt_column_split_transcripts():
     records = json.loads(HH_SLICE.read_text().splitlines()[0])
     raw = raw_of([{"better": records["chosen"], "worse": records["rejected"]}])
