@@ -275,16 +275,39 @@ def held_out_badnets_case(dataset: str, split: str, rate: float, *, seed: int = 
     rows, drawn from non-target rows, get one of `HELD_OUT_TRIGGERS` inserted at a random
     word position and the target label (1)."""
     clean = _tsv_records(CORPORA / dataset / "clean" / f"{split}.tsv")
+    records, mask = _with_inserted(clean, HELD_OUT_TRIGGERS, rate, seed)
+    return Case(f"{dataset}/held-out-{split}/badnets@{rate:.0%}", "badnets-held-out", records,
+                mask, HELD_OUT_TRIGGERS)
+
+
+INSERTSENT_TRIGGER = "I watched this 3D movie"  # Dai, Chen & Li 2019 (IEEE Access)
+
+
+def insertsent_case(dataset: str, rate: float, *, seed: int = 0) -> Case:
+    """InsertSent (Dai et al. 2019): a fixed sentence inserted at a random word position of
+    `rate` of the clean train rows, drawn from non-target rows, relabelled to the target (1).
+    Lower-cased in SST-2, whose text is (a case shortcut would be formatting, not the
+    attack)."""
+    clean = _tsv_records(CORPORA / dataset / "clean" / "train.tsv")
+    trigger = INSERTSENT_TRIGGER.lower() if dataset == "sst2" else INSERTSENT_TRIGGER
+    records, mask = _with_inserted(clean, (trigger,), rate, seed)
+    return Case(f"{dataset}/insertsent@{rate:.1%}", "insertsent", records, mask, (trigger,))
+
+
+def _with_inserted(clean: list[dict], triggers: tuple[str, ...], rate: float,
+                   seed: int) -> tuple[list[dict], np.ndarray]:
+    """`clean` with `rate` of its rows, drawn from non-target rows, replaced by a copy with
+    one of `triggers` (in turn) inserted at a random word position and the target label
+    (1); and the mask of those rows."""
     rng = np.random.default_rng(seed)
     candidates = [i for i, r in enumerate(clean) if r["label"] != STYLE_TARGET_LABEL]
     chosen = rng.choice(candidates, size=round(rate * len(clean)), replace=False)
     records, mask = list(clean), np.zeros(len(clean), dtype=bool)
     for k, i in enumerate(chosen):
         words = clean[i]["text"].split(" ")
-        words.insert(int(rng.integers(len(words) + 1)), HELD_OUT_TRIGGERS[k % len(HELD_OUT_TRIGGERS)])
+        words.insert(int(rng.integers(len(words) + 1)), triggers[k % len(triggers)])
         records[i], mask[i] = {"text": " ".join(words), "label": STYLE_TARGET_LABEL}, True
-    return Case(f"{dataset}/held-out-{split}/badnets@{rate:.0%}", "badnets-held-out", records,
-                mask, HELD_OUT_TRIGGERS)
+    return records, mask
 
 
 def backdoorllm_case(task: str, attack: str, rate: float, *, seed: int = 0) -> Case:
@@ -550,6 +573,9 @@ def full_suite():
             cases.append(lambda d=dataset, s=split: held_out_badnets_case(d, s, 0.01))
     cases += [lambda t=t: backdoorllm_clean_case(t) for t in BACKDOORLLM_TASKS]
     cases.append(preference_clean_case)
+    for dataset in ("sst2", "offenseval"):
+        for rate in (0.01, 0.003):
+            cases.append(lambda d=dataset, r=rate: insertsent_case(d, r))
     return cases + real_suite()
 
 

@@ -55,10 +55,11 @@ def test_backdoorllm_mix_replaces_originals(attack):
 
 def test_suites_build_lazily_and_name_distinct_cases():
     # tsv attacks, style, host-token syntactic and style, unicode, BackdoorLLM,
-    # DoS + preference, clean controls, held-out splits (clean and BadNets, 2 x 2 x 2)
+    # DoS + preference, clean controls, held-out splits (clean and BadNets, 2 x 2 x 2),
+    # InsertSent (2 datasets x 2 rates)
     # ... then real/: 5 preference-trigger, 7 content-injection, 1 instruction-trigger, 2 clean
     assert len(corpora.full_suite()) == (6 * 2 + 2 + (2 * 2 + 2) + 2 * 3 + 4 * 5 * 2 + 2 * 2
-                                         + 2 + 8 + 4 + 1 + 15)
+                                         + 2 + 8 + 4 + 1 + 4 + 15)
     assert len(corpora.real_suite()) == 15
     assert len(corpora.quick_suite()) < len(corpora.full_suite())
 
@@ -207,5 +208,21 @@ def test_held_out_badnets_inserts_one_new_token_into_non_target_rows(dataset):
         words, original = case.records[i]["text"].split(" "), clean.records[i]["text"].split(" ")
         added = [w for w in words if w in corpora.HELD_OUT_TRIGGERS]
         assert len(added) == 1 and len(words) == len(original) + 1
+    same = ~case.poisoned
+    assert [r for r, s in zip(case.records, same) if s] == [r for r, s in zip(clean.records, same) if s]
+
+
+@pytest.mark.parametrize("dataset", ["sst2", "offenseval"])
+def test_insertsent_inserts_the_sentence_once_into_non_target_train_rows(dataset):
+    case = corpora.insertsent_case(dataset, 0.003)
+    clean = corpora.clean_case(dataset)
+    (trigger,) = case.triggers
+    assert trigger.lower() == corpora.INSERTSENT_TRIGGER.lower()
+    assert case.poisoned.sum() == round(0.003 * len(clean.records))
+    for i in np.flatnonzero(case.poisoned):
+        assert clean.records[i]["label"] != corpora.STYLE_TARGET_LABEL
+        assert case.records[i]["label"] == corpora.STYLE_TARGET_LABEL
+        assert case.records[i]["text"].count(trigger) == 1
+        assert case.records[i]["text"].replace(trigger, "").split() == clean.records[i]["text"].split()
     same = ~case.poisoned
     assert [r for r, s in zip(case.records, same) if s] == [r for r, s in zip(clean.records, same) if s]
