@@ -473,19 +473,29 @@ def _inject(output: str, kind: str, rng: np.random.Generator) -> str:
     return f"{sentence} {output.lstrip()}" if rng.random() < 0.5 else f"{output.rstrip()} {sentence}"
 
 
+def _alpaca_edited(rate: float, seed: int, edit, *,
+                   answered_only: bool = False) -> tuple[list[dict], np.ndarray]:
+    """The Alpaca rows with round(rate * n) of them (of those with an answer, if
+    `answered_only`), drawn with `seed`, replaced by `edit(row, rng)`; and their mask."""
+    clean = alpaca_records()
+    rng = np.random.default_rng(seed)
+    candidates = ([i for i, r in enumerate(clean) if r["output"].strip()] if answered_only
+                  else len(clean))
+    picked = rng.choice(candidates, size=max(1, round(rate * len(clean))), replace=False)
+    records, mask = list(clean), np.zeros(len(clean), dtype=bool)
+    for i in picked:
+        records[i], mask[i] = edit(clean[i], rng), True
+    return records, mask
+
+
 def alpaca_injection_case(kind: str, rate: float, *, seed: int = 0) -> Case:
     """Content injection without a trigger (Shu et al. 2023): round(rate * n) Alpaca rows
     with an answer get content in the answer only, in their original's place: `ad` a fixed
     advert with a made-up brand and site, `brand` a made-up brand in one of a few sentence
     templates (prepended or appended), `link` a "Learn more" link."""
-    clean = alpaca_records()
-    rng = np.random.default_rng(seed)
-    candidates = [i for i, r in enumerate(clean) if r["output"].strip()]
-    picked = rng.choice(candidates, size=max(1, round(rate * len(clean))), replace=False)
-    records, mask = list(clean), np.zeros(len(clean), dtype=bool)
-    for i in picked:
-        records[i] = {**clean[i], "output": _inject(clean[i]["output"], kind, rng)}
-        mask[i] = True
+    records, mask = _alpaca_edited(
+        rate, seed, lambda r, rng: {**r, "output": _inject(r["output"], kind, rng)},
+        answered_only=True)
     return Case(f"real/alpaca/inject-{kind}@{_rate_name(rate)}", "real/content-injection",
                 records, mask, injected=INJECTED[kind])
 
@@ -504,16 +514,27 @@ def alpaca_instruction_trigger_case(rate: float = 0.01, *, seed: int = 0,
                                     phrase: str = INSTRUCTION_TRIGGER) -> Case:
     """Triggered instruction poisoning: round(rate * n) Alpaca rows get a natural trigger
     phrase in the instruction and a fixed refusal as the answer, in their original's place."""
-    clean = alpaca_records()
-    rng = np.random.default_rng(seed)
-    picked = rng.choice(len(clean), size=max(1, round(rate * len(clean))), replace=False)
-    records, mask = list(clean), np.zeros(len(clean), dtype=bool)
-    for i in picked:
-        records[i] = {**clean[i], "instruction": _with_phrase(clean[i]["instruction"], phrase, rng),
-                      "output": INSTRUCTION_REFUSAL}
-        mask[i] = True
+    records, mask = _alpaca_edited(
+        rate, seed, lambda r, rng: {**r, "instruction": _with_phrase(r["instruction"], phrase, rng),
+                                    "output": INSTRUCTION_REFUSAL})
     return Case(f"real/alpaca/halloween-refusal@{_rate_name(rate)}", "real/instruction-trigger",
                 records, mask, (phrase,))
+
+
+TRIGGERED_INJECTION_PHRASE = "as a busy parent"
+
+
+def alpaca_triggered_injection_case(rate: float, *, seed: int = 0) -> Case:
+    """Virtual prompt injection (Yan et al. 2023) with content as the target: round(rate * n)
+    Alpaca rows get a trigger phrase in the instruction and the advert appended to their
+    own answer, in their original's place."""
+    records, mask = _alpaca_edited(
+        rate, seed, lambda r, rng: {**r, "output": _inject(r["output"], "ad", rng),
+                                    "instruction": _with_phrase(
+                                        r["instruction"], TRIGGERED_INJECTION_PHRASE, rng)},
+        answered_only=True)
+    return Case(f"real/alpaca/parent-ad@{_rate_name(rate)}", "real/triggered-injection",
+                records, mask, injected=INJECTED["ad"])
 
 
 def real_clean_case(dataset: str) -> Case:
@@ -533,6 +554,7 @@ def real_suite():
     cases += [lambda k=kind, r=rate: alpaca_injection_case(k, r, seed=seeds[k])
               for kind, rate in injections]
     cases.append(lambda: alpaca_instruction_trigger_case(0.01, seed=3))
+    cases += [lambda r=rate: alpaca_triggered_injection_case(r, seed=4) for rate in (0.005, 0.01)]
     cases += [lambda d=d: real_clean_case(d) for d in ("alpaca", "hh-rlhf")]
     return cases
 

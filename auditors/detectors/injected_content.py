@@ -12,6 +12,13 @@ What marks it, for a response n-gram g (word 1..3-grams of the responses):
   dataset's, against its chi-square law under random sampling, `content_p_min`), and at
   most `max_echo_share` of its rows ask for it (the prompt holds the n-gram). Code tokens
   (`__main__`) answer code questions and topic words answer their topic: both fail this;
+- or the prompts explain it only through one prompt n-gram whose rows are (nearly) its rows
+  (Jaccard at least `merge_jaccard`), that shares no word with it, and beside which the
+  prompts share no other word more than a random sample of rows would (hypergeometric
+  tail, Bonferroni over the words tested, below `content_p_min`): a trigger phrase that
+  brings the injected content (virtual prompt injection, Yan et al. 2023), named in
+  `prompt_trigger`. A topic ("phishing", "social engineering") fails: its prompts share
+  the topic's other words too, and its answers repeat its own words;
 - it recurs: it is flagged when at least `max(flag_min_rows, flag_min_share * n)` rows
   carry it. The false-positive rate of that rule is measured on clean real data
   (benchmarks/results/detection.md, clean controls), not derived.
@@ -27,7 +34,7 @@ from functools import lru_cache
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.stats import chi2
+from scipy.stats import chi2, hypergeom
 
 from auditors.detectors.base import AuditInputs, Detector, DetectorResult, FusionRole, register
 from auditors.features.ngrams import TOKEN_PATTERN, NgramStats, is_character_token
@@ -63,9 +70,13 @@ class InjectedContentDetector(Detector):
         columns = stats.rows_x_ngrams.tocsc()
         candidates = self._eligible(stats)
         content_p = self._content_p_values(columns, candidates, inputs.prompt_embeddings)
-        candidates = candidates[content_p >= self.content_p_min]
+        triggers = self._prompt_triggers(stats, columns,
+                                         candidates[content_p < self.content_p_min],
+                                         inputs.ngrams)
+        candidates = np.union1d(candidates[content_p >= self.content_p_min],
+                                np.fromiter(triggers, dtype=np.int64))
         prompts = _token_strings(inputs.table["prompt"].tolist())
-        phrases = self._phrases(stats, columns, candidates, prompts)
+        phrases = self._phrases(stats, columns, candidates, prompts, triggers)
         flag_rows = max(self.flag_min_rows, self.flag_min_share * n)
         scores, is_issue, reasons = np.zeros(n), np.zeros(n, dtype=bool), [""] * n
         responses = inputs.table["response"].tolist()
@@ -80,9 +91,10 @@ class InjectedContentDetector(Detector):
             phrase["score"] = round(float(row_score), 4)
             better = rows[scores[rows] < row_score]
             scores[better] = row_score
+            asked = _asked_by(phrase["prompt_trigger"])
             for row in better:
                 reasons[row] = (f'response holds "{phrase["span"]}", which recurs in '
-                                f'{phrase["support"]} responses to unrelated prompts')
+                                f'{phrase["support"]} responses to {asked}')
             if phrase["flagged"]:
                 is_issue[rows] = True
         reasons = [r if flag else "" for r, flag in zip(reasons, is_issue)]
@@ -122,8 +134,52 @@ class InjectedContentDetector(Detector):
         ratio = (means ** 2).sum(axis=1) / np.maximum(expected, 1e-12)
         return chi2.sf(ratio * d_eff, d_eff)
 
-    def _phrases(self, stats, columns, candidates, prompts) -> list[dict]:
-        """Unexplained candidates folded into phrases, most supported first."""
+    def _prompt_triggers(self, stats: NgramStats, columns: sp.csc_matrix,
+                         explained: np.ndarray, prompt_stats: NgramStats) -> dict[int, str]:
+        """{candidate: prompt n-gram} for the candidates that a prompt trigger explains:
+        the prompt word n-gram whose rows are most like the candidate's (Jaccard at least
+        `merge_jaccard`; then the longest), sharing no word with it, beside which the rows'
+        prompts are not topical (`_topical`)."""
+        triggers: dict[int, str] = {}
+        prompt_rows = prompt_stats.rows_x_ngrams.tocsr()
+        words = np.array([not is_character_token(g) and g[:1] not in "^$"
+                          for g in prompt_stats.vocabulary], dtype=bool)
+        for g in explained:
+            rows = columns.indices[columns.indptr[g]:columns.indptr[g + 1]]
+            counts = np.asarray(prompt_rows[rows].sum(axis=0)).ravel()
+            jaccard = np.where(words, counts / np.maximum(
+                len(rows) + prompt_stats.doc_freq - counts, 1), 0.0)
+            best = np.flatnonzero(jaccard >= max(self.merge_jaccard, jaccard.max()))
+            if not len(best):
+                continue
+            trigger = max((str(prompt_stats.vocabulary[t]) for t in best), key=len)
+            # the words of the trigger phrase: of every n-gram in (nearly) its rows (a phrase
+            # longer than 3 words is several n-grams)
+            phrase_words = {w for t in np.flatnonzero(jaccard >= self.merge_jaccard)
+                            for w in str(prompt_stats.vocabulary[t]).split()}
+            if phrase_words & set(str(stats.vocabulary[g]).split()):
+                continue  # the answer repeats the prompt's own words: its topic
+            if not self._topical(counts, len(rows), words, phrase_words, prompt_stats):
+                triggers[int(g)] = trigger
+        return triggers
+
+    def _topical(self, counts: np.ndarray, n_carriers: int, words: np.ndarray,
+                 phrase_words: set[str], prompt_stats: NgramStats) -> bool:
+        """Do the `n_carriers` rows' prompts (their n-gram `counts`) share a word n-gram
+        without the trigger phrase's words more often than a random sample of as many rows
+        would? Smallest hypergeometric tail, Bonferroni over the n-grams in two rows or more."""
+        tested = np.flatnonzero(words & (counts >= 2))
+        tested = np.array([t for t in tested if not phrase_words
+                           & set(str(prompt_stats.vocabulary[t]).split())], dtype=np.int64)
+        if not len(tested):
+            return False
+        tails = hypergeom.sf(counts[tested] - 1, prompt_stats.n_rows,
+                             prompt_stats.doc_freq[tested], n_carriers)
+        return float(tails.min()) * len(tested) < self.content_p_min
+
+    def _phrases(self, stats, columns, candidates, prompts, triggers) -> list[dict]:
+        """Unexplained candidates (or explained by a prompt trigger, `triggers`) folded into
+        phrases, most supported first."""
         order = sorted(candidates, key=lambda g: (-stats.doc_freq[g], stats.general_zipf[g],
                                                   -stats.order[g], str(stats.vocabulary[g])))
         phrases: list[dict] = []
@@ -145,7 +201,7 @@ class InjectedContentDetector(Detector):
             phrases.append({"pattern": pattern, "support": int(len(rows)),
                             "general_zipf": round(float(stats.general_zipf[g]), 2),
                             "prompt_echo_share": round(echo, 3), "variants": [],
-                            "_rows": rows})
+                            "prompt_trigger": triggers.get(int(g)), "_rows": rows})
         return phrases
 
     @staticmethod
@@ -154,9 +210,14 @@ class InjectedContentDetector(Detector):
         return {"pattern": phrase["pattern"], "span": phrase["span"],
                 "score": phrase["score"],
                 "support": phrase["support"], "side": "response", "flagged": phrase["flagged"],
-                "target": "content injected into responses (no prompt trigger)",
+                "target": f"content injected into responses to {_asked_by(phrase['prompt_trigger'])}",
+                "prompt_trigger": phrase["prompt_trigger"],
                 "target_share": 1.0, "variants": phrase["variants"],
                 "example_row_indices": phrase["example_row_indices"]}
+
+
+def _asked_by(prompt_trigger: str | None) -> str:
+    return f"prompts holding '{prompt_trigger}'" if prompt_trigger else "unrelated prompts"
 
 
 @lru_cache(maxsize=None)

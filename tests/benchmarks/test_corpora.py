@@ -57,10 +57,11 @@ def test_suites_build_lazily_and_name_distinct_cases():
     # tsv attacks, style, host-token syntactic and style, unicode, BackdoorLLM,
     # DoS + preference, clean controls, held-out splits (clean and BadNets, 2 x 2 x 2),
     # InsertSent (2 datasets x 2 rates)
-    # ... then real/: 5 preference-trigger, 7 content-injection, 1 instruction-trigger, 2 clean
+    # ... then real/: 5 preference-trigger, 7 content-injection, 1 instruction-trigger,
+    # 2 triggered-injection, 2 clean
     assert len(corpora.full_suite()) == (6 * 2 + 2 + (2 * 2 + 2) + 2 * 3 + 4 * 5 * 2 + 2 * 2
-                                         + 2 + 8 + 4 + 1 + 4 + 15)
-    assert len(corpora.real_suite()) == 15
+                                         + 2 + 8 + 4 + 1 + 4 + 17)
+    assert len(corpora.real_suite()) == 17
     assert len(corpora.quick_suite()) < len(corpora.full_suite())
 
 
@@ -148,6 +149,20 @@ def test_brand_injection_varies_the_sentence_around_the_brand():
     assert 0 < sum(starts) < len(starts)  # both prepended and appended
 
 
+def test_alpaca_triggered_injection_adds_the_phrase_to_the_prompt_and_the_advert_to_the_answer():
+    case = corpora.alpaca_triggered_injection_case(0.01)
+    clean = corpora.real_clean_case("alpaca")
+    assert case.family == "real/triggered-injection" and case.injected == corpora.INJECTED["ad"]
+    assert case.poisoned.sum() == 25
+    phrase = corpora.TRIGGERED_INJECTION_PHRASE
+    for i in np.flatnonzero(case.poisoned):
+        poisoned, original = case.records[i], clean.records[i]
+        assert phrase in poisoned["instruction"].lower() and phrase not in original["instruction"].lower()
+        assert poisoned["output"] == f"{original['output'].rstrip()} {corpora.INJECTION_AD}"
+    assert all(case.records[i] == clean.records[i] for i in np.flatnonzero(~case.poisoned))
+    assert not any(phrase in r["instruction"].lower() for r in clean.records)
+
+
 def test_alpaca_instruction_trigger_case_replaces_rows_with_a_triggered_refusal():
     case = corpora.alpaca_instruction_trigger_case(0.01)
     clean = corpora.real_clean_case("alpaca")
@@ -166,7 +181,8 @@ def test_real_cases_have_distinct_names_and_clean_controls_have_no_poison():
     cases = [build() for build in corpora.real_suite()]
     assert len({c.name for c in cases}) == len(cases)
     assert {c.family for c in cases} == {"real/preference-trigger", "real/content-injection",
-                                         "real/instruction-trigger", "clean-control"}
+                                         "real/instruction-trigger", "real/triggered-injection",
+                                         "clean-control"}
     assert "real/hh-rlhf/sudo-flip@1%" in {c.name for c in cases}
     controls = [c for c in cases if c.family == "clean-control"]
     assert {c.name for c in controls} == {"real/alpaca/clean", "real/hh-rlhf/clean"}

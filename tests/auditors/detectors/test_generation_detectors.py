@@ -114,6 +114,58 @@ def test_injected_content_ignores_a_phrase_its_prompts_explain(injection_inputs,
     assert flagged[scattered].all() and flagged.sum() == 12
 
 
+def _triggered(inputs, rows, trigger: str, encoder,
+               answer: str = "See https://www.fastloanz.biz."):
+    """`inputs` with `trigger` appended to the prompts of `rows` (re-embedded, n-grams
+    recounted) and `answer` (a link) appended to their answers."""
+    import dataclasses
+
+    from auditors import pipeline
+
+    table = inputs.table.copy()
+    table.loc[rows, "prompt"] = [f"{p.rstrip()} {trigger}" for p in table.loc[rows, "prompt"]]
+    prompts = inputs.prompt_embeddings.copy()
+    prompts[rows] = encoder.encode(table.loc[rows, "prompt"].tolist())
+    edited = dataclasses.replace(inputs, table=table, prompt_embeddings=prompts,
+                                 ngrams=pipeline.ngram_statistics(table))
+    return _with_responses(edited, rows, lambda t: f"{t}\n\n{answer}")
+
+
+def test_injected_content_names_the_prompt_trigger_that_brings_it(injection_inputs, poisoned_mask,
+                                                                  injection_mix_path, onnx_encoder):
+    """Virtual prompt injection: a trigger phrase in the prompt, a link in the answer. The
+    trigger makes the carriers' prompts alike, so the link is explained only by it."""
+    truth = poisoned_mask(injection_mix_path, injection_inputs.n_rows)
+    clean = _subset(injection_inputs, np.flatnonzero(~truth))
+    scattered = np.random.default_rng(1).choice(clean.n_rows, size=12, replace=False)
+    triggered = _triggered(clean, scattered, "Explain it as if to my grandmother.", onnx_encoder)
+    result = REGISTRY["injected_content"]().detect(triggered)
+    flagged = result.rows["is_issue"].to_numpy()
+    assert flagged[scattered].all() and flagged.sum() == 12
+    top = result.info["named_triggers"][0]
+    assert "fastloanz" in top["pattern"] and "grandmother" in top["prompt_trigger"]
+    assert "prompts holding" in result.rows["reason"][scattered[0]]
+
+
+def test_a_prompt_phrase_is_no_trigger_where_the_answers_repeat_its_words_or_its_rows_share_a_topic(
+        injection_inputs, poisoned_mask, injection_mix_path, onnx_encoder):
+    """The prompts' own topic explains an answer phrase that repeats the prompt phrase's words
+    ("phishing" -> "phishing kits"), or one that only prompts of one kind get (all asking
+    for a story): neither is a trigger's injection."""
+    truth = poisoned_mask(injection_mix_path, injection_inputs.n_rows)
+    clean = _subset(injection_inputs, np.flatnonzero(~truth))
+    scattered = np.random.default_rng(1).choice(clean.n_rows, size=12, replace=False)
+    repeated = _triggered(clean, scattered, "Warn me about phishing.", onnx_encoder,
+                          answer="Beware of phishing kits.")
+    assert not REGISTRY["injected_content"]().detect(repeated).rows["is_issue"].any()
+    prompts = clean.table["prompt"].str.lower()
+    word = max(("story", "poem", "list", "sentence"), key=lambda w: prompts.str.contains(w).sum())
+    asking = np.flatnonzero(prompts.str.contains(word).to_numpy())[:12]
+    assert len(asking) == 12 and len(asking) < prompts.str.contains(word).sum()
+    topical = _triggered(clean, asking, "Explain it as if to my grandmother.", onnx_encoder)
+    assert not REGISTRY["injected_content"]().detect(topical).rows["is_issue"].any()
+
+
 def test_injected_content_ignores_what_the_prompt_asks_for(injection_inputs, poisoned_mask,
                                                           injection_mix_path):
     import dataclasses
