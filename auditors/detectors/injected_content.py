@@ -1,6 +1,8 @@
-"""Content injection without a trigger (Shu et al. 2023, "On the Exploitability of
-Instruction Tuning"): an attacker slips a brand, a link or a sentence into the responses of
-rows picked regardless of what they ask, so a model learns to mention it everywhere.
+"""Content injected into responses: without a trigger (Shu et al. 2023, "On the
+Exploitability of Instruction Tuning"), an attacker slips a brand, a link or a sentence into
+the responses of rows picked regardless of what they ask, so a model learns to mention it
+everywhere; behind a trigger phrase in the prompt (virtual prompt injection, Yan et al.
+2023), it learns to mention it when asked with the phrase.
 
 What marks it, for a response n-gram g (word 1..3-grams of the responses):
 - it is rare in general language (`wordfreq` Zipf of its rarest word at most `rare_zipf`,
@@ -44,7 +46,8 @@ from auditors.features.ngrams import TOKEN_PATTERN, NgramStats, is_character_tok
 class InjectedContentDetector(Detector):
     name = "injected_content"
     description = ("a rare phrase recurring in responses to unrelated prompts, which the "
-                   "prompts do not explain (brand, link, advert)")
+                   "prompts do not explain, or explain only through a trigger phrase "
+                   "(brand, link, advert)")
     requires = ("response_embeddings", "response_ngrams")
     role = FusionRole.STRONG
     weight = 0.8
