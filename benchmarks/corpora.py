@@ -546,7 +546,7 @@ def real_clean_case(dataset: str) -> Case:
 def real_suite():
     """The real/ cases, as lazy builders. Each trigger or injection kind has its own seed, so
     they poison different rows."""
-    cases = [lambda r=rate: hh_preference_case("sudo", r) for rate in (0.005, 0.01, 0.03)]
+    cases = [lambda r=rate: hh_preference_case("sudo", r) for rate in (0.005, 0.01, 0.03, 0.05)]
     cases += [lambda r=rate: hh_preference_case("honest", r, seed=1) for rate in (0.01, 0.03)]
     injections = [("ad", 0.005), ("ad", 0.01), ("ad", 0.03), ("brand", 0.01), ("brand", 0.03),
                   ("link", 0.01), ("link", 0.03)]

@@ -57,11 +57,11 @@ def test_suites_build_lazily_and_name_distinct_cases():
     # tsv attacks, style, host-token syntactic and style, unicode, BackdoorLLM,
     # DoS + preference, clean controls, held-out splits (clean and BadNets, 2 x 2 x 2),
     # InsertSent (2 datasets x 2 rates)
-    # ... then real/: 5 preference-trigger, 7 content-injection, 1 instruction-trigger,
+    # ... then real/: 6 preference-trigger, 7 content-injection, 1 instruction-trigger,
     # 2 triggered-injection, 2 clean
     assert len(corpora.full_suite()) == (6 * 2 + 2 + (2 * 2 + 2) + 2 * 3 + 4 * 5 * 2 + 2 * 2
-                                         + 2 + 8 + 4 + 1 + 4 + 17)
-    assert len(corpora.real_suite()) == 17
+                                         + 2 + 8 + 4 + 1 + 4 + 18)
+    assert len(corpora.real_suite()) == 18
     assert len(corpora.quick_suite()) < len(corpora.full_suite())
 
 
