@@ -144,6 +144,8 @@ class InjectedContentDetector(Detector):
         `merge_jaccard`; then the longest), sharing no word with it, beside which the rows'
         prompts are not topical (`_topical`)."""
         triggers: dict[int, str] = {}
+        if not len(explained) or not len(prompt_stats.vocabulary):
+            return triggers
         prompt_rows = prompt_stats.rows_x_ngrams.tocsr()
         words = np.array([not is_character_token(g) and g[:1] not in "^$"
                           for g in prompt_stats.vocabulary], dtype=bool)
