@@ -143,44 +143,59 @@ class InjectedContentDetector(Detector):
         the prompt word n-gram whose rows are most like the candidate's (Jaccard at least
         `merge_jaccard`; then the longest), sharing no word with it, beside which the rows'
         prompts are not topical (`_topical`)."""
-        triggers: dict[int, str] = {}
         if not len(explained) or not len(prompt_stats.vocabulary):
-            return triggers
-        prompt_rows = prompt_stats.rows_x_ngrams.tocsr()
-        words = np.array([not is_character_token(g) and g[:1] not in "^$"
-                          for g in prompt_stats.vocabulary], dtype=bool)
-        for g in explained:
-            rows = columns.indices[columns.indptr[g]:columns.indptr[g + 1]]
-            counts = np.asarray(prompt_rows[rows].sum(axis=0)).ravel()
-            jaccard = np.where(words, counts / np.maximum(
-                len(rows) + prompt_stats.doc_freq - counts, 1), 0.0)
-            best = np.flatnonzero(jaccard >= max(self.merge_jaccard, jaccard.max()))
-            if not len(best):
+            return {}
+        prompts = PromptWords(prompt_stats)
+        # rows shared by each explained candidate and each prompt n-gram, in one product
+        shared = (columns[:, explained].T @ prompt_stats.rows_x_ngrams).tocsr()
+        shared.sort_indices()  # n-grams in vocabulary order: ties are named the same way
+        shared.data = shared.data.astype(np.float64)
+        found = []  # (candidate, trigger, the prompt n-grams tested for a topic, their counts)
+        for k, g in enumerate(explained):
+            ngrams = shared.indices[shared.indptr[k]:shared.indptr[k + 1]]
+            counts = shared.data[shared.indptr[k]:shared.indptr[k + 1]]
+            support = columns.indptr[g + 1] - columns.indptr[g]
+            jaccard = np.where(prompts.is_word[ngrams], counts / (
+                support + prompt_stats.doc_freq[ngrams] - counts), 0.0)
+            if not len(jaccard) or jaccard.max() < self.merge_jaccard:
                 continue
+            best = ngrams[jaccard == jaccard.max()]
             trigger = max((str(prompt_stats.vocabulary[t]) for t in best), key=len)
             # the words of the trigger phrase: of every n-gram in (nearly) its rows (a phrase
             # longer than 3 words is several n-grams)
-            phrase_words = {w for t in np.flatnonzero(jaccard >= self.merge_jaccard)
+            phrase_words = {w for t in ngrams[jaccard >= self.merge_jaccard]
                             for w in str(prompt_stats.vocabulary[t]).split()}
             if phrase_words & set(str(stats.vocabulary[g]).split()):
                 continue  # the answer repeats the prompt's own words: its topic
-            if not self._topical(counts, len(rows), words, phrase_words, prompt_stats):
-                triggers[int(g)] = trigger
-        return triggers
+            tested = ((counts >= 2) & prompts.is_word[ngrams]
+                      & ~prompts.holds_any(ngrams, phrase_words))
+            found.append((int(g), trigger, ngrams[tested], counts[tested]))
+        topical = self._topical(found, columns, prompt_stats)
+        return {g: trigger for (g, trigger, _, _), is_topic in zip(found, topical)
+                if not is_topic}
 
-    def _topical(self, counts: np.ndarray, n_carriers: int, words: np.ndarray,
-                 phrase_words: set[str], prompt_stats: NgramStats) -> bool:
-        """Do the `n_carriers` rows' prompts (their n-gram `counts`) share a word n-gram
-        without the trigger phrase's words more often than a random sample of as many rows
-        would? Smallest hypergeometric tail, Bonferroni over the n-grams in two rows or more."""
-        tested = np.flatnonzero(words & (counts >= 2))
-        tested = np.array([t for t in tested if not phrase_words
-                           & set(str(prompt_stats.vocabulary[t]).split())], dtype=np.int64)
-        if not len(tested):
-            return False
-        tails = hypergeom.sf(counts[tested] - 1, prompt_stats.n_rows,
-                             prompt_stats.doc_freq[tested], n_carriers)
-        return float(tails.min()) * len(tested) < self.content_p_min
+    def _topical(self, found: list, columns: sp.csc_matrix,
+                 prompt_stats: NgramStats) -> np.ndarray:
+        """Per (candidate, trigger, n-grams, counts) of `found`: do the candidate's rows'
+        prompts hold one of the n-grams (word n-grams in two rows or more, none of the
+        trigger phrase's words) more often than a random sample of as many rows would?
+        Smallest hypergeometric tail, Bonferroni over those n-grams (one scipy call for all
+        candidates)."""
+        if not found:
+            return np.zeros(0, dtype=bool)
+        tests = np.array([len(ngrams) for _, _, ngrams, _ in found])
+        support = np.repeat([columns.indptr[g + 1] - columns.indptr[g] for g, *_ in found], tests)
+        owner = np.repeat(np.arange(len(found)), tests)
+        ngrams = np.concatenate([n for *_, n, _ in found]).astype(np.int64)
+        counts = np.concatenate([c for *_, c in found])
+        frequency = prompt_stats.doc_freq[ngrams]
+        # only an excess over the expected count can have a tail small enough (one at or
+        # below it is ~0.2 or more): the exact tails of the rest are not computed
+        excess = counts > support * frequency / prompt_stats.n_rows
+        smallest = np.ones(len(found))
+        np.minimum.at(smallest, owner[excess], hypergeom.sf(
+            counts[excess] - 1, prompt_stats.n_rows, frequency[excess], support[excess]))
+        return smallest * np.maximum(tests, 1) < self.content_p_min
 
     def _phrases(self, stats, columns, candidates, prompts, triggers) -> list[dict]:
         """Unexplained candidates (or explained by a prompt trigger, `triggers`) folded into
@@ -219,6 +234,33 @@ class InjectedContentDetector(Detector):
                 "prompt_trigger": phrase["prompt_trigger"],
                 "target_share": 1.0, "variants": phrase["variants"],
                 "example_row_indices": phrase["example_row_indices"]}
+
+
+class PromptWords:
+    """The prompt n-grams' words, indexed once: which n-grams are word n-grams, and which
+    hold any of a set of words (a sparse n-gram x word incidence)."""
+
+    def __init__(self, stats: NgramStats):
+        self.stats = stats
+        vocabulary = [str(g) for g in stats.vocabulary]
+        self.is_word = np.array([not is_character_token(g) and g[:1] not in "^$"
+                                 for g in vocabulary], dtype=bool)
+        self.word_index: dict[str, int] = {}
+        rows, cols = [], []
+        for i, ngram in enumerate(vocabulary):
+            for word in ngram.split(" "):
+                rows.append(i)
+                cols.append(self.word_index.setdefault(word, len(self.word_index)))
+        self.incidence = sp.csc_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)),
+                                       shape=(len(vocabulary), len(self.word_index)))
+
+    def holds_any(self, ngrams: np.ndarray, words: set[str]) -> np.ndarray:
+        """Per n-gram of `ngrams`: does it hold any of `words`?"""
+        wanted = [self.word_index[w] for w in words if w in self.word_index]
+        holders = np.concatenate([self.incidence.indices[self.incidence.indptr[w]:
+                                                         self.incidence.indptr[w + 1]]
+                                  for w in wanted]) if wanted else np.zeros(0, dtype=np.int64)
+        return np.isin(ngrams, holders, kind="table")
 
 
 def _asked_by(prompt_trigger: str | None) -> str:
