@@ -241,7 +241,6 @@ class PromptWords:
     hold any of a set of words (a sparse n-gram x word incidence)."""
 
     def __init__(self, stats: NgramStats):
-        self.stats = stats
         vocabulary = [str(g) for g in stats.vocabulary]
         self.is_word = np.array([not is_character_token(g) and g[:1] not in "^$"
                                  for g in vocabulary], dtype=bool)
