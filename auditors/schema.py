@@ -142,7 +142,7 @@ def detect_schema(columns: list[str], *, text_col: str | None = None,
             raise AuditInputError(f"column '{name}' given by {flag} not found{_suggest(name, columns)}",
                                   path=source, field=name)
     check_schema_name(schema, source)
-    if chosen_col or rejected_col or (schema == PREFERENCE and (prompt_cols or response_col)):
+    if _names_preference_columns(prompt_cols, response_col, chosen_col, rejected_col, schema):
         check_pair_options(prompt_cols, response_col, schema, text_col or label_col, source,
                            chosen_col=chosen_col, rejected_col=rejected_col)
         responses = (chosen_col, rejected_col) if chosen_col else None
@@ -245,7 +245,7 @@ def check_pair_options(prompt_cols: tuple[str, ...], response_col: str | None,
                        rejected_col: str | None = None) -> None:
     """The mistakes in `--prompt-col/--response-col` (or, for preference pairs,
     `--prompt-col` with `--chosen-col/--rejected-col`) that the options alone show."""
-    if chosen_col or rejected_col or (schema == PREFERENCE and (prompt_cols or response_col)):
+    if _names_preference_columns(prompt_cols, response_col, chosen_col, rejected_col, schema):
         _check_preference_options(prompt_cols, response_col, chosen_col, rejected_col, schema,
                                   classification_col, source)
         return
@@ -265,6 +265,14 @@ def check_pair_options(prompt_cols: tuple[str, ...], response_col: str | None,
     if response_col in prompt_cols or len(set(prompt_cols)) < len(prompt_cols):
         raise AuditInputError("--prompt-col and --response-col must name different columns",
                               path=source or None, field=response_col)
+
+
+def _names_preference_columns(prompt_cols, response_col, chosen_col, rejected_col,
+                              schema) -> bool:
+    """Do the column options name preference pairs' columns (`--chosen-col/--rejected-col`,
+    or a column option with `--schema preference`)?"""
+    return bool(chosen_col or rejected_col
+                or (schema == PREFERENCE and (prompt_cols or response_col)))
 
 
 def _check_preference_options(prompt_cols: tuple[str, ...], response_col: str | None,
@@ -530,7 +538,7 @@ def _contents(messages: list[dict]) -> str:
 
 
 def _split_conversations(chosen: list, rejected, source: str, row: int,
-                         fields: tuple[str, str] = PREFERENCE_RESPONSES) -> tuple[str, str, str]:
+                         fields: tuple[str, str]) -> tuple[str, str, str]:
     """TRL implicit prompt: both lists share every message but the last assistant one(s)."""
     chosen = _messages(chosen, source, row, fields[0])
     rejected = _messages(rejected, source, row, fields[1])

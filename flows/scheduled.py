@@ -34,9 +34,10 @@ from flows.lifetime import stop_with_this_process
 
 DEPLOYMENT = "trainguard-scheduled-checks"
 SERVER_START_TIMEOUT_S = 180
-_DATASET_KEYS = {"name", "path", "schema", "text_col", "label_col", "prompt_cols",
-                 "response_col", "chosen_col", "rejected_col", "split", "detectors", "policy",
-                 "model"}
+# a check's input options: LoadOptions fields
+_LOAD_KEYS = ("schema", "text_col", "label_col", "prompt_cols", "response_col", "chosen_col",
+              "rejected_col", "split")
+_DATASET_KEYS = {"name", "path", *_LOAD_KEYS, "detectors", "policy", "model"}
 _TOP_KEYS = {"store", "out", "cron", "interval_seconds", "model", "datasets", "policy"}
 
 
@@ -89,10 +90,8 @@ def load_config(path: str | Path) -> ScheduleConfig:
 
 
 def _audit_config(entry: dict, values: dict, where: str) -> AuditConfig:
-    load_keys = ("schema", "text_col", "label_col", "prompt_cols", "response_col", "chosen_col",
-                 "rejected_col", "split")
     try:
-        load = LoadOptions(**{k: entry[k] for k in load_keys if k in entry})
+        load = LoadOptions(**{k: entry[k] for k in _LOAD_KEYS if k in entry})
         return AuditConfig(load=load, detectors=entry.get("detectors"),
                            model=entry.get("model", values.get("model")))
     except TrainguardError as exc:

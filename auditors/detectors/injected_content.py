@@ -108,8 +108,7 @@ class InjectedContentDetector(Detector):
 
     def _eligible(self, stats: NgramStats) -> np.ndarray:
         """Rare word n-grams within the support range."""
-        word = np.array([not is_character_token(g) and g[:1] not in "^$"
-                         for g in stats.vocabulary], dtype=bool)
+        word = word_ngrams(stats.vocabulary)
         in_range = ((stats.doc_freq >= self.min_support)
                     & (stats.doc_freq <= self.max_support_fraction * max(stats.n_rows, 1)))
         eligible = np.flatnonzero(word & in_range & (stats.general_zipf <= self.rare_zipf))
@@ -242,8 +241,7 @@ class PromptWords:
 
     def __init__(self, stats: NgramStats):
         vocabulary = [str(g) for g in stats.vocabulary]
-        self.is_word = np.array([not is_character_token(g) and g[:1] not in "^$"
-                                 for g in vocabulary], dtype=bool)
+        self.is_word = word_ngrams(vocabulary)
         self.word_index: dict[str, int] = {}
         rows, cols = [], []
         for i, ngram in enumerate(vocabulary):
@@ -260,6 +258,12 @@ class PromptWords:
                                                          self.incidence.indptr[w + 1]]
                                   for w in wanted]) if wanted else np.zeros(0, dtype=np.int64)
         return np.isin(ngrams, holders, kind="table")
+
+
+def word_ngrams(vocabulary) -> np.ndarray:
+    """Per n-gram: is it made of words (not a character n-gram, not a position marker)?"""
+    return np.array([not is_character_token(str(g)) and str(g)[:1] not in "^$"
+                     for g in vocabulary], dtype=bool)
 
 
 def _asked_by(prompt_trigger: str | None) -> str:
