@@ -144,10 +144,10 @@ class InjectedContentDetector(Detector):
         prompts are not topical (`_topical`)."""
         if not len(explained) or not len(prompt_stats.vocabulary):
             return {}
-        prompts = PromptWords(prompt_stats)
         # rows shared by each explained candidate and each prompt n-gram, in one product
         shared = (columns[:, explained].T @ prompt_stats.rows_x_ngrams).tocsr()
         shared.sort_indices()  # n-grams in vocabulary order: ties are named the same way
+        prompts = PromptWords(prompt_stats.vocabulary, np.unique(shared.indices))
         shared.data = shared.data.astype(np.float64)
         found = []  # (candidate, trigger, the prompt n-grams tested for a topic, their counts)
         for k, g in enumerate(explained):
@@ -236,28 +236,30 @@ class InjectedContentDetector(Detector):
 
 
 class PromptWords:
-    """The prompt n-grams' words, indexed once: which n-grams are word n-grams, and which
-    hold any of a set of words (a sparse n-gram x word incidence)."""
+    """The words of some prompt n-grams (`indexed`: those that share rows with a candidate,
+    not the whole vocabulary), indexed once: which are word n-grams, and which hold any of
+    a set of words (a sparse n-gram x word incidence)."""
 
-    def __init__(self, stats: NgramStats):
-        vocabulary = [str(g) for g in stats.vocabulary]
-        self.is_word = word_ngrams(vocabulary)
+    def __init__(self, vocabulary: np.ndarray, indexed: np.ndarray):
+        self.indexed = indexed
+        self.is_word = np.zeros(len(vocabulary), dtype=bool)
+        self.is_word[indexed] = word_ngrams(vocabulary[indexed])
         self.word_index: dict[str, int] = {}
         rows, cols = [], []
-        for i, ngram in enumerate(vocabulary):
-            for word in ngram.split(" "):
+        for i, g in enumerate(indexed):
+            for word in str(vocabulary[g]).split(" "):
                 rows.append(i)
                 cols.append(self.word_index.setdefault(word, len(self.word_index)))
         self.incidence = sp.csc_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)),
-                                       shape=(len(vocabulary), len(self.word_index)))
+                                       shape=(len(indexed), len(self.word_index)))
 
     def holds_any(self, ngrams: np.ndarray, words: set[str]) -> np.ndarray:
-        """Per n-gram of `ngrams`: does it hold any of `words`?"""
+        """Per n-gram of `ngrams` (all of them indexed): does it hold any of `words`?"""
         wanted = [self.word_index[w] for w in words if w in self.word_index]
         holders = np.concatenate([self.incidence.indices[self.incidence.indptr[w]:
                                                          self.incidence.indptr[w + 1]]
                                   for w in wanted]) if wanted else np.zeros(0, dtype=np.int64)
-        return np.isin(ngrams, holders, kind="table")
+        return np.isin(ngrams, self.indexed[holders], kind="table")
 
 
 def word_ngrams(vocabulary) -> np.ndarray:
