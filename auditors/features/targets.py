@@ -100,9 +100,13 @@ def _cluster_targets(responses, embeddings, n_clusters: int, seed: int) -> Targe
     if k < 2:
         return Targets(np.zeros(len(responses), dtype=np.int64), ["all responses"], [""])
     clusters = KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(embeddings)
-    names = [f'response cluster {c}: "{snippet(responses[int(np.flatnonzero(clusters == c)[0])])}"'
-             for c in range(k)]
-    return Targets(clusters.astype(np.int64), names, [""] * k)
+    # identical responses (all empty, say) leave clusters empty: number the ones in use
+    used, codes = np.unique(clusters, return_inverse=True)
+    if len(used) < 2:
+        return Targets(np.zeros(len(responses), dtype=np.int64), ["all responses"], [""])
+    names = [f'response cluster {c}: "{snippet(responses[int(np.flatnonzero(codes == c)[0])])}"'
+             for c in range(len(used))]
+    return Targets(codes.astype(np.int64), names, [""] * len(used))
 
 
 def _response_key(text: str) -> str:

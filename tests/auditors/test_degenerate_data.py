@@ -144,3 +144,16 @@ def test_a_hundred_thousand_unique_tokens_stay_within_the_ngram_cap():
     assert stats.rows_x_ngrams.shape == (n_rows, len(stats.vocabulary))
     assert (stats.doc_freq >= 2).all()
     assert elapsed < 60
+
+
+def test_generation_data_whose_responses_are_all_empty(tmp_path, encoder):
+    """Identical responses leave k-means clusters empty: one target, the label detectors
+    skipped, every row written (this used to end in an IndexError)."""
+    path = write_jsonl(tmp_path / "d.jsonl", [{"prompt": t, "completion": ""}
+                                              for t in sentences(60)])
+
+    summary = audit(path, encoder, tmp_path / "out")
+
+    assert summary["detectors_skipped"]["trigger"]["reason"] == "needs pred_probs"
+    assert not summary["detectors_failed"]
+    assert_every_row_written(path, tmp_path / "out")
