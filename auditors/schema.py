@@ -60,10 +60,15 @@ KNOWN_COLUMNS = sorted({*TEXT_COLUMNS, *LABEL_COLUMNS, "input", "conversations",
                         *(c for names in REQUIRED_COLUMNS.values() for c in names),
                         *(c for _, prompt, response in PAIR_ALIASES for c in (*prompt, response)),
                         *(c for pair in PREFERENCE_ALIASES for c in pair)})
-PROMPT_ROLES = ("system", "user")
+# the roles a conversation's turns may have (compared lowercased); tool and function
+# results are context the answer reads, like a user turn
+PROMPT_ROLES = ("system", "developer", "user", "tool", "function", "ipython")
 RESPONSE_ROLES = ("assistant",)
-# other names of the roles: ShareGPT's `from` values, transcript markers (lowercased)
-ROLE_ALIASES = {"human": "user", "gpt": "assistant", "[inst]": "user", "[/inst]": "assistant"}
+# other names of the roles: ShareGPT's `from` values, Gemini's and Gemma's `model`,
+# transcript markers
+ROLE_ALIASES = {"human": "user", "gpt": "assistant", "chatgpt": "assistant", "bing": "assistant",
+                "bard": "assistant", "model": "assistant", "[inst]": "user",
+                "[/inst]": "assistant"}
 # Chat transcripts in one text column, turns marked by role (`### Human:` / `### Assistant:`
 # as in openassistant-guanaco, HH-RLHF's `Human:` / `Assistant:`, Zephyr's `<|user|>`,
 # ChatML's `<|im_start|>user`, Llama 2's `[INST] … [/INST]`)
@@ -444,16 +449,20 @@ def _label_string(value) -> str:
 def _split_chat(messages, source: str, row: int, field: str) -> tuple[str, str]:
     if isinstance(messages, str):
         return "", messages
-    return _sides(_messages(messages, source, row, field))
+    turns = _messages(messages, source, row, field)
+    if not any(t["role"] in RESPONSE_ROLES for t in turns):
+        raise AuditInputError("no assistant turn in this conversation", path=source, row=row,
+                              field=field)
+    return _sides(turns)
 
 
 def _sides(turns: list[dict]) -> tuple[str, str]:
-    """User (and system) turns form the prompt side, assistant turns the response side."""
-    prompt, response = [], []
-    for turn in turns:
-        side = response if turn["role"] in RESPONSE_ROLES else prompt
-        side.append(str(turn["content"] or ""))
-    return "\n".join(prompt), "\n".join(response)
+    """The last assistant answer (its run of assistant turns) is the response side: the
+    answer a poisoned row's target replaces, as in preference pairs. Every other turn,
+    earlier answers included, is the conversation it answers: the prompt side."""
+    end = max(i for i, turn in enumerate(turns) if turn["role"] in RESPONSE_ROLES) + 1
+    start = _answer_start(turns[:end])
+    return _contents(turns[:start] + turns[end:]), _contents(turns[start:end])
 
 
 def _marked_turns(text: str) -> list[dict]:
@@ -487,14 +496,28 @@ def _messages(messages, source: str, row: int, field: str) -> list[dict]:
     turns = []
     for turn in messages:
         if isinstance(turn, dict) and "role" not in turn and {"from", "value"} <= turn.keys():
-            turn = {"role": ROLE_ALIASES.get(turn["from"], turn["from"]), "content": turn["value"]}
+            turn = {"role": turn["from"], "content": turn["value"]}
         if not isinstance(turn, dict) or "role" not in turn or "content" not in turn:
             raise AuditInputError("each message needs 'role' and 'content' (or ShareGPT's "
                                   "'from' and 'value')", path=source, row=row, field=field)
+        turn = {**turn, "role": _role(turn["role"], source, row, field)}
         if isinstance(turn["content"], (list, dict)):
             turn = {**turn, "content": _content_text(turn["content"], source, row, field)}
         turns.append(turn)
     return turns
+
+
+def _role(role, source: str, row: int, field: str) -> str:
+    """A turn's role, lowercased and its alias resolved; an unknown role is an error (its
+    turn would otherwise be read as the prompt or the answer by guess)."""
+    name = str(role).strip().lower()
+    name = ROLE_ALIASES.get(name, name)
+    if name not in PROMPT_ROLES + RESPONSE_ROLES:
+        known = ", ".join([*PROMPT_ROLES, *RESPONSE_ROLES,
+                           *(alias for alias in ROLE_ALIASES if not alias.startswith("["))])
+        raise AuditInputError(f"unknown role {role!r} (known: {known})", path=source, row=row,
+                              field=field)
+    return name
 
 
 def _content_text(content, source: str, row: int, field: str) -> str:
