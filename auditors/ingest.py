@@ -115,6 +115,8 @@ class RawDataset:
     header_line: str | None = None  # tsv/csv header, written back unchanged
     columns: list[str] = field(default_factory=list)
     arrow_schema: pa.Schema | None = None  # parquet and datasets inputs
+    # the dictionary (category values, in their order) of each dictionary-encoded column
+    arrow_dictionaries: dict[str, pa.Array] = field(default_factory=dict)
     row_numbers: list[int] | None = None  # 1-based line or record of each record
     encoding: TextEncoding = field(default_factory=TextEncoding)
     skipped: list[SkippedRow] = field(default_factory=list)
@@ -705,7 +707,19 @@ def _pick_split(splits, split: str | None, path: str) -> str:
 def _from_arrow(table: pa.Table, fmt: str, source: str) -> RawDataset:
     table = table.combine_chunks()
     return RawDataset(table.to_pylist(), fmt, source, columns=table.column_names,
-                      arrow_schema=table.schema)
+                      arrow_schema=table.schema, arrow_dictionaries=_dictionaries(table))
+
+
+def _dictionaries(table: pa.Table | pa.RecordBatch) -> dict[str, pa.Array]:
+    """The dictionary of each dictionary-encoded (pandas categorical) column: to_pylist
+    keeps only the values, and the splits must keep the categories and their codes."""
+    dictionaries = {}
+    for name, column in zip(table.schema.names, table.columns):
+        if pa.types.is_dictionary(column.type):
+            chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+            dictionaries[name] = (chunks[0].dictionary if chunks
+                                  else pa.array([], column.type.value_type))
+    return dictionaries
 
 
 def _union_keys(records: list[dict]) -> list[str]:
@@ -822,7 +836,8 @@ def _parquet_batches(path: str, handle, digest, batch_rows: int, on_bad_row: str
             records = arrow_batch.to_pylist()
             numbers = list(range(first + 1, first + len(records) + 1))
             raw = RawDataset(records, "parquet", path, columns=arrow_batch.schema.names,
-                             arrow_schema=parquet.schema_arrow, row_numbers=numbers)
+                             arrow_schema=parquet.schema_arrow, row_numbers=numbers,
+                             arrow_dictionaries=_dictionaries(arrow_batch))
             raw.offsets = [n - 1 for n in numbers]
             first += len(records)
             yield raw
@@ -988,6 +1003,6 @@ def stream_table(source: str, *, text_col: str | None = None, label_col: str | N
                      raw_lines=StreamedRows(source, fmt, offsets, lines=True)
                      if fmt == "jsonl" else None,
                      columns=first.columns, arrow_schema=first.arrow_schema,
-                     row_numbers=numbers, skipped=sorted(skipped, key=lambda s: s.row),
+                     arrow_dictionaries=first.arrow_dictionaries, row_numbers=numbers, skipped=sorted(skipped, key=lambda s: s.row),
                      fingerprint=reading.snapshot.fingerprint, snapshot=reading.snapshot)
     return LoadedDataset(raw, choice, table, ngrams=reducer.finish())

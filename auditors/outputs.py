@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from auditors.errors import TrainguardError
@@ -202,7 +203,7 @@ def write_records(raw: RawDataset, indices: np.ndarray, path: Path) -> None:
     formats, its encoding and byte-order mark)."""
     records = [raw.records[i] for i in indices]
     if raw.fmt in ("parquet", "hf-disk", "hf-hub"):  # keep the Arrow schema
-        pq.write_table(pa.Table.from_pylist(records, schema=raw.arrow_schema), path)
+        pq.write_table(_arrow_table(records, raw), path)
         return
     with _open_text(path, raw) as handle:
         if raw.raw_lines is not None:  # jsonl, tsv, csv: copies of the original rows
@@ -222,6 +223,29 @@ def write_records(raw: RawDataset, indices: np.ndarray, path: Path) -> None:
             writer = csv.DictWriter(handle, fieldnames=raw.columns)
             writer.writeheader()
             writer.writerows(records)
+
+
+def _arrow_table(records: list[dict], raw: RawDataset) -> pa.Table:
+    """`records` with the input's Arrow schema, dictionary columns encoded against the
+    input's own dictionaries: built from the values alone, a categorical's categories would
+    come in order of appearance and its codes change (`pos` before `neg` flips every code)."""
+    schema, dictionaries = raw.arrow_schema, raw.arrow_dictionaries
+    if not dictionaries:
+        return pa.Table.from_pylist(records, schema=schema)
+    plain = pa.schema([f.with_type(f.type.value_type) if f.name in dictionaries else f
+                       for f in schema], metadata=schema.metadata)
+    table = pa.Table.from_pylist(records, schema=plain)
+    for name, dictionary in dictionaries.items():
+        index = schema.get_field_index(name)
+        kind = schema.field(index).type
+        values = table.column(index).combine_chunks()
+        # a value the first batch's dictionary lacks (a later row group's own) goes after it
+        unseen = pc.unique(pc.filter(values, pc.invert(pc.is_in(values, value_set=dictionary))))
+        dictionary = pa.concat_arrays([dictionary, unseen.drop_null()])
+        codes = pc.index_in(values, value_set=dictionary).cast(kind.index_type)
+        table = table.set_column(index, schema.field(index), pa.DictionaryArray.from_arrays(
+            codes, dictionary, ordered=kind.ordered))
+    return table
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from auditors.ingest import RawDataset, load_raw
+from auditors.ingest import RawDataset, load_raw, load_table
 from auditors.outputs import split_paths, write_outputs
 from auditors.summary import AuditSummary
 from tests.summaries import audit_summary
@@ -263,3 +263,25 @@ def test_a_failed_write_leaves_the_previous_run_and_no_staging(tmp_path):
 
     assert {p.name: p.read_bytes() for p in out_dir.iterdir()} == before
     assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_parquet_categories_keep_their_order_and_codes(tmp_path, stream):
+    """A pandas categorical whose first row holds its second category: the splits keep the
+    categories and every row's code, whole-file and streamed."""
+    source = tmp_path / "cat.parquet"
+    labels = pd.Categorical(["pos", "neg", "pos", "neg", "pos"], categories=["neg", "pos"])
+    pd.DataFrame({"text": [f"row {i}" for i in range(5)], "label": labels}).to_parquet(source)
+    if stream:
+        loaded = load_table(str(source), stream=True, batch_rows=2)
+        raw = loaded.raw
+    else:
+        raw = load_raw(str(source))
+
+    out_dir = write_outputs(tmp_path / "audit", raw, rows_frame(5, {1}), [], summary_for(raw))
+
+    clean = pd.read_parquet(out_dir / "clean.parquet")
+    held = pd.read_parquet(out_dir / "quarantine.parquet")
+    assert list(clean["label"].cat.categories) == ["neg", "pos"]
+    assert clean["label"].cat.codes.tolist() == [1, 1, 0, 1]
+    assert held["label"].tolist() == ["neg"] and held["label"].cat.codes.tolist() == [0]
