@@ -213,7 +213,10 @@ def show_summary(summary, out: Path) -> None:
     significant = [t for t in summary.top_triggers if t.get("significant")]
     others = [t for t in summary.top_triggers if not t.get("significant")]
     if significant:
-        console.print(trigger_table(f"Significant triggers (q <= FDR): {len(significant)}",
+        total = len(summary.significant_triggers)
+        shown = f" (top {len(significant)} shown; all in triggers.json)" \
+            if total > len(significant) else ""
+        console.print(trigger_table(f"Significant triggers (q <= FDR): {total}{shown}",
                                     significant), markup=False)
     if others or not significant:
         console.print(trigger_table("Candidates, not significant", others,
@@ -225,8 +228,9 @@ def show_summary(summary, out: Path) -> None:
         show_ledger_effect(summary.ledger)
     style = "bold green" if summary.passed else "bold red"
     console.print(verdict_line(summary), style=style, markup=False)
+    skipped = ", skipped.jsonl" if summary.skipped_rows else ""
     console.print(f"outputs in {out}/ (rows.parquet, triggers.json, "
-                  f"{summary.outputs.clean}, {summary.outputs.quarantine}, "
+                  f"{summary.outputs.clean}, {summary.outputs.quarantine}{skipped}, "
                   "report.html, summary.json)", markup=False)
 
 

@@ -208,6 +208,7 @@ def test_skip_audits_the_good_rows_and_lists_the_bad_ones(tmp_path, monkeypatch,
     summary = json.loads(Path("out/summary.json").read_text())
     assert (summary["rows"], summary["skipped_rows"]) == (24, 3)
     assert summary["outputs"]["skipped"] == "skipped.jsonl"
+    assert "quarantine.jsonl, skipped.jsonl, report.html" in " ".join(result.stdout.split())
     skipped = [json.loads(line) for line in Path("out/skipped.jsonl").read_text().splitlines()]
     assert [(s["row"], s["field"], s["content"]) for s in skipped] == \
         [(3, None, bad[3]), (9, "label", bad[9]), (15, None, bad[15])]

@@ -99,7 +99,7 @@ def test_significant_triggers_are_listed_apart_with_the_rows_they_quarantined(sa
                                for t in significant)
     assert set(summary["significant_triggers"]) >= {t["pattern"] for t in significant}
     stdout = proc.stdout
-    assert f"Significant triggers (q <= FDR): {len(significant)}" in stdout
+    assert f"Significant triggers (q <= FDR): {len(summary['significant_triggers'])}" in stdout
     assert stdout.index("Significant triggers") < stdout.index("Candidates, not significant")
     checks = {c["check"]: c for c in summary["gate"]["checks"]}
     assert not checks["significant triggers"]["passed"]
@@ -158,3 +158,21 @@ def test_terminal_output_escapes_control_characters():
 
     assert printable("ok \x1b[31mred\x1b[0m\u200b") == "ok \\x1b[31mred\\x1b[0m\\u200b"
     assert printable("caf\u00e9 \U0001F642") == "caf\u00e9 \U0001F642"
+
+
+def test_the_significant_count_is_of_all_triggers_not_of_those_shown(capsys, tmp_path):
+    """summary.json lists the first 10 triggers; the header counts every significant one."""
+    from flows.cli import show_summary
+    from tests.summaries import audit_summary
+
+    patterns = [f"w{i}" for i in range(12)]
+    summary = audit_summary(rows=1000, flagged=120, significant_triggers=patterns,
+                            top_triggers=[{"pattern": p, "score": 5.0, "support": 10,
+                                           "target": "1", "significant": True,
+                                           "p_value": 1e-9, "q_value": 1e-6,
+                                           "flagged_rows": 10} for p in patterns[:10]])
+
+    show_summary(summary, tmp_path)
+
+    assert "Significant triggers (q <= FDR): 12 (top 10 shown; all in triggers.json)" in \
+        capsys.readouterr().out
