@@ -490,6 +490,16 @@ def _list_items(text: str, path: str) -> list[str]:
     raise AuditInputError(TOO_DEEP, path=path)  # not a list, or unbalanced
 
 
+def _check_delimiter(columns: list[str], path: str, line_no: int) -> None:
+    """A header of one column holding semicolons is a ';'-separated file (Excel's CSV in
+    locales with a decimal comma): read with commas, its rows would split at random."""
+    if len(columns) == 1 and ";" in columns[0]:
+        raise AuditInputError(
+            f"the header is one column '{columns[0]}': the file looks ';'-separated; CSV is "
+            "read with ',' (re-save it comma-separated, or tab-separated as .tsv)",
+            path=path, row=line_no)
+
+
 def _json_type(value) -> str:
     names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
              type(None): "null", int: "a number", float: "a number"}
@@ -509,6 +519,7 @@ def _read_csv(path: str, data: bytes, bad_rows: BadRows) -> RawDataset:
             bad_rows(f"malformed CSV ({fields})", line_no, raw_text)
         elif header is None:
             header, columns = raw_text, _header_names(fields, path, line_no)
+            _check_delimiter(columns, path, line_no)
         elif len(fields) != len(columns):
             bad_rows(f"expected {len(columns)} fields, found {len(fields)}", line_no, raw_text)
         else:

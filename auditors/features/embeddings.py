@@ -43,13 +43,21 @@ def load_encoder(model: str | None = None, device: str | None = None, *,
                                   f"'{backend}' needs a local model directory")
         return backends.load_backend(path, backend, cache_dir)
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as transformers_logging
 
+    # transformers draws its own "Loading weights" bar on stderr: the audit's progress
+    # display (or its plain lines when piped) already says the encoder is loading
+    shown = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
     try:
         return SentenceTransformer(path, device=device, local_files_only=True,
                                    trust_remote_code=False)
     except Exception as exc:  # missing path, not in cache, not a sentence-transformers model
         raise TrainguardError(f"cannot load embedding model '{model}': {type(exc).__name__}: "
                               f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+    finally:
+        if shown:
+            transformers_logging.enable_progress_bar()
 
 
 # Texts handed to the encoder at a time: the unit of progress (a multiple of the batch

@@ -310,6 +310,13 @@ def test_csv_ragged_rows(tmp_path):
     assert error_of(path) == f"{path}: row 4: expected 2 fields, found 1"
 
 
+def test_semicolon_separated_csv_is_named_at_its_header(tmp_path):
+    path = write_text(tmp_path / "d.csv", "text;label\nfine;1\nhello, world;0\n")
+    assert error_of(path) == (f"{path}: row 1: the header is one column 'text;label': the file "
+                              "looks ';'-separated; CSV is read with ',' (re-save it "
+                              "comma-separated, or tab-separated as .tsv)")
+
+
 def test_tsv_wrong_field_count(tmp_path):
     path = write_text(tmp_path / "d.tsv", "text\tlabel\nfine\t1\n\nno label here\n")
     assert error_of(path) == f"{path}: row 4: expected 2 tab-separated fields, found 1"

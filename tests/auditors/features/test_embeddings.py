@@ -121,3 +121,14 @@ def test_cache_shards_are_merged_and_nothing_is_lost(encoder, sample_path, tmp_p
     pipeline.embed_table(table, counting,
                          cache=EmbeddingCache(tmp_path, None, "torch"))
     assert counting.embedded == 0
+
+
+def test_loading_the_model_draws_no_progress_bar_of_its_own(capfd):
+    """transformers' "Loading weights" bar would interleave with the audit's progress lines;
+    the setting is restored after loading."""
+    from transformers.utils import logging as transformers_logging
+
+    load_encoder(backend="torch")
+
+    assert "Loading weights" not in capfd.readouterr().err
+    assert transformers_logging.is_progress_bar_enabled()
