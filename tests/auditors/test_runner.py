@@ -12,8 +12,11 @@ def test_runs_every_default_detector(preference_inputs):
     run = run_detectors(preference_inputs)
     assert list(run.results) == DEFAULT_DETECTORS and not run.skipped
     frame = run.score_columns()
-    assert list(frame.columns) == [f"{n}_score" for n in DEFAULT_DETECTORS]
+    assert list(frame.columns) == [f"{n}_{c}" for n in DEFAULT_DETECTORS
+                                   for c in ("score", "is_issue")]
     assert len(frame) == preference_inputs.n_rows
+    for name, result in run.results.items():  # each detector's own verdict, as it gave it
+        assert frame[f"{name}_is_issue"].tolist() == result.rows["is_issue"].tolist()
 
 
 def test_generation_only_detectors_are_skipped_on_classification_data(sample_inputs):
