@@ -1014,6 +1014,7 @@ def stream_table(source: str, *, text_col: str | None = None, label_col: str | N
                      raw_lines=StreamedRows(source, fmt, offsets, lines=True)
                      if fmt == "jsonl" else None,
                      columns=first.columns, arrow_schema=first.arrow_schema,
-                     arrow_dictionaries=first.arrow_dictionaries, row_numbers=numbers, skipped=sorted(skipped, key=lambda s: s.row),
+                     arrow_dictionaries=first.arrow_dictionaries, row_numbers=numbers,
+                     skipped=sorted(skipped, key=lambda s: s.row),
                      fingerprint=reading.snapshot.fingerprint, snapshot=reading.snapshot)
     return LoadedDataset(raw, choice, table, ngrams=reducer.finish())
