@@ -402,7 +402,9 @@ def normalise(raw: RawDataset, choice: SchemaChoice, *, on_bad_row: str = "fail"
 
 
 def _row_id(schema: str, normalised: tuple) -> str:
-    """Stable content hash: the same normalised row has the same id in every dataset."""
+    """Stable content hash: the same normalised row of the same schema has the same id in
+    every dataset (the schema name is hashed too, so a re-export under another schema
+    gives new ids)."""
     payload = json.dumps([schema, *normalised], ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
