@@ -247,7 +247,8 @@ def updated_summary(summary: AuditSummary, applied: Applied, *, store: str, run_
     verdict = audit_gate(rows=len(flagged), flagged=int(flagged.sum()),
                          max_flagged_fraction=summary.gate.max_flagged_fraction, ledger=counts,
                          fail_on_confirmed=fail_on_confirmed,
-                         significant_triggers=summary.significant_triggers)
+                         significant_triggers=summary.significant_triggers,
+                         injected_phrases=summary.injected_phrases)
     return summary.replace(flagged=int(flagged.sum()), clean_rows=int((~flagged).sum()),
                            gate=verdict, ledger=counts)
 

@@ -210,9 +210,11 @@ def assemble(loaded: LoadedDataset, run: DetectorRun, *, threshold: float = DEFA
                       run.score_columns()], axis=1)
     triggers = run.triggers()
     significant = tuple(t["pattern"] for t in triggers if t.get("significant"))
+    injected = tuple(t["pattern"] for t in triggers
+                     if t.get("side") == "response" and t.get("flagged"))
     verdict = audit_gate(rows=len(table), flagged=int(rows["flagged"].sum()),
                          max_flagged_fraction=max_flagged_fraction, fail_on_confirmed=False,
-                         significant_triggers=significant)
+                         significant_triggers=significant, injected_phrases=injected)
     clean_name, quarantine_name = split_paths(loaded.raw)
     summary = AuditSummary(
         trainguard_version=__version__,
@@ -239,6 +241,7 @@ def assemble(loaded: LoadedDataset, run: DetectorRun, *, threshold: float = DEFA
         timings_seconds=stage_timings(timings or {}, run),
         top_triggers=top_triggers(triggers, table, rows["flagged"].to_numpy(dtype=bool)),
         significant_triggers=significant,
+        injected_phrases=injected,
     )
     return AuditResult(rows, triggers, summary, run, table, list(loaded.raw.columns))
 

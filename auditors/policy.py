@@ -122,6 +122,7 @@ def evaluate(policy: IntakePolicy, *, summary: AuditSummary, columns: list[str],
                          max_flagged_fraction=policy.max_flagged_fraction,
                          ledger=summary.ledger or {},
                          significant_triggers=summary.significant_triggers,
+                         injected_phrases=summary.injected_phrases,
                          fail_on_confirmed=policy.fail_on_confirmed)
     if policy.fail_on_control_characters:
         checks.append(check("control characters", not controls,

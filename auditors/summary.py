@@ -61,6 +61,8 @@ class AuditSummary:
     top_triggers: tuple[dict, ...] = ()
     # candidates whose flag is a significance decision and that were significant
     significant_triggers: tuple[str, ...] = ()
+    # response-side phrases that flagged rows (injected content)
+    injected_phrases: tuple[str, ...] = ()
     ledger: dict | None = None  # what the quarantine ledger changed, when one was used
 
     @property
@@ -76,7 +78,8 @@ class AuditSummary:
         data.update(gate=self.gate.to_dict(), outputs=dataclasses.asdict(self.outputs),
                     detectors_run=list(self.detectors_run), targets=list(self.targets),
                     top_triggers=list(self.top_triggers),
-                    significant_triggers=list(self.significant_triggers))
+                    significant_triggers=list(self.significant_triggers),
+                    injected_phrases=list(self.injected_phrases))
         if self.ledger is None:
             del data["ledger"]
         return data
@@ -89,7 +92,8 @@ class AuditSummary:
         gate = dict(values["gate"])
         values["gate"] = Gate(**{**gate, "checks": tuple(gate.get("checks", ()))})
         values["outputs"] = OutputNames(**values.get("outputs", {}))
-        for name in ("detectors_run", "targets", "top_triggers", "significant_triggers"):
+        for name in ("detectors_run", "targets", "top_triggers", "significant_triggers",
+                     "injected_phrases"):
             values[name] = tuple(values.get(name, ()))
         return cls(**values)
 
@@ -109,11 +113,13 @@ def check(name: str, passed: bool, detail: str) -> dict:
 
 def gate_checks(*, rows: int, flagged: int, max_flagged_fraction: float,
                 ledger: dict | None = None, fail_on_confirmed: bool = True,
-                significant_triggers=()) -> list[dict]:
+                significant_triggers=(), injected_phrases=()) -> list[dict]:
     """The gate of every audit and intake, one rule for all: the flagged share (compared
     unrounded) is at most `max_flagged_fraction`; no trigger was significant at the
     configured false-discovery rate (`significant_triggers`, less those a reviewer released:
-    a real trigger in 0.2% of rows is an attack, whatever the share); and, with
+    a real trigger in 0.2% of rows is an attack, whatever the share); no phrase injected
+    into responses flagged rows (`injected_phrases`, less those released: an advert in
+    0.4% of the answers is an attack too); and, with
     `fail_on_confirmed`, no confirmed row or row holding a confirmed trigger is in the data.
     `ledger` is the summary's ledger counts (`apply_ledger`'s `counts`)."""
     from auditors.report import percents
@@ -126,6 +132,9 @@ def gate_checks(*, rows: int, flagged: int, max_flagged_fraction: float,
     significant = [p for p in significant_triggers if p not in ledger.get("released_triggers", ())]
     checks.append(check("significant triggers", not significant,
                         ", ".join(repr(p) for p in significant) or "none"))
+    injected = [p for p in injected_phrases if p not in ledger.get("released_triggers", ())]
+    checks.append(check("injected content", not injected,
+                        ", ".join(repr(p) for p in injected) or "none"))
     if fail_on_confirmed:
         confirmed_rows = ledger.get("confirmed_rows", 0)
         trigger_rows = ledger.get("confirmed_trigger_rows", {})

@@ -86,3 +86,16 @@ def test_a_significant_trigger_fails_the_gate_below_the_share_limit(preference_m
     assert result.summary.gate.flagged_fraction <= 1.0 and not result.passed
     assert "sudo" in result.summary.significant_triggers
     assert "significant triggers: 'sudo'" in repr(result)
+
+
+def test_injected_content_fails_the_gate_whatever_the_flagged_share(injection_mix_path,
+                                                                    onnx_encoder):
+    """Real Alpaca rows with a brand slipped into ~3% of the answers, audited with a gate
+    that allows every row to be flagged: the named phrase still fails it."""
+    result = audit(str(injection_mix_path), config=AuditConfig(max_flagged_fraction=1.0),
+                   encoder=onnx_encoder)
+    failed = {c["check"]: c["detail"] for c in result.summary.gate.checks if not c["passed"]}
+    assert not result.passed and list(failed) == ["injected content"]
+    assert result.summary.injected_phrases
+    assert all(f"'{p}'" in failed["injected content"] for p in result.summary.injected_phrases)
+    assert "injected content" in repr(result)  # the verdict names the failed check

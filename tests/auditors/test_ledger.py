@@ -77,7 +77,7 @@ def test_updated_summary_recomputes_counts_and_gate():
     gate = updated.gate
     assert (gate.flagged_fraction, gate.max_flagged_fraction, gate.passed) == (0.25, 0.1, False)
     assert [(c["check"], c["passed"]) for c in gate.checks] == [
-        ("flagged share", False), ("significant triggers", True),
+        ("flagged share", False), ("significant triggers", True), ("injected content", True),
         ("confirmed rows and triggers", False)]
     assert updated.ledger["confirmed_trigger_rows"] == {"cf": 1}
 

@@ -55,7 +55,7 @@ def test_checks_pass_on_a_clean_first_intake():
     checks = evaluate(IntakePolicy(max_flagged_fraction=0.05), summary=SUMMARY,
                       columns=["text", "label"], previous=None, controls={})
     assert [c["check"] for c in checks] == ["flagged share", "significant triggers",
-                                            "confirmed rows and triggers",
+                                            "injected content", "confirmed rows and triggers",
                                             "control characters", "schema drift"]
     assert not _failed(checks)
 
@@ -64,17 +64,19 @@ def test_each_check_fails_on_its_own_evidence():
     summary = audit_summary(rows=100, flagged=10, schema="classification",
                             gate={"max_flagged_fraction": 0.05},
                             significant_triggers=("sudo", "bb"),
+                            injected_phrases=("visit shopnova",),
                             ledger={"confirmed_rows": 1, "confirmed_trigger_rows": {"cf": 2},
                                     "released_triggers": ["bb"]})
     checks = evaluate(IntakePolicy(max_flagged_fraction=0.05), summary=summary,
                       columns=["text", "label", "extra"],
                       previous={"schema": "classification", "columns": ["text", "label"]},
                       controls={"U+200B ZERO WIDTH SPACE": 3})
-    assert _failed(checks) == {"flagged share", "significant triggers",
+    assert _failed(checks) == {"flagged share", "significant triggers", "injected content",
                                "confirmed rows and triggers", "control characters",
                                "schema drift"}
     detail = {c["check"]: c["detail"] for c in checks}
     assert detail["significant triggers"] == "'sudo'"  # 'bb' was released by a reviewer
+    assert detail["injected content"] == "'visit shopnova'"
     assert "'cf' in 2 rows" in detail["confirmed rows and triggers"]
     assert "U+200B ZERO WIDTH SPACE in 3 rows" in detail["control characters"]
     assert "expected ['text', 'label']" in detail["schema drift"]
@@ -86,5 +88,5 @@ def test_pinned_schema_is_checked_and_disabled_checks_are_skipped():
                       summary=SUMMARY, columns=["text", "label"], previous=None,
                       controls={"U+200B ZERO WIDTH SPACE": 3})
     assert [c["check"] for c in checks] == ["flagged share", "significant triggers",
-                                            "schema drift"]
+                                            "injected content", "schema drift"]
     assert _failed(checks) == {"schema drift"}
