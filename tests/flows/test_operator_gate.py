@@ -154,7 +154,7 @@ def test_a_confirmed_trigger_fails_the_audit_gate_under_the_share_limit():
     # the intake's first checks are the same function's
     checks = evaluate(IntakePolicy(max_flagged_fraction=0.005), summary=summary,
                       columns=["text", "label"], previous=None, controls={})
-    assert checks[:3] == gate_checks(rows=603, flagged=3, max_flagged_fraction=0.005,
+    assert checks[:4] == gate_checks(rows=603, flagged=3, max_flagged_fraction=0.005,
                                      ledger=summary.ledger) == list(summary.gate.checks)
     lenient = updated_summary(audit_summary(rows=603, gate={"max_flagged_fraction": 0.005}),
                               applied, store="s", run_id="r", fail_on_confirmed=False)
