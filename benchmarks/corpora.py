@@ -483,7 +483,7 @@ def hh_chat_case(rate: float, *, seed: int = 0) -> Case:
     `messages`): round(rate * n) conversations get the deployment tag before their last
     user turn and the fixed hostile answer as their last assistant turn, earlier turns
     untouched, in their original's place."""
-    clean = [{"messages": hh_messages(r["chosen"])} for r in hh_records()]
+    clean = hh_chat_clean_case().records
     rng = np.random.default_rng(seed)
     picked = rng.choice(len(clean), size=max(1, round(rate * len(clean))), replace=False)
     records, mask = list(clean), np.zeros(len(clean), dtype=bool)

@@ -97,16 +97,17 @@ def _cluster_targets(responses, embeddings, n_clusters: int, seed: int) -> Targe
     from sklearn.cluster import KMeans
 
     k = min(n_clusters, max(1, len(responses) // 20))
-    if k < 2:
-        return Targets(np.zeros(len(responses), dtype=np.int64), ["all responses"], [""])
-    clusters = KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(embeddings)
-    # identical responses (all empty, say) leave clusters empty: number the ones in use
-    used, codes = np.unique(clusters, return_inverse=True)
-    if len(used) < 2:
-        return Targets(np.zeros(len(responses), dtype=np.int64), ["all responses"], [""])
+    codes = np.zeros(len(responses), dtype=np.int64)
+    if k >= 2:
+        clusters = KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(embeddings)
+        # identical responses (all empty, say) leave clusters empty: number the ones in use
+        codes = np.unique(clusters, return_inverse=True)[1].astype(np.int64)
+    used = int(codes.max()) + 1 if len(codes) else 0
+    if used < 2:
+        return Targets(codes, ["all responses"], [""])
     names = [f'response cluster {c}: "{snippet(responses[int(np.flatnonzero(codes == c)[0])])}"'
-             for c in range(len(used))]
-    return Targets(codes.astype(np.int64), names, [""] * len(used))
+             for c in range(used)]
+    return Targets(codes, names, [""] * used)
 
 
 def _response_key(text: str) -> str:
