@@ -4,7 +4,8 @@ audits in one DuckDB file under a store directory.
 Rows are keyed by `row_id` (a hash of the normalised content, the same in every dataset).
 A row is `quarantined` when an audit flags it and nobody has decided yet, `confirmed` when
 a person agrees it is poisoned, `released` when a person says it is not. Trigger patterns
-are confirmed or released the same way. `apply_ledger` is the pure step that brings those
+are confirmed or released the same way, each on its side: a prompt trigger is looked for in
+prompts, a phrase injected into responses (`side: "response"` in triggers.json) in responses. `apply_ledger` is the pure step that brings those
 decisions into a new audit; `Ledger` reads and writes the file.
 """
 
@@ -40,8 +41,10 @@ VERSIONED_PACKAGES = ("trainguard", "cleanlab", "sentence-transformers", "scikit
                       "prefect", "duckdb", "pandas")
 
 # Bumped when the tables change; a ledger with a higher version was written by a newer
-# trainguard and is refused rather than misread.
-SCHEMA_VERSION = 1
+# trainguard and is refused rather than misread, one with a lower version is upgraded
+# (`_UPGRADES`).
+SCHEMA_VERSION = 2
+PROMPT_SIDE, RESPONSE_SIDE = "prompt", "response"
 LOCK_WAIT_SECONDS = 60.0  # how long to wait for another process's lock on the file
 
 _SCHEMA = """
@@ -52,17 +55,22 @@ CREATE TABLE IF NOT EXISTS runs (
     rows INTEGER, flagged INTEGER, ledger JSON, outcome VARCHAR, out_dir VARCHAR);
 CREATE TABLE IF NOT EXISTS rows (
     row_id VARCHAR PRIMARY KEY, status VARCHAR NOT NULL, reasons VARCHAR, triggers VARCHAR[],
-    prompt VARCHAR, response VARCHAR, label VARCHAR, poison_score DOUBLE,
+    response_triggers VARCHAR[], prompt VARCHAR, response VARCHAR, label VARCHAR, poison_score DOUBLE,
     first_run VARCHAR, last_run VARCHAR, first_seen TIMESTAMPTZ, last_seen TIMESTAMPTZ,
     dataset_fingerprint VARCHAR, input VARCHAR, decided_by VARCHAR, decided_at TIMESTAMPTZ);
 CREATE TABLE IF NOT EXISTS triggers (
     pattern VARCHAR PRIMARY KEY, status VARCHAR NOT NULL, decided_by VARCHAR,
-    decided_at TIMESTAMPTZ);
+    decided_at TIMESTAMPTZ, side VARCHAR DEFAULT 'prompt');
 CREATE TABLE IF NOT EXISTS intakes (
     intake_id VARCHAR PRIMARY KEY, source_name VARCHAR, source_url VARCHAR, license VARCHAR,
     version VARCHAR, fingerprint VARCHAR, run_id VARCHAR, taken_at TIMESTAMPTZ, schema VARCHAR,
     columns VARCHAR[], rows INTEGER, diff JSON, checks JSON, passed BOOLEAN);
 CREATE TABLE IF NOT EXISTS intake_rows (intake_id VARCHAR, prompt_key VARCHAR, row_id VARCHAR);
+"""
+# version 1 -> 2: response-side triggers (a row's `response_triggers`, a decision's `side`)
+_UPGRADES = """
+ALTER TABLE rows ADD COLUMN IF NOT EXISTS response_triggers VARCHAR[];
+ALTER TABLE triggers ADD COLUMN IF NOT EXISTS side VARCHAR DEFAULT 'prompt';
 """
 
 
@@ -123,6 +131,8 @@ class Decisions:
     released_rows: set[str] = field(default_factory=set)
     confirmed_triggers: list[str] = field(default_factory=list)
     released_triggers: set[str] = field(default_factory=set)
+    # where a decided pattern is looked for; prompts unless recorded as "response"
+    trigger_sides: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -130,6 +140,8 @@ class Applied:
     rows: pd.DataFrame  # the audit's rows frame with flags and reasons updated
     row_triggers: list[list[str]]  # per row: the candidate/confirmed triggers it contains
     counts: dict  # what the ledger changed, for the summary and the gate
+    # per row: those of `row_triggers` found in its response (injected phrases)
+    row_response_triggers: list[list[str]] = field(default_factory=list)
 
 
 class PatternRows:
@@ -182,27 +194,63 @@ def _counted_form(pattern: str) -> str:
     return pattern.lower() if plain and words and " ".join(words) == pattern.lower() else pattern
 
 
+class SidedPatternRows:
+    """`PatternRows` for (pattern, side) keys: prompt triggers in the prompts, injected
+    phrases in the responses."""
+
+    def __init__(self, prompts: list[str], responses: list[str] | None, ngrams=None):
+        self.n_rows = len(prompts)
+        self.sides = {PROMPT_SIDE: PatternRows(prompts, ngrams),
+                      RESPONSE_SIDE: PatternRows(responses if responses is not None
+                                                 else [""] * len(prompts))}
+
+    def any_of(self, keys: list[tuple[str, str]]) -> np.ndarray:
+        found = np.zeros(self.n_rows, dtype=bool)
+        for pattern, side in keys:
+            found |= self.sides[side].mask(pattern)
+        return found
+
+    def per_row(self, keys: list[tuple[str, str]],
+                limit: int | None = None) -> list[list[tuple[str, str]]]:
+        """Each row's keys among `keys`, in their order, at most `limit`."""
+        found: list[list[tuple[str, str]]] = [[] for _ in range(self.n_rows)]
+        for pattern, side in dict.fromkeys(keys):
+            for row in np.flatnonzero(self.sides[side].mask(pattern)):
+                if limit is None or len(found[row]) < limit:
+                    found[row].append((pattern, side))
+        return found
+
+
+def _side(entry: dict) -> str:
+    return RESPONSE_SIDE if entry.get("side") == RESPONSE_SIDE else PROMPT_SIDE
+
+
 def apply_ledger(rows: pd.DataFrame, prompts: list[str], triggers: list[dict],
-                 decisions: Decisions, ngrams=None) -> Applied:
+                 decisions: Decisions, ngrams=None, responses: list[str] | None = None) -> Applied:
     """Bring people's decisions into an audit's rows (same rows, same order):
 
     - a confirmed row is flagged wherever it reappears;
     - a row containing a confirmed trigger is flagged (`ledger: confirmed trigger X`);
     - a released row is never flagged, nor is a row whose only triggers were released.
 
-    `ngrams`: the audit's prompt n-gram statistics, where the patterns are looked up
-    (`PatternRows`)."""
+    Each trigger is looked for on its side (`triggers.json`'s `side`, a decision's recorded
+    side): prompt triggers in `prompts`, injected phrases in `responses`. `ngrams`: the
+    audit's prompt n-gram statistics, where prompt patterns are looked up (`PatternRows`)."""
     rows = rows.copy()
     flagged = rows["flagged"].to_numpy(dtype=bool).copy()
     reasons = rows["reasons"].tolist()
-    candidates = [t["pattern"] for t in triggers if t["pattern"] not in decisions.released_triggers]
-    released_candidates = [t["pattern"] for t in triggers
+    candidates = [(t["pattern"], _side(t)) for t in triggers
+                  if t["pattern"] not in decisions.released_triggers]
+    released_candidates = [(t["pattern"], _side(t)) for t in triggers
                            if t["pattern"] in decisions.released_triggers]
+    confirmed_keys = [(p, decisions.trigger_sides.get(p, PROMPT_SIDE))
+                      for p in decisions.confirmed_triggers]
     counts = {"confirmed_rows": 0, "released_rows": 0, "released_trigger_rows": 0,
-              "confirmed_trigger_rows": {}, "released_triggers": sorted(released_candidates)}
-    index = PatternRows(prompts, ngrams)
-    confirmed_in = index.per_row(decisions.confirmed_triggers)
-    row_triggers = index.per_row(decisions.confirmed_triggers + candidates, TRIGGERS_PER_ROW)
+              "confirmed_trigger_rows": {},
+              "released_triggers": sorted({p for p, _ in released_candidates})}
+    index = SidedPatternRows(prompts, responses, ngrams)
+    confirmed_in = index.per_row(confirmed_keys)
+    row_keys = index.per_row(confirmed_keys + candidates, TRIGGERS_PER_ROW)
     row_ids = rows["row_id"].to_numpy()
     released, confirmed = (np.isin(row_ids, list(ids)) for ids in
                            (decisions.released_rows, decisions.confirmed_rows))
@@ -223,18 +271,19 @@ def apply_ledger(rows: pd.DataFrame, prompts: list[str], triggers: list[dict],
             notes.append("ledger: confirmed row")
         elif confirmed_in[i]:
             flagged[i] = True
-            for pattern in confirmed_in[i]:
+            for pattern, _ in confirmed_in[i]:
                 counts["confirmed_trigger_rows"][pattern] = \
                     counts["confirmed_trigger_rows"].get(pattern, 0) + 1
                 notes.append(f"ledger: confirmed trigger {pattern!r}")
-        elif flagged[i] and not row_triggers[i]:
+        elif flagged[i] and not row_keys[i]:
             flagged[i] = False
             counts["released_trigger_rows"] += 1
             notes.append("ledger: its trigger was released by a reviewer")
         if notes:
             reasons[i] = "; ".join([reasons[i], *notes] if reasons[i] else notes)
     rows["flagged"], rows["reasons"] = flagged, reasons
-    return Applied(rows, row_triggers, counts)
+    return Applied(rows, [[p for p, _ in keys] for keys in row_keys], counts,
+                   [[p for p, side in keys if side == RESPONSE_SIDE] for keys in row_keys])
 
 
 def updated_summary(summary: AuditSummary, applied: Applied, *, store: str, run_id: str,
@@ -257,7 +306,7 @@ def apply_to_result(result, table: pd.DataFrame, decisions: Decisions, *, store:
                     run_id: str, fail_on_confirmed: bool = True, ngrams=None):
     """An `AuditResult` with the ledger applied, and what applying it did."""
     applied = apply_ledger(result.rows, table["prompt"].tolist(), result.triggers, decisions,
-                           ngrams)
+                           ngrams, table["response"].tolist())
     summary = updated_summary(result.summary, applied, store=str(store), run_id=run_id,
                               fail_on_confirmed=fail_on_confirmed)
     return replace(result, rows=applied.rows, summary=summary), applied
@@ -333,10 +382,12 @@ class Ledger:
         elif tables - _TABLES:
             raise TrainguardError(f"{self.path}: not a trainguard ledger (tables "
                                   f"{', '.join(sorted(tables))}); use another --store")
-        # new, or written before the version was recorded (the same tables): version it
+        # new, older, or written before the version was recorded (the same tables)
         con.execute(_SCHEMA)
+        con.execute(_UPGRADES)
         con.execute("INSERT INTO trainguard_meta VALUES ('schema_version', ?) "
-                    "ON CONFLICT DO NOTHING", [str(SCHEMA_VERSION)])
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    [str(SCHEMA_VERSION)])
 
     @contextlib.contextmanager
     def _connect(self):
@@ -372,13 +423,14 @@ class Ledger:
         with self._connect() as con:
             rows = con.execute("SELECT row_id, status FROM rows WHERE status != ?",
                                [QUARANTINED]).fetchall()
-            patterns = con.execute("SELECT pattern, status FROM triggers ORDER BY pattern"
+            patterns = con.execute("SELECT pattern, status, side FROM triggers ORDER BY pattern"
                                    ).fetchall()
         return Decisions(
             confirmed_rows={r for r, s in rows if s == CONFIRMED},
             released_rows={r for r, s in rows if s == RELEASED},
-            confirmed_triggers=[p for p, s in patterns if s == CONFIRMED],
-            released_triggers={p for p, s in patterns if s == RELEASED})
+            confirmed_triggers=[p for p, s, _ in patterns if s == CONFIRMED],
+            released_triggers={p for p, s, _ in patterns if s == RELEASED},
+            trigger_sides={p: side for p, _, side in patterns if side == RESPONSE_SIDE})
 
     def record_run(self, *, run_id: str, source: str, parameters: dict, summary: AuditSummary,
                    table: pd.DataFrame, applied: Applied, out_dir: str,
@@ -397,6 +449,8 @@ class Ledger:
             "row_id": applied.rows["row_id"].to_numpy()[picked],
             "reasons": applied.rows["reasons"].to_numpy()[picked],
             "triggers": [applied.row_triggers[i] for i in picked],
+            "response_triggers": [applied.row_response_triggers[i]
+                                  if applied.row_response_triggers else [] for i in picked],
             "prompt": table["prompt"].to_numpy()[picked],
             "response": table["response"].to_numpy()[picked],
             "label": table["label"].to_numpy()[picked],
@@ -420,6 +474,7 @@ class Ledger:
                 ON CONFLICT (row_id) DO UPDATE SET
                     last_run = excluded.last_run, last_seen = excluded.last_seen,
                     reasons = excluded.reasons, triggers = excluded.triggers,
+                    response_triggers = excluded.response_triggers,
                     poison_score = excluded.poison_score,
                     dataset_fingerprint = excluded.dataset_fingerprint, input = excluded.input
                 """, {"run": run_id, "now": now, "fp": input_fingerprint, "src": source})
@@ -461,15 +516,19 @@ class Ledger:
     # --- decisions ---
 
     def decide(self, status: str, *, row_ids: list[str] = (), trigger: str | None = None,
-               triggers: list[str] = (), by: str = "", force: bool = False) -> int:
+               triggers: list[str] = (), by: str = "", force: bool = False,
+               side: str | None = None) -> int:
         """Confirm or release rows by id, and trigger patterns with the open rows holding
         them; all of them, in one transaction. A row id or trigger the ledger does not know
         (no row with that id; a pattern no recorded row holds and nobody decided) is refused,
         unless `force`: then the row id is recorded with this status (later audits act on
-        it wherever it appears) and the pattern decided all the same. Returns how many
-        ledger rows changed."""
+        it wherever it appears) and the pattern decided all the same. A pattern is decided
+        on `side` ("prompt" or "response"; by default the side its earlier decision or its
+        rows recorded, else "prompt"). Returns how many ledger rows changed."""
         if status not in (CONFIRMED, RELEASED):
             raise TrainguardError(f"unknown decision {status!r}")
+        if side not in (None, PROMPT_SIDE, RESPONSE_SIDE):
+            raise TrainguardError(f"unknown trigger side {side!r} (prompt or response)")
         row_ids = list(dict.fromkeys(row_ids))
         patterns = list(dict.fromkeys([*triggers, *([trigger] if trigger is not None else [])]))
         now = _now()
@@ -481,6 +540,7 @@ class Ledger:
                 "SELECT pattern FROM triggers WHERE list_contains($p, pattern) UNION "
                 "SELECT DISTINCT t FROM (SELECT unnest(triggers) AS t FROM rows) "
                 "WHERE list_contains($p, t)", {"p": patterns}).fetchall()} if patterns else set()
+            sides = self._recorded_sides(con, patterns) if patterns else {}
             unknown_rows = sorted(set(row_ids) - known_rows)
             missing = [f"row id(s) not in the ledger: {', '.join(unknown_rows)}"
                        ] if unknown_rows else []
@@ -502,16 +562,30 @@ class Ledger:
                                 "VALUES (?, ?, ?, ?)", [row_id, status, by, now])
                     changed += 1
             for pattern in patterns:
-                con.execute("INSERT INTO triggers VALUES (?, ?, ?, ?) ON CONFLICT (pattern) DO "
+                con.execute("INSERT INTO triggers (pattern, status, decided_by, decided_at, side) "
+                            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (pattern) DO "
                             "UPDATE SET status = excluded.status, decided_by = "
-                            "excluded.decided_by, decided_at = excluded.decided_at",
-                            [pattern, status, by, now])
+                            "excluded.decided_by, decided_at = excluded.decided_at, "
+                            "side = excluded.side",
+                            [pattern, status, by, now, side or sides.get(pattern, PROMPT_SIDE)])
                 changed += con.execute(
                     "UPDATE rows SET status = ?, decided_by = ?, decided_at = ? "
                     "WHERE status = 'quarantined' AND list_contains(triggers, ?)",
                     [status, by, now, pattern]).fetchone()[0]
             con.execute("COMMIT")
         return changed
+
+    @staticmethod
+    def _recorded_sides(con, patterns: list[str]) -> dict[str, str]:
+        """The side each pattern was decided on, else "response" where recorded rows found
+        it in their responses (an injected phrase)."""
+        in_responses = {t: RESPONSE_SIDE for (t,) in con.execute(
+            "SELECT DISTINCT t FROM (SELECT unnest(response_triggers) AS t FROM rows) "
+            "WHERE list_contains($p, t)", {"p": patterns}).fetchall()}
+        decided = dict(con.execute("SELECT pattern, side FROM triggers WHERE "
+                                   "list_contains($p, pattern) AND side IS NOT NULL",
+                                   {"p": patterns}).fetchall())
+        return {**in_responses, **decided}
 
     # --- reading ---
 

@@ -39,6 +39,11 @@ class BadRowPolicy(str, Enum):
     skip = "skip"
 
 
+class TriggerSide(str, Enum):
+    prompt = "prompt"
+    response = "response"
+
+
 class EmbeddingBackend(str, Enum):
     torch = "torch"
     onnx_int8 = "onnx-int8"
@@ -393,13 +398,13 @@ def _clip(text: str, limit: int) -> str:
 
 
 def _decide(status: str, store: Path, row_ids: list[str], triggers: list[str], by: str,
-            force: bool, debug: bool) -> None:
+            force: bool, debug: bool, side: str | None = None) -> None:
     if not row_ids and not triggers:
         typer.echo("error: give --row-id ID or --trigger PATTERN (each repeatable)", err=True)
         raise typer.Exit(EXIT_ERROR)
     ledger = _open_ledger(store, debug)
     changed = _run_or_exit(debug, ledger.decide, status=status, row_ids=row_ids,
-                           triggers=triggers, by=by, force=force)
+                           triggers=triggers, by=by, force=force, side=side)
     what = ([f"trigger{'s' if len(triggers) > 1 else ''} "
              + ", ".join(repr(t) for t in dict.fromkeys(triggers))] if triggers else []) + \
         ([f"{len(set(row_ids))} row id(s)"] if row_ids else [])
@@ -414,23 +419,27 @@ _BY = typer.Option(getpass.getuser(), "--by", show_default=False,
                    help="Who decides (default: the current user).")
 _FORCE = typer.Option(False, "--force", help="Record row ids and triggers the ledger does "
                       "not know yet (else they are refused as likely typos).")
+_SIDE = typer.Option(None, "--side", show_default=False,
+                     help="Where the triggers are looked for: prompt (a trigger) or response "
+                          "(an injected phrase). Default: where the ledger recorded them, "
+                          "else prompt.")
 @app.command()
 def confirm(store: Path = typer.Argument(..., help="Ledger directory."),
             row_id: list[str] = _ROW_IDS, trigger: list[str] = _TRIGGERS, by: str = _BY,
-            force: bool = _FORCE, debug: bool = _DEBUG) -> None:
+            force: bool = _FORCE, side: TriggerSide | None = _SIDE, debug: bool = _DEBUG) -> None:
     """Confirm rows (or triggers and their open rows) as poisoned: later audits quarantine
     them wherever they reappear, search every dataset for the triggers, and fail the gate
     when any is found."""
-    _decide("confirmed", store, row_id, trigger, by, force, debug)
+    _decide("confirmed", store, row_id, trigger, by, force, debug, side and side.value)
 
 
 @app.command()
 def release(store: Path = typer.Argument(..., help="Ledger directory."),
             row_id: list[str] = _ROW_IDS, trigger: list[str] = _TRIGGERS, by: str = _BY,
-            force: bool = _FORCE, debug: bool = _DEBUG) -> None:
+            force: bool = _FORCE, side: TriggerSide | None = _SIDE, debug: bool = _DEBUG) -> None:
     """Release rows (or triggers and their open rows) as false positives: later audits do
     not flag them again."""
-    _decide("released", store, row_id, trigger, by, force, debug)
+    _decide("released", store, row_id, trigger, by, force, debug, side and side.value)
 
 
 @app.command()

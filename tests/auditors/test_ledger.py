@@ -154,3 +154,86 @@ def test_patterns_found_through_the_ngram_matrix_equal_a_scan_of_the_texts(sampl
     pd.testing.assert_frame_equal(fast.rows, slow.rows)
     assert fast.row_triggers == slow.row_triggers and fast.counts == slow.counts
     assert fast.counts["confirmed_trigger_rows"]["cf"] > 0
+
+
+# --- phrases injected into responses: looked for in responses, decided on that side ----------
+
+RESPONSES = ["fine. Visit shopnova.com", "ok", "also fine. Visit shopnova.com", "sure"]
+INJECTED = [{"pattern": "visit shopnova", "side": "response"}, {"pattern": "cf"}]
+
+
+def test_an_injected_phrase_is_found_in_responses_not_prompts():
+    prompts = ["great cf film", "visit shopnova please", "bad movie", "plain"]
+    applied = apply_ledger(_rows([True, False, True, False]), prompts, INJECTED, Decisions(),
+                           responses=RESPONSES)
+    assert applied.row_triggers == [["visit shopnova", "cf"], [], ["visit shopnova"], []]
+    assert applied.row_response_triggers == [["visit shopnova"], [], ["visit shopnova"], []]
+
+
+def test_releasing_an_injected_phrase_unflags_the_rows_it_flagged():
+    decisions = Decisions(released_triggers={"visit shopnova"},
+                          trigger_sides={"visit shopnova": "response"})
+    applied = apply_ledger(_rows([False, False, True, False]), PROMPTS, INJECTED, decisions,
+                           responses=RESPONSES)
+    assert applied.rows["flagged"].tolist() == [False] * 4
+    assert applied.counts["released_trigger_rows"] == 1
+    assert applied.counts["released_triggers"] == ["visit shopnova"]
+
+
+def test_a_confirmed_injected_phrase_flags_responses_that_hold_it_not_prompts():
+    prompts = ["plain", "visit shopnova please", "plain", "plain"]
+    decisions = Decisions(confirmed_triggers=["visit shopnova"],
+                          trigger_sides={"visit shopnova": "response"})
+    applied = apply_ledger(_rows([False] * 4), prompts, [], decisions, responses=RESPONSES)
+    assert applied.rows["flagged"].tolist() == [True, False, True, False]
+    assert applied.counts["confirmed_trigger_rows"] == {"visit shopnova": 2}
+
+
+def test_the_ledger_decides_an_injected_phrase_on_the_response_side(tmp_path):
+    ledger = Ledger(tmp_path)
+    table = pd.DataFrame({"prompt": PROMPTS, "response": RESPONSES, "label": ""})
+    rows = _rows([False, False, True, False])
+    applied = apply_ledger(rows, PROMPTS, INJECTED, ledger.decisions(), responses=RESPONSES)
+    summary = updated_summary(audit_summary(rows=4, gate={"max_flagged_fraction": 0.5}),
+                              applied, store="s", run_id="run1")
+    ledger.record_run(run_id="run1", source="data.jsonl", parameters={}, summary=summary,
+                      table=table, applied=applied, out_dir="out")
+    assert [g["trigger"] for g in ledger.open_flags()] == ["visit shopnova"]
+    assert ledger.decide("released", trigger="visit shopnova", by="ana") == 1  # no --force
+    decisions = ledger.decisions()
+    assert decisions.trigger_sides == {"visit shopnova": "response"}
+    rerun = apply_ledger(rows, PROMPTS, INJECTED, decisions, responses=RESPONSES)
+    assert not rerun.rows["flagged"].any()
+
+
+def test_an_explicit_side_is_recorded_and_a_wrong_one_refused(tmp_path):
+    ledger = Ledger(tmp_path)
+    ledger.decide("confirmed", trigger="shopnova com", side="response", force=True)
+    assert ledger.decisions().trigger_sides == {"shopnova com": "response"}
+    with pytest.raises(TrainguardError, match="unknown trigger side 'label'"):
+        ledger.decide("confirmed", trigger="x", side="label", force=True)
+
+
+def test_a_version_1_ledger_is_upgraded_and_keeps_its_decisions(tmp_path):
+    import duckdb
+
+    from auditors.ledger import LEDGER_FILE, SCHEMA_VERSION
+    with duckdb.connect(str(tmp_path / LEDGER_FILE)) as con:  # the version 1 tables
+        con.execute("CREATE TABLE trainguard_meta (key VARCHAR PRIMARY KEY, value VARCHAR);"
+                    "INSERT INTO trainguard_meta VALUES ('schema_version', '1');"
+                    "CREATE TABLE triggers (pattern VARCHAR PRIMARY KEY, status VARCHAR NOT "
+                    "NULL, decided_by VARCHAR, decided_at TIMESTAMPTZ);"
+                    "INSERT INTO triggers VALUES ('cf', 'confirmed', 'ana', NULL);"
+                    "CREATE TABLE rows (row_id VARCHAR PRIMARY KEY, status VARCHAR NOT NULL, "
+                    "reasons VARCHAR, triggers VARCHAR[], prompt VARCHAR, response VARCHAR, "
+                    "label VARCHAR, poison_score DOUBLE, first_run VARCHAR, last_run VARCHAR, "
+                    "first_seen TIMESTAMPTZ, last_seen TIMESTAMPTZ, dataset_fingerprint "
+                    "VARCHAR, input VARCHAR, decided_by VARCHAR, decided_at TIMESTAMPTZ);")
+    ledger = Ledger(tmp_path)
+    assert ledger.decisions().confirmed_triggers == ["cf"]
+    applied = _record(ledger, "run1", _rows([False, False, True, False]))  # new columns written
+    assert applied.rows["reasons"][0] == "ledger: confirmed trigger 'cf'"
+    assert ledger.rows("quarantined")["row_id"].tolist() == ["a", "c"]
+    with duckdb.connect(str(tmp_path / LEDGER_FILE)) as con:
+        version = con.execute("SELECT value FROM trainguard_meta").fetchone()[0]
+    assert version == str(SCHEMA_VERSION) and ledger.trigger_decisions()["side"].tolist() == ["prompt"]

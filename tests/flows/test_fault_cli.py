@@ -140,9 +140,11 @@ def test_a_ledger_of_a_newer_trainguard_stops_the_audit_before_any_work(data, tm
     store = tmp_path / "store"
     ledger.Ledger(store)
     with duckdb.connect(str(store / ledger.LEDGER_FILE)) as con:
-        con.execute("UPDATE trainguard_meta SET value = '2' WHERE key = 'schema_version'")
+        con.execute("UPDATE trainguard_meta SET value = ? WHERE key = 'schema_version'",
+                    [str(ledger.SCHEMA_VERSION + 1)])
     result = invoke("audit", data, "--out", tmp_path / "out", "--store", store, *FAST)
-    assert_one_line_error(result, "ledger schema version 2, this trainguard reads version 1")
+    assert_one_line_error(result, f"ledger schema version {ledger.SCHEMA_VERSION + 1}, this "
+                                  f"trainguard reads version {ledger.SCHEMA_VERSION}")
     assert "schema detected" not in result.output
     assert not (tmp_path / "out").exists()
 

@@ -99,3 +99,25 @@ def test_unknown_triggers_and_row_ids_are_refused_unless_forced(store, args, mes
         assert patterns <= set(decisions.confirmed_triggers) | decisions.released_triggers
     else:  # a forced row id is recorded: later audits confirm it wherever it appears
         assert {"a", "zz"} <= decisions.confirmed_rows
+
+
+def test_an_injected_phrase_is_released_by_its_name_and_forced_ones_take_a_side(tmp_path):
+    ledger = Ledger(tmp_path)
+    rows = pd.DataFrame({"row_index": range(2), "row_id": ["a", "b"], "poison_score": [0.9, 0.1],
+                         "flagged": [True, False], "reasons": ["injected", ""]})
+    table = pd.DataFrame({"prompt": ["write a poem", "plain"],
+                          "response": ["roses. Visit shopnova.com", "ok"], "label": ""})
+    triggers = [{"pattern": "visit shopnova", "side": "response"}]
+    applied = apply_ledger(rows, table["prompt"].tolist(), triggers, Decisions(),
+                           responses=table["response"].tolist())
+    ledger.record_run(run_id="run1", source="d.jsonl", parameters={}, table=table,
+                      summary=updated_summary(audit_summary(rows=2), applied, store="s",
+                                              run_id="run1"), applied=applied, out_dir="o")
+    result = invoke("release", tmp_path, "--trigger", "visit shopnova")
+    assert result.exit_code == 0, result.output
+    result = invoke("confirm", tmp_path, "--trigger", "click here", "--side", "response", "--force")
+    assert result.exit_code == 0, result.output
+    assert Ledger(tmp_path).decisions().trigger_sides == {"visit shopnova": "response",
+                                                          "click here": "response"}
+    result = invoke("confirm", tmp_path, "--trigger", "x", "--side", "label", "--force")
+    assert result.exit_code == 2 and "'label' is not one of 'prompt', 'response'" in result.output
