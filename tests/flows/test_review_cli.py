@@ -101,7 +101,10 @@ def test_unknown_triggers_and_row_ids_are_refused_unless_forced(store, args, mes
         assert {"a", "zz"} <= decisions.confirmed_rows
 
 
-def test_an_injected_phrase_is_released_by_its_name_and_forced_ones_take_a_side(tmp_path):
+def test_an_injected_phrase_is_released_by_its_name_and_forced_ones_take_a_side(tmp_path,
+                                                                              monkeypatch):
+    import flows.cli
+    monkeypatch.setattr(flows.cli.console, "width", 250)  # table cells unwrapped
     ledger = Ledger(tmp_path)
     rows = pd.DataFrame({"row_index": range(2), "row_id": ["a", "b"], "poison_score": [0.9, 0.1],
                          "flagged": [True, False], "reasons": ["injected", ""]})
@@ -113,7 +116,11 @@ def test_an_injected_phrase_is_released_by_its_name_and_forced_ones_take_a_side(
     ledger.record_run(run_id="run1", source="d.jsonl", parameters={}, table=table,
                       summary=updated_summary(audit_summary(rows=2), applied, store="s",
                                               run_id="run1"), applied=applied, out_dir="o")
-    result = invoke("release", tmp_path, "--trigger", "visit shopnova")
+    result = invoke("review", tmp_path)
+    assert "'visit shopnova' (in responses)" in result.output
+    assert "response: roses. Visit shopnova.com" in result.output  # the answer, not the prompt
+    assert "1 open rows in 1 group;" in result.output
+    result = invoke("release", tmp_path, "--trigger", "Visit ShopNova")  # as a row shows it
     assert result.exit_code == 0, result.output
     result = invoke("confirm", tmp_path, "--trigger", "click here", "--side", "response", "--force")
     assert result.exit_code == 0, result.output
@@ -121,3 +128,12 @@ def test_an_injected_phrase_is_released_by_its_name_and_forced_ones_take_a_side(
                                                           "click here": "response"}
     result = invoke("confirm", tmp_path, "--trigger", "x", "--side", "label", "--force")
     assert result.exit_code == 2 and "'label' is not one of 'prompt', 'response'" in result.output
+
+
+def test_a_forced_decision_creates_the_store_and_a_file_store_is_refused(tmp_path):
+    result = invoke("confirm", tmp_path / "new", "--trigger", "ignore previous", "--force")
+    assert result.exit_code == 0, result.output
+    assert Ledger(tmp_path / "new").decisions().confirmed_triggers == ["ignore previous"]
+    (tmp_path / "afile").write_text("")
+    result = invoke("review", tmp_path / "afile")
+    assert result.exit_code == 2 and "the store must be a directory" in result.output

@@ -72,6 +72,16 @@ def test_flags_are_significant_candidates_at_the_configured_fdr(sample_inputs):
     assert np.array_equal(result.rows["score"].to_numpy() >= 0.5, flagged)
 
 
+def test_a_flagged_row_names_the_significant_trigger_that_flagged_it(sample_inputs):
+    """Not a variant of it or a stronger-scoring word: the name triggers.json lists, which a
+    reviewer confirms or releases."""
+    result = TriggerNgramDetector().detect(sample_inputs)
+    significant = {t["pattern"] for t in result.info["triggers"] if t["significant"]}
+    reasons = result.rows.loc[result.rows["is_issue"], "reason"]
+    named = reasons.str.extract(r"contains significant trigger '([^']+)'")[0]
+    assert len(reasons) and named.notna().all() and set(named) <= significant
+
+
 def test_a_phrase_the_responses_repeat_is_an_echo():
     import pandas as pd
 
