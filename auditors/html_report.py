@@ -132,7 +132,8 @@ def _trigger_table(triggers: list[dict], table: pd.DataFrame | None, *,
         row_class = "" if n_flagged else " class=\"muted\""
         if not pairs:
             body.append(f"<tr{row_class}>{cells}"
-                        f"<td>{_examples(table, examples, t['pattern'])}</td></tr>")
+                        f"<td>{_examples(table, examples, t['pattern'], t.get('side'))}"
+                        "</td></tr>")
             continue
         body.append(f"<tr{row_class}>{cells}</tr>")
         if examples:
@@ -201,7 +202,14 @@ def _shell_quote(text: str) -> str:
     return shlex.quote(str(text))
 
 
-def _examples(table: pd.DataFrame, indices: list[int], pattern: str) -> str:
+def _examples(table: pd.DataFrame, indices: list[int], pattern: str,
+              side: str = "prompt") -> str:
+    """Each example row's prompt and target; the trigger marked where it sits (an injected
+    phrase: in the response)."""
+    if side == "response":
+        return "".join(f"<div class=\"ex\">row {i}: {esc(_clip(table['prompt'].iat[i], 120))}"
+                       f" <span class=\"muted\">→</span> "
+                       f"{highlight(table['response'].iat[i], pattern)}</div>" for i in indices)
     return "".join(f"<div class=\"ex\">row {i}: {highlight(table['prompt'].iat[i], pattern)}"
                    f" <span class=\"muted\">→ {esc(_target_of(table, i))}</span></div>"
                    for i in indices)
@@ -225,10 +233,25 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
+def text_window(text: str, pattern: str, width: int) -> str:
+    """About `width` characters of `text` around the first place it holds `pattern`, else
+    its start: an advert appended to a long response, a trigger at the end of a long
+    prompt, stays in view."""
+    text = str(text)
+    if len(text) <= width:
+        return text
+    matcher = _pattern_regex(pattern)
+    found = matcher.search(text) if matcher else None
+    start = max(0, min(found.start() - width // 3, len(text) - width)) if found else 0
+    return (("…" if start else "") + text[start:start + width]
+            + ("…" if start + width < len(text) else ""))
+
+
 def highlight(text: str, pattern: str) -> str:
-    """Escaped `text` (clipped) with the trigger's occurrences in <mark>; invisible
-    characters are shown by code point, so a zero-width trigger is visible too."""
-    text = _clip(str(text), MAX_EXAMPLE_CHARS)
+    """Escaped `text` (clipped around the trigger's first occurrence) with its occurrences in
+    <mark>; invisible characters are shown by code point, so a zero-width trigger is
+    visible too."""
+    text = text_window(text, pattern, MAX_EXAMPLE_CHARS)
     matcher = _pattern_regex(pattern)
     pieces, last = [], 0
     for found in (matcher.finditer(text) if matcher else ()):

@@ -381,18 +381,6 @@ _TABLES = {"trainguard_meta", "runs", "rows", "triggers", "intakes", "intake_row
 
 # --- the file ------------------------------------------------------------------------------
 
-def phrase_window(text: str, pattern: str, width: int) -> str:
-    """About `width` characters of `text` around the first place it holds `pattern` (a word
-    sequence, matched across punctuation and case), else its start: where an injected
-    phrase sits in a long response."""
-    words = pattern_key(pattern).split()
-    found = re.search(r"\W+".join(map(re.escape, words)), text, re.IGNORECASE) if words else None
-    if found is None or len(text) <= width:
-        return text if len(text) <= width else text[:width] + "…"
-    start = max(0, min(found.start() - width // 3, len(text) - width))
-    return ("…" if start else "") + text[start:start + width] + ("…" if start + width < len(text) else "")
-
-
 class Ledger:
     """One DuckDB file under `store`. Each method opens and closes its own connection so a
     served deployment and a reviewer's command do not hold the file between steps; a file

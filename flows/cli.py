@@ -215,14 +215,21 @@ def show_summary(summary, out: Path) -> None:
     """The trigger table, warnings and verdict of an `AuditSummary`."""
     from auditors.report import NOT_APPLICABLE, detectors_not_run, verdict_line
 
-    significant = [t for t in summary.top_triggers if t.get("significant")]
-    others = [t for t in summary.top_triggers if not t.get("significant")]
+    # findings: significant triggers, and phrases injected into responses that flagged rows
+    def finding(t):
+        return bool(t.get("significant")) or (t.get("side") == "response"
+                                              and t["pattern"] in summary.injected_phrases)
+
+    significant = [t for t in summary.top_triggers if finding(t)]
+    others = [t for t in summary.top_triggers if not finding(t)]
     if significant:
         total = len(summary.significant_triggers)
+        injected = len(summary.injected_phrases)
         shown = f" (top {len(significant)} shown; all in triggers.json)" \
-            if total > len(significant) else ""
-        console.print(trigger_table(f"Significant triggers (q <= FDR): {total}{shown}",
-                                    significant), markup=False)
+            if total + injected > len(significant) else ""
+        title = f"Significant triggers (q <= FDR): {total}" + (
+            f"; phrases injected into responses: {injected}" if injected else "")
+        console.print(trigger_table(title + shown, significant), markup=False)
     if others or not significant:
         console.print(trigger_table("Candidates, not significant", others,
                                     start=len(significant) + 1), markup=False)
@@ -357,7 +364,7 @@ def review(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
 ) -> None:
     """List open flags (quarantined, not yet decided) grouped by trigger, with example rows."""
-    from auditors.ledger import phrase_window
+    from auditors.html_report import text_window
 
     ledger = _open_ledger(store, debug)
     groups = _run_or_exit(debug, ledger.open_flags, examples=examples)
@@ -368,7 +375,7 @@ def review(
         for k, example in enumerate(group["examples"]):
             first = k == 0
             injected = group["side"] == "response"  # show the response that holds the phrase
-            shown = (f"response: {phrase_window(example['response'] or '', group['trigger'], 200)}"
+            shown = (f"response: {text_window(example['response'] or '', group['trigger'], 200)}"
                      if injected else _clip(example["prompt"], 200))
             table.add_row(Text(repr(group["trigger"]) + (" (in responses)" if injected else "")
                                if first else ""),

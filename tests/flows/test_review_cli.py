@@ -137,3 +137,20 @@ def test_a_forced_decision_creates_the_store_and_a_file_store_is_refused(tmp_pat
     (tmp_path / "afile").write_text("")
     result = invoke("review", tmp_path / "afile")
     assert result.exit_code == 2 and "the store must be a directory" in result.output
+
+
+def test_an_injected_phrase_that_flagged_rows_is_listed_with_the_findings(monkeypatch, capsys,
+                                                                          tmp_path):
+    import flows.cli
+    monkeypatch.setattr(flows.cli.console, "width", 250)
+    phrase = {"pattern": "visit shopnova", "score": 0.9, "support": 25, "side": "response",
+              "target": "content injected into responses", "flagged_rows": 25}
+    ranking = {"pattern": "in", "score": 1.1, "support": 500, "side": "prompt",
+               "target": "x", "significant": False, "flagged_rows": 0}
+    summary = audit_summary(rows=2500, flagged=25, top_triggers=[ranking, phrase],
+                            injected_phrases=["visit shopnova"])
+    flows.cli.show_summary(summary, tmp_path)
+    out = capsys.readouterr().out
+    assert "Significant triggers (q <= FDR): 0; phrases injected into responses: 1" in out
+    assert out.index("'visit shopnova'") < out.index("Candidates, not significant") \
+        < out.index("'in'")
