@@ -5,8 +5,9 @@ Rows are keyed by `row_id` (a hash of the normalised content, the same in every 
 A row is `quarantined` when an audit flags it and nobody has decided yet, `confirmed` when
 a person agrees it is poisoned, `released` when a person says it is not. Trigger patterns
 are confirmed or released the same way, each on its side: a prompt trigger is looked for in
-prompts, a phrase injected into responses (`side: "response"` in triggers.json) in responses. `apply_ledger` is the pure step that brings those
-decisions into a new audit; `Ledger` reads and writes the file.
+prompts, a phrase injected into responses (`side: "response"` in triggers.json) in
+responses. `apply_ledger` is the pure step that brings those decisions into a new audit;
+`Ledger` reads and writes the file.
 """
 
 from __future__ import annotations
@@ -120,12 +121,6 @@ def contains_pattern(text: str, pattern: str) -> bool:
     return pattern in TextFeatures(text)
 
 
-def triggers_in(text: str | TextFeatures, patterns: list[str],
-                limit: int | None = None) -> list[str]:
-    features = text if isinstance(text, TextFeatures) else TextFeatures(text)
-    return [p for p in patterns if p in features][:limit]
-
-
 @dataclass
 class Decisions:
     """What people decided, as read from the ledger."""
@@ -150,10 +145,10 @@ class Applied:
 class PatternRows:
     """Which rows hold a trigger pattern, as the n-gram statistics count it: the column of
     the audit's n-gram matrix when the pattern is one (seen in two or more rows, at most
-    three words), else a scan of the texts, tokenised once, on first need."""
+    three words), else a scan of the texts (prompts or responses), tokenised once, on first need."""
 
-    def __init__(self, prompts: list[str], ngrams=None):
-        self.prompts, self.ngrams = prompts, ngrams
+    def __init__(self, texts: list[str], ngrams=None):
+        self.texts, self.ngrams = texts, ngrams
         self.column = ({term: j for j, term in enumerate(ngrams.vocabulary)}
                        if ngrams is not None else {})
         self._features = None
@@ -162,40 +157,18 @@ class PatternRows:
     def mask(self, pattern: str) -> np.ndarray:
         pattern = pattern_key(pattern)
         if pattern not in self._masks:
-            j = self.column.get(_counted_form(pattern))
+            j = self.column.get(pattern)
             if j is not None:
                 matrix = self.ngrams.rows_x_ngrams
                 mask = np.zeros(matrix.shape[0], dtype=bool)
                 mask[matrix[:, [j]].nonzero()[0]] = True
             else:
                 if self._features is None:
-                    self._features = [TextFeatures(p) for p in self.prompts]
+                    self._features = [TextFeatures(t) for t in self.texts]
                 mask = np.fromiter((pattern in f for f in self._features), dtype=bool,
-                                   count=len(self.prompts))
+                                   count=len(self.texts))
             self._masks[pattern] = mask
         return self._masks[pattern]
-
-    def any_of(self, patterns: list[str]) -> np.ndarray:
-        found = np.zeros(len(self.prompts), dtype=bool)
-        for pattern in patterns:
-            found |= self.mask(pattern)
-        return found
-
-    def per_row(self, patterns: list[str], limit: int | None = None) -> list[list[str]]:
-        """Each row's patterns among `patterns`, in their order, at most `limit`."""
-        found: list[list[str]] = [[] for _ in self.prompts]
-        for pattern in dict.fromkeys(patterns):
-            for row in np.flatnonzero(self.mask(pattern)):
-                if limit is None or len(found[row]) < limit:
-                    found[row].append(pattern)
-        return found
-
-
-def _counted_form(pattern: str) -> str:
-    """The pattern as the n-gram vocabulary holds it: word sequences case-folded."""
-    words = re.findall(TOKEN_PATTERN, pattern.lower())
-    plain = pattern[:1] not in (POSITION_START, POSITION_END) and not is_character_token(pattern)
-    return pattern.lower() if plain and words and " ".join(words) == pattern.lower() else pattern
 
 
 def pattern_key(pattern: str) -> str:
