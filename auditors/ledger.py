@@ -515,10 +515,12 @@ class Ledger:
             con.execute("COMMIT")
 
     def previous_intake(self, source_name: str) -> tuple[dict, pd.DataFrame] | None:
-        """The latest intake of `source_name` and its rows' keys, or None."""
+        """The latest intake of `source_name` that passed, and its rows' keys, or None: a
+        failed intake was not accepted, so the next one is compared with what was (else
+        rerunning a failed intake would pass it as unchanged)."""
         with self._connect() as con:
-            found = con.execute("SELECT * FROM intakes WHERE source_name = ? ORDER BY taken_at DESC "
-                                "LIMIT 1", [source_name]).df()
+            found = con.execute("SELECT * FROM intakes WHERE source_name = ? AND passed "
+                                "ORDER BY taken_at DESC LIMIT 1", [source_name]).df()
             if found.empty:
                 return None
             keys = con.execute("SELECT prompt_key, row_id FROM intake_rows WHERE intake_id = ?",

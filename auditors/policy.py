@@ -18,6 +18,7 @@ import pandas as pd
 from auditors.errors import TrainguardError
 from auditors.features.unicode import describe_codepoints, unicode_tokens
 from auditors.ledger import Ledger, new_run_id
+from auditors.schema import SCHEMAS
 from auditors.summary import AuditSummary, check, gate_checks
 
 _CONTROL_CATEGORIES = {"Cf", "Cc", "Co", "Cn"}  # format, control, private use, unassigned
@@ -50,9 +51,7 @@ class IntakePolicy:
                 raise TrainguardError(f"{where}: expected_columns must be a list of column "
                                       "names (or one name)")
             values = {**values, "expected_columns": tuple(columns)}
-        fraction = values.get("max_flagged_fraction", cls.max_flagged_fraction)
-        if not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
-            raise TrainguardError(f"{where}: max_flagged_fraction must be between 0 and 1")
+        _check_values(values, where)
         return cls(**values)
 
     @classmethod
@@ -62,6 +61,23 @@ class IntakePolicy:
                 return cls.from_dict(tomllib.load(handle), where=str(path))
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise TrainguardError(f"{path}: cannot read the policy ({exc})") from None
+
+
+def _check_values(values: dict, where: str) -> None:
+    """Each value of the type its key needs: TOML's `"no"` is not false, `true` is not a
+    share, and a misspelt schema is an error now rather than a drift failure later."""
+    for name in ("fail_on_confirmed", "fail_on_control_characters", "fail_on_schema_drift"):
+        if name in values and not isinstance(values[name], bool):
+            raise TrainguardError(f"{where}: {name} must be true or false, not {values[name]!r}")
+    fraction = values.get("max_flagged_fraction", 0.0)
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) \
+            or not 0 <= fraction <= 1:
+        raise TrainguardError(f"{where}: max_flagged_fraction must be a number between 0 and "
+                              f"1, not {fraction!r}")
+    schema = values.get("expected_schema")
+    if schema is not None and schema not in SCHEMAS:
+        raise TrainguardError(f"{where}: expected_schema must be one of {', '.join(SCHEMAS)}, "
+                              f"not {schema!r}")
 
 
 def prompt_keys(table: pd.DataFrame) -> pd.DataFrame:

@@ -174,7 +174,7 @@ def detect_schema(columns: list[str], *, text_col: str | None = None,
         alias = None if standard or schema not in PAIR_COLUMNS else _pair_alias(present, schema)
         if alias is None:
             _require_columns(schema, columns, source)
-        return alias or SchemaChoice(schema)
+        return alias or (_instruction(present) if schema == INSTRUCTION else SchemaChoice(schema))
     preference = _preference(present)
     if preference is not None:
         return preference
@@ -182,7 +182,7 @@ def detect_schema(columns: list[str], *, text_col: str | None = None,
     if chat is not None:
         return chat
     if {"instruction", "output"} <= present:
-        return SchemaChoice(INSTRUCTION)
+        return _instruction(present)
     if {"prompt", "completion"} <= present:
         return SchemaChoice(PROMPT_COMPLETION)
     if {"prompt", "response"} <= present:
@@ -202,6 +202,15 @@ def detect_schema(columns: list[str], *, text_col: str | None = None,
         "text/label, instruction/input/output, prompt/completion, prompt/response, messages "
         "(or ShareGPT conversations), or prompt/chosen/rejected (or pass --text-col and "
         "--label-col, or --prompt-col and --response-col)", path=source)
+
+
+def _instruction(present: set) -> SchemaChoice:
+    """instruction/input/output; a `context` column (Dolly's name for the input) is read
+    as prompt text too, rather than dropped."""
+    if "context" not in present:
+        return SchemaChoice(INSTRUCTION)
+    prompt = tuple(c for c in ("instruction", "context", "input") if c in present)
+    return SchemaChoice(INSTRUCTION, pair_columns=(prompt, "output"))
 
 
 def _text_column(present) -> str | None:

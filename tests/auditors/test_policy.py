@@ -21,6 +21,19 @@ def test_policy_files_reject_unknown_keys_and_bad_values(tmp_path):
         IntakePolicy.from_dict({"max_flagged_fraction": 2})
 
 
+@pytest.mark.parametrize("values, message", [
+    ({"fail_on_confirmed": "no"}, "fail_on_confirmed must be true or false, not 'no'"),
+    ({"fail_on_schema_drift": 0}, "fail_on_schema_drift must be true or false, not 0"),
+    ({"max_flagged_fraction": True}, "must be a number between 0 and 1, not True"),
+    ({"max_flagged_fraction": "0.01"}, "must be a number between 0 and 1, not '0.01'"),
+    ({"expected_schema": "instructions"}, "expected_schema must be one of classification, "),
+    ({"expected_schema": 5}, "not 5"),
+])
+def test_policy_values_must_have_their_keys_types(values, message):
+    with pytest.raises(TrainguardError, match=message):
+        IntakePolicy.from_dict(values)
+
+
 def _table(prompts, ids):
     return pd.DataFrame({"prompt": prompts, "row_id": ids})
 
@@ -90,3 +103,24 @@ def test_pinned_schema_is_checked_and_disabled_checks_are_skipped():
     assert [c["check"] for c in checks] == ["flagged share", "significant triggers",
                                             "injected content", "schema drift"]
     assert _failed(checks) == {"schema drift"}
+
+
+def test_an_intake_is_compared_with_the_last_one_that_passed(tmp_path):
+    """Rerunning a failed intake fails it again: the failed one was not accepted, so it is
+    not the baseline."""
+    from auditors.policy import Provenance, decide_intake
+
+    def intake(columns, prompts):
+        table = pd.DataFrame({"prompt": prompts, "response": "r", "rejected": "", "label": "",
+                              "row_id": [f"id-{p}" for p in prompts]})
+        summary = audit_summary(schema="instruction", rows=len(prompts), flagged=0)
+        return decide_intake(tmp_path / "store", "d.jsonl", table, columns, summary,
+                             IntakePolicy(), Provenance("vendor"))
+
+    first = intake(["instruction", "input", "output"], ["a", "b"])
+    renamed = ["instruction", "context", "output"]
+    failed = intake(renamed, ["a", "b", "c"])
+    again = intake(renamed, ["a", "b", "c"])
+    assert first["passed"] and not failed["passed"] and not again["passed"]
+    assert again["diff"]["previous_intake"] == first["intake_id"]
+    assert again["diff"]["added"] == 1

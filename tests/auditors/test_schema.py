@@ -44,6 +44,11 @@ def normalise_records(records: list[dict], **detect_options):
     (["category", "text"], SchemaChoice(CLASSIFICATION, "text", "category")),  # BBC news
     (["instruction", "input", "output"], SchemaChoice(INSTRUCTION)),
     (["instruction", "output"], SchemaChoice(INSTRUCTION)),
+    # Dolly's `context` beside Alpaca's `output`: read as prompt text, not dropped
+    (["instruction", "context", "output"],
+     SchemaChoice(INSTRUCTION, pair_columns=(("instruction", "context"), "output"))),
+    (["instruction", "input", "context", "output"],
+     SchemaChoice(INSTRUCTION, pair_columns=(("instruction", "context", "input"), "output"))),
     (["prompt", "completion"], SchemaChoice(PROMPT_COMPLETION)),
     (["prompt", "response"], SchemaChoice(PROMPT_RESPONSE)),
     (["messages"], SchemaChoice(CHAT)),
@@ -65,6 +70,11 @@ def normalise_records(records: list[dict], **detect_options):
 ])
 def test_detect_schema_from_columns(columns, expected):
     assert detect_schema(columns) == expected
+
+
+def test_a_forced_instruction_schema_reads_a_context_column_too():
+    assert detect_schema(["instruction", "context", "output"], schema="instruction") == \
+        SchemaChoice(INSTRUCTION, pair_columns=(("instruction", "context"), "output"))
 
 
 def test_other_pair_columns_are_described():
