@@ -87,6 +87,9 @@ class AuditConfig:
         for name in ("cache_dir", "store"):  # paths are kept as text: JSON-ready
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, str(getattr(self, name)))
+        if isinstance(self.detectors, str):  # "trigger,outlier", as --detectors takes them
+            object.__setattr__(self, "detectors", tuple(
+                name.strip() for name in self.detectors.split(",") if name.strip()))
         if self.detectors is not None:
             object.__setattr__(self, "detectors", tuple(self.detectors))
             from auditors.detector_names import unknown_names

@@ -71,14 +71,24 @@ def load_config(path: str | Path) -> ScheduleConfig:
             raise TrainguardError(f"{path}: missing '{key}'")
     if ("cron" in values) == ("interval_seconds" in values):
         raise TrainguardError(f"{path}: give exactly one of 'cron' and 'interval_seconds'")
+    _check_schedule(values, str(path))
+    datasets = values["datasets"]
+    if not isinstance(datasets, list) or not datasets or not all(isinstance(e, dict)
+                                                                 for e in datasets):
+        raise TrainguardError(f"{path}: 'datasets' must be a non-empty array of tables "
+                              "([[datasets]] entries with a name and a path)")
     base = path.resolve().parent
     default_policy = _policy(values.get("policy", {}), base, str(path))
     checks = []
-    for k, entry in enumerate(values["datasets"], start=1):
+    for k, entry in enumerate(datasets, start=1):
         where = f"{path}: datasets[{k}]"
         _no_unknown(entry, _DATASET_KEYS, where)
         if "name" not in entry or "path" not in entry:
             raise TrainguardError(f"{where}: needs 'name' and 'path'")
+        for key in ("name", "path"):
+            if not isinstance(entry[key], str) or not entry[key].strip():
+                raise TrainguardError(f"{where}: '{key}' must be a non-empty string, not "
+                                      f"{entry[key]!r}")
         checks.append(DatasetCheck(
             name=entry["name"], path=os.path.normpath(base / entry["path"]),
             policy=_policy(entry["policy"], base, where) if "policy" in entry else default_policy,
@@ -98,11 +108,35 @@ def _audit_config(entry: dict, values: dict, where: str) -> AuditConfig:
         raise TrainguardError(f"{where}: {exc}") from None
 
 
+def _check_schedule(values: dict, where: str) -> None:
+    """A cron string Prefect accepts, or a positive interval, checked before any run (and
+    before `serve` starts a server)."""
+    if "cron" in values:
+        from prefect.client.schemas.schedules import CronSchedule
+
+        try:
+            CronSchedule(cron=values["cron"])
+        except ValueError:
+            raise TrainguardError(f"{where}: cron {values['cron']!r} is not a cron string "
+                                  "(five fields, e.g. '0 6 * * *')") from None
+    interval = values.get("interval_seconds", 1)
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval <= 0:
+        raise TrainguardError(f"{where}: interval_seconds must be a positive number, not "
+                              f"{interval!r}")
+
+
 def _policy(value: str | dict, base: Path, where: str) -> dict:
     """A policy file name or an inline table, checked now so a bad one fails at `serve`."""
     if isinstance(value, str):
-        with open(base / value, "rb") as handle:
-            value = tomllib.load(handle)
+        try:
+            with open(base / value, "rb") as handle:
+                value = tomllib.load(handle)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise TrainguardError(f"{where}: cannot read the policy {base / value} "
+                                  f"({exc})") from None
+    if not isinstance(value, dict):
+        raise TrainguardError(f"{where}: 'policy' must be a policy file name or a table, not "
+                              f"{value!r}")
     IntakePolicy.from_dict(value, where=where)
     return value
 
@@ -115,6 +149,15 @@ def _no_unknown(values: dict, known: set[str], where: str) -> None:
 
 def matching_files(pattern: str) -> list[str]:
     return sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+
+
+def output_folders(sources: list[str]) -> dict[str, str]:
+    """Each matched file's folder name under OUT/<dataset>/: its stem, or its whole name
+    where two files share a stem (`batch.json`, `batch.jsonl`), so none overwrites another's
+    outputs."""
+    stems = [Path(s).stem for s in sources]
+    return {s: (Path(s).name if stems.count(Path(s).stem) > 1 else Path(s).stem)
+            for s in sources}
 
 
 def report_line(text: str) -> None:
@@ -137,12 +180,17 @@ def scheduled_checks_flow(config: str, only: str | None = None) -> list[dict]:
                               f"{', '.join(c.name for c in settings.datasets)})")
     results, failures, verdicts = [], [], []
     for check in checks:
-        for source in matching_files(check.path):
+        sources = matching_files(check.path)
+        if not sources:  # a vendor drop that did not arrive is an error, not a pass
+            failures.append(f"{check.name}: no file matches {check.path}")
+            report_line(f"ERROR {failures[-1]}")
+        folders = output_folders(sources)
+        for source in sources:
             name = f"{check.name}/{Path(source).name}"
             try:
                 outcome = flow_value(intake_flow(
                     source=source, policy=check.policy, store=settings.store,
-                    out_dir=str(Path(settings.out) / check.name / Path(source).stem),
+                    out_dir=str(Path(settings.out) / check.name / folders[source]),
                     source_name=name, config=check.config, return_state=True))
             except TrainguardError as exc:
                 failures.append(f"{name}: {exc}")

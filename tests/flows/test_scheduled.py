@@ -14,7 +14,8 @@ import pytest
 
 from auditors.errors import TrainguardError
 from auditors.ledger import Ledger
-from flows.scheduled import free_port, load_config, matching_files
+from flows.scheduled import (free_port, load_config, matching_files, output_folders,
+                              scheduled_checks_flow)
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAINGUARD = str(Path(sys.executable).with_name("trainguard"))
@@ -42,6 +43,18 @@ def test_example_config_loads_with_paths_relative_to_it():
      'detectors = ["trigerr"]\n', r"datasets\[1\]: unknown detector\(s\) trigerr"),
     ('store = "s"\nout = "o"\ncron = "* * * * *"\n[[datasets]]\nname = "x"\npath = "x"\n'
      'prompt_cols = ["q"]\n', r"datasets\[1\]: --prompt-col and --response-col go together"),
+    ('store = "s"\nout = "o"\ncron = "not a cron"\n[[datasets]]\nname = "x"\npath = "x"\n',
+     "cron 'not a cron' is not a cron string"),
+    ('store = "s"\nout = "o"\ninterval_seconds = -5\n[[datasets]]\nname = "x"\npath = "x"\n',
+     "interval_seconds must be a positive number, not -5"),
+    ('store = "s"\nout = "o"\ncron = "* * * * *"\ndatasets = "x"\n', "non-empty array of tables"),
+    ('store = "s"\nout = "o"\ncron = "* * * * *"\ndatasets = []\n', "non-empty array of tables"),
+    ('store = "s"\nout = "o"\ncron = "* * * * *"\n[[datasets]]\nname = "x"\npath = 5\n',
+     r"datasets\[1\]: 'path' must be a non-empty string, not 5"),
+    ('store = "s"\nout = "o"\ncron = "* * * * *"\n[[datasets]]\nname = "x"\npath = "x"\n'
+     'policy = 0.1\n', r"datasets\[1\]: 'policy' must be a policy file name or a table"),
+    ('store = "s"\nout = "o"\ncron = "* * * * *"\n[[datasets]]\nname = "x"\npath = "x"\n'
+     'policy = "nowhere.toml"\n', r"datasets\[1\]: cannot read the policy .*nowhere.toml"),
 ])
 def test_bad_configs_are_refused_before_serving(tmp_path, body, message):
     config = tmp_path / "c.toml"
@@ -65,6 +78,26 @@ def test_a_check_names_the_preference_columns(tmp_path):
                       'rejected_col = "bad"\n')
     load = load_config(config).datasets[0].config.load
     assert (load.prompt_cols, load.chosen_col, load.rejected_col) == (("ask",), "good", "bad")
+
+
+def test_detectors_may_be_given_as_one_comma_separated_string(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('store = "s"\nout = "o"\ncron = "0 3 * * *"\n[[datasets]]\nname = "x"\n'
+                      'path = "x.jsonl"\ndetectors = "trigger, label_issue"\n')
+    assert load_config(config).datasets[0].config.detectors == ("trigger", "label_issue")
+
+
+def test_files_sharing_a_stem_get_their_own_output_folders():
+    assert output_folders(["d/batch.json", "d/batch.jsonl", "d/other.tsv"]) == {
+        "d/batch.json": "batch.json", "d/batch.jsonl": "batch.jsonl", "d/other.tsv": "other"}
+
+
+def test_a_glob_that_matches_no_file_is_an_error_not_a_pass(tmp_path, prefect_harness):
+    config = tmp_path / "c.toml"
+    config.write_text('store = "s"\nout = "o"\ncron = "0 3 * * *"\n[[datasets]]\n'
+                      'name = "drop"\npath = "incoming/*.jsonl"\n')
+    with pytest.raises(TrainguardError, match=r"drop: no file matches .*incoming/\*\.jsonl"):
+        scheduled_checks_flow(config=str(config))
 
 
 def _completed_runs(api: str, flow_name: str) -> list[dict]:
