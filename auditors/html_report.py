@@ -11,6 +11,7 @@ could not run. All dataset text goes through `html.escape`.
 from __future__ import annotations
 
 import html
+import json
 import re
 from pathlib import Path
 
@@ -404,12 +405,12 @@ def render_run_index(runs: pd.DataFrame, store: str, out_dir: Path) -> str:
 
     lines = []
     for run in runs.sort_values("started_at", ascending=False, kind="stable").itertuples():
-        report = Path(str(run.out_dir)) / REPORT if run.out_dir else None
-        if report is not None and report.is_file():
+        report = _report_of(run)
+        if report is not None:
             link = Path(os.path.relpath(report.resolve(), out_dir.resolve())).as_posix()
             report_cell = f"<a href=\"{esc(link)}\">report</a>"
         else:
-            report_cell = "<span class=\"muted\">no report</span>"
+            report_cell = "<span class=\"muted\">no report (replaced by a later run or moved)</span>"
         passed = run.outcome == "pass"
         share = f"{run.flagged / run.rows:.2%}" if run.rows else "-"
         lines.append(f"<tr><td>{esc(_date(run.started_at))}</td><td>{esc(run.run_id)}</td>"
@@ -428,6 +429,22 @@ def render_run_index(runs: pd.DataFrame, store: str, out_dir: Path) -> str:
             f"<title>{title}</title><style>{_STYLE}</style></head><body>"
             f"<h1>{title}</h1><p>{len(lines)} runs recorded in the ledger, newest first.</p>"
             f"{body}</body></html>\n")
+
+
+def _report_of(run) -> Path | None:
+    """The run's report.html, if its folder still holds this run's outputs: runs that share
+    an output folder (every scheduled run of a dataset) replace each other's reports, and
+    summary.json names the run that wrote them."""
+    if not run.out_dir:
+        return None
+    folder = Path(str(run.out_dir))
+    try:
+        written_by = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    report = folder / REPORT
+    same_run = (written_by.get("ledger") or {}).get("run_id") == run.run_id
+    return report if same_run and report.is_file() else None
 
 
 def _date(value) -> str:

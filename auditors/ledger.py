@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import platform
 import re
 import time
@@ -67,13 +68,17 @@ CREATE TABLE IF NOT EXISTS triggers (
 CREATE TABLE IF NOT EXISTS intakes (
     intake_id VARCHAR PRIMARY KEY, source_name VARCHAR, source_url VARCHAR, license VARCHAR,
     version VARCHAR, fingerprint VARCHAR, run_id VARCHAR, taken_at TIMESTAMPTZ, schema VARCHAR,
-    columns VARCHAR[], rows INTEGER, diff JSON, checks JSON, passed BOOLEAN);
+    columns VARCHAR[], rows INTEGER, diff JSON, checks JSON, passed BOOLEAN, input VARCHAR,
+    policy JSON);
 CREATE TABLE IF NOT EXISTS intake_rows (intake_id VARCHAR, prompt_key VARCHAR, row_id VARCHAR);
 """
-# version 1 -> 2: response-side triggers (a row's `response_triggers`, a decision's `side`)
+# version 1 -> 2: response-side triggers (a row's `response_triggers`, a decision's `side`),
+# and the input path and policy of each intake
 _UPGRADES = """
 ALTER TABLE rows ADD COLUMN IF NOT EXISTS response_triggers VARCHAR[];
 ALTER TABLE triggers ADD COLUMN IF NOT EXISTS side VARCHAR DEFAULT 'prompt';
+ALTER TABLE intakes ADD COLUMN IF NOT EXISTS input VARCHAR;
+ALTER TABLE intakes ADD COLUMN IF NOT EXISTS policy JSON;
 """
 
 
@@ -336,6 +341,12 @@ def package_versions() -> dict[str, str]:
     return found
 
 
+def recorded_path(path: str) -> str:
+    """A local path as the ledger records it: absolute, so `trainguard report` finds it from
+    any working directory (hf:// names stay as they are)."""
+    return os.path.abspath(path) if "://" not in path else path
+
+
 def new_run_id() -> str:
     return uuid.uuid4().hex[:12]
 
@@ -499,7 +510,8 @@ class Ledger:
             con.execute("COMMIT")
 
     def record_intake(self, record: dict, keys: pd.DataFrame) -> None:
-        """One intake (provenance, diff, checks) and its rows' keys for the next diff."""
+        """One intake (provenance, input, policy, diff, checks) and its rows' keys for the
+        next diff."""
         keys = keys.assign(intake_id=record["intake_id"])[["intake_id", "prompt_key", "row_id"]]
         with self._connect() as con:
             con.execute("BEGIN")
@@ -507,9 +519,11 @@ class Ledger:
                         "intake_id, $source_name AS source_name, $source_url AS source_url, "
                         "$license AS license, $version AS version, $fingerprint AS fingerprint,"
                         " $run_id AS run_id, $taken_at AS taken_at, $schema AS schema, $columns AS columns,"
-                        " $rows AS rows, $diff AS diff, $checks AS checks, $passed AS passed)",
+                        " $rows AS rows, $diff AS diff, $checks AS checks, $passed AS passed,"
+                        " $input AS input, $policy AS policy)",
                         {**record, "diff": json.dumps(record["diff"]),
-                         "checks": json.dumps(record["checks"])})
+                         "checks": json.dumps(record["checks"]),
+                         "policy": json.dumps(record["policy"])})
             con.register("intake_keys", keys)
             con.execute("INSERT INTO intake_rows SELECT * FROM intake_keys")
             con.execute("COMMIT")

@@ -378,10 +378,10 @@ def apply_ledger(result: AuditResult, loaded: LoadedDataset, ngrams: NgramStats,
 
     def record() -> None:
         ledger.Ledger(store).record_run(
-            run_id=run_id, source=source, parameters={
+            run_id=run_id, source=ledger.recorded_path(source), parameters={
                 **config.parameters(), "model": model_name(config.model, config.backend)},
             summary=result.summary, table=loaded.table, applied=applied,
-            out_dir=str(out_dir), started_at=hooks.started_at)
+            out_dir=ledger.recorded_path(str(out_dir)), started_at=hooks.started_at)
     return result, record
 
 

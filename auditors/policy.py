@@ -17,7 +17,7 @@ import pandas as pd
 
 from auditors.errors import TrainguardError
 from auditors.features.unicode import describe_codepoints, unicode_tokens
-from auditors.ledger import Ledger, new_run_id
+from auditors.ledger import Ledger, new_run_id, recorded_path
 from auditors.schema import SCHEMAS
 from auditors.summary import AuditSummary, check, gate_checks
 
@@ -158,8 +158,14 @@ def _schema_check(policy: IntakePolicy, schema: str, columns: list[str],
     problems = []
     if want_schema is not None and schema != want_schema:
         problems.append(f"schema {schema}, expected {want_schema}")
-    if want_columns is not None and list(columns) != list(want_columns):
-        problems.append(f"columns {list(columns)}, expected {list(want_columns)}")
+    # the set of columns, not their order: JSON objects' keys have none
+    if want_columns is not None and set(columns) != set(want_columns):
+        added = sorted(set(columns) - set(want_columns))
+        missing = sorted(set(want_columns) - set(columns))
+        problems.append(f"columns {list(columns)}, expected {list(want_columns)} ("
+                        + "; ".join(([f"new: {', '.join(added)}"] if added else [])
+                                    + ([f"missing: {', '.join(missing)}"] if missing else []))
+                        + ")")
     return check("schema drift", not problems, "; ".join(problems) or "unchanged")
 
 
@@ -183,14 +189,14 @@ def decide_intake(store: str | Path, source: str, table: pd.DataFrame, columns: 
     checks = evaluate(policy, summary=summary, columns=columns,
                       previous=previous[0] if previous else None,
                       controls=control_characters(table))
-    record = {"intake_id": new_run_id(), **asdict(provenance), "input": source,
+    record = {"intake_id": new_run_id(), **asdict(provenance), "input": recorded_path(source),
               "fingerprint": summary.fingerprint,  # of the bytes the audit read
               "run_id": (summary.ledger or {}).get("run_id"),
               "taken_at": datetime.now(timezone.utc), "schema": summary.schema,
               "columns": list(columns), "rows": int(len(table)), "diff": diff,
               "checks": checks, "passed": all(c["passed"] for c in checks),
               "policy": asdict(policy)}
-    ledger.record_intake({k: v for k, v in record.items() if k not in ("input", "policy")}, keys)
+    ledger.record_intake(record, keys)
     return {**record, "taken_at": record["taken_at"].isoformat()}
 
 

@@ -102,10 +102,16 @@ _CACHE_MAX_SIZE = typer.Option("10G", "--cache-max-size", help="Size bound of th
                                "fits (e.g. 10G, 500M).")
 _DETECTORS = typer.Option(None, "--detectors", help="Comma-separated detectors to run "
                           "(default: all).")
-_FDR = typer.Option(DEFAULT_FDR, "--fdr", min=0.0, max=1.0, help="False-discovery rate of "
-                    "the flags that are significance decisions (prompt and preference "
-                    "triggers: Benjamini-Hochberg; degraded-response triggers: a Bonferroni "
-                    "bound).")
+def _open_unit_interval(value: float) -> float:
+    if not 0.0 < value < 1.0:  # 0 would flag nothing, 1 everything
+        raise typer.BadParameter(f"{value:g} is not strictly between 0 and 1")
+    return value
+
+
+_FDR = typer.Option(DEFAULT_FDR, "--fdr", callback=_open_unit_interval, help="False-discovery "
+                    "rate, strictly between 0 and 1, of the flags that are significance "
+                    "decisions (prompt and preference triggers: Benjamini-Hochberg; "
+                    "degraded-response triggers: a Bonferroni bound).")
 _VERBOSE = typer.Option(False, "--verbose", help="Show Prefect's logs.")
 _DEBUG = typer.Option(False, "--debug", help="Show tracebacks on errors.")
 
@@ -211,8 +217,11 @@ def _audit_config(debug: bool, source: str, out: Path, *, detectors: Optional[st
         store=str(store) if store else None, **options)
 
 
-def show_summary(summary, out: Path) -> None:
-    """The trigger table, warnings and verdict of an `AuditSummary`."""
+def show_summary(summary, out: Path, *, verdict_label: str = "",
+                 extra_outputs: tuple[str, ...] = ()) -> None:
+    """The trigger table, warnings and verdict of an `AuditSummary`; `verdict_label` names
+    whose verdict it is where another decides (an intake's policy), `extra_outputs` the
+    files a caller adds to OUT."""
     from auditors.report import NOT_APPLICABLE, detectors_not_run, verdict_line
 
     # findings: significant triggers, and phrases injected into responses that flagged rows
@@ -239,11 +248,12 @@ def show_summary(summary, out: Path) -> None:
     if summary.ledger is not None:
         show_ledger_effect(summary.ledger)
     style = "bold green" if summary.passed else "bold red"
-    console.print(verdict_line(summary), style=style, markup=False)
+    console.print(verdict_label + verdict_line(summary), style=style, markup=False)
     skipped = ", skipped.jsonl" if summary.skipped_rows else ""
     console.print(f"outputs in {out}/ (rows.parquet, triggers.json, "
                   f"{summary.outputs.clean}, {summary.outputs.quarantine}{skipped}, "
-                  "report.html, summary.json)", markup=False)
+                  f"report.html, summary.json{''.join(', ' + f for f in extra_outputs)})",
+                  markup=False)
 
 
 def trigger_table(title: str, triggers, start: int = 1) -> Table:
@@ -514,7 +524,10 @@ def intake(
     from auditors.summary import AuditSummary
 
     result = _run_or_exit(debug, _flow_value, state=state)
-    show_summary(AuditSummary.from_dict(result["summary"]), out)
+    # the audit's own gate is one input; the intake policy's verdict follows
+    show_summary(AuditSummary.from_dict(result["summary"]), out,
+                 verdict_label="audit gate (the intake policy decides below): ",
+                 extra_outputs=("intake.json",))
     show_intake(result["intake"])
     raise typer.Exit(EXIT_PASS if result["intake"]["passed"] else EXIT_GATE_FAILED)
 
@@ -523,7 +536,7 @@ def show_intake(record: dict) -> None:
     diff = record["diff"]
     console.print(Text(f"intake of {record['source_name']!r} ({record['fingerprint']}): "
                        f"{diff['added']} rows added, {diff['removed']} removed, "
-                       f"{diff['changed']} changed since the previous intake"))
+                       f"{diff['changed']} changed since the last intake that passed"))
     table = Table(title="Intake policy")
     for column in ("check", "passed", "detail"):
         table.add_column(column, overflow="fold")

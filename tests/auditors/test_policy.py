@@ -1,9 +1,13 @@
 """The intake gate's pieces: policy files, row diff, control characters, checks."""
 
+import json
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
 from auditors.errors import TrainguardError
+from auditors.ledger import Ledger
 from auditors.policy import (IntakePolicy, control_characters, diff_rows, evaluate,
                              prompt_keys)
 from tests.summaries import audit_summary
@@ -105,6 +109,20 @@ def test_pinned_schema_is_checked_and_disabled_checks_are_skipped():
     assert _failed(checks) == {"schema drift"}
 
 
+def test_reordered_columns_are_not_drift_and_changed_ones_are_named():
+    previous = {"schema": "instruction", "columns": ["instruction", "input", "output"]}
+    summary = audit_summary(schema="instruction", rows=10, flagged=0)
+
+    def drift(columns):
+        checks = evaluate(IntakePolicy(), summary=summary, columns=columns, previous=previous,
+                          controls={})
+        return next(c for c in checks if c["check"] == "schema drift")
+
+    assert drift(["output", "instruction", "input"])["passed"]  # JSON keys have no order
+    renamed = drift(["instruction", "context", "output"])
+    assert not renamed["passed"] and "(new: context; missing: input)" in renamed["detail"]
+
+
 def test_an_intake_is_compared_with_the_last_one_that_passed(tmp_path):
     """Rerunning a failed intake fails it again: the failed one was not accepted, so it is
     not the baseline."""
@@ -124,3 +142,6 @@ def test_an_intake_is_compared_with_the_last_one_that_passed(tmp_path):
     assert first["passed"] and not failed["passed"] and not again["passed"]
     assert again["diff"]["previous_intake"] == first["intake_id"]
     assert again["diff"]["added"] == 1
+    recorded = Ledger(tmp_path / "store").intakes()  # with the input and the policy it met
+    assert recorded["input"].tolist() == [str(Path("d.jsonl").resolve())] * 3
+    assert json.loads(recorded["policy"].iat[0])["max_flagged_fraction"] == 0.005

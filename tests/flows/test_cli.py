@@ -183,3 +183,15 @@ def test_the_significant_count_is_of_all_triggers_not_of_those_shown(capsys, tmp
 
     assert "Significant triggers (q <= FDR): 12 (top 10 shown; all in triggers.json)" in \
         capsys.readouterr().out
+
+
+@pytest.mark.parametrize("value", ["0", "1", "1.5"])
+def test_an_fdr_outside_the_open_unit_interval_is_refused_as_its_help_says(value, tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    result = CliRunner().invoke(app, ["audit", "data.tsv", "--out", str(tmp_path / "o"),
+                                      "--fdr", value])
+    assert result.exit_code == 2 and "is not strictly between 0 and 1" in result.output
+    help_text = " ".join(CliRunner().invoke(app, ["audit", "--help"]).output.split())
+    assert "False-discovery rate, strictly between 0 and 1," in help_text

@@ -82,6 +82,10 @@ def test_intake_confirm_release_loop(prefect_harness, sample_path, poisoned_mask
                           env={**os.environ, "PREFECT_HOME": str(tmp_path / "home")})
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "INTAKE FAIL" in proc.stdout
+    stdout = " ".join(proc.stdout.split())
+    # the audit's own verdict says it is not the intake's, and the outputs name intake.json
+    assert "audit gate (the intake policy decides below): FAIL" in stdout
+    assert "report.html, summary.json, intake.json)" in stdout
     record = json.loads((tmp_path / "b" / "intake.json").read_text())
     failed = {c["check"] for c in record["checks"] if not c["passed"]}
     assert failed == {"confirmed rows and triggers"}  # not the flagged share: 2 of 602 rows
@@ -104,8 +108,10 @@ def test_intake_confirm_release_loop(prefect_harness, sample_path, poisoned_mask
     assert "ledger: released" in rows_again.at[released, "reasons"]
     assert rows_again.loc[list(confirmed["row_id"]), "flagged"].all()
     diff = again["intake"]["diff"]
-    assert (diff["added"], diff["removed"], diff["changed"]) == (0, 0, 0)
-    assert diff["unchanged"] == rows["row_id"].nunique()  # distinct prompts, here all rows
+    # vendor-a's first intake failed (significant triggers), so none of it was accepted: the
+    # diff has no baseline and every row (distinct prompts, here all) is new again
+    assert not result["intake"]["passed"] and diff["previous_intake"] is None
+    assert (diff["added"], diff["removed"], diff["changed"]) == (rows["row_id"].nunique(), 0, 0)
     assert ledger.rows("released")["row_id"].tolist() == [released]
     assert len(ledger.runs()) == 3 and len(ledger.intakes()) == 3
     assert (tmp_path / "a2" / "report.html").exists()

@@ -7,6 +7,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from auditors import AuditConfig, audit
+from auditors.ledger import Ledger
 
 TRAINGUARD = str(Path(sys.executable).with_name("trainguard"))
 
@@ -55,3 +56,23 @@ def test_a_missing_store_is_one_line_and_exit_2(tmp_path):
                            str(tmp_path / "site")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "site" / "index.html").exists()
+
+
+def test_a_run_whose_folder_a_later_run_reused_has_no_link_and_relative_paths_are_recorded(
+        sample_path, tmp_path, onnx_encoder, monkeypatch):
+    store = tmp_path / "ledger"
+    config = AuditConfig(store=str(store), detectors=("label_issue",), max_flagged_fraction=1.0)
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):  # both runs write to the same folder, given relative to the cwd
+        audit(str(sample_path), "runs/shared", config, encoder=onnx_encoder)
+    runs = Ledger(store).runs()
+    assert runs["out_dir"].tolist() == [str(tmp_path / "runs" / "shared")] * 2
+    site = tmp_path / "elsewhere" / "site"
+    done = subprocess.run([TRAINGUARD, "report", str(store), "--out", str(site)],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path / "..")
+    assert done.returncode == 0, done.stderr
+    page = (site / "index.html").read_text(encoding="utf-8")
+    parser = Links()
+    parser.feed(page)
+    assert parser.links == ["../../runs/shared/report.html"]  # the latest run's only
+    assert "no report (replaced by a later run or moved)" in page
