@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from auditors.errors import TrainguardError
 from auditors.features.unicode import describe_codepoints
 from auditors.report import detectors_not_run, flagged_counts, significance_text
 from auditors.schema import PREFERENCE
@@ -394,6 +395,8 @@ def write_run_index(out_dir: str | Path, runs: pd.DataFrame, store: str) -> Path
     each linked to its report.html (relative links, so the folder can be moved with the
     reports)."""
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise TrainguardError(f"{out_dir}: --out must be a folder, and a file is there")
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / INDEX
     path.write_text(render_run_index(runs, store, out_dir), encoding="utf-8")

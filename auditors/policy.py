@@ -88,7 +88,9 @@ def prompt_keys(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def diff_rows(previous: pd.DataFrame | None, current: pd.DataFrame, examples: int = 5) -> dict:
-    """Rows added, removed and changed (same prompt, other content) since `previous`."""
+    """Rows added, removed and changed (same prompt, other content) since `previous`;
+    `changed_row_ids` names the first `examples` changed rows' new ids (the count is
+    `changed`)."""
     if previous is None:
         return {"previous_intake": None, "added": len(current), "removed": 0, "changed": 0,
                 "unchanged": 0, "changed_row_ids": []}
@@ -143,7 +145,8 @@ def evaluate(policy: IntakePolicy, *, summary: AuditSummary, columns: list[str],
     if policy.fail_on_control_characters:
         checks.append(check("control characters", not controls,
                             "none" if not controls else "; ".join(
-                                f"{name} in {n} rows" for name, n in controls.items())))
+                                f"{name} in {n} row{'' if n == 1 else 's'}"
+                                for name, n in controls.items())))
     if policy.fail_on_schema_drift:
         checks.append(_schema_check(policy, summary.schema, columns, previous))
     return checks

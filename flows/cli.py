@@ -611,6 +611,10 @@ def cache_command(
     from auditors import cache
 
     root = directory or _default_cache_dir()
+    if directory is not None and not directory.is_dir():  # a typo would read as "0 entries"
+        typer.echo(f"error: {directory}: not a cache directory"
+                   f"{' (a file)' if directory.exists() else ' (does not exist)'}", err=True)
+        raise typer.Exit(EXIT_ERROR)
     limit = _run_or_exit(debug, cache.parse_size, text=max_size)
     if prune:
         done = _run_or_exit(debug, cache.prune, root=root, max_bytes=limit)

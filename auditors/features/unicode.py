@@ -86,4 +86,11 @@ def describe_codepoints(pattern: str) -> list[str]:
     """`U+200B ZERO WIDTH SPACE` for every non-ASCII character of a pattern, so invisible
     triggers can be seen and searched for."""
     seen = dict.fromkeys(ch for ch in pattern if not ch.isascii())
-    return [f"U+{ord(ch):04X} {unicodedata.name(ch, 'UNNAMED')}" for ch in seen]
+    return [f"U+{ord(ch):04X} {_name(ch)}" for ch in seen]
+
+
+def _name(ch: str) -> str:
+    """Unicode's name; C1 controls (NEL, U+0085) have none, so their category says it."""
+    if unicodedata.category(ch) == "Cc":
+        return "CONTROL"
+    return unicodedata.name(ch, "UNNAMED")

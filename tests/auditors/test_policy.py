@@ -50,6 +50,15 @@ def test_diff_counts_added_removed_and_changed_rows():
     assert diff_rows(None, after)["added"] == 3
 
 
+def test_c1_controls_are_named_and_single_rows_are_one_row():
+    table = pd.DataFrame({"prompt": ["next\x85line", "fine"], "response": "", "rejected": ""})
+    assert control_characters(table) == {"U+0085 CONTROL": 1}
+    checks = evaluate(IntakePolicy(), summary=audit_summary(rows=2, flagged=0), columns=[],
+                      previous=None, controls=control_characters(table))
+    assert "U+0085 CONTROL in 1 row" in {c["check"]: c["detail"] for c in checks}[
+        "control characters"]
+
+
 def test_control_characters_are_found_in_any_text_field():
     table = pd.DataFrame({"prompt": ["fine", "zero\u200bwidth", "esc \x1b[31m", "tab\tok\n"],
                           "response": ["\u202eevil", "", "", ""], "rejected": ""})

@@ -76,3 +76,15 @@ def test_a_run_whose_folder_a_later_run_reused_has_no_link_and_relative_paths_ar
     parser.feed(page)
     assert parser.links == ["../../runs/shared/report.html"]  # the latest run's only
     assert "no report (replaced by a later run or moved)" in page
+
+
+def test_an_index_out_path_that_is_a_file_and_a_cache_that_is_not_a_folder_are_errors(tmp_path):
+    Ledger(tmp_path / "store")
+    (tmp_path / "afile").write_text("")
+    for command in (["report", str(tmp_path / "store"), "--out", str(tmp_path / "afile")],
+                    ["cache", "--cache", str(tmp_path / "afile")],
+                    ["cache", "--cache", str(tmp_path / "nowhere")]):
+        done = subprocess.run([TRAINGUARD, *command], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2, (command, done.stdout, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1
+        assert "must be a folder" in done.stderr or "not a cache directory" in done.stderr
