@@ -72,7 +72,7 @@ CASES = [
     Case("intake-bad-policy-key", _intake("{tmp}/d.jsonl", policy="{tmp}/bad.toml"),
          "unknown policy key(s) max_flaged_fraction"),
     Case("intake-bad-policy-value", _intake("{tmp}/d.jsonl", policy="{tmp}/bad_value.toml"),
-         "max_flagged_fraction must be between 0 and 1"),
+         "max_flagged_fraction must be a number between 0 and 1"),
 ]
 
 
