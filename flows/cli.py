@@ -291,6 +291,9 @@ def _run_or_exit(debug: bool, func, **kwargs):
             raise
         typer.echo(f"error: {one_line(str(exc))}", err=True)
     except Exception as exc:  # unexpected: still one line unless --debug
+        if _INTERRUPTED:  # Ctrl-C also stopped Prefect's server: its errors are the echo
+            errors.print("interrupted", markup=False)
+            raise typer.Exit(130) from None
         if debug:
             raise
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -881,7 +884,10 @@ def main() -> None:
     # SIGTERM (kill, a scheduler, a container stop) ends an audit like Ctrl-C does, so that
     # Prefect's temporary server and the output staging directory are cleaned up rather
     # than orphaned.
+    # Ctrl-C reaches the whole process group, Prefect's temporary server too: the errors
+    # that follow (connection refused) are the interrupt's, and end the same way.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    signal.signal(signal.SIGINT, _raise_keyboard_interrupt)
     try:
         app()
     except KeyboardInterrupt:
@@ -889,7 +895,12 @@ def main() -> None:
         sys.exit(130)
 
 
+_INTERRUPTED = False  # set once SIGINT or SIGTERM arrived
+
+
 def _raise_keyboard_interrupt(signum, frame) -> None:
+    global _INTERRUPTED
+    _INTERRUPTED = True
     raise KeyboardInterrupt
 
 

@@ -124,6 +124,9 @@ def run_activations(*, model: str, data: str, out: Path, max_relative_size: floa
                                    min_cluster_size=min_cluster_size,
                                    changes_class=changes_class,
                                    min_class_change=min_class_change)
+    if not clusters:  # every predicted class had under 4 rows: nothing was checked
+        raise ModelCheckError(f"{data}: too few rows to cluster ({len(rows.texts)}; each "
+                              "predicted class needs at least 4)")
     out.mkdir(parents=True, exist_ok=True)
     write_plot(clusters, out / "activations.svg")
     report = {"model": model, "data": data, "representation": representation,

@@ -58,8 +58,9 @@ def _pick(columns: list[str], given: str | None, known: tuple[str, ...], what: s
         return given
     found = next((c for c in known if c in columns), None)
     if found is None and required:
-        raise AuditInputError(f"no {what} column among {columns}; pass --{what}-col",
-                              path=source)
+        # the model commands take no column options: the file names its columns
+        raise AuditInputError(f"no {what} column among {columns} (name it one of "
+                              f"{', '.join(known)}, or use a .txt file)", path=source)
     return found
 
 

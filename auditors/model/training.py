@@ -12,7 +12,10 @@ def train_classifier(classifier, texts: list[str], label_ids: list[int], *, epoc
                      after_step=None) -> list[float]:
     """Train `classifier.model` in place with AdamW on shuffled mini-batches for `epochs`
     passes (fractions allowed); `after_step()` runs after every optimiser step (fine-pruning
-    uses it to keep pruned weights at zero). Returns the loss of every step."""
+    uses it to keep pruned weights at zero). Returns the loss of every step; 0 epochs train
+    nothing (a fraction rounds to at least one step)."""
+    if epochs <= 0:
+        return []
     model = classifier.model
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],

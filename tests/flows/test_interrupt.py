@@ -77,6 +77,24 @@ def test_interrupted_audits_leave_no_complete_looking_output_and_a_rerun_works(
     assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
 
 
+def test_ctrl_c_to_the_process_group_is_an_interrupt_not_a_connection_error(sample_path,
+                                                                           tmp_path):
+    """A terminal's Ctrl-C signals the whole group, Prefect's temporary server too; the
+    connection errors that follow are the interrupt's, and end as one (exit 130)."""
+    out = tmp_path / "audit"
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([TRAINGUARD, "audit", str(sample_path), "--out", str(out),
+                             "--no-cache"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, start_new_session=True)
+    wait_for_line(proc, "schema detected")
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr and "ConnectError" not in stderr
+    assert not (out / "summary.json").exists()
+
+
 WRITER = textwrap.dedent("""
     import sys
     import numpy as np, pandas as pd

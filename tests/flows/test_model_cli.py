@@ -100,6 +100,16 @@ def test_activations_refuses_an_unknown_representation(tiny, tmp_path):
     assert "umap" in result.output
 
 
+def test_activations_on_too_few_rows_to_cluster_is_an_error_not_a_pass(tiny, tmp_path):
+    model, _, _ = tiny
+    three = tmp_path / "three.txt"
+    three.write_text("a fine film\na dull film\nan odd film\n", encoding="utf-8")
+    result = runner.invoke(app, ["activations", "--model", str(model), "--data", str(three),
+                                 "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "too few rows to cluster (3;" in result.output
+    assert not (tmp_path / "out" / "activations.json").exists()
+
+
 def test_fine_prune_saves_a_loadable_checkpoint(tiny, tmp_path):
     from auditors.model.checkpoint import load_classifier
 

@@ -240,3 +240,23 @@ def test_checkpoints_with_only_pickled_weights_are_refused(tmp_path):
         load_classifier(tmp_path)
     with pytest.raises(ModelCheckError, match="not a local model directory"):
         load_classifier(tmp_path / "missing")
+
+
+def test_a_probe_file_without_a_known_text_column_says_which_names_are_read(tmp_path):
+    from auditors.errors import AuditInputError
+    from auditors.model.texts import read_texts
+
+    path = tmp_path / "probes.jsonl"
+    path.write_text('{"foo": "a text"}\n', encoding="utf-8")
+    with pytest.raises(AuditInputError, match=r"no text column among \['foo'\] \(name it one "
+                                              r"of text, sentence, .*prompt, or use a \.txt"):
+        read_texts(path)
+
+
+def test_zero_epochs_train_nothing(tiny_classifier):
+    from auditors.model.training import train_classifier
+
+    before = {k: v.clone() for k, v in tiny_classifier.model.state_dict().items()}
+    assert train_classifier(tiny_classifier, ["a text", "another"], [0, 1], epochs=0) == []
+    after = tiny_classifier.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
