@@ -106,6 +106,15 @@ def audit_gate(*, rows: int, flagged: int, max_flagged_fraction: float, **option
                 all(c["passed"] for c in checks), tuple(checks))
 
 
+def share_gate(*, rows: int, flagged: int, max_flagged_fraction: float) -> Gate:
+    """A gate on the flagged share alone, for checks that have no triggers or ledger (STRIP's
+    probes): `audit_gate`'s other checks would pass vacuously and read as findings."""
+    checks = gate_checks(rows=rows, flagged=flagged, max_flagged_fraction=max_flagged_fraction,
+                         fail_on_confirmed=False)[:1]
+    return Gate(flagged / rows if rows else 0.0, max_flagged_fraction, checks[0]["passed"],
+                tuple(checks))
+
+
 def check(name: str, passed: bool, detail: str) -> dict:
     """One gate or policy check: `{"check", "passed", "detail"}`."""
     return {"check": name, "passed": bool(passed), "detail": detail}

@@ -64,7 +64,7 @@ def run_strip(*, model: str, probes: str, clean: str | None, frr: float,
               n_perturbations: int, out: Path | None,
               max_flagged_fraction: float = 0.0) -> dict:
     from auditors.model.strip import strip
-    from auditors.summary import audit_gate
+    from auditors.summary import share_gate
 
     classifier = load_classifier(model)
     probe_texts = read_texts(probes).texts
@@ -81,9 +81,8 @@ def run_strip(*, model: str, probes: str, clean: str | None, frr: float,
                            "predicted": result.predicted[i]}
                           for i in flagged[np.argsort(result.entropy[flagged])]],
               "entropy": [float(e) for e in result.entropy],
-              "gate": audit_gate(rows=len(probe_texts), flagged=int(len(flagged)),
-                                 max_flagged_fraction=max_flagged_fraction,
-                                 fail_on_confirmed=False).to_dict()}
+              "gate": share_gate(rows=len(probe_texts), flagged=int(len(flagged)),
+                                 max_flagged_fraction=max_flagged_fraction).to_dict()}
     if out is not None:
         write_json(out / "strip.json", report)
     return report

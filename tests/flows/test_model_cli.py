@@ -61,6 +61,8 @@ def test_strip_flags_triggered_probes(tiny, tmp_path):
     report = json.loads((tmp_path / "strip.json").read_text())
     flagged = [item["index"] for item in report["flagged"]]
     assert sum(i >= 20 for i in flagged) > 2 * sum(i < 20 for i in flagged)
+    # the flagged share is its only gate check: probes have no triggers or ledger to report
+    assert [c["check"] for c in report["gate"]["checks"]] == ["flagged share"]
 
 
 def test_activations_passes_clean_rows_and_writes_report_and_plot(tiny, tmp_path):
