@@ -87,12 +87,12 @@ class AuditConfig:
         for name in ("cache_dir", "store"):  # paths are kept as text: JSON-ready
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, str(getattr(self, name)))
+        from auditors.detector_names import split_names, unknown_names
+
         if isinstance(self.detectors, str):  # "trigger,outlier", as --detectors takes them
-            object.__setattr__(self, "detectors", tuple(
-                name.strip() for name in self.detectors.split(",") if name.strip()))
+            object.__setattr__(self, "detectors", tuple(split_names(self.detectors)))
         if self.detectors is not None:
             object.__setattr__(self, "detectors", tuple(self.detectors))
-            from auditors.detector_names import unknown_names
 
             problem = unknown_names(list(self.detectors))  # from the source: no imports
             if problem:

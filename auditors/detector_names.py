@@ -11,6 +11,11 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent / "detectors"
 
 
+def split_names(text: str) -> list[str]:
+    """`"trigger, outlier"` -> `["trigger", "outlier"]`, as `--detectors` and configs give them."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def declared_names() -> list[str]:
     """`name` of every class decorated with `register` in the detectors package, sorted."""
     names = []

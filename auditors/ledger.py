@@ -110,15 +110,21 @@ class TextFeatures:
         """A case-folded word sequence, a position token (`^first words`, `$last`), a
         character n-gram (`~tcf`), or a Unicode token (an invisible character, a
         mixed-script marker, an emoji); a phrase is read as its word sequence (`pattern_key`)."""
-        pattern = pattern_key(pattern)
-        if pattern[:1] in (POSITION_START, POSITION_END) and len(pattern) > 1:
-            return pattern in self.positions
-        if is_character_token(pattern):
-            return pattern in self.characters
-        words = re.findall(TOKEN_PATTERN, pattern.lower())
-        if words and " ".join(words) == pattern.lower():
-            return f" {pattern.lower()} " in self.words
-        return pattern in self.unicode
+        return holder(pattern_key(pattern))(self)
+
+
+def holder(key: str):
+    """The test "does this `TextFeatures` hold `key`" (a `pattern_key`), worked out once per
+    pattern rather than once per row."""
+    if key[:1] in (POSITION_START, POSITION_END) and len(key) > 1:
+        return lambda features: key in features.positions
+    if is_character_token(key):
+        return lambda features: key in features.characters
+    words = re.findall(TOKEN_PATTERN, key.lower())
+    if words and " ".join(words) == key.lower():
+        padded = f" {key.lower()} "
+        return lambda features: padded in features.words
+    return lambda features: key in features.unicode
 
 
 def contains_pattern(text: str, pattern: str) -> bool:
@@ -142,9 +148,8 @@ class Decisions:
 class Applied:
     rows: pd.DataFrame  # the audit's rows frame with flags and reasons updated
     row_triggers: list[list[str]]  # per row: the candidate/confirmed triggers it contains
+    row_response_triggers: list[list[str]]  # per row: those of them found in its response
     counts: dict  # what the ledger changed, for the summary and the gate
-    # per row: those of `row_triggers` found in its response (injected phrases)
-    row_response_triggers: list[list[str]] = field(default_factory=list)
 
 
 class PatternRows:
@@ -170,7 +175,8 @@ class PatternRows:
             else:
                 if self._features is None:
                     self._features = [TextFeatures(t) for t in self.texts]
-                mask = np.fromiter((pattern in f for f in self._features), dtype=bool,
+                holds = holder(pattern)
+                mask = np.fromiter(map(holds, self._features), dtype=bool,
                                    count=len(self.texts))
             self._masks[pattern] = mask
         return self._masks[pattern]
@@ -298,8 +304,9 @@ def apply_ledger(rows: pd.DataFrame, prompts: list[str], triggers: list[dict],
         if notes:
             reasons[i] = "; ".join([reasons[i], *notes] if reasons[i] else notes)
     rows["flagged"], rows["reasons"] = flagged, reasons
-    return Applied(rows, [[p for p, _ in keys] for keys in row_keys], counts,
-                   [[p for p, side in keys if side == RESPONSE_SIDE] for keys in row_keys])
+    return Applied(rows, [[p for p, _ in keys] for keys in row_keys],
+                   [[p for p, side in keys if side == RESPONSE_SIDE] for keys in row_keys],
+                   counts)
 
 
 def updated_summary(summary: AuditSummary, applied: Applied, *, store: str, run_id: str,
@@ -326,7 +333,8 @@ def apply_to_result(result, table: pd.DataFrame, decisions: Decisions, *, store:
                            ngrams, table["response"].tolist())
     summary = updated_summary(result.summary, applied, store=str(store), run_id=run_id,
                               fail_on_confirmed=fail_on_confirmed)
-    triggers = [{**t, "released": True} if _is_released(t, decisions.released_triggers) else t
+    released = set(applied.counts["released_triggers"])
+    triggers = [{**t, "released": True} if t["pattern"] in released else t
                 for t in result.triggers]
     return replace(result, rows=applied.rows, triggers=triggers, summary=summary), applied
 
@@ -391,7 +399,8 @@ class Ledger:
     @classmethod
     def check(cls, store: str | Path) -> None:
         """Refuse an existing ledger that cannot be used (run before any work)."""
-        if Path(store).exists() and not Path(store).is_dir() or (Path(store) / LEDGER_FILE).exists():
+        store = Path(store)
+        if (store.exists() and not store.is_dir()) or (store / LEDGER_FILE).exists():
             cls(store, create=False)
 
     def _check_schema(self, con) -> None:
@@ -478,8 +487,7 @@ class Ledger:
             "row_id": applied.rows["row_id"].to_numpy()[picked],
             "reasons": applied.rows["reasons"].to_numpy()[picked],
             "triggers": [applied.row_triggers[i] for i in picked],
-            "response_triggers": [applied.row_response_triggers[i]
-                                  if applied.row_response_triggers else [] for i in picked],
+            "response_triggers": [applied.row_response_triggers[i] for i in picked],
             "prompt": table["prompt"].to_numpy()[picked],
             "response": table["response"].to_numpy()[picked],
             "label": table["label"].to_numpy()[picked],

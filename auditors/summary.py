@@ -109,10 +109,19 @@ def audit_gate(*, rows: int, flagged: int, max_flagged_fraction: float, **option
 def share_gate(*, rows: int, flagged: int, max_flagged_fraction: float) -> Gate:
     """A gate on the flagged share alone, for checks that have no triggers or ledger (STRIP's
     probes): `audit_gate`'s other checks would pass vacuously and read as findings."""
-    checks = gate_checks(rows=rows, flagged=flagged, max_flagged_fraction=max_flagged_fraction,
-                         fail_on_confirmed=False)[:1]
-    return Gate(flagged / rows if rows else 0.0, max_flagged_fraction, checks[0]["passed"],
-                tuple(checks))
+    share = _share_check(rows, flagged, max_flagged_fraction)
+    return Gate(flagged / rows if rows else 0.0, max_flagged_fraction, share["passed"],
+                (share,))
+
+
+def _share_check(rows: int, flagged: int, max_flagged_fraction: float) -> dict:
+    """The flagged share (compared unrounded) against its limit."""
+    from auditors.report import percents
+
+    share = flagged / rows if rows else 0.0
+    shown, limit = percents(share, max_flagged_fraction)
+    return check("flagged share", share <= max_flagged_fraction,
+                 f"{flagged} of {rows} rows flagged ({shown}; limit {limit})")
 
 
 def check(name: str, passed: bool, detail: str) -> dict:
@@ -131,12 +140,8 @@ def gate_checks(*, rows: int, flagged: int, max_flagged_fraction: float,
     0.4% of the answers is an attack too); and, with
     `fail_on_confirmed`, no confirmed row or row holding a confirmed trigger is in the data.
     `ledger` is the summary's ledger counts (`apply_ledger`'s `counts`)."""
-    from auditors.report import percents
 
-    share = flagged / rows if rows else 0.0
-    shown, limit = percents(share, max_flagged_fraction)
-    checks = [check("flagged share", share <= max_flagged_fraction,
-                    f"{flagged} of {rows} rows flagged ({shown}; limit {limit})")]
+    checks = [_share_check(rows, flagged, max_flagged_fraction)]
     ledger = ledger or {}
     significant = [p for p in significant_triggers if p not in ledger.get("released_triggers", ())]
     checks.append(check("significant triggers", not significant,

@@ -329,9 +329,10 @@ def _check_command_line(debug: bool, source: str, *, detectors: Optional[str],
 
     _run_or_exit(debug, check_source, source=source, via_datasets=via_datasets, stream=stream)
     _run_or_exit(debug, check_schema_name, schema=schema, source=source)
-    names = [n.strip() for n in detectors.split(",") if n.strip()] if detectors else None
+    from auditors.detector_names import split_names, unknown_names  # reads, not imports
+
+    names = split_names(detectors) if detectors else None
     if names:
-        from auditors.detector_names import unknown_names  # reads, not imports, the modules
 
         problem = unknown_names(names)
         if problem:
