@@ -87,23 +87,27 @@ def prompt_keys(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"prompt_key": keys, "row_id": table["row_id"].to_numpy()})
 
 
-def diff_rows(previous: pd.DataFrame | None, current: pd.DataFrame, examples: int = 5) -> dict:
-    """Rows added, removed and changed (same prompt, other content) since `previous`;
-    `changed_row_ids` names the first `examples` changed rows' new ids (the count is
-    `changed`)."""
+def diff_rows(previous: pd.DataFrame | None, current: pd.DataFrame) -> dict:
+    """Rows added, removed and changed (same prompt, other content) since `previous`, counted
+    and listed by `row_id` (`added_row_ids`, `removed_row_ids`; `changed_row_ids` holds the
+    changed rows' new ids), so a reviewer can read exactly what moved. A first intake lists
+    no ids: every row is new."""
     if previous is None:
         return {"previous_intake": None, "added": len(current), "removed": 0, "changed": 0,
-                "unchanged": 0, "changed_row_ids": []}
+                "unchanged": 0, "added_row_ids": [], "removed_row_ids": [],
+                "changed_row_ids": []}
     before = previous.groupby("prompt_key")["row_id"].agg(frozenset)
     after = current.groupby("prompt_key")["row_id"].agg(frozenset)
     common = before.index.intersection(after.index)
     changed = common[before[common].to_numpy() != after[common].to_numpy()]
-    changed_ids = sorted(set().union(*after[changed]) - set().union(*before[changed])) \
-        if len(changed) else []
-    return {"added": int((~current["prompt_key"].isin(before.index)).sum()),
-            "removed": int((~previous["prompt_key"].isin(after.index)).sum()),
+    changed_ids = set().union(*after[changed]) - set().union(*before[changed])
+    added = ~current["prompt_key"].isin(before.index)
+    removed = ~previous["prompt_key"].isin(after.index)
+    return {"added": int(added.sum()), "removed": int(removed.sum()),
             "changed": int(len(changed)), "unchanged": int(len(common) - len(changed)),
-            "changed_row_ids": changed_ids[:examples]}
+            "added_row_ids": sorted(set(current.loc[added, "row_id"])),
+            "removed_row_ids": sorted(set(previous.loc[removed, "row_id"])),
+            "changed_row_ids": sorted(changed_ids)}
 
 
 def control_characters(table: pd.DataFrame) -> dict[str, int]:

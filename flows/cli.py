@@ -540,7 +540,8 @@ def show_intake(record: dict) -> None:
     diff = record["diff"]
     console.print(Text(f"intake of {record['source_name']!r} ({record['fingerprint']}): "
                        f"{diff['added']} rows added, {diff['removed']} removed, "
-                       f"{diff['changed']} changed since the last intake that passed"))
+                       f"{diff['changed']} changed since the last intake that passed"
+                       + (" (their row ids: intake.json)" if diff["previous_intake"] else "")))
     table = Table(title="Intake policy")
     for column in ("check", "passed", "detail"):
         table.add_column(column, overflow="fold")

@@ -46,8 +46,17 @@ def test_diff_counts_added_removed_and_changed_rows():
     before = prompt_keys(_table(["a", "b", "c"], ["1", "2", "3"]))
     after = prompt_keys(_table(["a", "b", "d"], ["1", "2x", "4"]))  # b's label changed
     assert diff_rows(before, after) == {"added": 1, "removed": 1, "changed": 1, "unchanged": 1,
+                                        "added_row_ids": ["4"], "removed_row_ids": ["3"],
                                         "changed_row_ids": ["2x"]}
-    assert diff_rows(None, after)["added"] == 3
+    first = diff_rows(None, after)
+    assert first["added"] == 3 and first["added_row_ids"] == []
+
+
+def test_diff_lists_every_changed_row_not_a_sample():
+    prompts = [f"prompt {i}" for i in range(40)]
+    before = prompt_keys(_table(prompts, [f"old{i}" for i in range(40)]))
+    after = prompt_keys(_table(prompts, [f"new{i}" for i in range(40)]))
+    assert diff_rows(before, after)["changed_row_ids"] == sorted(f"new{i}" for i in range(40))
 
 
 def test_c1_controls_are_named_and_single_rows_are_one_row():
@@ -150,7 +159,7 @@ def test_an_intake_is_compared_with_the_last_one_that_passed(tmp_path):
     again = intake(renamed, ["a", "b", "c"])
     assert first["passed"] and not failed["passed"] and not again["passed"]
     assert again["diff"]["previous_intake"] == first["intake_id"]
-    assert again["diff"]["added"] == 1
+    assert again["diff"]["added"] == 1 and again["diff"]["added_row_ids"] == ["id-c"]
     recorded = Ledger(tmp_path / "store").intakes()  # with the input and the policy it met
     assert recorded["input"].tolist() == [str(Path("d.jsonl").resolve())] * 3
     assert json.loads(recorded["policy"].iat[0])["max_flagged_fraction"] == 0.005
