@@ -670,9 +670,19 @@ def _read_with_load_dataset(path: str, data: bytes, fmt: str) -> RawDataset:
             raise AuditInputError(f"datasets.load_dataset cannot read it ({reason})",
                                   path=path) from None
         raw = _from_arrow(loaded.data.table, fmt, path)
-    raw.records = [{k.strip(): _strip(v) for k, v in r.items()} for r in raw.records]
+    json_columns = _json_encoded_columns(raw.arrow_schema)
+    raw.records = [{k.strip(): _strip(json.loads(v) if k in json_columns and v is not None
+                                      else v) for k, v in r.items()} for r in raw.records]
     raw.columns = [c.strip() for c in raw.columns]
     return raw
+
+
+def _json_encoded_columns(schema: pa.Schema) -> set[str]:
+    """Columns `datasets` stored as JSON text (its `Json` feature, for a JSON column whose
+    values mix types: a number among strings): their values must be decoded, or every
+    string would be audited and written with literal quotes around it."""
+    return {f.name for f in schema
+            if isinstance(f.type, pa.BaseExtensionType) and f.type.extension_name == "arrow.json"}
 
 
 def hub_dataset_name(source: str) -> str:

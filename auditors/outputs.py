@@ -48,8 +48,9 @@ def check_output_location(source: str, out_dir: str | Path) -> None:
 
     Allowed: DIR next to the input file or anywhere else. Refused: DIR is an existing
     file or a broken symbolic link, DIR or the folder it would be made in cannot be
-    written, DIR is (inside) an input directory (a `save_to_disk` dataset), or one of the
-    output files would replace the input file (`data/clean.jsonl --out data`)."""
+    written, DIR is (inside) an input directory (a `save_to_disk` dataset), DIR holds files
+    with trainguard's output names but no trainguard run, or one of the output files would
+    replace the input file (`data/clean.jsonl --out data`)."""
     out = Path(out_dir).resolve()
     if Path(out_dir).is_symlink() and not Path(out_dir).exists():
         raise TrainguardError(f"output path {out_dir} is a broken symbolic link to "
@@ -57,6 +58,7 @@ def check_output_location(source: str, out_dir: str | Path) -> None:
     if out.exists() and not out.is_dir():
         raise TrainguardError(f"output path {out_dir} exists and is not a directory")
     _check_writable(out, out_dir)
+    _check_not_users_files(out, out_dir)
     if source.startswith(HUB_PREFIX) or not Path(source).exists():
         return
     src = Path(source).resolve()
@@ -66,6 +68,19 @@ def check_output_location(source: str, out_dir: str | Path) -> None:
     if src.is_file() and src.parent == out and src.name in _all_output_names():
         raise TrainguardError(f"writing outputs to {out_dir} would overwrite the input file "
                               f"{source}; choose another --out")
+
+
+def _check_not_users_files(out: Path, given) -> None:
+    """A run replaces the files of the trainguard run DIR holds; files with trainguard's
+    output names in a folder that holds no trainguard run (its summary.json missing or not
+    trainguard's) are someone else's, or a killed run's, and are not overwritten."""
+    if not out.is_dir() or _is_trainguard_summary(out / SUMMARY):
+        return
+    taken = sorted(n for n in _all_output_names() if (out / n).exists())
+    if taken:
+        raise TrainguardError(f"output directory {given} holds {', '.join(taken)} but no "
+                              "trainguard run (no trainguard summary.json); choose another "
+                              "--out or remove them")
 
 
 def _check_writable(out: Path, given) -> None:
@@ -174,17 +189,26 @@ def _move_into_place(staging: Path, out_dir: Path) -> None:
 
 
 def _previous_outputs(out_dir: Path) -> set[str]:
-    """The files of the run DIR holds: its manifest's plain names (never a path elsewhere);
-    for a run without a readable manifest, the names trainguard writes; none without a
-    summary.json (the files are the user's)."""
+    """The files of the trainguard run DIR holds, which the next run may replace: the names
+    in its manifest (else every name trainguard writes) that are trainguard output names.
+    None unless DIR's summary.json is a trainguard summary: a manifest.json or summary.json
+    of the user's own must never get their files deleted (the input among them)."""
+    if not _is_trainguard_summary(out_dir / SUMMARY):
+        return set()
     try:
         names = json.loads((out_dir / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         names = None
-    if isinstance(names, list):
-        return {n for n in names if isinstance(n, str) and n == Path(n).name
-                and n not in ("", ".", "..")}
-    return _all_output_names() if (out_dir / SUMMARY).exists() else set()
+    ours = _all_output_names()
+    return {n for n in names if isinstance(n, str)} & ours if isinstance(names, list) else ours
+
+
+def _is_trainguard_summary(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and {"trainguard_version", "outputs", "gate"} <= data.keys()
 
 
 def add_output(out_dir: str | Path, name: str, text: str) -> None:

@@ -249,6 +249,16 @@ def test_via_datasets_jsonl(tmp_path):
     assert raw.raw_lines is None
 
 
+def test_via_datasets_reads_a_column_of_mixed_types_as_the_built_in_reader_does(tmp_path):
+    """`datasets` stores a column mixing a number with strings as JSON text; read raw, every
+    string came back wrapped in quotes."""
+    rows = [{"text": "a fine film", "label": 1}, {"text": 12345, "label": 0},
+            {"text": None, "label": 1}]
+    path = write_text(tmp_path / "d.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+
+    assert load_raw(path, via_datasets=True).records == load_raw(path).records == rows
+
+
 def test_via_datasets_csv_strips_names_and_values(tmp_path):
     path = write_text(tmp_path / "d.csv", "text , label\n hello ,1\nbye,0\n")
 

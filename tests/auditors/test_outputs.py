@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from auditors.errors import TrainguardError
 from auditors.ingest import RawDataset, load_raw, load_table
 from auditors.outputs import split_paths, write_outputs
 from auditors.summary import AuditSummary
@@ -222,12 +223,10 @@ def test_via_datasets_line_formats_are_written_as_text(tmp_path, suffix):
     assert quarantine.records == [r for i, r in enumerate(raw.records) if i in FLAGGED]
 
 
-def test_existing_out_dir_with_a_stale_summary_is_replaced(tmp_path):
+def test_an_earlier_run_is_replaced_and_other_files_are_kept(tmp_path):
     raw = load_raw(make_jsonl(tmp_path))
     out_dir = tmp_path / "audit"
-    out_dir.mkdir()
-    (out_dir / "summary.json").write_text('{"stale": true}\n')
-    (out_dir / "clean.jsonl").write_text('{"text": "old row"}\n')
+    write_outputs(out_dir, raw, rows_frame(N_ROWS, FLAGGED), [], summary_for(raw, input="run 1"))
     (out_dir / "notes.txt").write_text("kept")
 
     write_outputs(out_dir, raw, rows_frame(N_ROWS, FLAGGED), [], summary_for(raw, input="run 2"))
@@ -236,6 +235,37 @@ def test_existing_out_dir_with_a_stale_summary_is_replaced(tmp_path):
     clean = load_raw(str(out_dir / "clean.jsonl"))
     assert clean.records == [r for i, r in enumerate(raw.records) if i not in FLAGGED]
     assert (out_dir / "notes.txt").read_text() == "kept"
+
+
+@pytest.mark.parametrize("users_files", [
+    {"summary.json": '{"stale": true}\n', "clean.jsonl": '{"text": "my row"}\n'},
+    # a list of the user's own files under trainguard's manifest name: none may be deleted
+    {"manifest.json": '["notes.txt", "data.jsonl"]\n', "notes.txt": "mine",
+     "data.jsonl": '{"text": "mine"}\n'},
+])
+def test_files_no_trainguard_run_wrote_are_never_replaced(tmp_path, users_files):
+    raw = load_raw(make_jsonl(tmp_path))
+    out_dir = tmp_path / "audit"
+    out_dir.mkdir()
+    for name, text in users_files.items():
+        (out_dir / name).write_text(text)
+
+    with pytest.raises(TrainguardError, match="but no trainguard run"):
+        write_outputs(out_dir, raw, rows_frame(N_ROWS, FLAGGED), [], summary_for(raw))
+
+    assert {p.name: p.read_text() for p in out_dir.iterdir()} == users_files
+
+
+def test_a_run_deletes_only_trainguard_output_names_its_manifest_lists(tmp_path):
+    raw = load_raw(make_jsonl(tmp_path))
+    out_dir = tmp_path / "audit"
+    write_outputs(out_dir, raw, rows_frame(N_ROWS, FLAGGED), [], summary_for(raw))
+    (out_dir / "notes.txt").write_text("mine")
+    (out_dir / "manifest.json").write_text('["notes.txt", "clean.jsonl"]')
+
+    write_outputs(out_dir, raw, rows_frame(N_ROWS, FLAGGED), [], summary_for(raw))
+
+    assert (out_dir / "notes.txt").read_text() == "mine"
 
 
 def test_no_staging_directory_is_left_behind(tmp_path):
