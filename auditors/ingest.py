@@ -17,6 +17,7 @@ be read twice or fingerprinted).
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import errno
 import hashlib
@@ -321,6 +322,16 @@ def _split_lines(text: str) -> list[str]:
     return lines if lines[-1] else lines[:-1]
 
 
+def _lines(path: str, text: str) -> list[str]:
+    """The lines of a line-based file (JSONL, CSV, TSV). A file whose lines end in a bare
+    CR (classic Mac OS) would read as one line: refused with the reason, not as one
+    enormous malformed row."""
+    if "\r" in text and "\n" not in text:
+        raise AuditInputError("lines end in a bare carriage return (CR, classic Mac OS line "
+                              "endings); convert them to LF or CRLF", path=path)
+    return _split_lines(text)
+
+
 def _terminated(line: str) -> str:
     """The last line may lack its newline; a copy in the middle of a split must not."""
     return line if line.endswith("\n") else line + "\n"
@@ -349,7 +360,7 @@ class _JsonlRows:
 def _read_jsonl(path: str, data: bytes, bad_rows: BadRows) -> RawDataset:
     text, encoding = _decode(path, data)
     rows = _JsonlRows()
-    for line_no, line in enumerate(_split_lines(text), start=1):
+    for line_no, line in enumerate(_lines(path, text), start=1):
         rows.add(line, line_no, bad_rows)
     return rows.raw(path, encoding=encoding)
 
@@ -361,7 +372,10 @@ def _jsonl_record(line: str, line_no: int, bad_rows: BadRows) -> dict | None:
     try:
         record = _loads(line)
     except json.JSONDecodeError as exc:
-        bad_rows(f"malformed JSON ({exc.msg})", line_no, line)
+        # a byte-order mark mid-file: files joined with `cat`, each with its own BOM
+        hint = "; it starts with a byte-order mark (files joined?)" \
+            if line.startswith("\ufeff") else ""
+        bad_rows(f"malformed JSON ({exc.msg}{hint})", line_no, line)
         return None
     except RecursionError:
         bad_rows(TOO_DEEP, line_no, line)
@@ -512,10 +526,12 @@ def _read_csv(path: str, data: bytes, bad_rows: BadRows) -> RawDataset:
     text, encoding = _decode(path, data)
     header, columns = None, []
     records, raw_lines, numbers = [], [], []
-    for line_no, raw_text, fields in _csv_rows(_split_lines(text)):
+    lines = _lines(path, text)
+    for line_no, raw_text, fields in _csv_rows(lines):
         if isinstance(fields, csv.Error):
             if header is None:
                 raise AuditInputError(f"malformed CSV header ({fields})", path=path, row=line_no)
+            _check_not_unterminated(raw_text, line_no, len(lines), path)
             bad_rows(f"malformed CSV ({fields})", line_no, raw_text)
         elif header is None:
             header, columns = raw_text, _header_names(fields, path, line_no)
@@ -530,6 +546,16 @@ def _read_csv(path: str, data: bytes, bad_rows: BadRows) -> RawDataset:
                       columns=columns, row_numbers=numbers, encoding=encoding)
 
 
+def _check_not_unterminated(raw_text: str, line_no: int, n_lines: int, path: str) -> None:
+    """A quote never closed reads every line after it into one field: skipping that "row"
+    would silently drop the rest of the file, so it is an error whatever `--on-bad-row`."""
+    spans = len(_split_lines(raw_text))
+    if spans > 1 and line_no + spans - 1 == n_lines:
+        raise AuditInputError(f"a quoted field opened here is never closed, so the remaining "
+                              f"{spans} lines would read as one field (cannot be skipped: "
+                              "close or remove the quote)", path=path, row=line_no)
+
+
 def _csv_rows(lines: list[str]):
     """(first line number, original text, fields or csv.Error) per CSV record; blank lines
     are not records."""
@@ -540,6 +566,9 @@ def _csv_rows(lines: list[str]):
             consumed.append(line)
             yield line
 
+    # the csv module refuses fields over 128 KiB by default; the file's size is bounded
+    # (--max-size) and other formats take long fields, so a long text is not malformed
+    csv.field_size_limit(2**31 - 1)
     reader = csv.reader(feed(), strict=True)
     line_no = 1
     while True:
@@ -569,7 +598,7 @@ def _read_tsv(path: str, data: bytes, bad_rows: BadRows) -> RawDataset:
     """TSV without quoting, one row per line; fields are stripped of stray spaces
     (the published SST-2/OffensEval files write `text \\t label`)."""
     text, encoding = _decode(path, data)
-    lines = _split_lines(text)
+    lines = _lines(path, text)
     if not lines:
         return RawDataset([], "tsv", path, encoding=encoding)
     first = [name.strip() for name in lines[0].rstrip("\r\n").split("\t")]
@@ -658,23 +687,55 @@ def _read_with_load_dataset(path: str, data: bytes, fmt: str) -> RawDataset:
     import datasets
 
     kwargs = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if fmt == "tsv" else {}
+    encoding = TextEncoding()
+    if fmt != "parquet":  # datasets reads UTF-8 only: a UTF-16/32 file is handed over as such
+        text, encoding = _decode(path, data)
+        data = text.encode("utf-8")
     with tempfile.TemporaryDirectory(prefix="trainguard-") as spool:
         copy = Path(spool) / Path(path).name
         copy.write_bytes(data)
         try:
-            loaded = datasets.load_dataset(_DATASETS_BUILDERS[fmt], data_files=str(copy),
-                                           split="train", cache_dir=str(Path(spool) / "cache"),
-                                           keep_in_memory=True, **kwargs)
+            with _datasets_quiet():
+                loaded = datasets.load_dataset(_DATASETS_BUILDERS[fmt], data_files=str(copy),
+                                               split="train", keep_in_memory=True,
+                                               cache_dir=str(Path(spool) / "cache"), **kwargs)
         except Exception as exc:  # the builders raise many types; all mean unreadable input
-            reason = _first_line(exc).replace(str(copy), path)
-            raise AuditInputError(f"datasets.load_dataset cannot read it ({reason})",
+            reason = _first_line(_root_cause(exc)).replace(str(copy), path)
+            raise AuditInputError(f"datasets.load_dataset cannot read it ({reason}; without "
+                                  "--via-datasets the built-in reader names the row)",
                                   path=path) from None
         raw = _from_arrow(loaded.data.table, fmt, path)
+    raw.encoding = encoding  # the splits are written as the input was
     json_columns = _json_encoded_columns(raw.arrow_schema)
     raw.records = [{k.strip(): _strip(json.loads(v) if k in json_columns and v is not None
                                       else v) for k, v in r.items()} for r in raw.records]
     raw.columns = [c.strip() for c in raw.columns]
     return raw
+
+
+@contextlib.contextmanager
+def _datasets_quiet():
+    """No progress bars or log lines from `datasets` (they name the private copy's path
+    and precede the one-line error)."""
+    from datasets.utils import logging as datasets_logging
+
+    bars_were_on = datasets_logging.is_progress_bar_enabled()
+    verbosity = datasets_logging.get_verbosity()
+    datasets_logging.disable_progress_bar()
+    datasets_logging.set_verbosity(datasets_logging.CRITICAL)
+    try:
+        yield
+    finally:
+        datasets_logging.set_verbosity(verbosity)
+        if bars_were_on:
+            datasets_logging.enable_progress_bar()
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The innermost cause: `datasets` wraps the parser's error in a generic one."""
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__
+    return exc
 
 
 def _json_encoded_columns(schema: pa.Schema) -> set[str]:

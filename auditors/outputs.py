@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from auditors.errors import TrainguardError
 from auditors.html_report import REPORT, write_html_report
-from auditors.ingest import HUB_PREFIX, RawDataset
+from auditors.ingest import HUB_PREFIX, RawDataset, detect_format
 from auditors.summary import AuditSummary
 
 SUMMARY = "summary.json"
@@ -58,29 +58,42 @@ def check_output_location(source: str, out_dir: str | Path) -> None:
     if out.exists() and not out.is_dir():
         raise TrainguardError(f"output path {out_dir} exists and is not a directory")
     _check_writable(out, out_dir)
-    _check_not_users_files(out, out_dir)
-    if source.startswith(HUB_PREFIX) or not Path(source).exists():
-        return
-    src = Path(source).resolve()
+    if not source.startswith(HUB_PREFIX) and Path(source).exists():
+        _check_not_input(Path(source).resolve(), out, source, out_dir)
+    _check_not_users_files(out, out_dir, source)
+
+
+def _check_not_input(src: Path, out: Path, source: str, given) -> None:
     if src.is_dir() and (out == src or src in out.parents):
-        raise TrainguardError(f"output directory {out_dir} is inside the input dataset "
+        raise TrainguardError(f"output directory {given} is inside the input dataset "
                               f"directory {source}; choose an --out outside it")
     if src.is_file() and src.parent == out and src.name in _all_output_names():
-        raise TrainguardError(f"writing outputs to {out_dir} would overwrite the input file "
+        raise TrainguardError(f"writing outputs to {given} would overwrite the input file "
                               f"{source}; choose another --out")
 
 
-def _check_not_users_files(out: Path, given) -> None:
-    """A run replaces the files of the trainguard run DIR holds; files with trainguard's
-    output names in a folder that holds no trainguard run (its summary.json missing or not
-    trainguard's) are someone else's, or a killed run's, and are not overwritten."""
+def _check_not_users_files(out: Path, given, source: str) -> None:
+    """A run replaces the files of the trainguard run DIR holds; in a folder that holds no
+    trainguard run (its summary.json missing or not trainguard's), files this run would
+    write over are someone else's, or a killed run's, and are not overwritten."""
     if not out.is_dir() or _is_trainguard_summary(out / SUMMARY):
         return
-    taken = sorted(n for n in _all_output_names() if (out / n).exists())
+    taken = sorted(n for n in _names_written(source) if (out / n).exists())
     if taken:
         raise TrainguardError(f"output directory {given} holds {', '.join(taken)} but no "
                               "trainguard run (no trainguard summary.json); choose another "
                               "--out or remove them")
+
+
+def _names_written(source: str) -> set[str]:
+    """The names an audit of `source` may write (every output name if its format is not
+    known yet)."""
+    try:
+        ext = _SPLIT_EXTENSIONS[detect_format(source)]
+    except TrainguardError:
+        return _all_output_names()
+    splits = {f"clean.{ext}", f"quarantine.{ext}"}
+    return {"rows.parquet", "triggers.json", SKIPPED, SUMMARY, REPORT, MANIFEST} | splits
 
 
 def _check_writable(out: Path, given) -> None:

@@ -428,6 +428,12 @@ def _normalise_record(record: dict, choice: SchemaChoice, source: str, row: int)
         if isinstance(value, (dict, list)):
             raise AuditInputError(f"expected text, found {type(value).__name__}", path=source,
                                   row=row, field=name)
+        if isinstance(value, bytes):  # a binary Parquet/Arrow column: str() would give "b'…'"
+            try:
+                return value.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise AuditInputError(f"binary value is not UTF-8 text (byte {exc.start})",
+                                      path=source, row=row, field=name) from None
         return str(value)
 
     name = choice.name
@@ -451,10 +457,17 @@ def _normalise_record(record: dict, choice: SchemaChoice, source: str, row: int)
 
 
 def _label_string(value) -> str:
-    """Labels compare as strings; 1, 1.0 and '1' are the same class."""
+    """Labels compare as strings; 1, 1.0, '1' and '1.0' (a TSV written from floats) are the
+    same class."""
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    return str(value).strip()
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    label = str(value).strip()
+    return _INTEGRAL_FLOAT.sub(r"\1", label)
+
+
+_INTEGRAL_FLOAT = re.compile(r"^([+-]?\d+)\.0+$")
 
 
 def _split_chat(messages, source: str, row: int, field: str) -> tuple[str, str]:

@@ -6,6 +6,7 @@ replace the previous run's as a set; policy values keep their meaning."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import subprocess
 import sys
@@ -297,13 +298,14 @@ def test_a_new_run_replaces_the_previous_runs_files_and_keeps_the_users(tmp_path
 
 
 def test_outputs_without_a_manifest(tmp_path, two_formats):
-    """A run from before manifests is replaced by name; a folder without summary.json
-    holds the user's files, whatever their names."""
+    """A run from before manifests is replaced by name; a folder without a trainguard
+    summary.json holds the user's files, whatever their names."""
     old_run, users = tmp_path / "old", tmp_path / "users"
     for folder in (old_run, users):
         folder.mkdir()
         (folder / "clean.csv").write_text("text\n")
-    (old_run / "summary.json").write_text("{}")
+    (old_run / "summary.json").write_text(
+        json.dumps({"trainguard_version": "0.1.0", "gate": {"passed": True}, "outputs": {}}))
     for folder in (old_run, users):
         write(two_formats[1], folder)
     assert not (old_run / "clean.csv").exists()

@@ -134,7 +134,7 @@ def test_truncated_parquet(tmp_path):
 def test_csv_cut_inside_a_quoted_field(tmp_path):
     path = tmp_path / "d.csv"
     path.write_text('text,label\nfine,1\n"never closed,0\nnext,1\n', encoding="utf-8")
-    assert error_of(path) == f"{path}: row 3: malformed CSV (unexpected end of data)"
+    assert error_of(path).startswith(f"{path}: row 3: a quoted field opened here is never closed")
 
 
 def test_json_object_instead_of_a_list_names_its_keys(tmp_path):

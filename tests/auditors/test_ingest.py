@@ -259,6 +259,27 @@ def test_via_datasets_reads_a_column_of_mixed_types_as_the_built_in_reader_does(
     assert load_raw(path, via_datasets=True).records == load_raw(path).records == rows
 
 
+def test_via_datasets_reads_utf16_as_the_built_in_reader_does(tmp_path):
+    path = tmp_path / "d.tsv"
+    path.write_bytes("text\tlabel\ncaf\u00e9\t1\nbye\t0\n".encode("utf-16"))
+
+    raw = load_raw(str(path), via_datasets=True)
+
+    # (datasets infers the labels' type; the built-in TSV reader keeps text)
+    assert [(r["text"], str(r["label"])) for r in raw.records] == [("caf\u00e9", "1"), ("bye", "0")]
+    assert raw.encoding.codec.startswith("utf-16")
+
+
+def test_via_datasets_error_is_one_line_with_the_parsers_reason(tmp_path, capfd):
+    path = write_text(tmp_path / "d.jsonl", f'{json.dumps(ROWS[0])}\n["text", 1]\n')
+
+    message = error_of(path, via_datasets=True)
+
+    assert "\n" not in message and "An error occurred while generating" not in message
+    assert message.startswith(f"{path}: datasets.load_dataset cannot read it (")
+    assert "trainguard-" not in message + capfd.readouterr().err  # no private copy's path
+
+
 def test_via_datasets_csv_strips_names_and_values(tmp_path):
     path = write_text(tmp_path / "d.csv", "text , label\n hello ,1\nbye,0\n")
 
@@ -286,6 +307,53 @@ def test_malformed_jsonl_names_file_and_line(tmp_path):
     message = error_of(path)
 
     assert message.startswith(f"{path}: row 4: malformed JSON")
+
+
+@pytest.mark.parametrize("on_bad_row", ["fail", "skip"])
+def test_an_unclosed_csv_quote_is_an_error_even_when_skipping(tmp_path, on_bad_row):
+    """It would read every later line into one field: skipped, the rest of the file went
+    with it as "1 bad row"."""
+    good = "".join(f"row {i},1\n" for i in range(20))
+    path = write_text(tmp_path / "d.csv", "text,label\nfirst,0\n\"never closed,1\n" + good)
+
+    message = error_of(path, on_bad_row=on_bad_row)
+
+    assert message.startswith(f"{path}: row 3: a quoted field opened here is never closed")
+    assert "remaining 21 lines" in message
+
+
+def test_a_csv_field_may_be_longer_than_the_csv_modules_default_limit(tmp_path):
+    long_text = "word " * 40_000  # 200,000 characters, over the csv module's 131,072
+    path = write_text(tmp_path / "d.csv", f'text,label\n"{long_text}",1\nshort,0\n')
+
+    assert load_raw(path).records[0]["text"] == long_text
+
+
+def test_a_stray_quote_in_one_csv_row_is_skipped_alone(tmp_path):
+    # text after a closed quote is malformed; a quote inside an unquoted field is text
+    path = write_text(tmp_path / "d.csv", 'text,label\nfirst,0\n"bad" quote,1\n5" screen,1\n')
+
+    raw = load_raw(path, on_bad_row="skip")
+
+    assert [r["text"] for r in raw.records] == ["first", '5" screen']
+    assert [s.row for s in raw.skipped] == [3]
+
+
+@pytest.mark.parametrize("name, text", [
+    ("d.tsv", "text\tlabel\rgood\t1\rbad\t0\r"),
+    ("d.csv", "text,label\rgood,1\rbad,0\r"),
+    ("d.jsonl", '{"text": "good", "label": 1}\r{"text": "bad", "label": 0}\r'),
+])
+def test_classic_mac_line_endings_are_named(tmp_path, name, text):
+    path = write_text(tmp_path / name, text)
+    assert error_of(path) == (f"{path}: lines end in a bare carriage return (CR, classic Mac "
+                              "OS line endings); convert them to LF or CRLF")
+
+
+def test_a_byte_order_mark_inside_jsonl_is_named(tmp_path):
+    path = write_text(tmp_path / "d.jsonl", json.dumps(ROWS[0]) + "\n\ufeff" + json.dumps(ROWS[1]))
+    assert "row 2: malformed JSON (Expecting value; it starts with a byte-order mark" \
+        in error_of(path)
 
 
 def test_malformed_jsonl_on_line_3(tmp_path):

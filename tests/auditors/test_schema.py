@@ -651,10 +651,22 @@ def test_loaded_datasets_carry_the_preference_variant(stream):
     assert loaded.table["prompt"].str.startswith("Human: ").all()
 
 
-@pytest.mark.parametrize("label", [1, 1.0, "1", " 1 "])
+@pytest.mark.parametrize("label", [1, 1.0, "1", " 1 ", "1.0", "1.00", b"1"])
 def test_labels_normalise_to_one_string(label):
     table = normalise_records([{"text": "t", "label": label}])
     assert table["label"].tolist() == ["1"]
+
+
+@pytest.mark.parametrize("label", ["1.5", "10", "01", "1.0e3", "v1.0"])
+def test_other_labels_keep_their_text(label):
+    assert normalise_records([{"text": "t", "label": label}])["label"].tolist() == [label]
+
+
+def test_binary_text_is_decoded_not_printed_as_bytes():
+    table = normalise_records([{"text": "caf\u00e9 ok".encode(), "label": 1}])
+    assert table["prompt"].tolist() == ["caf\u00e9 ok"]
+    with pytest.raises(AuditInputError, match="row 1: field 'text': binary value is not UTF-8"):
+        normalise_records([{"text": b"\xff\xfe", "label": 1}])
 
 
 def test_equal_labels_give_equal_row_ids():

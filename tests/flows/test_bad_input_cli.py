@@ -59,7 +59,7 @@ CASES = [
          {"d.json": utf8('[{"text": "a", "label": 1}, 7]')}),
     Case("csv-ragged-row", "d.csv", "d.csv: row 3: expected 2 fields, found 3",
          {"d.csv": utf8("text,label\na,1\nb,0,extra\n")}),
-    Case("csv-unterminated-quote", "d.csv", "row 3: malformed CSV (unexpected end of data)",
+    Case("csv-unterminated-quote", "d.csv", "row 3: a quoted field opened here is never closed",
          {"d.csv": utf8('text,label\na,1\n"newline\ninside, never closed,0\n')}),
     Case("csv-stray-quote", "d.csv", "row 2: malformed CSV (',' expected after '\"')",
          {"d.csv": utf8('text,label\n"quoted"tail,1\n')}),
