@@ -32,6 +32,8 @@ INTAKE = "intake.json"  # written by the intake gate after the audit (`add_outpu
 _SPLIT_EXTENSIONS = {"jsonl": "jsonl", "json": "json", "csv": "csv", "tsv": "tsv",
                      "parquet": "parquet", "hf-disk": "parquet", "hf-hub": "parquet"}
 _STAGING_MARK = ".partial-"
+# every run's files but the splits (named by the input's format) and intake.json
+_RUN_FILES = ("rows.parquet", "triggers.json", SKIPPED, SUMMARY, REPORT, MANIFEST)
 
 
 def split_paths(raw: RawDataset) -> tuple[str, str]:
@@ -49,7 +51,7 @@ def check_output_location(source: str, out_dir: str | Path) -> None:
     Allowed: DIR next to the input file or anywhere else. Refused: DIR is an existing
     file or a broken symbolic link, DIR or the folder it would be made in cannot be
     written, DIR is (inside) an input directory (a `save_to_disk` dataset), DIR holds files
-    with trainguard's output names but no trainguard run, or one of the output files would
+    this run would write over but no trainguard run, or one of the output files would
     replace the input file (`data/clean.jsonl --out data`)."""
     out = Path(out_dir).resolve()
     if Path(out_dir).is_symlink() and not Path(out_dir).exists():
@@ -74,15 +76,15 @@ def _check_not_input(src: Path, out: Path, source: str, given) -> None:
 
 def _check_not_users_files(out: Path, given, source: str) -> None:
     """A run replaces the files of the trainguard run DIR holds; in a folder that holds no
-    trainguard run (its summary.json missing or not trainguard's), files this run would
-    write over are someone else's, or a killed run's, and are not overwritten."""
-    if not out.is_dir() or _is_trainguard_summary(out / SUMMARY):
+    trainguard run (`_is_trainguard_run`), files this run would write over are someone
+    else's and are not overwritten."""
+    if not out.is_dir() or _is_trainguard_run(out):
         return
     taken = sorted(n for n in _names_written(source) if (out / n).exists())
     if taken:
         raise TrainguardError(f"output directory {given} holds {', '.join(taken)} but no "
-                              "trainguard run (no trainguard summary.json); choose another "
-                              "--out or remove them")
+                              "trainguard run (no trainguard summary.json or manifest.json); "
+                              "choose another --out or remove them")
 
 
 def _names_written(source: str) -> set[str]:
@@ -92,8 +94,7 @@ def _names_written(source: str) -> set[str]:
         ext = _SPLIT_EXTENSIONS[detect_format(source)]
     except TrainguardError:
         return _all_output_names()
-    splits = {f"clean.{ext}", f"quarantine.{ext}"}
-    return {"rows.parquet", "triggers.json", SKIPPED, SUMMARY, REPORT, MANIFEST} | splits
+    return {*_RUN_FILES, f"clean.{ext}", f"quarantine.{ext}"}
 
 
 def _check_writable(out: Path, given) -> None:
@@ -116,7 +117,7 @@ def _check_writable(out: Path, given) -> None:
 
 def _all_output_names() -> set[str]:
     exts = set(_SPLIT_EXTENSIONS.values())
-    return {"rows.parquet", "triggers.json", SKIPPED, SUMMARY, REPORT, MANIFEST, INTAKE} | \
+    return {*_RUN_FILES, INTAKE} | \
         {f"{side}.{ext}" for side in ("clean", "quarantine") for ext in exts}
 
 
@@ -147,7 +148,7 @@ def write_outputs(out_dir: str | Path, raw: RawDataset, rows: pd.DataFrame,
         write_html_report(staging / REPORT, summary=summary, rows=rows, triggers=triggers,
                           **(report_inputs or {}))
         _write_json(staging / SUMMARY, summary.to_dict())
-        _write_json(staging / MANIFEST, sorted(p.name for p in staging.iterdir()) + [MANIFEST])
+        _write_json(staging / MANIFEST, _manifest(p.name for p in staging.iterdir()))
         if before_commit is not None:
             before_commit()
         _move_into_place(staging, out_dir)
@@ -203,33 +204,52 @@ def _move_into_place(staging: Path, out_dir: Path) -> None:
 
 def _previous_outputs(out_dir: Path) -> set[str]:
     """The files of the trainguard run DIR holds, which the next run may replace: the names
-    in its manifest (else every name trainguard writes) that are trainguard output names.
-    None unless DIR's summary.json is a trainguard summary: a manifest.json or summary.json
-    of the user's own must never get their files deleted (the input among them)."""
-    if not _is_trainguard_summary(out_dir / SUMMARY):
+    its manifest lists (else every name trainguard writes) that are trainguard output
+    names. None unless DIR holds a trainguard run (`_is_trainguard_run`): a manifest.json
+    or summary.json of the user's own must never get their files deleted."""
+    if not _is_trainguard_run(out_dir):
         return set()
-    try:
-        names = json.loads((out_dir / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        names = None
-    ours = _all_output_names()
-    return {n for n in names if isinstance(n, str)} & ours if isinstance(names, list) else ours
+    listed = _manifest_files(out_dir)
+    return _all_output_names() if listed is None else listed & _all_output_names()
 
 
-def _is_trainguard_summary(path: Path) -> bool:
+def _is_trainguard_run(out_dir: Path) -> bool:
+    """DIR's summary.json is a trainguard summary, or its manifest.json is trainguard's (a
+    run killed while moving its files in has the manifest and no summary yet)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        summary = json.loads((out_dir / SUMMARY).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and {"trainguard_version", "outputs", "gate"} <= data.keys()
+        summary = None
+    if isinstance(summary, dict) and {"trainguard_version", "outputs", "gate"} <= summary.keys():
+        return True
+    return _read_manifest(out_dir).get("written_by") == "trainguard"
+
+
+def _manifest(names) -> dict:
+    return {"written_by": "trainguard", "files": sorted({*names, MANIFEST})}
+
+
+def _read_manifest(out_dir: Path) -> dict:
+    """manifest.json as a dict (one written before the `written_by` mark was a list of
+    names: read as {"files": names}); {} when missing or unreadable."""
+    try:
+        data = json.loads((out_dir / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {"files": data} if isinstance(data, list) else data if isinstance(data, dict) else {}
+
+
+def _manifest_files(out_dir: Path) -> set[str] | None:
+    files = _read_manifest(out_dir).get("files")
+    return {n for n in files if isinstance(n, str)} if isinstance(files, list) else None
 
 
 def add_output(out_dir: str | Path, name: str, text: str) -> None:
     """A file written into a finished run's DIR after the fact (intake.json), listed in its
     manifest so that the next run replaces it too."""
     out_dir = Path(out_dir)
-    names = sorted(_previous_outputs(out_dir) | {name, MANIFEST})
-    for target, content in ((name, text), (MANIFEST, json.dumps(names, indent=2) + "\n")):
+    manifest = _manifest(_previous_outputs(out_dir) | {name})
+    for target, content in ((name, text), (MANIFEST, json.dumps(manifest, indent=2) + "\n")):
         tmp = out_dir / f".{target}.{os.getpid()}.tmp"
         tmp.write_text(content, encoding="utf-8")
         os.replace(tmp, out_dir / target)

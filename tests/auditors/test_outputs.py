@@ -268,6 +268,21 @@ def test_a_run_deletes_only_trainguard_output_names_its_manifest_lists(tmp_path)
     assert (out_dir / "notes.txt").read_text() == "mine"
 
 
+def test_a_run_killed_while_moving_its_files_in_is_replaced(tmp_path):
+    """Its manifest.json (marked as trainguard's) is in place, its summary.json is not."""
+    raw = load_raw(make_jsonl(tmp_path))
+    out_dir = tmp_path / "audit"
+    write_outputs(out_dir, raw, rows_frame(N_ROWS, FLAGGED), [], summary_for(raw))
+    (out_dir / "summary.json").unlink()
+    (out_dir / "notes.txt").write_text("mine")
+
+    write_outputs(out_dir, raw, rows_frame(N_ROWS, set()), [], summary_for(raw, input="again"))
+
+    assert json.loads((out_dir / "summary.json").read_text())["input"] == "again"
+    assert json.loads((out_dir / "manifest.json").read_text())["written_by"] == "trainguard"
+    assert (out_dir / "notes.txt").read_text() == "mine"
+
+
 def test_no_staging_directory_is_left_behind(tmp_path):
     raw = load_raw(make_csv(tmp_path))
     parent = tmp_path / "runs"
