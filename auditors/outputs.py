@@ -37,12 +37,11 @@ _RUN_FILES = ("rows.parquet", "triggers.json", SKIPPED, SUMMARY, REPORT, MANIFES
 
 
 def split_paths(raw: RawDataset) -> tuple[str, str]:
-    ext = _SPLIT_EXTENSIONS[raw.fmt]
+    return _splits(_SPLIT_EXTENSIONS[raw.fmt])
+
+
+def _splits(ext: str) -> tuple[str, str]:
     return f"clean.{ext}", f"quarantine.{ext}"
-
-
-def output_names(raw: RawDataset) -> list[str]:
-    return ["rows.parquet", "triggers.json", *split_paths(raw), SKIPPED, SUMMARY]
 
 
 def check_output_location(source: str, out_dir: str | Path) -> None:
@@ -94,7 +93,7 @@ def _names_written(source: str) -> set[str]:
         ext = _SPLIT_EXTENSIONS[detect_format(source)]
     except TrainguardError:
         return _all_output_names()
-    return {*_RUN_FILES, f"clean.{ext}", f"quarantine.{ext}"}
+    return {*_RUN_FILES, *_splits(ext)}
 
 
 def _check_writable(out: Path, given) -> None:
@@ -116,9 +115,7 @@ def _check_writable(out: Path, given) -> None:
 
 
 def _all_output_names() -> set[str]:
-    exts = set(_SPLIT_EXTENSIONS.values())
-    return {*_RUN_FILES, INTAKE} | \
-        {f"{side}.{ext}" for side in ("clean", "quarantine") for ext in exts}
+    return {*_RUN_FILES, INTAKE}.union(*(_splits(ext) for ext in _SPLIT_EXTENSIONS.values()))
 
 
 def write_outputs(out_dir: str | Path, raw: RawDataset, rows: pd.DataFrame,

@@ -441,7 +441,9 @@ def _normalise_record(record: dict, choice: SchemaChoice, source: str, row: int)
         label = text(choice.label_col)
         if not label.strip():
             raise AuditInputError("empty label", path=source, row=row, field=choice.label_col)
-        return text(choice.text_col), "", "", _label_string(record[choice.label_col])
+        value = record[choice.label_col]  # a float compares by value (1.0 is 1), else as read
+        return text(choice.text_col), "", "", _label_string(value if isinstance(value, float)
+                                                             else label)
     if name in PAIR_COLUMNS:
         prompt_cols, response_col = choice.columns()
         parts = [text(c, required=i == 0) for i, c in enumerate(prompt_cols)]
@@ -461,8 +463,6 @@ def _label_string(value) -> str:
     same class."""
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", errors="replace")
     label = str(value).strip()
     return _INTEGRAL_FLOAT.sub(r"\1", label)
 

@@ -140,7 +140,6 @@ def gate_checks(*, rows: int, flagged: int, max_flagged_fraction: float,
     0.4% of the answers is an attack too); and, with
     `fail_on_confirmed`, no confirmed row or row holding a confirmed trigger is in the data.
     `ledger` is the summary's ledger counts (`apply_ledger`'s `counts`)."""
-
     checks = [_share_check(rows, flagged, max_flagged_fraction)]
     ledger = ledger or {}
     significant = [p for p in significant_triggers if p not in ledger.get("released_triggers", ())]

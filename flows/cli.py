@@ -333,7 +333,6 @@ def _check_command_line(debug: bool, source: str, *, detectors: Optional[str],
 
     names = split_names(detectors) if detectors else None
     if names:
-
         problem = unknown_names(names)
         if problem:
             typer.echo(f"error: {printable(problem)}", err=True)
