@@ -129,29 +129,49 @@ def write_outputs(out_dir: str | Path, raw: RawDataset, rows: pd.DataFrame,
     check_output_location(raw.source, out_dir)
     staging = _make_staging(out_dir)
     try:
-        pq.write_table(pa.Table.from_pandas(rows, preserve_index=False), staging / "rows.parquet")
-        _write_json(staging / "triggers.json", triggers)
-        clean_name, quarantine_name = split_paths(raw)
-        flagged = rows["flagged"].to_numpy(dtype=bool)
-        if len(flagged) != len(raw):
-            raise TrainguardError(f"{len(flagged)} scored rows for {len(raw)} input rows")
-        raw.check_unchanged()  # streamed splits are copied from the file: still what was read?
-        write_records(raw, np.flatnonzero(~flagged), staging / clean_name)
-        write_records(raw, np.flatnonzero(flagged), staging / quarantine_name)
-        raw.check_unchanged()  # and it did not change while they were copied
-        if raw.skipped:
-            _write_skipped(raw, staging / SKIPPED)
-        # report.html: summary and rows, plus the normalised table and embeddings when given
-        write_html_report(staging / REPORT, summary=summary, rows=rows, triggers=triggers,
-                          **(report_inputs or {}))
-        _write_json(staging / SUMMARY, summary.to_dict())
-        _write_json(staging / MANIFEST, _manifest(p.name for p in staging.iterdir()))
+        _write_staged(staging, out_dir, raw, rows, triggers, summary, report_inputs)
         if before_commit is not None:
             before_commit()
         _move_into_place(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out_dir
+
+
+def _write_staged(staging: Path, out_dir: Path, raw: RawDataset, rows: pd.DataFrame,
+                  triggers: list[dict], summary: AuditSummary,
+                  report_inputs: dict | None) -> None:
+    """Every output file, into the staging directory. A write that fails (a full disk, a
+    file-size limit) is reported naming the file; DIR itself has not been touched yet."""
+    clean_name, quarantine_name = split_paths(raw)
+    flagged = rows["flagged"].to_numpy(dtype=bool)
+    if len(flagged) != len(raw):
+        raise TrainguardError(f"{len(flagged)} scored rows for {len(raw)} input rows")
+
+    def splits(_):
+        raw.check_unchanged()  # streamed splits are copied from the file: still what was read?
+        write_records(raw, np.flatnonzero(~flagged), staging / clean_name)
+        write_records(raw, np.flatnonzero(flagged), staging / quarantine_name)
+        raw.check_unchanged()  # and it did not change while they were copied
+
+    steps = [
+        ("rows.parquet", lambda path: pq.write_table(
+            pa.Table.from_pandas(rows, preserve_index=False), path)),
+        ("triggers.json", lambda path: _write_json(path, triggers)),
+        (f"{clean_name} and {quarantine_name}", splits),
+        *([(SKIPPED, lambda path: _write_skipped(raw, path))] if raw.skipped else []),
+        # report.html: summary and rows, plus the normalised table and embeddings when given
+        (REPORT, lambda path: write_html_report(path, summary=summary, rows=rows,
+                                                triggers=triggers, **(report_inputs or {}))),
+        (SUMMARY, lambda path: _write_json(path, summary.to_dict())),
+        (MANIFEST, lambda path: _write_json(path, _manifest(p.name for p in staging.iterdir()))),
+    ]
+    for name, write in steps:
+        try:
+            write(staging / name)
+        except OSError as exc:
+            raise TrainguardError(f"cannot write {name} for {out_dir}: {exc.strerror or exc}; "
+                                  f"{out_dir} was left as it was") from None
 
 
 def _make_staging(out_dir: Path) -> Path:

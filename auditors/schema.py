@@ -442,6 +442,9 @@ def _normalise_record(record: dict, choice: SchemaChoice, source: str, row: int)
         if not label.strip():
             raise AuditInputError("empty label", path=source, row=row, field=choice.label_col)
         value = record[choice.label_col]  # a float compares by value (1.0 is 1), else as read
+        if isinstance(value, float) and math.isinf(value):  # JSON's Infinity: a broken export
+            raise AuditInputError(f"label is {value}, not a class", path=source, row=row,
+                                  field=choice.label_col)
         return text(choice.text_col), "", "", _label_string(value if isinstance(value, float)
                                                              else label)
     if name in PAIR_COLUMNS:

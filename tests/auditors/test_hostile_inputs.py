@@ -198,6 +198,16 @@ def test_skip_sets_parse_errors_aside_with_row_and_reason(tmp_path, name, conten
     assert error_of(path).startswith(f"{path}: row {rows[0][0]}: {rows[0][1]}")
 
 
+@pytest.mark.parametrize("number", ["Infinity", "-Infinity"])
+def test_an_infinite_json_label_is_an_error_not_a_class(tmp_path, number):
+    """Python's json reads the non-standard `Infinity` as a float: a broken export."""
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "a", "label": 1}\n' f'{{"text": "b", "label": {number}}}\n',
+                    encoding="utf-8")
+
+    assert error_of(path) == f"{path}: row 2: field 'label': label is {float(number)}, not a class"
+
+
 def test_skip_sets_field_errors_aside_and_the_rest_stays_aligned(tmp_path):
     path = tmp_path / "d.tsv"
     lines = ["text\tlabel\n", "a\t1\n", "b\t\n", "c\t0\n", "d\t1\n"]

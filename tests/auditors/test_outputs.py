@@ -3,8 +3,11 @@ format and order; the output directory is replaced as a whole."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import resource
+import signal
 from pathlib import Path
 
 import datasets
@@ -306,6 +309,36 @@ def test_a_failed_write_leaves_the_previous_run_and_no_staging(tmp_path):
     with pytest.raises(KeyError):
         write_outputs(out_dir, raw, bad_rows, [], summary_for(raw, run=2))
 
+    assert {p.name: p.read_bytes() for p in out_dir.iterdir()} == before
+    assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+
+
+@contextlib.contextmanager
+def file_size_limit(n_bytes: int):
+    """A real write failure: the kernel refuses to grow any file past `n_bytes` (EFBIG, as
+    a full disk refuses with ENOSPC)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an error, not a killed process
+    resource.setrlimit(resource.RLIMIT_FSIZE, (n_bytes, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+def test_a_file_that_cannot_be_written_is_named_and_the_previous_run_stays(tmp_path):
+    raw = load_raw(make_jsonl(tmp_path))
+    out_dir = tmp_path / "audit"
+    write_outputs(out_dir, raw, rows_frame(N_ROWS, FLAGGED), [], summary_for(raw, run=1))
+    before = {p.name: p.read_bytes() for p in out_dir.iterdir()}
+
+    with file_size_limit(1024), pytest.raises(TrainguardError) as failed:
+        write_outputs(out_dir, raw, rows_frame(N_ROWS, set()), [], summary_for(raw, run=2))
+
+    message = str(failed.value)
+    assert message.startswith(f"cannot write rows.parquet for {out_dir}: ")
+    assert "File too large" in message and message.endswith(f"{out_dir} was left as it was")
     assert {p.name: p.read_bytes() for p in out_dir.iterdir()} == before
     assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
 
