@@ -55,12 +55,14 @@ class DetectorRun:
         `info["triggers"]`, `side: "prompt"`, by score); then the named prompt-side
         candidates that flagged nothing, strongest evidence (`stats.evidence`) first; then
         the trigger detector's other candidates by score; last the response-side candidates
-        that flagged nothing. A pattern both name stays in the trigger detector's place and
-        records who else named it."""
-        mined, mined_flagged = [], set()
-        for result in self.results.values():
+        that flagged nothing. A pattern both name keeps the decision that flagged rows: the
+        named entry when it flagged (its significance decides the gate), else the trigger
+        detector's; the entry kept records who else named it."""
+        mined, mined_flagged, miner = [], set(), {}
+        for name, result in self.results.items():
             for t in result.info.get("triggers", []):
                 mined.append(t)
+                miner[t["pattern"]] = name
                 if t.get("significant"):
                     mined_flagged.add(t["pattern"])
         by_pattern = {t["pattern"]: {**t, "side": "prompt"} for t in mined}
@@ -68,9 +70,13 @@ class DetectorRun:
         for name, result in self.results.items():
             for entry in result.info.get("named_triggers", []):
                 entry = {"side": "prompt", **entry, "named_by": name}
-                if entry["side"] == "prompt" and entry["pattern"] in by_pattern:
-                    by_pattern[entry["pattern"]] = {**by_pattern[entry["pattern"]],
-                                                    "also_named_by": name}
+                pattern = entry["pattern"]
+                both = entry["side"] == "prompt" and pattern in by_pattern
+                if both and (pattern in mined_flagged or not entry.get("flagged", True)):
+                    by_pattern[pattern] = {**by_pattern[pattern], "also_named_by": name}
+                elif both:  # flagged by the named detector's decision alone
+                    mined = [t for t in mined if t["pattern"] != pattern]
+                    named.append({**entry, "also_named_by": miner[pattern]})
                 elif entry.get("flagged", True):
                     named.append(entry)
                 elif entry["side"] == "prompt":

@@ -77,12 +77,17 @@ def test_triggers_named_by_other_detectors_lead_the_list(dos_inputs):
     assert top["example_row_indices"]
 
 
-def test_a_trigger_both_detectors_name_stays_in_place(preference_inputs):
+def test_a_trigger_both_detectors_name_is_listed_once_with_either_decision(preference_inputs):
     run = run_detectors(preference_inputs)
     patterns = [t["pattern"] for t in run.triggers()]
     assert patterns.count("sudo") == 1
     sudo = next(t for t in run.triggers() if t["pattern"] == "sudo")
-    assert sudo.get("also_named_by") == "preference_flip" or sudo.get("named_by") == "preference_flip"
+    assert {sudo.get("named_by", "trigger"), sudo["also_named_by"]} == {"trigger",
+                                                                        "preference_flip"}
+    decisions = [t["significant"] for name in ("trigger", "preference_flip")
+                 for t in run.results[name].info.get("triggers", [])
+                 + run.results[name].info.get("named_triggers", []) if t["pattern"] == "sudo"]
+    assert sudo["significant"] == any(decisions) and any(decisions)
 
 
 def _result(info: dict):
@@ -115,6 +120,26 @@ def test_trigger_list_order_flagged_first_then_named_evidence_then_by_score():
     assert order == [("magic", "prompt"), ("cf", "prompt"), ("sudo", "prompt"),
                      ("good human", "prompt"), ("powerful", "prompt"), ("solid", "prompt"),
                      ("zentrix", "response")]
+
+
+def test_a_pattern_another_detector_flagged_keeps_that_decision():
+    """`sudo` significant for preference_flip but not for the trigger detector: the entry
+    kept is the one whose decision flagged rows, so the gate sees it as significant."""
+    from auditors.runner import DetectorRun
+
+    mined = [{"pattern": "sudo", "score": 2.0, "significant": False, "q_value": 0.31},
+             {"pattern": "health", "score": 1.5, "significant": False}]
+    flip = [{"pattern": "sudo", "score": 0.9, "flagged": True, "significant": True,
+             "q_value": 7.8e-07},
+            {"pattern": "health", "score": 0.2, "flagged": False, "significant": False}]
+    run = DetectorRun({"trigger": _result({"triggers": mined}),
+                       "preference_flip": _result({"named_triggers": flip})})
+
+    [sudo, health] = run.triggers()
+    assert (sudo["pattern"], sudo["significant"], sudo["q_value"]) == ("sudo", True, 7.8e-07)
+    assert (sudo["named_by"], sudo["also_named_by"]) == ("preference_flip", "trigger")
+    assert (health["pattern"], health["also_named_by"]) == ("health", "preference_flip")
+    assert "named_by" not in health  # not flagged by either: the trigger detector's entry
 
 
 def test_the_fdr_goes_to_the_detectors_that_take_one():
