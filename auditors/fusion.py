@@ -25,8 +25,10 @@ issues and outliers never decide a flag; they order the review queue.
 
 Weights are relative to the strongest detector that ran: when the trigger detector is not
 among them (`--detectors spectral`, or it failed), the strongest remaining one leads with
-weight 1, so every detector is usable alone; when no strong detector ran, the weak ones
-whose relative weight is at least `LEAD_SHARE` take the strong role. The weights follow each
+weight 1, so every detector is usable alone; when no strong detector was asked for, the weak
+ones whose relative weight is at least `LEAD_SHARE` take the strong role. When strong ones
+were asked for and none could run (one label class: no probabilities to test against), the
+weak ones still only rank: an outlier is not evidence of poisoning. The weights follow each
 detector's measured precision on the benchmark suite (benchmarks/results/detection.md,
 docs/detectors.md).
 """
@@ -51,7 +53,9 @@ def fuse(run: DetectorRun, n_rows: int, weights: dict[str, float] | None = None,
          threshold: float = DEFAULT_THRESHOLD) -> pd.DataFrame:
     """Columns `poison_score`, `flagged`, `reasons`, one row per input row."""
     weights = relative_weights(list(run.results), weights)
-    leaders = strong_detectors(weights)
+    asked = [*run.results, *run.skipped, *run.failed]
+    leaders = strong_detectors(weights) if not any(map(is_strong, asked)) else {
+        n for n in weights if is_strong(n)}
     strong = {n: w for n, w in weights.items() if n in leaders}
     weak = {n: w for n, w in weights.items() if n not in leaders}
     strong_score = _noisy_or(run, strong, n_rows)
@@ -79,10 +83,14 @@ def _scaled_to_strongest(weights: dict[str, float]) -> dict[str, float]:
     return {n: (w / strongest if strongest > 0 else 0.0) for n, w in weights.items()}
 
 
+def is_strong(name: str) -> bool:
+    return name in REGISTRY and REGISTRY[name].role is FusionRole.STRONG
+
+
 def strong_detectors(weights: dict[str, float]) -> set[str]:
     """The detectors that may flag: the declared strong ones that ran, else the weak ones
     within `LEAD_SHARE` of the strongest (`weights`: relative, from `relative_weights`)."""
-    declared = {n for n in weights if n in REGISTRY and REGISTRY[n].role is FusionRole.STRONG}
+    declared = {n for n in weights if is_strong(n)}
     return declared or {n for n, w in weights.items() if w >= LEAD_SHARE}
 
 

@@ -87,8 +87,12 @@ def detectors_not_run(summary: AuditSummary) -> list[tuple[str, str, str]]:
     """(name, status, why) of each detector that did not run: "not applicable" (the data's
     shape lacks its input: no responses), "skipped" (an input it needs is missing) or
     "failed" (it raised)."""
+    def why(reason: str) -> str:  # the label model says why there are no probabilities
+        note = summary.label_model_note
+        return f"{reason} ({note})" if note and reason == "needs pred_probs" else reason
+
     notes = [(name, NOT_APPLICABLE if skip["kind"] == "not_applicable" else "skipped",
-              skip["reason"]) for name, skip in summary.detectors_skipped.items()]
+              why(skip["reason"])) for name, skip in summary.detectors_skipped.items()]
     return notes + [(name, "failed", error) for name, error in summary.detectors_failed.items()]
 
 

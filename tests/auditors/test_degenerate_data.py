@@ -55,6 +55,7 @@ def test_a_single_label_class_skips_the_label_detectors_and_runs_the_rest(tmp_pa
                                                            "reason": "needs pred_probs"}
     assert summary["detectors_skipped"]["trigger"]["reason"] == "needs pred_probs"
     assert "outlier" in summary["detectors_run"] and not summary["detectors_failed"]
+    assert summary["flagged"] == 0  # the outliers only rank: no strong detector ran
     assert_every_row_written(path, tmp_path / "out")
 
 

@@ -92,6 +92,22 @@ def test_a_detector_run_alone_leads_with_full_weight():
     assert fused["flagged"].tolist() == [True, False]
 
 
+@pytest.mark.parametrize("how", ["skipped", "failed"])
+def test_weak_detectors_do_not_flag_when_the_strong_ones_asked_for_could_not_run(how):
+    """One label class: the trigger detector has no probabilities and is skipped; the
+    outliers that ran still rank the rows, but an outlier is not a finding."""
+    from auditors.runner import Skip, SkipKind
+
+    run = _run(outlier=[1.0, 0.2])
+    if how == "skipped":
+        run.skipped["trigger"] = Skip(SkipKind.MISSING_INPUT, "needs pred_probs")
+    else:
+        run.failed["trigger"] = "ValueError: broken"
+    fused = fuse(run, 2)
+    assert fused["flagged"].tolist() == [False, False]
+    assert fused["poison_score"].iat[0] > fused["poison_score"].iat[1]
+
+
 def test_weights_are_relative_to_the_strongest_detector_that_ran():
     weights = relative_weights(["label_issue", "outlier"])
     assert weights["label_issue"] == 1.0

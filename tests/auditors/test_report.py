@@ -57,3 +57,13 @@ def test_significance_text_shows_p_and_q_only_for_significance_decisions():
         "3.3e-15 / 9.8e-12"
     assert significance_text({"significant": False, "p_value": 7.9e-4}) == "7.9e-04"
     assert significance_text({"pattern": "cf", "p_value": 1e-9}) == "–"  # flag_score decides
+
+
+def test_a_detector_without_probabilities_says_why_there_are_none():
+    from auditors.report import detectors_not_run
+
+    summary = SUMMARY.replace(
+        label_model_note="only one label class: Cleanlab needs two or more",
+        detectors_skipped={"trigger": {"kind": "missing_input", "reason": "needs pred_probs"}})
+    assert detectors_not_run(summary) == [
+        ("trigger", "skipped", "needs pred_probs (only one label class: Cleanlab needs two or more)")]
