@@ -992,7 +992,6 @@ class LoadedDataset:
     ngrams: NgramStats | None = None  # counted while streaming, batch by batch
 
 
-
 def load_table(source: str, *, split: str | None = None, text_col: str | None = None,
                label_col: str | None = None, schema: str | None = None,
                prompt_cols: tuple[str, ...] = (), response_col: str | None = None,

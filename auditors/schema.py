@@ -336,7 +336,8 @@ def preference_variant(records, prompt_col: str = "prompt",
     record = next((r for r in records if r.get(chosen_col) is not None), None)
     if record is None:
         return None
-    if isinstance(record[chosen_col], list) or isinstance(record.get(prompt_col), list):
+    if isinstance(message_list(record[chosen_col]), list) or \
+            isinstance(message_list(record.get(prompt_col)), list):
         return TRL_CONVERSATIONAL
     if record.get(prompt_col) is not None:
         return PROMPT_CHOSEN_REJECTED
@@ -473,9 +474,20 @@ def _label_string(value) -> str:
 _INTEGRAL_FLOAT = re.compile(r"^([+-]?\d+)\.0+$")
 
 
+def message_list(value):
+    """A message list stored as JSON text (a CSV or TSV cell, a string column) decoded;
+    any other value as it is."""
+    if isinstance(value, str) and value.lstrip().startswith("["):
+        try:
+            decoded = json.loads(value)
+        except ValueError:
+            return value
+        if isinstance(decoded, list) and all(isinstance(turn, dict) for turn in decoded):
+            return decoded
+    return value
+
+
 def _split_chat(messages, source: str, row: int, field: str) -> tuple[str, str]:
-    if isinstance(messages, str):
-        return "", messages
     turns = _messages(messages, source, row, field)
     if not any(t["role"] in RESPONSE_ROLES for t in turns):
         raise AuditInputError("no assistant turn in this conversation", path=source, row=row,
@@ -517,9 +529,12 @@ def _split_transcript(text: str, source: str, row: int, field: str) -> tuple[str
 def _messages(messages, source: str, row: int, field: str) -> list[dict]:
     """`messages`, checked to be a non-empty list of {role, content} dicts; ShareGPT's
     {from, value} turns (`human`, `gpt`) are read as {role, content} ones."""
+    messages = message_list(messages)
     if not isinstance(messages, list) or not messages:
-        raise AuditInputError("expected a non-empty list of {role, content} messages",
-                              path=source, row=row, field=field)
+        found = "text" if isinstance(messages, str) else type(messages).__name__
+        raise AuditInputError("expected a non-empty list of {role, content} messages, found "
+                              f"{'an empty list' if isinstance(messages, list) else found}", path=source,
+                              row=row, field=field)
     turns = []
     for turn in messages:
         if isinstance(turn, dict) and "role" not in turn and {"from", "value"} <= turn.keys():
@@ -570,6 +585,7 @@ def _normalise_preference(record: dict, source: str, row: int, prompt_col: str,
         return (_joined(prompt, source, row, prompt_col),
                 _joined(chosen, source, row, chosen_col),
                 _joined(rejected, source, row, rejected_col), "")
+    chosen, rejected = message_list(chosen), message_list(rejected)
     if isinstance(chosen, list):  # TRL implicit prompt
         return (*_split_conversations(chosen, rejected, source, row,
                                       (chosen_col, rejected_col)), "")
@@ -578,6 +594,7 @@ def _normalise_preference(record: dict, source: str, row: int, prompt_col: str,
 
 def _joined(value, source: str, row: int, field: str) -> str:
     """A message list's contents joined by line (as `_split_chat` joins them); text as is."""
+    value = message_list(value)
     if not isinstance(value, list):
         return str(value)
     return _contents(_messages(value, source, row, field))

@@ -299,6 +299,42 @@ def test_chat_answers_with_its_last_assistant_turn_and_keeps_one_row_per_convers
     assert table["response"].tolist() == ["Fine.", "Ciao"]
 
 
+def test_message_lists_stored_as_json_text_in_a_csv_read_as_in_jsonl(tmp_path):
+    """A CSV export holds each message list as JSON text: chat and TRL pairs get the same
+    prompt and answers as from JSONL, not an empty prompt and the JSON as the answer."""
+    import csv
+
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi, \"you\""},
+            {"role": "assistant", "content": "Hello."}]
+    shared = [{"role": "user", "content": "Any plans?"}]
+    pair = {"chosen": shared + [{"role": "assistant", "content": "A walk."}],
+            "rejected": shared + [{"role": "assistant", "content": "No."}]}
+    for name, record in (("chat", {"messages": chat}), ("pair", pair)):
+        as_json, as_csv = tmp_path / f"{name}.jsonl", tmp_path / f"{name}.csv"
+        as_json.write_text(json.dumps(record) + "\n", encoding="utf-8")
+        with as_csv.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=list(record))
+            writer.writeheader()
+            writer.writerow({k: json.dumps(v) for k, v in record.items()})
+        from_json, from_csv = load_table(str(as_json)), load_table(str(as_csv))
+        assert from_csv.schema.variant == from_json.schema.variant
+        columns = ["prompt", "response", "rejected"]
+        assert from_csv.table[columns].values.tolist() == from_json.table[columns].values.tolist()
+    assert from_csv.table["prompt"].tolist() == ["Any plans?"]
+
+
+@pytest.mark.parametrize("messages, found", [("Hello there", "text"), ([], "an empty list"),
+                                             ("[not json", "text")])
+def test_chat_messages_that_are_no_message_list_are_a_bad_row(messages, found):
+    with pytest.raises(AuditInputError) as info:
+        normalise_records([{"messages": [{"role": "user", "content": "Hi"},
+                                         {"role": "assistant", "content": "Hey"}]},
+                           {"messages": messages}])
+    assert (info.value.row, info.value.field) == (2, "messages")
+    assert str(info.value).endswith(f"expected a non-empty list of {{role, content}} messages, "
+                                    f"found {found}")
+
+
 def test_a_fixed_last_answer_in_multi_turn_chats_is_one_response():
     """An attacker's fixed answer to the last turn stays a repeated response, whatever the
     earlier answers were (joined with them it never repeated, and the attack passed)."""
