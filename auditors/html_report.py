@@ -366,9 +366,11 @@ def _detectors(summary: AuditSummary) -> str:
              for name, numbers in summary.detector_summaries.items()]
     lines += [f"<tr><td>{esc(name)}</td><td>{esc(status)}</td><td>{esc(why)}</td></tr>"
               for name, status, why in detectors_not_run(summary)]
-    note = summary.label_model_note
+    notes = "".join(f"<p class=\"muted\">{esc(note)}</p>" for note in
+                    (summary.label_model_note, summary.input_warning and
+                     f"warning: {summary.input_warning}") if note)
     return ("<table id=\"detectors\"><tr><th>detector</th><th>status</th><th>summary</th></tr>"
-            + "".join(lines) + "</table>" + (f"<p class=\"muted\">{esc(note)}</p>" if note else ""))
+            + "".join(lines) + "</table>" + notes)
 
 
 def _numbers(numbers: dict) -> str:

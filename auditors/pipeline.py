@@ -27,7 +27,7 @@ from auditors.ingest import LoadedDataset, load_table
 from auditors.outputs import SKIPPED, split_paths, write_outputs
 from auditors.report import flagged_counts
 from auditors.runner import DetectorRun, detector_config, run_detectors
-from auditors.schema import CLASSIFICATION, PREFERENCE
+from auditors.schema import CLASSIFICATION, PREFERENCE, empty_prompt_warning
 from auditors.summary import AuditSummary, OutputNames, audit_gate
 
 log = logging.getLogger(__name__)
@@ -235,6 +235,7 @@ def assemble(loaded: LoadedDataset, run: DetectorRun, *, threshold: float = DEFA
         detector_summaries={n: r.summary for n, r in run.results.items()},
         embedding_model=model_name,
         label_model_note=label_model.note if label_model else "",
+        input_warning=empty_prompt_warning(loaded.schema, table, list(loaded.raw.columns)),
         targets=tuple(label_model.targets.names) if label_model and label_model.targets else (),
         outputs=OutputNames(clean=clean_name, quarantine=quarantine_name,
                             skipped=SKIPPED if loaded.raw.skipped else None),

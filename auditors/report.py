@@ -102,6 +102,8 @@ def summary_markdown(summary: AuditSummary) -> str:
              f"- detectors run: {', '.join(summary.detectors_run) or 'none'}"]
     for name, status, why in detectors_not_run(summary):
         lines.append(f"- detector {name} did not run ({status}): {escape_markdown(why)}")
+    if summary.input_warning:
+        lines.append(f"- warning: {escape_markdown(summary.input_warning)}")
     lines += ["", "| rank | trigger | score | support | target |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {r['rank']} | {escape_markdown(r['pattern'])} | {r['score']} | {r['support']} "
               f"| {escape_markdown(r['target'])} |" for r in trigger_rows(list(summary.top_triggers))]

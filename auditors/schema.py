@@ -121,6 +121,23 @@ class SchemaChoice:
         return f"{self.name} ({', '.join(details)})" if details else self.name
 
 
+def empty_prompt_warning(choice: SchemaChoice, table: pd.DataFrame, columns: list[str]) -> str:
+    """A warning when no row has a prompt (generation and preference data): prompt-side
+    triggers then cannot be found, which a passing gate does not show. Preference pairs
+    without a prompt column are split at the text chosen and rejected share; where they share
+    none, an unread column may hold the prompts."""
+    if choice.name == CLASSIFICATION or table.empty or table["prompt"].str.strip().any():
+        return ""
+    message = "every prompt is empty, so no prompt trigger can be found"
+    if choice.name != PREFERENCE or choice.variant == TRL_CONVERSATIONAL:
+        return message
+    read = {choice.text_col or "prompt", *choice.responses()}
+    unread = [c for c in columns if c not in read]
+    hint = (f"; if {' or '.join(map(repr, unread))} holds the prompts, pass --prompt-col"
+            if unread else "")
+    return f"{message} (chosen and rejected share no leading text){hint}"
+
+
 def check_schema_name(schema: str | None, source: str = "") -> None:
     """A schema forced by name (`--schema`) must be one of `SCHEMAS`."""
     if schema is not None and schema not in SCHEMAS:

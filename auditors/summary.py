@@ -55,6 +55,7 @@ class AuditSummary:
     detector_summaries: dict = field(default_factory=dict)
     embedding_model: str = ""
     label_model_note: str = ""
+    input_warning: str = ""  # the input reads, but in a way that hides findings
     targets: tuple[str, ...] = ()
     outputs: OutputNames = OutputNames()
     timings_seconds: dict = field(default_factory=dict)

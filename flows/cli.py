@@ -245,6 +245,8 @@ def show_summary(summary, out: Path, *, verdict_label: str = "",
     for name, status, why in detectors_not_run(summary):
         if status != NOT_APPLICABLE:  # e.g. response detectors on classification data
             errors.print(f"warning: detector {name} did not run ({status}): {why}", markup=False)
+    if summary.input_warning:
+        errors.print(f"warning: {printable(summary.input_warning)}", markup=False)
     if summary.ledger is not None:
         show_ledger_effect(summary.ledger)
     style = "bold green" if summary.passed else "bold red"

@@ -563,6 +563,24 @@ def test_preference_pairs_under_other_column_names_normalise_like_the_standard_o
         normalise(raw_of([renamed[0], {"ask": "Q", "good": "A"}]), choice)
 
 
+def test_pairs_whose_prompt_column_is_not_named_warn_that_every_prompt_is_empty():
+    """Renamed columns without --prompt-col: the pairs split at their shared text, which is
+    none, so no prompt would be audited; the warning names the columns left unread."""
+    from auditors.schema import empty_prompt_warning, with_variant
+
+    renamed = [{"ask": "2+2?", "good": "4", "bad": "5", "id": 0},
+               {"ask": "Capital of France?", "good": "Paris", "bad": "Lyon", "id": 1}]
+    raw = raw_of(renamed)
+    without = with_variant(detect_schema(raw.columns, chosen_col="good", rejected_col="bad"),
+                           renamed)
+    assert empty_prompt_warning(without, normalise(raw, without), raw.columns) == (
+        "every prompt is empty, so no prompt trigger can be found (chosen and rejected share "
+        "no leading text); if 'ask' or 'id' holds the prompts, pass --prompt-col")
+    named = detect_schema(raw.columns, prompt_cols=("ask",), chosen_col="good",
+                          rejected_col="bad")
+    assert empty_prompt_warning(named, normalise(raw, named), raw.columns) == ""
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_load_table_with_preference_columns(tmp_path, stream):
     path = tmp_path / "pairs.jsonl"

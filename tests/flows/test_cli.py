@@ -195,3 +195,19 @@ def test_an_fdr_outside_the_open_unit_interval_is_refused_as_its_help_says(value
     assert result.exit_code == 2 and "is not strictly between 0 and 1" in result.output
     help_text = " ".join(CliRunner().invoke(app, ["audit", "--help"]).output.split())
     assert "False-discovery rate, strictly between 0 and 1," in help_text
+
+
+def test_pairs_read_without_prompts_warn_on_the_console_and_in_the_summary(tmp_path,
+                                                                           prefect_home):
+    rows = [{"q": f"Question {i}?", "good": f"Answer {i}.", "bad": f"No {i}."} for i in range(30)]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "audit"
+
+    proc = run_cli("audit", path, "--out", out, "--chosen-col", "good", "--rejected-col", "bad",
+                   "--detectors", "outlier", "--backend", "torch", home=prefect_home)
+
+    assert proc.returncode == 0, proc.stderr
+    warning = json.loads((out / "summary.json").read_text())["input_warning"]
+    assert warning.startswith("every prompt is empty") and "'q' holds the prompts" in warning
+    assert "warning: every prompt is empty" in proc.stderr
