@@ -436,23 +436,28 @@ def _row_id(schema: str, normalised: tuple) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
 
+def _cell_text(value, source: str, row: int, field: str, *, required: bool = True) -> str:
+    """A value the schema reads as text: missing (None, NaN) is an error where `required`,
+    else ""; a nested value is an error; binary is decoded as UTF-8; numbers as written."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        if required:
+            raise AuditInputError("missing value", path=source, row=row, field=field)
+        return ""
+    if isinstance(value, (dict, list)):
+        raise AuditInputError(f"expected text, found {type(value).__name__}", path=source,
+                              row=row, field=field)
+    if isinstance(value, bytes):  # a binary Parquet/Arrow column: str() would give "b'…'"
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise AuditInputError(f"binary value is not UTF-8 text (byte {exc.start})",
+                                  path=source, row=row, field=field) from None
+    return str(value)
+
+
 def _normalise_record(record: dict, choice: SchemaChoice, source: str, row: int) -> tuple:
     def text(name: str, *, required: bool = True) -> str:
-        value = record.get(name)
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            if required:
-                raise AuditInputError("missing value", path=source, row=row, field=name)
-            return ""
-        if isinstance(value, (dict, list)):
-            raise AuditInputError(f"expected text, found {type(value).__name__}", path=source,
-                                  row=row, field=name)
-        if isinstance(value, bytes):  # a binary Parquet/Arrow column: str() would give "b'…'"
-            try:
-                return value.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise AuditInputError(f"binary value is not UTF-8 text (byte {exc.start})",
-                                      path=source, row=row, field=name) from None
-        return str(value)
+        return _cell_text(record.get(name), source, row, name, required=required)
 
     name = choice.name
     if name == CLASSIFICATION:
@@ -476,7 +481,7 @@ def _normalise_record(record: dict, choice: SchemaChoice, source: str, row: int)
         prompt, response = _split_chat(record.get(column), source, row, column)
         return prompt, response, "", ""
     return _normalise_preference(record, source, row, choice.text_col or "prompt",
-                                 *choice.responses())
+                                 *choice.responses(), variant=choice.variant)
 
 
 def _label_string(value) -> str:
@@ -549,9 +554,9 @@ def _messages(messages, source: str, row: int, field: str) -> list[dict]:
     messages = message_list(messages)
     if not isinstance(messages, list) or not messages:
         found = "text" if isinstance(messages, str) else type(messages).__name__
+        found = "an empty list" if isinstance(messages, list) else found
         raise AuditInputError("expected a non-empty list of {role, content} messages, found "
-                              f"{'an empty list' if isinstance(messages, list) else found}", path=source,
-                              row=row, field=field)
+                              f"{found}", path=source, row=row, field=field)
     turns = []
     for turn in messages:
         if isinstance(turn, dict) and "role" not in turn and {"from", "value"} <= turn.keys():
@@ -592,28 +597,31 @@ def _content_text(content, source: str, row: int, field: str) -> str:
 
 
 def _normalise_preference(record: dict, source: str, row: int, prompt_col: str,
-                          chosen_col: str, rejected_col: str) -> tuple:
-    chosen, rejected = record.get(chosen_col), record.get(rejected_col)
+                          chosen_col: str, rejected_col: str, variant: str | None) -> tuple:
+    chosen, rejected = (message_list(record.get(c)) for c in (chosen_col, rejected_col))
     for name, value in ((chosen_col, chosen), (rejected_col, rejected)):
-        if value is None:
-            raise AuditInputError("missing value", path=source, row=row, field=name)
+        if not isinstance(value, list):
+            _cell_text(value, source, row, name)  # missing or nested: a bad row
     prompt = record.get(prompt_col)
     if prompt is not None:  # explicit prompt: strings or TRL message lists
         return (_joined(prompt, source, row, prompt_col),
                 _joined(chosen, source, row, chosen_col),
                 _joined(rejected, source, row, rejected_col), "")
-    chosen, rejected = message_list(chosen), message_list(rejected)
     if isinstance(chosen, list):  # TRL implicit prompt
         return (*_split_conversations(chosen, rejected, source, row,
                                       (chosen_col, rejected_col)), "")
-    return (*_split_transcripts(str(chosen), str(rejected)), "")
+    chosen, rejected = str(chosen), str(rejected)
+    if variant == HH_TRANSCRIPTS and HH_ASSISTANT not in f"{chosen}\0{rejected}":
+        raise AuditInputError("no assistant turn in this transcript", path=source, row=row,
+                              field=chosen_col)
+    return (*_split_transcripts(chosen, rejected), "")
 
 
 def _joined(value, source: str, row: int, field: str) -> str:
     """A message list's contents joined by line (as `_split_chat` joins them); text as is."""
     value = message_list(value)
     if not isinstance(value, list):
-        return str(value)
+        return _cell_text(value, source, row, field)
     return _contents(_messages(value, source, row, field))
 
 

@@ -29,8 +29,12 @@ def raw_of(records: list[dict], source: str = "mem.jsonl") -> RawDataset:
 
 
 def normalise_records(records: list[dict], **detect_options):
+    """As `load_table` reads records: the schema, its preference format, the table."""
+    from auditors.schema import with_variant
+
     raw = raw_of(records)
-    return normalise(raw, detect_schema(raw.columns, source=raw.source, **detect_options))
+    choice = detect_schema(raw.columns, source=raw.source, **detect_options)
+    return normalise(raw, with_variant(choice, records))
 
 
 # ---------------------------------------------------------------------------- detection
@@ -561,6 +565,27 @@ def test_preference_pairs_under_other_column_names_normalise_like_the_standard_o
     # a missing answer is named by its own column
     with pytest.raises(AuditInputError, match="row 2: field 'bad': missing value"):
         normalise(raw_of([renamed[0], {"ask": "Q", "good": "A"}]), choice)
+
+
+@pytest.mark.parametrize("record, field, reason", [
+    ({"prompt": "2+2?", "chosen": {"text": "4"}, "rejected": "5"}, "chosen",
+     "expected text, found dict"),
+    ({"chosen": "\n\nHuman: 2+2?\n\nAssistant: 4", "rejected": float("nan")}, "rejected",
+     "missing value"),
+    ({"chosen": "\n\nHuman: hi there", "rejected": "\n\nHuman: hi there"}, "chosen",
+     "no assistant turn in this transcript"),
+])
+def test_preference_values_that_are_no_text_or_no_transcript_are_bad_rows(record, field,
+                                                                          reason):
+    """Not audited as a Python repr ("{'text': '4'}"), "nan", or a transcript whose
+    'answer' is the human turn."""
+    good = {"chosen": "\n\nHuman: 1+1?\n\nAssistant: 2", "rejected": "\n\nHuman: 1+1?\n\nAssistant: 3"}
+    if "prompt" in record:
+        good = {"prompt": "1+1?", "chosen": "2", "rejected": "3"}
+    with pytest.raises(AuditInputError) as info:
+        normalise_records([good, record])
+    assert (info.value.row, info.value.field) == (2, field)
+    assert str(info.value).endswith(reason)
 
 
 def test_pairs_whose_prompt_column_is_not_named_warn_that_every_prompt_is_empty():
