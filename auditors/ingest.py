@@ -254,6 +254,15 @@ def load_raw(source: str, *, split: str | None = None, via_datasets: bool = Fals
     return raw
 
 
+def check_split_applies(source: str, split: str | None) -> None:
+    """`--split` names a split of a hub dataset or a saved DatasetDict; a file has none, and
+    auditing the whole file under a split's name would mislead."""
+    fmt = detect_format(source)
+    if split is not None and fmt not in ("hf-hub", "hf-disk"):
+        raise AuditInputError(f"--split {split}: a {fmt} file has no splits (--split applies "
+                              "to a hub dataset or a save_to_disk DatasetDict)", path=source)
+
+
 def no_rows_message(skipped: list[SkippedRow]) -> str:
     if not skipped:
         return "dataset has no rows"
@@ -670,6 +679,10 @@ def _read_saved_dataset(path: str, split: str | None) -> RawDataset:
             splits = json.loads(read("dataset_dict.json"))["splits"]
             prefix = f"{_pick_split(splits, split, path)}/"
         state = json.loads(read(prefix + "state.json"))
+        if not prefix and split is not None and split != state.get("_split"):
+            raise AuditInputError(f"--split {split}: this is one saved Dataset"
+                                  f"{_split_name(state)}, not a DatasetDict of splits",
+                                  path=path)
         table = pa.concat_tables([pa.ipc.open_stream(read(prefix + entry["filename"])).read_all()
                                   for entry in state["_data_files"]])
     except (ValueError, KeyError, TypeError, pa.ArrowException) as exc:  # corrupt or incomplete
@@ -770,6 +783,10 @@ def _read_hub(source: str, split: str | None) -> RawDataset:
         raise AuditInputError(f"cannot load hub dataset '{name}' ({_first_line(exc)})",
                               path=source) from None
     return _from_arrow(loaded.data.table, "hf-hub", source)
+
+
+def _split_name(state: dict) -> str:
+    return f" (split '{state['_split']}')" if state.get("_split") else ""
 
 
 def _pick_split(splits, split: str | None, path: str) -> str:
@@ -1006,6 +1023,7 @@ def load_table(source: str, *, split: str | None = None, text_col: str | None = 
     columns = {"text_col": text_col, "label_col": label_col, "schema": schema,
                "prompt_cols": tuple(prompt_cols), "response_col": response_col,
                "chosen_col": chosen_col, "rejected_col": rejected_col}
+    check_split_applies(source, split)
     if should_stream(source, via_datasets=via_datasets, stream=stream):
         return stream_table(source, **columns, on_bad_row=on_bad_row, batch_rows=batch_rows,
                             cache_dir=cache_dir)

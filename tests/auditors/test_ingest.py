@@ -228,6 +228,22 @@ def test_save_to_disk_dataset_dict_unknown_split_lists_the_available_ones(saved_
         assert name in message
 
 
+def test_a_split_of_a_file_or_a_single_saved_dataset_is_an_error(tmp_path):
+    """Not the whole input audited under the split's name."""
+    from auditors.ingest import load_table
+
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in ROWS), encoding="utf-8")
+    with pytest.raises(AuditInputError, match="--split validation: a jsonl file has no splits"):
+        load_table(str(path), split="validation")
+    saved = tmp_path / "saved"
+    datasets.Dataset.from_list(ROWS, split=datasets.Split.TRAIN).save_to_disk(str(saved))
+    with pytest.raises(AuditInputError, match=r"--split test: this is one saved Dataset "
+                                              r"\(split 'train'\), not a DatasetDict"):
+        load_raw(str(saved), split="test")
+    assert load_raw(str(saved), split="train").records == ROWS
+
+
 def test_save_to_disk_dataset_dict_without_train_needs_a_split(tmp_path):
     path = tmp_path / "saved_dict"
     datasets.DatasetDict({"a": datasets.Dataset.from_list(ROWS[:1]),
