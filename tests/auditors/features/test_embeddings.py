@@ -25,6 +25,37 @@ def test_empty_input_gives_empty_matrix(encoder):
 def test_unknown_model_is_a_clear_error_not_a_download(tmp_path):
     with pytest.raises(TrainguardError, match="cannot load embedding model"):
         load_encoder(str(tmp_path / "no-such-model"))
+    with pytest.raises(TrainguardError, match="'acme/none': no such directory, and not in the "
+                                              "local Hugging Face cache"):
+        load_encoder("acme/none", backend="onnx-int8")
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """A local Hugging Face cache holding the bundled model as `acme/mini` and as
+    sentence-transformers' `paraphrase-mini`, laid out as the hub client caches a download."""
+    import huggingface_hub.constants
+    from pathlib import Path
+
+    bundled = Path(resolve_model_path(None))
+    for repo in ("acme/mini", "sentence-transformers/paraphrase-mini"):
+        root = tmp_path / f"models--{repo.replace('/', '--')}"
+        (root / "refs").mkdir(parents=True)
+        (root / "snapshots").mkdir()
+        (root / "refs" / "main").write_text("0" * 40)
+        (root / "snapshots" / ("0" * 40)).symlink_to(bundled, target_is_directory=True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    return tmp_path
+
+
+def test_a_hub_name_in_the_local_cache_resolves_to_its_snapshot(hub_cache):
+    from auditors.features.embeddings import local_model_directory
+
+    snapshot = "snapshots/" + "0" * 40
+    assert local_model_directory("acme/mini") == str(hub_cache / "models--acme--mini" / snapshot)
+    assert local_model_directory("paraphrase-mini").endswith(
+        "models--sentence-transformers--paraphrase-mini/" + snapshot)
+    assert local_model_directory("acme/other") is None
 
 
 class CountingEncoder:
