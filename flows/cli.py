@@ -431,9 +431,15 @@ def _decide(status: str, store: Path, row_ids: list[str], triggers: list[str], b
     if not row_ids and not triggers:
         typer.echo("error: give --row-id ID or --trigger PATTERN (each repeatable)", err=True)
         raise typer.Exit(EXIT_ERROR)
+    from auditors.ledger import LEDGER_FILE
+
+    new = not (store / LEDGER_FILE).exists()
     ledger = _open_ledger(store, debug, create=force)  # forced: known from elsewhere
     changed = _run_or_exit(debug, ledger.decide, status=status, row_ids=row_ids,
                            triggers=triggers, by=by, force=force, side=side)
+    if new:  # a mistyped store would hold decisions no audit reads: say so
+        console.print(Text(f"new ledger {store / LEDGER_FILE}: no audit has used this store "
+                           "yet; audits read it with --store"))
     what = ([f"trigger{'s' if len(triggers) > 1 else ''} "
              + ", ".join(repr(t) for t in dict.fromkeys(triggers))] if triggers else []) + \
         ([f"{len(set(row_ids))} row id(s)"] if row_ids else [])

@@ -134,6 +134,10 @@ def test_a_forced_decision_creates_the_store_and_a_file_store_is_refused(tmp_pat
     result = invoke("confirm", tmp_path / "new", "--trigger", "ignore previous", "--force")
     assert result.exit_code == 0, result.output
     assert Ledger(tmp_path / "new").decisions().confirmed_triggers == ["ignore previous"]
+    # a mistyped store would hold decisions no audit reads: the new ledger is announced
+    assert "new ledger" in result.output and "no audit has used this store" in result.output
+    again = invoke("confirm", tmp_path / "new", "--trigger", "other", "--force")
+    assert again.exit_code == 0 and "new ledger" not in again.output
     (tmp_path / "afile").write_text("")
     result = invoke("review", tmp_path / "afile")
     assert result.exit_code == 2 and "the store must be a directory" in result.output
