@@ -380,7 +380,7 @@ def _numbers(numbers: dict) -> str:
 
 
 def _ledger(ledger: dict) -> str:
-    hits = "".join(f"<li>confirmed trigger <code>{esc(p)}</code>: {n} rows</li>"
+    hits = "".join(f"<li>confirmed trigger <code>{esc(p)}</code>: {n} rows not confirmed themselves</li>"
                    for p, n in ledger.get("confirmed_trigger_rows", {}).items())
     return (f"<ul><li>store <code>{esc(ledger.get('store', ''))}</code>, run "
             f"{esc(ledger.get('run_id', ''))}</li>"

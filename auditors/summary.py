@@ -156,5 +156,6 @@ def gate_checks(*, rows: int, flagged: int, max_flagged_fraction: float,
         checks.append(check("confirmed rows and triggers",
                             confirmed_rows == 0 and not any(trigger_rows.values()),
                             f"{confirmed_rows} confirmed rows reappear"
-                            + (f"; confirmed triggers found: {hits}" if hits else "")))
+                            + (f"; confirmed triggers in rows not confirmed themselves: {hits}"
+                               if hits else "")))
     return checks

@@ -239,9 +239,11 @@ def show_summary(summary, out: Path, *, verdict_label: str = "",
         title = f"Significant triggers (q <= FDR): {total}" + (
             f"; phrases injected into responses: {injected}" if injected else "")
         console.print(trigger_table(title + shown, significant), markup=False)
-    if others or not significant:
+    if others:
         console.print(trigger_table("Candidates, not significant", others,
                                     start=len(significant) + 1), markup=False)
+    elif not significant:
+        console.print("No trigger candidates.", markup=False)
     for name, status, why in detectors_not_run(summary):
         if status != NOT_APPLICABLE:  # e.g. response detectors on classification data
             errors.print(f"warning: detector {name} did not run ({status}): {why}", markup=False)
@@ -311,7 +313,7 @@ def show_ledger_effect(ledger: dict) -> None:
                      for p, n in ledger["confirmed_trigger_rows"].items())
     console.print(f"ledger {ledger['store']}: {ledger['confirmed_rows']} confirmed rows "
                   f"reappeared, {ledger['released_rows']} released rows not flagged"
-                  + (f"; confirmed triggers found: {hits}" if hits else ""), markup=False)
+                  + (f"; confirmed triggers in rows not confirmed themselves: {hits}" if hits else ""), markup=False)
 
 
 def _quiet_prefect(verbose: bool, debug: bool) -> None:

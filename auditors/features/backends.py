@@ -17,6 +17,7 @@ without importing torch.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -72,9 +73,10 @@ def build_once(target: Path, build) -> Path:
         os.replace(staging, target)
     except OSError as exc:
         if not target.exists():  # the model is needed: unlike a cache entry, not optional
+            remedy = "free space there" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else \
+                "check that path"
             raise TrainguardError(f"cannot build the model in {target} ({exc.strerror or exc}); "
-                                  "free space there, or pass --cache DIR or --backend torch"
-                                  ) from None
+                                  f"{remedy}, or pass --cache DIR or --backend torch") from None
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)

@@ -181,8 +181,12 @@ def test_a_built_backend_that_does_not_load_is_built_again(tmp_path, monkeypatch
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(backends, "distill_static", full_disk)
-    with pytest.raises(TrainguardError, match="cannot build the model .*No space left"):
+    with pytest.raises(TrainguardError, match="cannot build the model .*No space left on "
+                                              "device\\); free space there"):
         backends.load_backend(str(model), backends.STATIC, tmp_path / "other")
+    (tmp_path / "afile").write_text("")  # `--cache afile`: a wrong path, not a full disk
+    with pytest.raises(TrainguardError, match="Not a directory\\); check that path"):
+        backends.load_backend(str(model), backends.STATIC, tmp_path / "afile")
 
 
 # --- defect 12: a full cache disk is not fatal ----------------------------------------------

@@ -211,3 +211,4 @@ def test_pairs_read_without_prompts_warn_on_the_console_and_in_the_summary(tmp_p
     warning = json.loads((out / "summary.json").read_text())["input_warning"]
     assert warning.startswith("every prompt is empty") and "'q' holds the prompts" in warning
     assert "warning: every prompt is empty" in proc.stderr
+    assert "No trigger candidates." in proc.stdout and "Candidates, not" not in proc.stdout
