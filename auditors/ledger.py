@@ -47,7 +47,7 @@ VERSIONED_PACKAGES = ("trainguard", "cleanlab", "sentence-transformers", "scikit
 # Bumped when the tables change; a ledger with a higher version was written by a newer
 # trainguard and is refused rather than misread, one with a lower version is upgraded
 # (`_UPGRADES`).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 PROMPT_SIDE, RESPONSE_SIDE = "prompt", "response"
 LOCK_WAIT_SECONDS = 60.0  # how long to wait for another process's lock on the file
 
@@ -60,6 +60,7 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE TABLE IF NOT EXISTS rows (
     row_id VARCHAR PRIMARY KEY, status VARCHAR NOT NULL, reasons VARCHAR, triggers VARCHAR[],
     response_triggers VARCHAR[], prompt VARCHAR, response VARCHAR, label VARCHAR, poison_score DOUBLE,
+    rejected VARCHAR,
     first_run VARCHAR, last_run VARCHAR, first_seen TIMESTAMPTZ, last_seen TIMESTAMPTZ,
     dataset_fingerprint VARCHAR, input VARCHAR, decided_by VARCHAR, decided_at TIMESTAMPTZ);
 CREATE TABLE IF NOT EXISTS triggers (
@@ -73,9 +74,10 @@ CREATE TABLE IF NOT EXISTS intakes (
 CREATE TABLE IF NOT EXISTS intake_rows (intake_id VARCHAR, prompt_key VARCHAR, row_id VARCHAR);
 """
 # version 1 -> 2: response-side triggers (a row's `response_triggers`, a decision's `side`),
-# and the input path and policy of each intake
+# and the input path and policy of each intake; 2 -> 3: a preference row's rejected answer
 _UPGRADES = """
 ALTER TABLE rows ADD COLUMN IF NOT EXISTS response_triggers VARCHAR[];
+ALTER TABLE rows ADD COLUMN IF NOT EXISTS rejected VARCHAR;
 ALTER TABLE triggers ADD COLUMN IF NOT EXISTS side VARCHAR DEFAULT 'prompt';
 ALTER TABLE intakes ADD COLUMN IF NOT EXISTS input VARCHAR;
 ALTER TABLE intakes ADD COLUMN IF NOT EXISTS policy JSON;
@@ -490,6 +492,7 @@ class Ledger:
             "response_triggers": [applied.row_response_triggers[i] for i in picked],
             "prompt": table["prompt"].to_numpy()[picked],
             "response": table["response"].to_numpy()[picked],
+            "rejected": table["rejected"].to_numpy()[picked],
             "label": table["label"].to_numpy()[picked],
             "poison_score": applied.rows["poison_score"].to_numpy()[picked],
         }).drop_duplicates("row_id")
@@ -646,14 +649,17 @@ class Ledger:
                        list(row_id ORDER BY poison_score DESC) AS row_ids,
                        list(prompt ORDER BY poison_score DESC) AS prompts,
                        list(response ORDER BY poison_score DESC) AS responses,
+                       list(rejected ORDER BY poison_score DESC) AS rejected,
                        list(label ORDER BY poison_score DESC) AS labels
                 FROM rows WHERE status = 'quarantined'
                 GROUP BY trigger ORDER BY rows DESC, trigger""").df()
         return [{"trigger": r.trigger, "rows": int(r.rows),
                  "side": RESPONSE_SIDE if r.in_response else PROMPT_SIDE,
-                 "examples": [{"row_id": i, "prompt": p, "response": answer, "label": lab}
-                              for i, p, answer, lab in list(zip(r.row_ids, r.prompts, r.responses,
-                                                                r.labels))[:examples]]}
+                 "examples": [{"row_id": i, "prompt": p, "response": answer,
+                               "rejected": other, "label": lab}
+                              for i, p, answer, other, lab in list(zip(
+                                  r.row_ids, r.prompts, r.responses, r.rejected,
+                                  r.labels))[:examples]]}
                 for r in frame.itertuples()]
 
     def rows(self, status: str | None = None) -> pd.DataFrame:

@@ -392,12 +392,13 @@ def review(
         for k, example in enumerate(group["examples"]):
             first = k == 0
             injected = group["side"] == "response"  # show the response that holds the phrase
-            shown = (f"response: {text_window(example['response'] or '', group['trigger'], 200)}"
-                     if injected else _clip(example["prompt"], 200))
+            shown = (printable("response: " + text_window(example["response"] or "",
+                                                          group["trigger"], 200))
+                     if injected else _example_text(example))
             table.add_row(Text(repr(group["trigger"]) + (" (in responses)" if injected else "")
                                if first else ""),
                           Text(str(group["rows"]) if first else ""), Text(example["row_id"]),
-                          Text(printable(example["label"] or "")), Text(printable(shown)))
+                          Text(printable(example["label"] or "")), Text(shown))
     console.print(table)
     decided = _run_or_exit(debug, ledger.trigger_decisions)
     for row in decided.itertuples():
@@ -406,6 +407,20 @@ def review(
                   f"group{'' if len(groups) == 1 else 's'}; decide "
                   f"with `trainguard confirm|release {store} --trigger P | --row-id ID`",
                   markup=False)
+
+
+def _example_text(example: dict) -> str:
+    """A flagged row as a reviewer judges it: the prompt, and the answer (a preference
+    pair's chosen and rejected ones) where the data has answers."""
+    prompt = example["prompt"] or ""
+    if example.get("rejected"):
+        parts = [_clip(prompt, 140), f"chosen: {_clip(example['response'] or '', 100)}",
+                 f"rejected: {_clip(example['rejected'], 100)}"]
+    elif example.get("response"):
+        parts = [_clip(prompt, 140), f"answer: {_clip(example['response'], 100)}"]
+    else:
+        parts = [_clip(prompt, 200)]
+    return "\n".join(map(printable, parts))  # one line each, dataset text escaped
 
 
 @app.command("report")

@@ -89,7 +89,8 @@ def test_updated_summary_recomputes_counts_and_gate():
 
 
 def _record(ledger, run_id, rows, prompts=PROMPTS):
-    table = pd.DataFrame({"prompt": prompts, "response": "", "label": ["1", "0", "1", "0"]})
+    table = pd.DataFrame({"prompt": prompts, "response": "", "rejected": "",
+                          "label": ["1", "0", "1", "0"]})
     applied = apply_ledger(rows, prompts, TRIGGERS, ledger.decisions())
     summary = updated_summary(audit_summary(rows=4, gate={"max_flagged_fraction": 0.5}),
                               applied, store="s", run_id=run_id)
@@ -197,7 +198,7 @@ def test_a_confirmed_injected_phrase_flags_responses_that_hold_it_not_prompts():
 
 def test_the_ledger_decides_an_injected_phrase_on_the_response_side(tmp_path):
     ledger = Ledger(tmp_path)
-    table = pd.DataFrame({"prompt": PROMPTS, "response": RESPONSES, "label": ""})
+    table = pd.DataFrame({"prompt": PROMPTS, "response": RESPONSES, "rejected": "", "label": ""})
     rows = _rows([False, False, True, False])
     applied = apply_ledger(rows, PROMPTS, INJECTED, ledger.decisions(), responses=RESPONSES)
     summary = updated_summary(audit_summary(rows=4, gate={"max_flagged_fraction": 0.5}),
@@ -297,7 +298,7 @@ def test_a_store_that_is_a_file_is_refused(tmp_path):
 
 def test_open_flags_say_a_group_is_an_injected_phrase_and_carry_its_responses(tmp_path):
     ledger = Ledger(tmp_path)
-    table = pd.DataFrame({"prompt": PROMPTS, "response": RESPONSES, "label": ""})
+    table = pd.DataFrame({"prompt": PROMPTS, "response": RESPONSES, "rejected": "", "label": ""})
     rows = _rows([True, False, True, False])
     applied = apply_ledger(rows, PROMPTS, [{"pattern": "visit shopnova", "side": "response",
                                             "flagged": True}], Decisions(), responses=RESPONSES)
