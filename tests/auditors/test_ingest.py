@@ -286,6 +286,26 @@ def test_via_datasets_reads_utf16_as_the_built_in_reader_does(tmp_path):
     assert raw.encoding.codec.startswith("utf-16")
 
 
+@pytest.mark.parametrize("bars_on", [True, False])
+def test_via_datasets_leaves_the_callers_datasets_settings_as_they_were(tmp_path, bars_on):
+    """Quiet while it reads (its bars would name the private copy), then the caller's own
+    progress-bar and verbosity settings, on or off, are back."""
+    from datasets.utils import logging as datasets_logging
+
+    path = write_text(tmp_path / "d.jsonl", "".join(json.dumps(r) + "\n" for r in ROWS))
+    was_on, verbosity = datasets_logging.is_progress_bar_enabled(), \
+        datasets_logging.get_verbosity()
+    (datasets_logging.enable_progress_bar if bars_on else datasets_logging.disable_progress_bar)()
+    datasets_logging.set_verbosity(datasets_logging.INFO)
+    try:
+        load_raw(path, via_datasets=True)
+        assert datasets_logging.is_progress_bar_enabled() is bars_on
+        assert datasets_logging.get_verbosity() == datasets_logging.INFO
+    finally:
+        (datasets_logging.enable_progress_bar if was_on else datasets_logging.disable_progress_bar)()
+        datasets_logging.set_verbosity(verbosity)
+
+
 def test_via_datasets_error_is_one_line_with_the_parsers_reason(tmp_path, capfd):
     path = write_text(tmp_path / "d.jsonl", f'{json.dumps(ROWS[0])}\n["text", 1]\n')
 
