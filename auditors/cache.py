@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import sys
 from dataclasses import dataclass
@@ -28,6 +29,13 @@ _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 # entries: one file each under these folders; a built backend is one directory
 _FILE_KINDS = ("embeddings", "ngram-counts", "knn-graphs")
 _DIR_KIND = "models"
+# The paths trainguard writes, and so may delete: `--cache` may name a folder that also
+# holds the user's own files (a project's `models/my-bert/checkpoint-500`), never entries.
+_ENTRY_PATHS = re.compile(
+    r"embeddings/[^/]+/[^/]+/(prompt|response|rejected)-[0-9a-f]{32}\.npz"
+    r"|ngram-counts/[0-9a-f]{16}/[0-9a-f]{32}\.npz"
+    r"|knn-graphs/[^/]+/[^/]+/[0-9a-f]{16}-k[0-9]+\.npz"
+    r"|models/[^/]+-[0-9a-f]{12}/(onnx-int8|static)")  # backends.BACKENDS built from a model
 _TMP_SUFFIX = ".tmp.npz"
 _warned: set[str] = set()
 
@@ -115,13 +123,17 @@ def entries(root: str | Path) -> list[Entry]:
     found = []
     for kind in _FILE_KINDS:
         for path in (root / kind).rglob("*.npz") if (root / kind).is_dir() else []:
-            if not path.name.endswith(_TMP_SUFFIX):
+            if _is_entry(root, path):
                 found.append(_entry(path, [path]))
     models = root / _DIR_KIND
     for path in models.glob("*/*") if models.is_dir() else []:
-        if path.is_dir() and not path.name.startswith("."):
+        if path.is_dir() and _is_entry(root, path):
             found.append(_entry(path, [p for p in path.rglob("*") if p.is_file()]))
     return sorted((e for e in found if e is not None), key=lambda e: e.used)
+
+
+def _is_entry(root: Path, path: Path) -> bool:
+    return _ENTRY_PATHS.fullmatch(path.relative_to(root).as_posix()) is not None
 
 
 def _entry(path: Path, files: list[Path]) -> Entry | None:
@@ -167,7 +179,8 @@ def prune_quietly(root: str | Path | None, max_bytes: int) -> None:
 
 
 def _remove_dead_writers_files(root: Path) -> None:
-    for tmp in root.rglob(f".*{_TMP_SUFFIX}") if root.is_dir() else []:
+    folders = [root / kind for kind in _FILE_KINDS if (root / kind).is_dir()]
+    for tmp in (tmp for folder in folders for tmp in folder.rglob(f".*{_TMP_SUFFIX}")):
         pid = tmp.name[:-len(_TMP_SUFFIX)].rsplit(".", 1)[-1]
         if pid.isdigit() and not _alive(int(pid)):
             tmp.unlink(missing_ok=True)

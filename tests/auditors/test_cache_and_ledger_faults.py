@@ -87,24 +87,48 @@ def test_overlong_words_are_marked_not_counted():
     assert max(map(len, emoji_run)) <= MAX_TOKEN_CHARS and len(emoji_run) <= MAX_TOKEN_CHARS
 
 
+NEW, USED, OLD = (f"{n:032x}.npz" for n in (1, 2, 3))  # n-gram count entries' names
+
+
 def test_prune_removes_least_recently_used_entries_first(tmp_path):
-    folder = tmp_path / "ngram-counts" / "fp"
+    folder = tmp_path / "ngram-counts" / ("f" * 16)
     folder.mkdir(parents=True)
-    for age, name in enumerate(["new", "used", "old"]):
-        cache.save_npz(folder / f"{name}.npz", data=np.zeros(25_000, np.uint8))
-        os.utime(folder / f"{name}.npz", (time.time() - 100 * age,) * 2)
-    model = tmp_path / "models" / "m-123" / "static"
+    for age, name in enumerate([NEW, USED, OLD]):
+        cache.save_npz(folder / name, data=np.zeros(25_000, np.uint8))
+        os.utime(folder / name, (time.time() - 100 * age,) * 2)
+    model = tmp_path / "models" / f"m-{'1' * 12}" / "static"
     model.mkdir(parents=True)
     (model / "weights").write_bytes(b"0" * 25_000)
     os.utime(model, (time.time() - 1000,) * 2)  # the oldest entry
-    assert cache.load_npz(folder / "used.npz", lambda a: a["data"].size) == 25_000  # touched
+    assert cache.load_npz(folder / USED, lambda a: a["data"].size) == 25_000  # touched
     (folder / f".dead.npz.{2**22 + 7}.tmp.npz").write_bytes(b"half")  # a killed writer's
 
     pruned = cache.prune(tmp_path, max_bytes=60_000)
 
-    assert sorted(p.name for p in folder.iterdir()) == ["new.npz", "used.npz"]
+    assert sorted(p.name for p in folder.iterdir()) == sorted([NEW, USED])
     assert not model.exists()
     assert pruned.removed == 2 and pruned.kept <= 60_000
+
+
+def test_files_trainguard_did_not_write_are_never_entries(tmp_path):
+    """`--cache` naming a project folder: its checkpoints and arrays are not the cache's
+    to count or delete, however old and large."""
+    own = [tmp_path / "models" / "my-bert" / "checkpoint-500" / "model.safetensors",
+           tmp_path / "models" / "my-bert" / "static" / "weights",
+           tmp_path / "embeddings" / "mine.npz",
+           tmp_path / "embeddings" / "run1" / "torch" / "prompt-final.npz",
+           tmp_path / "ngram-counts" / "notes" / "table.npz"]
+    for path in own:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"0" * 50_000)
+        os.utime(path, (time.time() - 10**6,) * 2)
+    entry = tmp_path / "embeddings" / f"m-{'2' * 12}" / "torch" / f"prompt-{'3' * 32}.npz"
+    cache.save_npz(entry, vectors=np.zeros(10, np.float32))
+
+    assert [e.path for e in cache.entries(tmp_path)] == [entry]
+    cache.prune(tmp_path, max_bytes=0)
+
+    assert all(path.exists() for path in own) and not entry.exists()
 
 
 def test_parse_size():

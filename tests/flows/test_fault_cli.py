@@ -195,17 +195,18 @@ def test_an_audit_on_a_full_cache_disk_warns_and_completes(data, tmp_path, full_
 
 
 def test_cache_prune_shrinks_the_cache_to_its_bound(tmp_path):
-    folder = tmp_path / "embeddings" / "m" / "torch"
-    for age in range(4):
-        cache.save_npz(folder / f"prompt-{age}.npz", vectors=np.zeros(2**18, np.uint8))
-        os.utime(folder / f"prompt-{age}.npz", (time.time() - 10 * age,) * 2)
+    folder = tmp_path / "embeddings" / f"m-{'0' * 12}" / "torch"
+    names = [f"prompt-{age:032x}.npz" for age in range(4)]  # as the embedding cache names them
+    for age, name in enumerate(names):
+        cache.save_npz(folder / name, vectors=np.zeros(2**18, np.uint8))
+        os.utime(folder / name, (time.time() - 10 * age,) * 2)
 
     shown = invoke("cache", "--cache", tmp_path)
     assert shown.exit_code == 0 and "4 entries, 1.0 MiB" in words(shown.output), shown.output
     pruned = invoke("cache", "--prune", "--cache", tmp_path, "--max-size", "600K")
     assert pruned.exit_code == 0, pruned.output
     assert "2 entries removed, 0.5 MiB freed" in words(pruned.output), pruned.output
-    assert sorted(p.name for p in folder.iterdir()) == ["prompt-0.npz", "prompt-1.npz"]
+    assert sorted(p.name for p in folder.iterdir()) == names[:2]
     assert_one_line_error(invoke("cache", "--prune", "--cache", tmp_path, "--max-size", "big"),
                           "cannot read the size 'big'")
 
