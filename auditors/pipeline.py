@@ -275,7 +275,9 @@ class Hooks:
     `stage(name, func, *args, **kwargs)` runs one stage; `embed_many(texts)` embeds instead
     of the encoder and `count_ngrams(loaded)` counts the prompt n-grams (the distributed
     flow maps both over Dask workers); `progress` shows the embedding as it goes; `run_id`
-    and `started_at` name the run in the ledger."""
+    and `started_at` name the run in the ledger; `decide(result, loaded)`, run before the
+    outputs are written, returns the result they carry and a function to call (with the
+    ledger's run record) before they land: an intake's policy decision."""
 
     stage: object = call_stage
     progress: object = None  # an auditors.progress.Progress: each embedded text counted
@@ -283,6 +285,7 @@ class Hooks:
     count_ngrams: object = None
     run_id: str | None = None
     started_at: object = None
+    decide: object = None
 
 
 def audit(source: str, out_dir: str | Path | None = None, config: AuditConfig | None = None,
@@ -329,12 +332,22 @@ def run_audit(source: str, out_dir: str | Path | None, config: AuditConfig, *,
     result = run("assemble", assemble, loaded, detectors, label_model=label_model,
                  threshold=config.flag_threshold, max_flagged_fraction=config.max_flagged_fraction,
                  model_name=model_name(config.model, config.backend), timings=watch.laps)
-    record = None
+    record_run = None
     if config.store:  # people's earlier decisions about these rows and triggers
-        result, record = run("ledger", apply_ledger, result, loaded, ngrams, config, source,
-                             out_dir, hooks, rows=n)
-    if out_dir is not None:
-        run("write", save, result, loaded, out_dir, embeddings, before_commit=record, rows=n)
+        result, record_run = run("ledger", apply_ledger, result, loaded, ngrams, config,
+                                 source, out_dir, hooks, rows=n)
+    commit_decision = None
+    if hooks.decide is not None:
+        result, commit_decision = run("decide", hooks.decide, result, loaded)
+
+    def before_commit() -> None:  # the ledger records what the outputs say
+        if record_run is not None:
+            record_run(result.summary)
+        if commit_decision is not None:
+            commit_decision()
+    if out_dir is not None:  # (without outputs nothing is recorded)
+        run("write", save, result, loaded, out_dir, embeddings, before_commit=before_commit,
+            rows=n)
     if cache_dir is not None:  # least recently used entries go once the cache outgrows it
         from auditors import cache
 
@@ -377,11 +390,11 @@ def apply_ledger(result: AuditResult, loaded: LoadedDataset, ngrams: NgramStats,
     result = replace(result, summary=result.summary.replace(top_triggers=top_triggers(
         result.triggers, loaded.table, result.rows["flagged"].to_numpy(dtype=bool))))
 
-    def record() -> None:
+    def record(summary: AuditSummary) -> None:  # the summary the outputs carry
         ledger.Ledger(store).record_run(
             run_id=run_id, source=ledger.recorded_path(source), parameters={
                 **config.parameters(), "model": model_name(config.model, config.backend)},
-            summary=result.summary, table=loaded.table, applied=applied,
+            summary=summary, table=loaded.table, applied=applied,
             out_dir=ledger.recorded_path(str(out_dir)), started_at=hooks.started_at)
     return result, record
 

@@ -19,7 +19,7 @@ from auditors.errors import TrainguardError
 from auditors.features.unicode import describe_codepoints, unicode_tokens
 from auditors.ledger import Ledger, new_run_id, recorded_path
 from auditors.schema import SCHEMAS
-from auditors.summary import AuditSummary, check, gate_checks
+from auditors.summary import AuditSummary, Gate, check, gate_checks
 
 _CONTROL_CATEGORIES = {"Cf", "Cc", "Co", "Cn"}  # format, control, private use, unassigned
 _ORDINARY = {"\t", "\n", "\r"}
@@ -186,8 +186,17 @@ class Provenance:
 
 def decide_intake(store: str | Path, source: str, table: pd.DataFrame, columns: list[str],
                   summary: AuditSummary, policy: IntakePolicy, provenance: Provenance) -> dict:
-    """Diff against the previous intake of the same source, run the policy's checks, and
-    record the intake in the ledger. Returns the record (also written as intake.json)."""
+    """`intake_decision`, recorded in the ledger at once. Returns the record."""
+    record, keys = intake_decision(store, source, table, columns, summary, policy, provenance)
+    return record_intake(store, record, keys)
+
+
+def intake_decision(store: str | Path, source: str, table: pd.DataFrame, columns: list[str],
+                    summary: AuditSummary, policy: IntakePolicy,
+                    provenance: Provenance) -> tuple[dict, pd.DataFrame]:
+    """Diff against the previous intake of the same source and run the policy's checks:
+    the record (intake.json) and its rows' keys (the next intake's diff), not yet recorded
+    (`record_intake`), so that the outputs can carry the verdict before it is."""
     ledger = Ledger(store)
     previous = ledger.previous_intake(provenance.source_name)
     keys = prompt_keys(table)
@@ -203,8 +212,21 @@ def decide_intake(store: str | Path, source: str, table: pd.DataFrame, columns: 
               "columns": list(columns), "rows": int(len(table)), "diff": diff,
               "checks": checks, "passed": all(c["passed"] for c in checks),
               "policy": asdict(policy)}
-    ledger.record_intake(record, keys)
+    return record, keys
+
+
+def record_intake(store: str | Path, record: dict, keys: pd.DataFrame) -> dict:
+    """Record the intake in the ledger; returns the record as intake.json holds it."""
+    Ledger(store).record_intake(record, keys)
     return {**record, "taken_at": record["taken_at"].isoformat()}
+
+
+def with_intake_gate(summary: AuditSummary, record: dict, policy: IntakePolicy) -> AuditSummary:
+    """`summary` whose gate is the intake's: the policy's checks (the audit gate's among
+    them), so summary.json, report.html and the ledger's run say what the intake decided."""
+    gate = Gate(summary.gate.flagged_fraction, policy.max_flagged_fraction, record["passed"],
+                tuple(record["checks"]))
+    return summary.replace(gate=gate)
 
 
 def intake_verdict(record: dict) -> str:

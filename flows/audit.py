@@ -113,15 +113,17 @@ def audit_flow(source: str, out_dir: str, config: AuditConfig = AuditConfig()) -
                       result.summary.passed)
 
 
-def run_stages(source: str, out_dir: str, config: AuditConfig) -> pipeline.AuditResult:
+def run_stages(source: str, out_dir: str, config: AuditConfig,
+               decide=None) -> pipeline.AuditResult:
     """`pipeline.run_audit` inside the calling flow (audit or intake): each stage a task,
-    progress shown when asked for, the audit's artifacts published."""
+    progress shown when asked for, the audit's artifacts published; `decide`: an intake's
+    decision (`pipeline.Hooks.decide`)."""
     mapped = mapped_hooks(config) if config.chunk_rows else {}
     shown = progress.for_output() if config.show_progress else progress.Progress()
     hooks = pipeline.Hooks(stage=stage_runner(frozenset({"embeddings", "ngrams"} if mapped
                                                         else ())),
                            progress=shown, run_id=str(flow_run.id or ledger.new_run_id()),
-                           started_at=flow_run.scheduled_start_time, **mapped)
+                           started_at=flow_run.scheduled_start_time, decide=decide, **mapped)
     try:
         result = pipeline.run_audit(source, out_dir, config, hooks=hooks)
     finally:

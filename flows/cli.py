@@ -552,9 +552,8 @@ def intake(
     from auditors.summary import AuditSummary
 
     result = _run_or_exit(debug, _flow_value, state=state)
-    # the audit's own gate is one input; the intake policy's verdict follows
-    show_summary(AuditSummary.from_dict(result["summary"]), out,
-                 verdict_label="audit gate (the intake policy decides below): ",
+    # the summary's gate is the intake's: the policy's checks, the audit gate's among them
+    show_summary(AuditSummary.from_dict(result["summary"]), out, verdict_label="intake: ",
                  extra_outputs=("intake.json",))
     show_intake(result["intake"])
     raise typer.Exit(EXIT_PASS if result["intake"]["passed"] else EXIT_GATE_FAILED)

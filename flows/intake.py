@@ -8,6 +8,7 @@ against the previous intake of the same source and decide by the policy.
 # annotations, and a served flow's module cannot resolve them from strings)
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from prefect import flow
@@ -19,12 +20,21 @@ from auditors.outputs import INTAKE as INTAKE_RECORD, add_output
 from flows.audit import gate_state, run_stages, stage
 
 
-@stage(name="intake-decision")
-def decide_task(store: str, source: str, result: pipeline.AuditResult,
-                rules: intake_policy.IntakePolicy,
-                provenance: intake_policy.Provenance) -> dict:
-    return intake_policy.decide_intake(store, source, result.table, result.columns,
-                                       result.summary, rules, provenance)
+def intake_decider(store: str, source: str, rules: intake_policy.IntakePolicy,
+                   provenance: intake_policy.Provenance, decided: dict):
+    """`pipeline.Hooks.decide` for an intake: the policy's decision, before the outputs are
+    written, becomes their gate; it is recorded in the ledger with the run, and kept in
+    `decided["record"]`."""
+    def decide(result: pipeline.AuditResult, loaded):
+        record, keys = intake_policy.intake_decision(store, source, result.table,
+                                                     result.columns, result.summary, rules,
+                                                     provenance)
+
+        def commit() -> None:
+            decided["record"] = intake_policy.record_intake(store, record, keys)
+        summary = intake_policy.with_intake_gate(result.summary, record, rules)
+        return replace(result, summary=summary), commit
+    return decide
 
 
 @stage(name="write-intake-record")
@@ -73,8 +83,10 @@ def intake_flow(source: str, policy: str | dict, store: str, out_dir: str,
     # one read: the audit's stages run in this flow, and the diff and the character checks
     # use the rows they read, so the intake vouches for exactly the bytes it audited (the
     # summary's fingerprint) even if the file changes meanwhile
-    result = run_stages(source, out_dir, config)
-    record = decide_task(store, source, result, rules, provenance)
+    decided = {}
+    result = run_stages(source, out_dir, config,
+                        decide=intake_decider(store, source, rules, provenance, decided))
+    record = decided["record"]
     write_record_task(out_dir, record)
     publish_task(record)
     return gate_state({"intake": record, "summary": result.summary.to_dict()},

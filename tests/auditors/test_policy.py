@@ -163,3 +163,25 @@ def test_an_intake_is_compared_with_the_last_one_that_passed(tmp_path):
     recorded = Ledger(tmp_path / "store").intakes()  # with the input and the policy it met
     assert recorded["input"].tolist() == [str(Path("d.jsonl").resolve())] * 3
     assert json.loads(recorded["policy"].iat[0])["max_flagged_fraction"] == 0.005
+
+
+def test_a_policy_failure_is_the_verdict_the_outputs_carry(tmp_path):
+    """Schema drift with nothing flagged: the audit gate alone passes, the intake does not,
+    and the summary written (summary.json, report.html, the ledger's run) says FAIL."""
+    from auditors.policy import Provenance, intake_decision, with_intake_gate
+    from auditors.report import verdict_line
+
+    table = pd.DataFrame({"prompt": ["a", "b"], "response": "r", "rejected": "", "label": "",
+                          "row_id": ["id-a", "id-b"]})
+    summary = audit_summary(schema="instruction", rows=2, flagged=0)
+    rules = IntakePolicy(expected_columns=("instruction", "input", "output"))
+    record, _ = intake_decision(tmp_path / "store", "d.jsonl", table,
+                                ["instruction", "input", "output", "system"], summary, rules,
+                                Provenance("vendor"))
+
+    gated = with_intake_gate(summary, record, rules)
+
+    assert summary.passed and not record["passed"] and not gated.passed
+    assert verdict_line(gated).startswith("FAIL: 0 of 2 rows flagged")
+    assert "schema drift: columns" in verdict_line(gated) and "new: system" in verdict_line(gated)
+    assert Ledger(tmp_path / "store").intakes().empty  # decided, not yet recorded

@@ -83,9 +83,15 @@ def test_intake_confirm_release_loop(prefect_harness, sample_path, poisoned_mask
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "INTAKE FAIL" in proc.stdout
     stdout = " ".join(proc.stdout.split())
-    # the audit's own verdict says it is not the intake's, and the outputs name intake.json
-    assert "audit gate (the intake policy decides below): FAIL" in stdout
+    # the outputs carry the intake's verdict (summary.json, report.html) and name intake.json
+    assert "intake: FAIL: 2 of 602 rows flagged" in stdout
     assert "report.html, summary.json, intake.json)" in stdout
+    summary_b = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert not summary_b["gate"]["passed"]
+    assert [c["check"] for c in summary_b["gate"]["checks"] if not c["passed"]] == \
+        ["confirmed rows and triggers"]
+    assert "FAIL: 2 of 602 rows flagged" in (tmp_path / "b" / "report.html").read_text()
+    assert ledger.runs()["outcome"].tolist()[-1] == "gate-failed"
     record = json.loads((tmp_path / "b" / "intake.json").read_text())
     failed = {c["check"] for c in record["checks"] if not c["passed"]}
     assert failed == {"confirmed rows and triggers"}  # not the flagged share: 2 of 602 rows
