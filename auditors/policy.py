@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import tomllib
 import unicodedata
+from collections import Counter
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -88,26 +89,41 @@ def prompt_keys(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def diff_rows(previous: pd.DataFrame | None, current: pd.DataFrame) -> dict:
-    """Rows added, removed and changed (same prompt, other content) since `previous`, counted
-    and listed by `row_id` (`added_row_ids`, `removed_row_ids`; `changed_row_ids` holds the
-    changed rows' new ids), so a reviewer can read exactly what moved. A first intake lists
-    no ids: every row is new."""
+    """Rows added, removed, changed (same prompt, other content) and unchanged since
+    `previous`, counted row by row, copies included (a row repeated 50 more times is 50 rows
+    added), and listed by `row_id` (`added_row_ids`, `removed_row_ids`; `changed_row_ids`
+    holds the changed rows' new ids; an id appears once per row), so a reviewer can read
+    exactly what moved. Under one prompt, identical rows match first, then the rest pair up
+    as changed, and what is left over is added or removed. A first intake lists no ids:
+    every row is new."""
     if previous is None:
         return {"previous_intake": None, "added": len(current), "removed": 0, "changed": 0,
                 "unchanged": 0, "added_row_ids": [], "removed_row_ids": [],
                 "changed_row_ids": []}
-    before = previous.groupby("prompt_key")["row_id"].agg(frozenset)
-    after = current.groupby("prompt_key")["row_id"].agg(frozenset)
-    common = before.index.intersection(after.index)
-    changed = common[before[common].to_numpy() != after[common].to_numpy()]
-    changed_ids = set().union(*after[changed]) - set().union(*before[changed])
-    added = ~current["prompt_key"].isin(before.index)
-    removed = ~previous["prompt_key"].isin(after.index)
-    return {"added": int(added.sum()), "removed": int(removed.sum()),
-            "changed": int(len(changed)), "unchanged": int(len(common) - len(changed)),
-            "added_row_ids": sorted(set(current.loc[added, "row_id"])),
-            "removed_row_ids": sorted(set(previous.loc[removed, "row_id"])),
-            "changed_row_ids": sorted(changed_ids)}
+    before, after = (Counter(zip(frame["prompt_key"], frame["row_id"]))
+                     for frame in (previous, current))
+    unchanged = sum((before & after).values())
+    gained, lost = after - before, before - after  # rows of each side left unmatched
+    new_rows = _rows_by_prompt(gained)
+    old_rows = _rows_by_prompt(lost)
+    added, removed, changed = [], [], []
+    for key in sorted(new_rows.keys() | old_rows.keys()):
+        new, old = new_rows.get(key, []), old_rows.get(key, [])
+        pairs = min(len(new), len(old))
+        changed += new[:pairs]
+        added += new[pairs:]
+        removed += old[pairs:]
+    return {"added": len(added), "removed": len(removed), "changed": len(changed),
+            "unchanged": unchanged, "added_row_ids": sorted(added),
+            "removed_row_ids": sorted(removed), "changed_row_ids": sorted(changed)}
+
+
+def _rows_by_prompt(rows: Counter) -> dict[str, list[str]]:
+    """{prompt key: its rows' ids, one per row, sorted}."""
+    grouped: dict[str, list[str]] = {}
+    for (key, row_id), count in sorted(rows.items()):
+        grouped.setdefault(key, []).extend([row_id] * count)
+    return grouped
 
 
 def control_characters(table: pd.DataFrame) -> dict[str, int]:

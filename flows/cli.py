@@ -564,7 +564,9 @@ def show_intake(record: dict) -> None:
     console.print(Text(f"intake of {record['source_name']!r} ({record['fingerprint']}): "
                        f"{diff['added']} rows added, {diff['removed']} removed, "
                        f"{diff['changed']} changed since the last intake that passed"
-                       + (" (their row ids: intake.json)" if diff["previous_intake"] else "")))
+                       + (" (their row ids: intake.json)" if any(
+                           diff[k] for k in ("added_row_ids", "removed_row_ids",
+                                             "changed_row_ids")) else "")))
     table = Table(title="Intake policy")
     for column in ("check", "passed", "detail"):
         table.add_column(column, overflow="fold")

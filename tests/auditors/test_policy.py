@@ -59,6 +59,22 @@ def test_diff_lists_every_changed_row_not_a_sample():
     assert diff_rows(before, after)["changed_row_ids"] == sorted(f"new{i}" for i in range(40))
 
 
+def test_diff_counts_rows_with_their_copies():
+    """Copies are rows: 50 more copies of an existing row are 50 rows added; a second
+    answer under an existing prompt is added, not a change to the first; one of two
+    answers dropped is removed. Every row of either side is counted exactly once."""
+    before = prompt_keys(_table(["a", "b", "c", "c"], ["1", "2", "3", "3b"]))
+    after = prompt_keys(_table(["a"] * 51 + ["b", "b", "c"], ["1"] * 51 + ["2", "2b", "3"]))
+
+    diff = diff_rows(before, after)
+
+    assert {k: diff[k] for k in ("added", "removed", "changed", "unchanged")} == \
+        {"added": 51, "removed": 1, "changed": 0, "unchanged": 3}
+    assert diff["added_row_ids"] == ["1"] * 50 + ["2b"] and diff["removed_row_ids"] == ["3b"]
+    assert diff["unchanged"] + diff["changed"] + diff["added"] == len(after)
+    assert diff["unchanged"] + diff["changed"] + diff["removed"] == len(before)
+
+
 def test_c1_controls_are_named_and_single_rows_are_one_row():
     table = pd.DataFrame({"prompt": ["next\x85line", "fine"], "response": "", "rejected": ""})
     assert control_characters(table) == {"U+0085 CONTROL": 1}
