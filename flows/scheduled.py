@@ -37,7 +37,7 @@ SERVER_START_TIMEOUT_S = 180
 # a check's input options: LoadOptions fields
 _LOAD_KEYS = ("schema", "text_col", "label_col", "prompt_cols", "response_col", "chosen_col",
               "rejected_col", "split")
-_DATASET_KEYS = {"name", "path", *_LOAD_KEYS, "detectors", "policy", "model"}
+_DATASET_KEYS = {"name", "path", *_LOAD_KEYS, "detectors", "policy", "model", "source_name"}
 _TOP_KEYS = {"store", "out", "cron", "interval_seconds", "model", "datasets", "policy"}
 
 
@@ -47,6 +47,12 @@ class DatasetCheck:
     path: str  # a file, directory or glob; relative to the config file
     policy: dict = field(default_factory=dict)
     config: AuditConfig = field(default_factory=AuditConfig)
+    # every matched file taken in as this one source (dated drops: each diffed against the
+    # last that passed); None: each file is its own source, `<name>/<file name>`
+    source_name: str | None = None
+
+    def source_of(self, file: str) -> str:
+        return self.source_name or f"{self.name}/{Path(file).name}"
 
 
 @dataclass
@@ -85,14 +91,14 @@ def load_config(path: str | Path) -> ScheduleConfig:
         _no_unknown(entry, _DATASET_KEYS, where)
         if "name" not in entry or "path" not in entry:
             raise TrainguardError(f"{where}: needs 'name' and 'path'")
-        for key in ("name", "path"):
-            if not isinstance(entry[key], str) or not entry[key].strip():
+        for key in ("name", "path", "source_name"):
+            if key in entry and (not isinstance(entry[key], str) or not entry[key].strip()):
                 raise TrainguardError(f"{where}: '{key}' must be a non-empty string, not "
                                       f"{entry[key]!r}")
         checks.append(DatasetCheck(
             name=entry["name"], path=os.path.normpath(base / entry["path"]),
             policy=_policy(entry["policy"], base, where) if "policy" in entry else default_policy,
-            config=_audit_config(entry, values, where)))
+            config=_audit_config(entry, values, where), source_name=entry.get("source_name")))
     return ScheduleConfig(store=os.path.normpath(base / values["store"]),
                           out=os.path.normpath(base / values["out"]),
                           datasets=checks, cron=values.get("cron"),
@@ -191,7 +197,8 @@ def scheduled_checks_flow(config: str, only: str | None = None) -> list[dict]:
                 outcome = flow_value(intake_flow(
                     source=source, policy=check.policy, store=settings.store,
                     out_dir=str(Path(settings.out) / check.name / folders[source]),
-                    source_name=name, config=check.config, return_state=True))
+                    source_name=check.source_of(source), config=check.config,
+                    return_state=True))
             except TrainguardError as exc:
                 failures.append(f"{name}: {exc}")
                 report_line(f"ERROR {name}: {exc}")

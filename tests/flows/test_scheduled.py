@@ -54,6 +54,8 @@ def test_example_config_loads_with_paths_relative_to_it():
     ('store = "s"\nout = "o"\ncron = "* * * * *"\n[[datasets]]\nname = "x"\npath = "x"\n'
      'policy = 0.1\n', r"datasets\[1\]: 'policy' must be a policy file name or a table"),
     ('store = "s"\nout = "o"\ncron = "* * * * *"\n[[datasets]]\nname = "x"\npath = "x"\n'
+     'source_name = ""\n', r"datasets\[1\]: 'source_name' must be a non-empty string"),
+    ('store = "s"\nout = "o"\ncron = "* * * * *"\n[[datasets]]\nname = "x"\npath = "x"\n'
      'policy = "nowhere.toml"\n', r"datasets\[1\]: cannot read the policy .*nowhere.toml"),
 ])
 def test_bad_configs_are_refused_before_serving(tmp_path, body, message):
@@ -98,6 +100,41 @@ def test_a_glob_that_matches_no_file_is_an_error_not_a_pass(tmp_path, prefect_ha
                       'name = "drop"\npath = "incoming/*.jsonl"\n')
     with pytest.raises(TrainguardError, match=r"drop: no file matches .*incoming/\*\.jsonl"):
         scheduled_checks_flow(config=str(config))
+
+
+def test_dated_drops_under_one_source_name_are_diffed_against_the_last_one(
+        tmp_path, refusal_mix_path, prefect_harness):
+    """`source_name`: a drop whose file name changes every day is the same source, so each
+    is compared with the last that passed (without it, every file is a first intake)."""
+    import shutil
+
+    from flows.audit import flow_value
+
+    drops = tmp_path / "drops"
+    drops.mkdir()
+    config = tmp_path / "c.toml"
+    config.write_text(f"""
+store = "store"
+out = "out"
+cron = "0 3 * * *"
+[[datasets]]
+name = "vendor"
+path = "drops/vendor-*.json"
+source_name = "vendor-x"
+detectors = ["label_issue"]
+policy = {{ max_flagged_fraction = 0.5 }}
+""")
+    assert load_config(config).datasets[0].source_of("drops/vendor-1.json") == "vendor-x"
+    shutil.copy(refusal_mix_path, drops / "vendor-2024-06-01.json")
+    [first] = flow_value(scheduled_checks_flow(config=str(config), return_state=True))
+    (drops / "vendor-2024-06-01.json").rename(drops / "vendor-2024-06-02.json")
+    [second] = flow_value(scheduled_checks_flow(config=str(config), return_state=True))
+
+    record = json.loads((tmp_path / "out" / "vendor" / "vendor-2024-06-02" / "intake.json")
+                        .read_text())
+    assert record["source_name"] == "vendor-x" and second["dataset"].endswith("06-02.json")
+    assert record["diff"]["previous_intake"] == first["intake_id"]
+    assert record["diff"]["unchanged"] == record["rows"]
 
 
 def _completed_runs(api: str, flow_name: str) -> list[dict]:
