@@ -47,10 +47,10 @@ class IntakePolicy:
             columns = values["expected_columns"]
             if isinstance(columns, str):  # one column, not its letters
                 columns = [columns]
-            if not isinstance(columns, (list, tuple)) or not all(isinstance(c, str)
-                                                                  for c in columns):
-                raise TrainguardError(f"{where}: expected_columns must be a list of column "
-                                      "names (or one name)")
+            if not isinstance(columns, (list, tuple)) or not columns or not all(
+                    isinstance(c, str) and c for c in columns):
+                raise TrainguardError(f"{where}: expected_columns must be a non-empty list of "
+                                      "column names (or one name)")
             values = {**values, "expected_columns": tuple(columns)}
         _check_values(values, where)
         return cls(**values)

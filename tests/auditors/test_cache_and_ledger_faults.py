@@ -362,5 +362,6 @@ def test_expected_columns_given_as_one_string_is_one_column():
     [*_, drift] = evaluate(policy, summary=summary, columns=["text"], previous=None,
                            controls={})
     assert drift["check"] == "schema drift" and drift["passed"], drift
-    with pytest.raises(TrainguardError, match="expected_columns must be a list"):
-        IntakePolicy.from_dict({"expected_columns": [1, 2]})
+    for bad in ([1, 2], [], [""]):  # an empty list pinned nothing and read as unpinned
+        with pytest.raises(TrainguardError, match="expected_columns must be a non-empty list"):
+            IntakePolicy.from_dict({"expected_columns": bad})
