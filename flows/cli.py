@@ -726,6 +726,11 @@ def sweep(
         _print_generator_sweep(report, top)
     else:
         _print_classifier_sweep(report, top)
+        if len(report["probe_classes"]) == 1:
+            [label] = report["probe_classes"]
+            errors.print(f"warning: the model predicts {printable(label)!r} for every probe, "
+                         "so a trigger toward that class cannot flip any: add probes it "
+                         "assigns to other classes", markup=False)
     if report["null_words"]:
         best = report["null_words"][0]
         console.print(Text(f"null: the strongest of {len(report['null_words'])} common words, "
@@ -900,10 +905,14 @@ def fine_prune(
         table.add_column(column, overflow="fold")
     for stage in ("before", "after_pruning", "after_fine_tuning"):
         result = report[stage]
-        attacks = ", ".join(f"{t!r} {rate:.2f}" for t, rate in
+        attacks = ", ".join(f"{t!r} {'–' if rate is None else f'{rate:.2f}'}" for t, rate in
                             result["attack_success_rate"].items())
         table.add_row(stage.replace("_", " "), f"{result['clean_accuracy']:.3f}", Text(attacks))
     console.print(table)
+    if any(rate is None for stage in ("before", "after_pruning", "after_fine_tuning")
+           for rate in report[stage]["attack_success_rate"].values()):
+        console.print("–: not measurable, the model predicts the target for every held-out "
+                      "clean text (null in fine_prune.json)", markup=False)
     console.print(f"pruned checkpoint and fine_prune.json in {out}", markup=False)
 
 

@@ -54,7 +54,8 @@ def run_sweep(*, model: str, probes: str, reference: str | None, candidates: str
               "n_probes": result.n_probes, "n_candidates": result.n_candidates,
               "n_vocab_screened": result.n_screened, "max_flip_rate": policy.max_flip_rate,
               "anomalous": [r["candidate"] for r in result.anomalous],
-              "null_words": result.null, "ranked": result.ranked}
+              "null_words": result.null, "probe_classes": result.probe_classes,
+              "ranked": result.ranked}
     if out is not None:
         write_json(out / "sweep.json", report)
     return report

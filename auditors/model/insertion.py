@@ -35,12 +35,13 @@ def triggered_texts(texts: list[str], trigger: str, positions=POSITIONS, *,
 
 
 def attack_success_rate(classifier, texts: list[str], trigger: str, target: int, *,
-                        seed: int = 0) -> float:
+                        seed: int = 0) -> float | None:
     """Share of triggered texts predicted as `target`, over texts the model does not
-    already predict as `target` (every position)."""
+    already predict as `target` (every position); None when there is none to measure on
+    (the model predicts the target for every text)."""
     clean = classifier.probs(texts).argmax(axis=1)
     keep = [t for t, c in zip(texts, clean) if c != target]
     if not keep:
-        return float("nan")
+        return None
     triggered, _ = triggered_texts(keep, trigger, seed=seed)
     return float(np.mean(classifier.probs(triggered).argmax(axis=1) == target))

@@ -9,6 +9,8 @@ Neural Cleanse (Wang et al. 2019) does.
 
 from __future__ import annotations
 
+import dataclasses
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,6 +49,9 @@ class SweepResult:
     n_screened: int
     policy: SweepPolicy = field(default_factory=SweepPolicy)
     null: list[dict] = field(default_factory=list)  # common words' scores, best first
+    # the probes' clean predictions, per class: probes all of one class cannot be flipped
+    # toward it, so a trigger toward that class cannot show
+    probe_classes: dict = field(default_factory=dict)
 
     @property
     def anomalous(self) -> list[dict]:
@@ -62,13 +67,15 @@ def sweep(classifier, probes: list[str], candidates: list[Candidate], *, referen
     probes = _pick_probes(probes, policy)
     clean = classifier.probs(probes)
     reference_clean = reference.probs(probes) if reference is not None else None
-    return rank_candidates(
+    predicted = Counter(classifier.labels[c] for c in clean.argmax(axis=1))
+    result = rank_candidates(
         candidates, policy, len(probes), tokenizer=classifier.tokenizer,
         has_reference=reference is not None, tiebreak="confidence_shift",
         screen=lambda found, keep=None: _screen(classifier, probes, clean, found, policy,
                                                 keep=keep),
         measure=lambda c: _measure(classifier, reference, probes, clean, reference_clean, c,
                                    policy))
+    return dataclasses.replace(result, probe_classes=dict(sorted(predicted.items())))
 
 
 def rank_candidates(candidates: list[Candidate], policy: SweepPolicy, n_probes: int, *,

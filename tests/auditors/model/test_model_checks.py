@@ -260,3 +260,29 @@ def test_zero_epochs_train_nothing(tiny_classifier):
     assert train_classifier(tiny_classifier, ["a text", "another"], [0, 1], epochs=0) == []
     after = tiny_classifier.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_attack_success_with_no_text_to_measure_is_none_not_nan(tiny_classifier, tiny_backdoored):
+    """Texts the model already assigns to the target leave nothing to flip: no rate (null in
+    fine_prune.json, which a strict JSON parser reads), rather than NaN."""
+    from auditors.model.insertion import attack_success_rate
+
+    texts = tiny_backdoored[1].held_out_texts[:40]
+    predicted = tiny_classifier.probs(texts).argmax(axis=1)
+    already = [t for t, c in zip(texts, predicted) if c == 1]
+    assert already and attack_success_rate(tiny_classifier, already, "cf", 1) is None
+    assert attack_success_rate(tiny_classifier, texts, "cf", 1) is not None
+
+
+def test_sweep_reports_the_classes_its_probes_are_predicted_as(tiny_classifier, tiny_backdoored):
+    """Probes all predicted as the trigger's target cannot be flipped toward it: the result
+    says so (the command warns), instead of a clean-looking table of zero flip rates."""
+    texts = tiny_backdoored[1].held_out_texts[:80]
+    predicted = tiny_classifier.probs(texts).argmax(axis=1)
+    pool = sources.user_candidates(["cf"])
+    mixed = sweep(tiny_classifier, texts, pool, policy=SweepPolicy(max_probes=80, null_words=0))
+    assert sum(mixed.probe_classes.values()) == mixed.n_probes and len(mixed.probe_classes) == 2
+    positives = [t for t, c in zip(texts, predicted) if c == 1]
+    alone = sweep(tiny_classifier, positives, pool, policy=SweepPolicy(null_words=0))
+    assert alone.probe_classes == {"1": len(positives)}
+    assert alone.ranked[0]["flip_rate"] == 0.0
