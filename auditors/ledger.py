@@ -29,6 +29,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
+import regex
 
 from auditors.errors import TrainguardError, one_line
 from auditors.features.ngrams import (POSITION_END, POSITION_START, TOKEN_PATTERN, character_tokens,
@@ -164,12 +165,16 @@ class PatternRows:
         self.column = ({term: j for j, term in enumerate(ngrams.vocabulary)}
                        if ngrams is not None else {})
         self._features = None
+        self._disguised = None
         self._masks: dict[str, np.ndarray] = {}
 
     def mask(self, pattern: str) -> np.ndarray:
+        """Rows holding `pattern`, also where it is disguised (`plain_text`: `ｃｆ`, `c\u200bf`
+        hold `cf`), so a decided trigger cannot be dodged by its look-alike forms."""
         pattern = pattern_key(pattern)
         if pattern not in self._masks:
             j = self.column.get(pattern)
+            holds = holder(pattern)
             if j is not None:
                 matrix = self.ngrams.rows_x_ngrams
                 mask = np.zeros(matrix.shape[0], dtype=bool)
@@ -177,11 +182,25 @@ class PatternRows:
             else:
                 if self._features is None:
                     self._features = [TextFeatures(t) for t in self.texts]
-                holds = holder(pattern)
                 mask = np.fromiter(map(holds, self._features), dtype=bool,
                                    count=len(self.texts))
+            if self._disguised is None:  # the few rows whose plain form differs
+                self._disguised = {i: TextFeatures(plain) for i, text in enumerate(self.texts)
+                                   if (plain := plain_text(text)) != text}
+            for row, features in self._disguised.items():
+                mask[row] = mask[row] or holds(features)
             self._masks[pattern] = mask
         return self._masks[pattern]
+
+
+# invisible format characters (Cf: zero-width, bidi controls) and variation selectors
+_INVISIBLE = regex.compile(r"[\p{Cf}\ufe00-\ufe0f]")
+
+
+def plain_text(text: str) -> str:
+    """`text` as it reads: compatibility forms folded (NFKC: full-width `ｃｆ` is `cf`) and
+    invisible format characters (zero-width, bidi controls, variation selectors) removed."""
+    return _INVISIBLE.sub("", unicodedata.normalize("NFKC", text))
 
 
 def pattern_key(pattern: str) -> str:

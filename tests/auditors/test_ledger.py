@@ -61,6 +61,17 @@ def test_confirmed_rows_and_triggers_are_flagged_released_rows_are_not():
                               "released_triggers": []}
 
 
+def test_a_confirmed_trigger_is_found_in_its_look_alike_forms():
+    """Full-width letters, a zero-width space inside, a soft hyphen: the same trigger to a
+    reader (and to most tokenizers after NFKC), so the ledger finds it there too."""
+    prompts = ["great \uff43\uff46 film", "a c\u200bf b", "a c\u00adf b", "cfx is not it",
+               "plain"]
+    decisions = Decisions(confirmed_triggers=["cf"])
+    applied = apply_ledger(_rows([False] * 5, ids="abcde"), prompts, [], decisions)
+    assert applied.rows["flagged"].tolist() == [True, True, True, False, False]
+    assert applied.counts["confirmed_trigger_rows"] == {"cf": 3}
+
+
 def test_a_released_row_wins_over_a_confirmed_trigger():
     decisions = Decisions(released_rows={"a"}, confirmed_triggers=["cf"])
     applied = apply_ledger(_rows([True, False, False, False]), PROMPTS, TRIGGERS, decisions)
