@@ -29,6 +29,7 @@ _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 # entries: one file each under these folders; a built backend is one directory
 _FILE_KINDS = ("embeddings", "ngram-counts", "knn-graphs")
 _DIR_KIND = "models"
+KINDS = (*_FILE_KINDS, _DIR_KIND)  # the cache's top-level folders
 # The paths trainguard writes, and so may delete: `--cache` may name a folder that also
 # holds the user's own files (a project's `models/my-bert/checkpoint-500`), never entries.
 _ENTRY_PATHS = re.compile(

@@ -448,7 +448,7 @@ def _decide(status: str, store: Path, row_ids: list[str], triggers: list[str], b
     if not row_ids and not triggers:
         typer.echo("error: give --row-id ID or --trigger PATTERN (each repeatable)", err=True)
         raise typer.Exit(EXIT_ERROR)
-    from auditors.ledger import LEDGER_FILE
+    from auditors.ledger import LEDGER_FILE, pattern_key
 
     new = not (store / LEDGER_FILE).exists()
     ledger = _open_ledger(store, debug, create=force)  # forced: known from elsewhere
@@ -457,8 +457,9 @@ def _decide(status: str, store: Path, row_ids: list[str], triggers: list[str], b
     if new:  # a mistyped store would hold decisions no audit reads: say so
         console.print(Text(f"new ledger {store / LEDGER_FILE}: no audit has used this store "
                            "yet; audits read it with --store"))
-    what = ([f"trigger{'s' if len(triggers) > 1 else ''} "
-             + ", ".join(repr(t) for t in dict.fromkeys(triggers))] if triggers else []) + \
+    keys = dict.fromkeys(map(pattern_key, triggers))  # as the ledger keeps them (`CF`: 'cf')
+    what = ([f"trigger{'s' if len(keys) > 1 else ''} "
+             + ", ".join(repr(t) for t in keys)] if triggers else []) + \
         ([f"{len(set(row_ids))} row id(s)"] if row_ids else [])
     console.print(Text(f"{status} {' and '.join(what)} by {by}: {changed} ledger rows updated"))
 
@@ -652,8 +653,14 @@ def cache_command(
                            f"{_megabytes(done.freed)} freed, {_megabytes(done.kept)} kept"))
         return
     found = cache.entries(root)
-    console.print(Text(f"cache {root}: {len(found)} entries, "
-                       f"{_megabytes(sum(e.size for e in found))}"))
+    size = sum(e.size for e in found)
+    bound = (f"; over --max-size {max_size} by {_megabytes(size - limit)} (--prune deletes "
+             "the least recently used)" if size > limit else f"; within --max-size {max_size}")
+    console.print(Text(f"cache {root}: {len(found)} entries, {_megabytes(size)}{bound}"))
+    if not found and directory is not None and not any(
+            (root / kind).is_dir() for kind in cache.KINDS):
+        errors.print(f"warning: {printable(str(root))} holds no trainguard cache folder "
+                     f"({', '.join(k + '/' for k in cache.KINDS)})", markup=False)
 
 
 def _megabytes(size: int) -> str:

@@ -202,7 +202,14 @@ def test_cache_prune_shrinks_the_cache_to_its_bound(tmp_path):
         os.utime(folder / name, (time.time() - 10 * age,) * 2)
 
     shown = invoke("cache", "--cache", tmp_path)
-    assert shown.exit_code == 0 and "4 entries, 1.0 MiB" in words(shown.output), shown.output
+    assert shown.exit_code == 0 and "4 entries, 1.0 MiB; within --max-size 10G" in \
+        words(shown.output), shown.output
+    over = invoke("cache", "--cache", tmp_path, "--max-size", "600K")  # no --prune: says so
+    assert "over --max-size 600K by 0.4 MiB" in words(over.output), over.output
+    assert len(list(folder.iterdir())) == 4
+    inner = invoke("cache", "--cache", tmp_path / "embeddings")  # a folder inside the cache
+    assert "0 entries" in words(inner.output) and "holds no trainguard cache folder" in \
+        words(inner.stderr), inner.output
     pruned = invoke("cache", "--prune", "--cache", tmp_path, "--max-size", "600K")
     assert pruned.exit_code == 0, pruned.output
     assert "2 entries removed, 0.5 MiB freed" in words(pruned.output), pruned.output

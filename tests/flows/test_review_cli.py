@@ -183,3 +183,10 @@ def test_an_injected_phrase_that_flagged_rows_is_listed_with_the_findings(monkey
     assert "Significant triggers (q <= FDR): 0; phrases injected into responses: 1" in out
     assert out.index("'visit shopnova'") < out.index("Candidates, not significant") \
         < out.index("'in'")
+
+
+def test_a_decided_trigger_is_echoed_as_the_ledger_keeps_it(tmp_path):
+    result = invoke("confirm", tmp_path, "--trigger", "CF", "--trigger", "Visit  ShopNova.com",
+                    "--force")
+    assert result.exit_code == 0, result.output
+    assert "confirmed triggers 'cf', 'visit shopnova com' by" in " ".join(result.output.split())
