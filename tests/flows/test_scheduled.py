@@ -112,25 +112,14 @@ def test_dated_drops_under_one_source_name_are_diffed_against_the_last_one(
 
     drops = tmp_path / "drops"
     drops.mkdir()
-    config = tmp_path / "c.toml"
-    config.write_text(f"""
-store = "store"
-out = "out"
-cron = "0 3 * * *"
-[[datasets]]
-name = "vendor"
-path = "drops/vendor-*.json"
-source_name = "vendor-x"
-detectors = ["label_issue"]
-policy = {{ max_flagged_fraction = 0.5 }}
-""")
+    config = _mix_config(tmp_path, "drops/vendor-*.json", extra='source_name = "vendor-x"')
     assert load_config(config).datasets[0].source_of("drops/vendor-1.json") == "vendor-x"
     shutil.copy(refusal_mix_path, drops / "vendor-2024-06-01.json")
     [first] = flow_value(scheduled_checks_flow(config=str(config), return_state=True))
     (drops / "vendor-2024-06-01.json").rename(drops / "vendor-2024-06-02.json")
     [second] = flow_value(scheduled_checks_flow(config=str(config), return_state=True))
 
-    record = json.loads((tmp_path / "out" / "vendor" / "vendor-2024-06-02" / "intake.json")
+    record = json.loads((tmp_path / "out" / "mix" / "vendor-2024-06-02" / "intake.json")
                         .read_text())
     assert record["source_name"] == "vendor-x" and second["dataset"].endswith("06-02.json")
     assert record["diff"]["previous_intake"] == first["intake_id"]
@@ -156,9 +145,11 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=30)
 
 
-def _mix_config(tmp_path: Path, refusal_mix_path, cron: str = "0 3 * * *") -> Path:
+def _mix_config(tmp_path: Path, refusal_mix_path, cron: str = "0 3 * * *",
+                extra: str = "") -> Path:
     """A check whose gate passes: no detector that decides by significance (the mix's
-    `badmagic` trigger would fail any gate), and a lenient share."""
+    `badmagic` trigger would fail any gate), and a lenient share; `extra`: more keys of the
+    dataset entry."""
     config = tmp_path / "checks.toml"
     config.write_text(f"""
 store = "store"
@@ -167,6 +158,7 @@ cron = "{cron}"
 [[datasets]]
 name = "mix"
 path = "{refusal_mix_path}"
+{extra}
 detectors = ["label_issue"]
 policy = {{ max_flagged_fraction = 0.5 }}
 """)
