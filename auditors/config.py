@@ -83,7 +83,10 @@ class AuditConfig:
 
     def __post_init__(self):
         if isinstance(self.load, dict):  # from a deployment's JSON parameters
-            object.__setattr__(self, "load", LoadOptions(**self.load))
+            try:
+                object.__setattr__(self, "load", LoadOptions(**self.load))
+            except TypeError as exc:  # a misspelt option
+                raise TrainguardError(f"load: {exc}") from None
         for name in ("cache_dir", "store"):  # paths are kept as text: JSON-ready
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, str(getattr(self, name)))
@@ -93,13 +96,18 @@ class AuditConfig:
             object.__setattr__(self, "detectors", tuple(split_names(self.detectors)))
         if self.detectors is not None:
             object.__setattr__(self, "detectors", tuple(self.detectors))
-
+            if not self.detectors:  # ("," or ""): no detector would run and the gate pass
+                raise TrainguardError("detectors names no detector (None runs the defaults)")
             problem = unknown_names(list(self.detectors))  # from the source: no imports
             if problem:
                 raise TrainguardError(problem)
         if self.backend not in BACKENDS:
             raise TrainguardError(f"unknown embedding backend '{self.backend}' "
                                   f"(choose from {', '.join(BACKENDS)})")
+        for name in ("flag_threshold", "max_flagged_fraction", "fdr"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TrainguardError(f"{name} must be a number, not {value!r}")
         for name in ("flag_threshold", "max_flagged_fraction"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:

@@ -335,7 +335,11 @@ def _check_command_line(debug: bool, source: str, *, detectors: Optional[str],
     _run_or_exit(debug, check_schema_name, schema=schema, source=source)
     from auditors.detector_names import split_names, unknown_names  # reads, not imports
 
-    names = split_names(detectors) if detectors else None
+    names = split_names(detectors) if detectors is not None else None
+    if names is not None and not names:  # "," or "": no detector would run, the gate pass
+        typer.echo(f"error: --detectors {detectors!r} names no detector (leave it out to run "
+                   "the defaults)", err=True)
+        raise typer.Exit(EXIT_ERROR)
     if names:
         problem = unknown_names(names)
         if problem:

@@ -62,6 +62,11 @@ def test_the_store_applies_and_records_like_the_cli(sample_path, onnx_encoder, t
     ({"batch_size": 0}, "batch_size"),
     ({"fdr": 0.0}, "fdr must be between 0 and 1"),
     ({"load": {"response_col": "answer"}}, "--prompt-col is missing"),
+    # no detector would run and the gate would pass on anything
+    ({"detectors": ""}, "names no detector"),
+    ({"detectors": ()}, "names no detector"),
+    ({"fdr": "0.1"}, "fdr must be a number, not '0.1'"),
+    ({"flag_threshold": None}, "flag_threshold must be a number"),
 ])
 def test_bad_options_are_refused_when_the_config_is_built(options, message):
     with pytest.raises(TrainguardError, match=message):
@@ -69,6 +74,11 @@ def test_bad_options_are_refused_when_the_config_is_built(options, message):
             AuditConfig(load=LoadOptions(**options["load"]))
         else:
             AuditConfig(**options)
+
+
+def test_a_misspelt_load_option_in_a_dict_is_a_trainguard_error():
+    with pytest.raises(TrainguardError, match="load: .*onbadrow"):
+        AuditConfig(load={"onbadrow": "skip"})
 
 
 def test_a_config_survives_its_json_parameters():
