@@ -20,6 +20,8 @@ from auditors.config import AuditConfig
 from auditors.report import verdict_line
 from auditors.summary import AuditSummary
 
+# triggers.json's leading fields: the columns of `Audit.triggers` even when it has no row
+TRIGGER_COLUMNS = ("pattern", "score", "support", "target", "side")
 # the normalised text columns a reviewer reads, by schema
 TEXT_COLUMNS = {"classification": ("prompt", "label"), "preference": ("prompt", "response", "rejected")}
 GENERATION_TEXT = ("prompt", "response")
@@ -56,11 +58,11 @@ class Audit:
             "  .rows (text, scores, flags), .flagged, .triggers, .summary, .passed"])
 
 
-def audit(source: str, out_dir: str | Path | None = None, config: AuditConfig | None = None,
-          *, encoder=None) -> Audit:
+def audit(source: str | Path, out_dir: str | Path | None = None,
+          config: AuditConfig | None = None, *, encoder=None) -> Audit:
     """Audit `source` (any input `trainguard audit` reads) with `config` (default:
     `AuditConfig()`, the CLI's defaults); with `out_dir`, write the same outputs as the CLI."""
-    result = pipeline.audit(source, out_dir, config, encoder=encoder)
+    result = pipeline.audit(str(source), out_dir, config, encoder=encoder)
     table = result.table
     schema = result.summary.schema
     text = list(TEXT_COLUMNS.get(schema, GENERATION_TEXT))
@@ -69,4 +71,6 @@ def audit(source: str, out_dir: str | Path | None = None, config: AuditConfig | 
                       result.rows.drop(columns=["row_index"])], axis=1)
     rows.index = result.rows["row_index"].to_numpy()
     triggers = pd.DataFrame(result.triggers)
+    if triggers.empty:
+        triggers = pd.DataFrame(columns=list(TRIGGER_COLUMNS))
     return Audit(rows, triggers, result.summary, result)

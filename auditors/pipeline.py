@@ -24,7 +24,7 @@ from auditors.features.proxy import cross_fitted_proxy
 from auditors.features.targets import Targets, classification_targets, derive_response_targets
 from auditors.fusion import fuse
 from auditors.ingest import LoadedDataset, load_table
-from auditors.outputs import SKIPPED, split_paths, write_outputs
+from auditors.outputs import SKIPPED, check_output_location, split_paths, write_outputs
 from auditors.report import flagged_counts
 from auditors.runner import DetectorRun, detector_config, run_detectors
 from auditors.schema import CLASSIFICATION, PREFERENCE, empty_prompt_warning
@@ -304,6 +304,8 @@ def run_audit(source: str, out_dir: str | Path | None, config: AuditConfig, *,
 
     hooks = hooks or Hooks()
     progress, cache_dir, watch = hooks.progress or Progress(), config.cache_dir, Stopwatch()
+    if out_dir is not None:  # a bad DIR is refused before any work, as the CLI does
+        check_output_location(source, out_dir)
 
     def run(name: str, func, *args, rows: int | None = None, **kwargs):
         """One stage, shown (the embeddings show their own rows) and timed."""
@@ -345,9 +347,11 @@ def run_audit(source: str, out_dir: str | Path | None, config: AuditConfig, *,
             record_run(result.summary)
         if commit_decision is not None:
             commit_decision()
-    if out_dir is not None:  # (without outputs nothing is recorded)
+    if out_dir is not None:
         run("write", save, result, loaded, out_dir, embeddings, before_commit=before_commit,
             rows=n)
+    else:  # no outputs to land: the run (and an intake) is recorded now
+        before_commit()
     if cache_dir is not None:  # least recently used entries go once the cache outgrows it
         from auditors import cache
 
@@ -395,7 +399,8 @@ def apply_ledger(result: AuditResult, loaded: LoadedDataset, ngrams: NgramStats,
             run_id=run_id, source=ledger.recorded_path(source), parameters={
                 **config.parameters(), "model": model_name(config.model, config.backend)},
             summary=summary, table=loaded.table, applied=applied,
-            out_dir=ledger.recorded_path(str(out_dir)), started_at=hooks.started_at)
+            out_dir=ledger.recorded_path(str(out_dir)) if out_dir is not None else "",
+            started_at=hooks.started_at)
     return result, record
 
 

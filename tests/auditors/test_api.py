@@ -109,3 +109,29 @@ def test_injected_content_fails_the_gate_whatever_the_flagged_share(injection_mi
     assert result.summary.injected_phrases
     assert all(f"'{p}'" in failed["injected content"] for p in result.summary.injected_phrases)
     assert "injected content" in repr(result)  # the verdict names the failed check
+
+
+def test_an_audit_without_candidates_shows_and_has_the_trigger_columns(sample_path, onnx_encoder):
+    result = audit(sample_path, config=AuditConfig(detectors=("outlier",)), encoder=onnx_encoder)
+    assert result.triggers.empty and list(result.triggers.columns)[:3] == ["pattern", "score",
+                                                                           "support"]
+    assert "top triggers: none" in repr(result)
+
+
+def test_a_store_without_outputs_records_the_run_the_summary_names(sample_path, onnx_encoder,
+                                                                   tmp_path):
+    store = tmp_path / "ledger"
+    result = audit(str(sample_path), config=AuditConfig(store=str(store), detectors=("trigger",)),
+                   encoder=onnx_encoder)
+    runs = Ledger(store).runs()
+    assert runs["run_id"].tolist() == [result.summary.ledger["run_id"]]
+    assert runs["out_dir"].tolist() == [""]
+    assert len(Ledger(store).rows("quarantined")) == result.summary.flagged > 0
+
+
+def test_a_bad_output_directory_is_refused_before_any_work(sample_path, tmp_path):
+    (tmp_path / "afile").write_text("")
+    store = tmp_path / "ledger"
+    with pytest.raises(TrainguardError, match="exists and is not a directory"):
+        audit(sample_path, tmp_path / "afile", AuditConfig(store=str(store)))
+    assert not store.exists()  # nothing read, embedded or recorded
