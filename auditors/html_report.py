@@ -20,7 +20,7 @@ import pandas as pd
 
 from auditors.errors import TrainguardError
 from auditors.features.unicode import describe_codepoints
-from auditors.report import detectors_not_run, flagged_counts, significance_text
+from auditors.report import detectors_not_run, flagged_counts, percents, significance_text
 from auditors.schema import PREFERENCE
 from auditors.summary import AuditSummary
 
@@ -94,12 +94,16 @@ def _section(title: str, body: str) -> str:
 def _headline(summary: AuditSummary) -> str:
     gate = summary.gate
     verdict = "PASS" if gate.passed else "FAIL"
+    share, limit = percents(gate.flagged_fraction, gate.max_flagged_fraction)  # as the CLI
+    skipped = (f"<p class=\"fail\">{summary.skipped_rows} bad row(s) set aside, not audited: "
+               f"{esc(summary.outputs.skipped or 'skipped.jsonl')}</p>"
+               if summary.skipped_rows else "")
     return (f"<h1 class=\"{'pass' if gate.passed else 'fail'}\" id=\"verdict\">{verdict}: "
             f"{summary.flagged} of {summary.rows} rows flagged "
-            f"({gate.flagged_fraction:.2%}; the gate allows "
-            f"{gate.max_flagged_fraction:.2%})</h1>"
+            f"({share}; the gate allows {limit})</h1>"
             + "".join(f"<p class=\"fail\">{esc(c['check'])}: {esc(c['detail'])}</p>"
                       for c in gate.checks if not c["passed"] and c["check"] != "flagged share")
+            + skipped
             + f"<p>input <code>{esc(summary.input)}</code> ({esc(summary.format)}, schema "
             f"{esc(summary.schema_columns)}); embedding model "
             f"{esc(summary.embedding_model)}; trainguard "

@@ -235,3 +235,17 @@ def test_the_headline_names_the_checks_that_failed_besides_the_share():
     headline = page[page.index('id="verdict"'):page.index("Next steps")]
     assert "significant triggers: &#x27;&lt;script&gt;" in headline
     assert "the share check" not in headline  # the share is the headline itself
+
+
+def test_the_headline_shows_the_share_with_the_digits_that_decide_it_and_skipped_rows():
+    """As the command prints it: 1.000% against 0.999% is a FAIL a reader can see, not
+    1.00% against 1.00%; rows set aside as bad are said, not dropped silently."""
+    audit = _audit()
+    audit["summary"] = {**audit["summary"], "rows": 3000, "flagged": 30, "skipped_rows": 3,
+                        "outputs": {"clean": "clean.jsonl", "quarantine": "quarantine.jsonl",
+                                    "skipped": "skipped.jsonl"},
+                        "gate": {"flagged_fraction": 0.01, "max_flagged_fraction": 0.00999,
+                                 "passed": False}}
+    page = _render(audit)
+    assert "FAIL: 30 of 3000 rows flagged (1.000%; the gate allows 0.999%)" in page
+    assert "3 bad row(s) set aside, not audited: skipped.jsonl" in page
