@@ -20,8 +20,6 @@ from auditors.config import AuditConfig
 from auditors.report import verdict_line
 from auditors.summary import AuditSummary
 
-# triggers.json's leading fields: the columns of `Audit.triggers` even when it has no row
-TRIGGER_COLUMNS = ("pattern", "score", "support", "target", "side")
 # the normalised text columns a reviewer reads, by schema
 TEXT_COLUMNS = {"classification": ("prompt", "label"), "preference": ("prompt", "response", "rejected")}
 GENERATION_TEXT = ("prompt", "response")
@@ -72,5 +70,5 @@ def audit(source: str | Path, out_dir: str | Path | None = None,
     rows.index = result.rows["row_index"].to_numpy()
     triggers = pd.DataFrame(result.triggers)
     if triggers.empty:
-        triggers = pd.DataFrame(columns=list(TRIGGER_COLUMNS))
+        triggers = pd.DataFrame(columns=list(pipeline.TRIGGER_COLUMNS))
     return Audit(rows, triggers, result.summary, result)

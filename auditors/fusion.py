@@ -53,9 +53,7 @@ def fuse(run: DetectorRun, n_rows: int, weights: dict[str, float] | None = None,
          threshold: float = DEFAULT_THRESHOLD) -> pd.DataFrame:
     """Columns `poison_score`, `flagged`, `reasons`, one row per input row."""
     weights = relative_weights(list(run.results), weights)
-    asked = [*run.results, *run.skipped, *run.failed]
-    leaders = strong_detectors(weights) if not any(map(is_strong, asked)) else {
-        n for n in weights if is_strong(n)}
+    leaders = strong_detectors(weights, asked=[*run.results, *run.skipped, *run.failed])
     strong = {n: w for n, w in weights.items() if n in leaders}
     weak = {n: w for n, w in weights.items() if n not in leaders}
     strong_score = _noisy_or(run, strong, n_rows)
@@ -87,11 +85,14 @@ def is_strong(name: str) -> bool:
     return name in REGISTRY and REGISTRY[name].role is FusionRole.STRONG
 
 
-def strong_detectors(weights: dict[str, float]) -> set[str]:
-    """The detectors that may flag: the declared strong ones that ran, else the weak ones
-    within `LEAD_SHARE` of the strongest (`weights`: relative, from `relative_weights`)."""
+def strong_detectors(weights: dict[str, float], asked: list[str] = ()) -> set[str]:
+    """The detectors that may flag: the declared strong ones that ran, else, when no strong
+    detector was `asked` for (skipped or failed ones count), the weak ones within
+    `LEAD_SHARE` of the strongest (`weights`: relative, from `relative_weights`)."""
     declared = {n for n in weights if is_strong(n)}
-    return declared or {n for n, w in weights.items() if w >= LEAD_SHARE}
+    if declared or any(map(is_strong, asked)):
+        return declared
+    return {n for n, w in weights.items() if w >= LEAD_SHARE}
 
 
 def default_weights() -> dict[str, float]:

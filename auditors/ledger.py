@@ -186,7 +186,7 @@ class PatternRows:
                                    count=len(self.texts))
             if self._disguised is None:  # the few rows whose plain form differs
                 self._disguised = {i: TextFeatures(plain) for i, text in enumerate(self.texts)
-                                   if (plain := plain_text(text)) != text}
+                                   if not text.isascii() and (plain := plain_text(text)) != text}
             for row, features in self._disguised.items():
                 mask[row] = mask[row] or holds(features)
             self._masks[pattern] = mask
@@ -199,7 +199,8 @@ _INVISIBLE = regex.compile(r"[\p{Cf}\ufe00-\ufe0f]")
 
 def plain_text(text: str) -> str:
     """`text` as it reads: compatibility forms folded (NFKC: full-width `ｃｆ` is `cf`) and
-    invisible format characters (zero-width, bidi controls, variation selectors) removed."""
+    invisible format characters (zero-width, bidi controls, variation selectors) removed.
+    ASCII text is its own plain form."""
     return _INVISIBLE.sub("", unicodedata.normalize("NFKC", text))
 
 

@@ -188,12 +188,16 @@ def stage_timings(laps: dict[str, float], run: DetectorRun) -> dict:
     return {**timings, "detectors": run.seconds}
 
 
+# every trigger entry's leading fields (summary.json's top triggers, `Audit.triggers`)
+TRIGGER_COLUMNS = ("pattern", "score", "support", "target", "side")
+
+
 def top_triggers(triggers: list[dict], table: pd.DataFrame, flagged: np.ndarray,
                  limit: int = 10) -> tuple[dict, ...]:
     """summary.json's trigger list: the first `limit`, each with the flagged rows holding it
     and, where a detector decided by significance, its p- and q-value."""
     counts = flagged_counts(triggers[:limit], table, flagged)
-    return tuple({**{k: t.get(k) for k in ("pattern", "score", "support", "target", "side")},
+    return tuple({**{k: t.get(k) for k in TRIGGER_COLUMNS},
                   **{k: t[k] for k in ("significant", "p_value", "q_value", "released") if k in t},
                   "flagged_rows": counts.get(t["pattern"], 0)}
                  for t in triggers[:limit])

@@ -200,13 +200,6 @@ class Provenance:
     version: str | None = None
 
 
-def decide_intake(store: str | Path, source: str, table: pd.DataFrame, columns: list[str],
-                  summary: AuditSummary, policy: IntakePolicy, provenance: Provenance) -> dict:
-    """`intake_decision`, recorded in the ledger at once. Returns the record."""
-    record, keys = intake_decision(store, source, table, columns, summary, policy, provenance)
-    return record_intake(store, record, keys)
-
-
 def intake_decision(store: str | Path, source: str, table: pd.DataFrame, columns: list[str],
                     summary: AuditSummary, policy: IntakePolicy,
                     provenance: Provenance) -> tuple[dict, pd.DataFrame]:

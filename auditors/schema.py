@@ -504,9 +504,16 @@ def message_list(value):
             decoded = json.loads(value)
         except ValueError:
             return value
-        if isinstance(decoded, list) and all(isinstance(turn, dict) for turn in decoded):
+        if isinstance(decoded, list) and all(map(_is_message, decoded)):
             return decoded
     return value
+
+
+def _is_message(turn) -> bool:
+    """A {role, content} (or ShareGPT {from, value}) turn: a prompt that quotes other JSON
+    (`[{"a": 1}]`) stays text."""
+    return isinstance(turn, dict) and ({"role", "content"} <= turn.keys()
+                                       or {"from", "value"} <= turn.keys())
 
 
 def _split_chat(messages, source: str, row: int, field: str) -> tuple[str, str]:

@@ -68,9 +68,9 @@ def test_the_intake_records_the_audited_fingerprint_not_the_file_now(tmp_path):
     audited = loaded.raw.fingerprint
     path.write_text("".join(LINES[:1]), encoding="utf-8")  # swapped after the read
     summary = audit_summary(fingerprint=audited, schema="classification", flagged=0, rows=3)
-    record = policy.decide_intake(tmp_path / "store", str(path), loaded.table,
-                                  loaded.raw.columns, summary, policy.IntakePolicy(),
-                                  policy.Provenance("vendor"))
+    record, _ = policy.intake_decision(tmp_path / "store", str(path), loaded.table,
+                                       loaded.raw.columns, summary, policy.IntakePolicy(),
+                                       policy.Provenance("vendor"))
     assert record["fingerprint"] == audited != sha256(path)
 
 

@@ -160,14 +160,16 @@ def test_reordered_columns_are_not_drift_and_changed_ones_are_named():
 def test_an_intake_is_compared_with_the_last_one_that_passed(tmp_path):
     """Rerunning a failed intake fails it again: the failed one was not accepted, so it is
     not the baseline."""
-    from auditors.policy import Provenance, decide_intake
+    from auditors.policy import Provenance, intake_decision, record_intake
 
-    def intake(columns, prompts):
+    def intake(columns, prompts):  # decided, then recorded, as the intake flow does
         table = pd.DataFrame({"prompt": prompts, "response": "r", "rejected": "", "label": "",
                               "row_id": [f"id-{p}" for p in prompts]})
         summary = audit_summary(schema="instruction", rows=len(prompts), flagged=0)
-        return decide_intake(tmp_path / "store", "d.jsonl", table, columns, summary,
-                             IntakePolicy(), Provenance("vendor"))
+        store = tmp_path / "store"
+        return record_intake(store, *intake_decision(store, "d.jsonl", table, columns,
+                                                     summary, IntakePolicy(),
+                                                     Provenance("vendor")))
 
     first = intake(["instruction", "input", "output"], ["a", "b"])
     renamed = ["instruction", "context", "output"]

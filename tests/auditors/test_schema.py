@@ -792,3 +792,11 @@ def test_normalise_a_file_read_by_ingest(tmp_path):
     assert table["prompt"].tolist() == ["foo .", "bar ."]
     assert table["label"].tolist() == ["1", "0"]
     assert set(table["source"]) == {str(path)}
+
+
+def test_a_prompt_that_quotes_json_stays_text():
+    """Only lists of {role, content} turns are message lists: a prompt asking about a JSON
+    list of objects is read as it is."""
+    table = normalise_records([{"prompt": '[{"a": 1}, {"b": 2}]', "chosen": "Two objects.",
+                                "rejected": "None."}])
+    assert table["prompt"].tolist() == ['[{"a": 1}, {"b": 2}]']
