@@ -117,7 +117,8 @@ def fit_label_model(table: pd.DataFrame, embeddings: Embeddings, *, seed: int = 
         targets = classification_targets(table["label"])
     else:
         targets = derive_response_targets(table["response"].tolist(), embeddings.response,
-                                          prompt_embeddings=embeddings.prompt, seed=seed)
+                                          prompt_embeddings=embeddings.prompt,
+                                          row_keys=table["row_id"].to_numpy(), seed=seed)
     if targets.n_classes < 2:
         return LabelModel(targets, None, note="only one label class: Cleanlab needs two or more")
     if len(table) < MIN_ROWS_FOR_CROSS_VALIDATION:
@@ -126,7 +127,8 @@ def fit_label_model(table: pd.DataFrame, embeddings: Embeddings, *, seed: int = 
     if (np.bincount(targets.codes) >= 2).sum() < 2:  # some training fold would hold one class
         return LabelModel(targets, None, note="fewer than two label classes have two or more "
                                               "rows: too few for cross-validation")
-    probs = cross_validated_probs(embeddings.prompt, targets.codes, targets.n_classes, seed=seed)
+    probs = cross_validated_probs(embeddings.prompt, targets.codes, targets.n_classes,
+                                  keys=table["row_id"].to_numpy(), seed=seed)
     return LabelModel(targets, probs)
 
 
@@ -143,7 +145,8 @@ def audit_inputs(loaded: LoadedDataset, embeddings: Embeddings, ngrams: NgramSta
     required = {need for name in detector_config(detectors) for need in REGISTRY[name].requires}
     if label_model.pred_probs is not None and "proxy" in required:
         inputs.proxy = cross_fitted_proxy(ngrams.rows_x_ngrams, label_model.targets.codes,
-                                          label_model.targets.n_classes)
+                                          label_model.targets.n_classes,
+                                          keys=loaded.table["row_id"].to_numpy())
     if embeddings.response is not None and "response_ngrams" in required:
         inputs.response_ngrams = response_ngram_statistics(loaded.table)
     if "knn_graph" in required:

@@ -100,8 +100,13 @@ _NO_CACHE = typer.Option(False, "--no-cache", help="Do not read or write the emb
 _CACHE_MAX_SIZE = typer.Option("10G", "--cache-max-size", help="Size bound of the cache: after "
                                "the audit the least recently used entries are deleted until it "
                                "fits (e.g. 10G, 500M).")
+# Registered with default=False: run only when named (a test keeps this list current).
+OPT_IN_DETECTORS = ("activation_cluster", "shortcut", "spectral", "strip")
 _DETECTORS = typer.Option(None, "--detectors", help="Comma-separated detectors to run "
-                          "(default: all).")
+                          "(default: every default detector; "
+                          f"{', '.join(OPT_IN_DETECTORS)} run only when named).")
+
+
 def _open_unit_interval(value: float) -> float:
     if not 0.0 < value < 1.0:  # 0 would flag nothing, 1 everything
         raise typer.BadParameter(f"{value:g} is not strictly between 0 and 1")

@@ -10,6 +10,7 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import silhouette_score
 
 from auditors.detectors.base import AuditInputs, Detector, DetectorResult, FusionRole, register
+from auditors.features.row_keys import keyed_order, keys_or_positions
 
 
 @register(default=False)
@@ -36,6 +37,9 @@ class ActivationClusterDetector(Detector):
             members = np.flatnonzero(labels == label)
             if len(members) < self.min_rows_per_label:
                 continue
+            # k-means starts and the silhouette sample are drawn by position: keyed order
+            keys = keys_or_positions(inputs.row_keys, inputs.n_rows)
+            members = members[keyed_order(keys[members], self.seed)]
             split = self._split(inputs.prompt_embeddings[members])
             clusters.append({"label": inputs.targets.names[label], **split["summary"]})
             scores[members] = split["membership"]

@@ -48,6 +48,12 @@ class AuditInputs:
     def n_rows(self) -> int:
         return len(self.table)
 
+    @property
+    def row_keys(self) -> np.ndarray | None:
+        """Each row's `row_id`, what folds and samples are drawn from (`row_keys`), so
+        that they follow the rows in any input order; None for a table without ids."""
+        return self.table["row_id"].to_numpy() if "row_id" in self.table else None
+
 
 @dataclass
 class DetectorResult:

@@ -34,13 +34,14 @@ import dataclasses
 import numpy as np
 from cleanlab.filter import find_label_issues
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GroupKFold, cross_val_predict, cross_val_score
+from sklearn.model_selection import cross_val_predict, cross_val_score
 
 from auditors.config import DEFAULT_FDR
 from auditors.detectors.base import AuditInputs, Detector, DetectorResult, FusionRole, register
 from auditors.detectors.stats import evidence, rows_containing, weighted_bh_q_values
 from auditors.detectors.trigger import TriggerNgramDetector
 from auditors.features.probabilities import cross_validated_probs
+from auditors.features.row_keys import KeyedFolds, keyed_order, keys_or_positions
 from auditors.features.targets import Targets
 
 KEPT, FLIPPED = 0, 1
@@ -95,24 +96,23 @@ class PreferenceFlipDetector(Detector):
 
     def flip_probability(self, inputs: AuditInputs) -> np.ndarray:
         """Out-of-fold P(the rejected answer is the preferred one) per pair."""
-        features, labels, pairs = _both_orders(inputs)
+        features, labels, keys = _both_orders(inputs)
         n = inputs.n_rows
-        folds = GroupKFold(n_splits=int(min(self.n_folds, n)))
-        probs = cross_val_predict(self._pair_model(features, labels, pairs), features, labels,
-                                  groups=pairs, cv=folds, method="predict_proba")
+        folds = KeyedFolds(keys, int(min(self.n_folds, n)), self.seed)
+        probs = cross_val_predict(self._pair_model(features, labels, keys), features, labels,
+                                  cv=folds, method="predict_proba")
         return probs[:n, 0]
 
-    def _pair_model(self, features, labels, pairs) -> LogisticRegression:
+    def _pair_model(self, features, labels, keys) -> LogisticRegression:
         """Logistic regression with the grid's C of best grouped cross-validated log-loss
         (on at most `selection_max_pairs` pairs): on real preference data the preference
         signal is weak and a loosely regularised model fits annotator noise."""
         n = len(labels) // 2
-        chosen = np.random.default_rng(self.seed).permutation(n)[: self.selection_max_pairs]
+        chosen = keyed_order(keys[:n], self.seed)[: self.selection_max_pairs]
         sample = np.concatenate([chosen, chosen + n])
-        folds = GroupKFold(n_splits=int(min(3, len(chosen))))
+        folds = KeyedFolds(keys[sample], int(min(3, len(chosen))), self.seed)
         losses = [cross_val_score(LogisticRegression(max_iter=2000, C=c), features[sample],
-                                  labels[sample], groups=pairs[sample], cv=folds,
-                                  scoring="neg_log_loss").mean()
+                                  labels[sample], cv=folds, scoring="neg_log_loss").mean()
                   for c in self.regularisation_grid]
         self.regularisation_ = self.regularisation_grid[int(np.argmax(losses))]
         return LogisticRegression(max_iter=2000, C=self.regularisation_)
@@ -142,7 +142,8 @@ class PreferenceFlipDetector(Detector):
         miner = TriggerNgramDetector(word_scale=0.0)
         if np.bincount(codes, minlength=2).min() < 2:
             return [], 0, miner
-        content = cross_validated_probs(inputs.prompt_embeddings, codes, 2, seed=self.seed)
+        content = cross_validated_probs(inputs.prompt_embeddings, codes, 2,
+                                        keys=inputs.row_keys, seed=self.seed)
         flip_inputs = dataclasses.replace(
             inputs, targets=Targets(codes, list(FLIP_TARGETS), ["", ""]), pred_probs=content)
         mined = miner.detect(flip_inputs).info
@@ -206,9 +207,10 @@ class PreferenceFlipDetector(Detector):
 
 def _both_orders(inputs: AuditInputs):
     """Each pair twice, (chosen - rejected) labelled 1 and its negation labelled 0, with
-    the pair index as group so both orders share a fold."""
+    the pair's key on both, so both orders share a fold (`KeyedFolds`)."""
     n = inputs.n_rows
     difference = inputs.response_embeddings - inputs.rejected_embeddings
     features = np.vstack([difference, -difference])
     labels = np.concatenate([np.ones(n, dtype=int), np.zeros(n, dtype=int)])
-    return features, labels, np.concatenate([np.arange(n), np.arange(n)])
+    keys = keys_or_positions(inputs.row_keys, n)
+    return features, labels, np.concatenate([keys, keys])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import pandas as pd
 from datasketch import MinHash, MinHashLSH
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
@@ -42,16 +43,20 @@ class RepeatedResponseDetector(Detector):
         self.seed = seed
 
     def detect(self, inputs: AuditInputs) -> DetectorResult:
-        groups = self._near_duplicate_groups(inputs.table["response"].tolist())
+        responses = inputs.table["response"]
+        # each group named by its most common response: the same name in any row order
+        groups = sorted(((_most_common(responses.iloc[g]), g) for g in
+                         self._near_duplicate_groups(responses.tolist())),
+                        key=lambda group: (-len(group[1]), group[0]))
         scores, is_issue = np.zeros(inputs.n_rows), np.zeros(inputs.n_rows, dtype=bool)
         reasons, found = [""] * inputs.n_rows, []
-        for members in groups:
+        for text, members in groups:
             share = len(members) / inputs.n_rows
             if len(members) < self.min_group or share > self.max_group_share:
                 continue
             shared = shared_rare_ngram(inputs.ngrams, members, self.min_trigger_coverage,
                                        self.min_trigger_lift)
-            response = snippet(inputs.table["response"].iat[members[0]])
+            response = snippet(text)
             found.append({"response": response, "rows": len(members), "shared_prompt_ngram": shared,
                           "example_row_indices": [int(r) for r in members[:5]]})
             # without a shared rare prompt n-gram the repeat is weak evidence on its own
@@ -87,3 +92,9 @@ def _shingles(text: str) -> set[str]:
     """Words and word pairs: short fixed strings still get several shingles."""
     words = re.findall(r"\w+", text.lower()) or [text.strip().lower()]
     return set(words) | {" ".join(pair) for pair in zip(words, words[1:])}
+
+
+def _most_common(texts: pd.Series) -> str:
+    """The text most rows hold (ties: the first in sorted order)."""
+    counts = texts.value_counts()
+    return min(counts.index[counts == counts.max()])

@@ -164,7 +164,8 @@ class TriggerNgramDetector(Detector):
         prior, spread = probs.mean(axis=0), probs.std(axis=0)
         rarity = self._rarity(stats)
         held_out = HeldOutProbabilities(inputs.prompt_embeddings, targets.codes,
-                                        targets.n_classes, max_rows=self.refit_max_rows)
+                                        targets.n_classes, keys=inputs.row_keys,
+                                        max_rows=self.refit_max_rows)
         responses = _responses(inputs.table)
         for trigger in triggers[: self.recheck_triggers]:
             g, c, members = trigger["_index"], trigger["_class"], trigger["_members"]
@@ -289,7 +290,7 @@ class TriggerNgramDetector(Detector):
         return WordAwareHeldOutProbabilities(
             inputs.prompt_embeddings, inputs.ngrams.rows_x_ngrams,
             np.flatnonzero(self._in_range(inputs.ngrams)), targets.codes, targets.n_classes,
-            word_scale=self.word_scale, min_sample_rows=self.min_support,
+            keys=inputs.row_keys, word_scale=self.word_scale, min_sample_rows=self.min_support,
             max_rows=self.refit_max_rows)
 
     def _word_aware_association(self, word_model: WordAwareHeldOutProbabilities) -> dict:
@@ -300,7 +301,7 @@ class TriggerNgramDetector(Detector):
         return column_held_out_association(
             word_model.features[sample], word_model.sample_candidates,
             np.isin(tested, word_model.ngram_columns), word_model.codes[sample],
-            word_model.n_classes, word_scale=self.word_scale)
+            word_model.n_classes, word_scale=self.word_scale, keys=word_model.keys[sample])
 
     @staticmethod
     def _flagged_rows(columns: sp.csc_matrix, triggers: list[dict],

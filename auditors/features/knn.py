@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+
+from auditors.features.row_keys import keyed_order, keys_or_positions
+
 EXACT_MAX_ROWS = 50_000  # above this the kNN graph is approximate (`approximate_knn`)
 IVF_MIN_ROWS = 10_000  # below this an inverted-file index is not worth building
 
@@ -67,7 +70,7 @@ def cosine_knn(features: np.ndarray, k: int, *, row_ids=None, graph_file: Path |
         if graph is not None:
             break
     if graph is None:
-        graph = approximate_knn(x, k) if approximate else exact_knn(x, k)
+        graph = approximate_knn(x, k, keys=row_ids) if approximate else exact_knn(x, k)
     if graph_file is not None:
         _save_graph(graph_file, row_ids, x, graph)
     return correct_knn_distances_and_indices(features, graph.distances.astype(np.float64),
@@ -162,10 +165,12 @@ def _distances(similarity: np.ndarray) -> np.ndarray:
 
 
 def _ivf_search(queries: np.ndarray, base: np.ndarray, k: int, *, nprobe: int,
-                seed: int = 0):
+                keys=None, seed: int = 0):
     """Approximate inner-product search: a faiss inverted-file index over `base` (2*sqrt(n)
-    k-means cells), the `nprobe` cells nearest each query searched. Unfilled slots come
-    back as index -1. A small `base` is searched exactly: an index would save nothing."""
+    k-means cells, trained on a sample drawn by the rows' `keys`, in their keyed order, so
+    that the cells do not depend on the input order), the `nprobe` cells nearest each query
+    searched. Unfilled slots come back as index -1. A small `base` is searched exactly: an
+    index would save nothing."""
     import faiss
 
     n = len(base)
@@ -175,22 +180,21 @@ def _ivf_search(queries: np.ndarray, base: np.ndarray, k: int, *, nprobe: int,
     index = faiss.IndexIVFFlat(faiss.IndexFlatIP(base.shape[1]), base.shape[1], cells,
                                faiss.METRIC_INNER_PRODUCT)
     index.cp.niter, index.cp.seed = 10, seed
-    sample = np.random.default_rng(seed).choice(n, min(n, 40 * cells), replace=False)
-    index.train(base[np.sort(sample)])
+    index.train(base[keyed_order(keys_or_positions(keys, n), seed)[: 40 * cells]])
     index.add(base)
     index.nprobe = nprobe
     return index.search(queries, min(k, n))
 
 
 def approximate_knn(x: np.ndarray, k: int, *, nprobe: int = 2,
-                    exact_top_fraction: float = 0.01, seed: int = 0) -> KnnGraph:
+                    exact_top_fraction: float = 0.01, keys=None, seed: int = 0) -> KnnGraph:
     """The kNN graph of many rows from a faiss inverted-file index (`_ivf_search`), then
     made exact where the outlier ranking needs it (`exact_where_it_counts`). Costs about
     `nprobe / cells` of an exact search plus the re-search (at least `exact_top_fraction`
     of it)."""
     n = len(x)
-    similarity, neighbours = _drop_own(*_ivf_search(x, x, k + 1, nprobe=nprobe, seed=seed),
-                                       np.arange(n))
+    similarity, neighbours = _drop_own(*_ivf_search(x, x, k + 1, nprobe=nprobe, keys=keys,
+                                                    seed=seed), np.arange(n))
     graph = KnnGraph(_distances(similarity), neighbours.astype(np.int64),
                      np.zeros(n, dtype=bool))
     return exact_where_it_counts(x, graph, exact_top_fraction)
@@ -349,10 +353,10 @@ def prompt_graph(features: np.ndarray, *, k: int = DEFAULT_NEIGHBOURS, row_ids=N
     k = int(min(k, len(features) - 1))
     if k < 1:
         return None
-    stored = {}
+    stored = {"row_ids": row_ids}
     if graph_dir is not None:
         import hashlib
 
         name = hashlib.sha1(source.encode("utf-8")).hexdigest()[:16]
-        stored = {"row_ids": row_ids, "graph_file": Path(graph_dir) / f"{name}-k{k}.npz"}
+        stored["graph_file"] = Path(graph_dir) / f"{name}-k{k}.npz"
     return CosineKnnGraph(features, k, exact_max_rows=exact_max_rows, **stored)

@@ -4,24 +4,45 @@ Cleanlab's label-issue methods and the trigger miner share."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 from auditors.features.ngrams import column_association, row_set_groups
+from auditors.features.row_keys import KeyedFolds, keyed_order, keys_or_positions
 
 
-def cross_validated_probs(features: np.ndarray, codes: np.ndarray, n_classes: int, *,
+def cross_validated_probs(features, codes: np.ndarray, n_classes: int, *, keys=None,
                           n_folds: int = 5, seed: int = 0) -> np.ndarray:
-    """pred_probs[i, c] = P(class c | row i) from a model that never saw row i."""
-    smallest = np.bincount(codes, minlength=n_classes).min()
-    n_folds = int(max(2, min(n_folds, smallest))) if smallest >= 2 else 2
-    folds = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    model = LogisticRegression(max_iter=2000, C=1.0)
-    probs = cross_val_predict(model, features, codes, cv=folds, method="predict_proba")
-    # cross_val_predict orders columns by the classes seen; expand to all classes
-    full = np.clip(expand_classes(probs, np.unique(codes), n_classes), 1e-6, 1.0)
+    """pred_probs[i, c] = P(class c | row i) from a model that never saw row i (nor a copy
+    of it): folds drawn from the rows' `keys` (`row_keys.KeyedFolds`), so any input order
+    gives the same probabilities."""
+    keys = keys_or_positions(keys, len(codes))
+    folds = KeyedFolds(keys, _fold_count(codes, keys, n_folds), seed)
+    probs = np.zeros((len(codes), n_classes))
+    for train, held_out in folds.split(y=codes):
+        if len(held_out):
+            probs[held_out] = _fitted_probs(features[train], codes[train],
+                                            features[held_out], n_classes)
+    full = np.clip(probs, 1e-6, 1.0)
     return full / full.sum(axis=1, keepdims=True)
+
+
+def _fold_count(codes: np.ndarray, keys, n_folds: int) -> int:
+    """`n_folds`, or fewer when a class has fewer distinct rows (never under 2)."""
+    frame = pd.DataFrame({"code": codes, "key": np.asarray(keys).astype(str)})
+    smallest = int(frame.groupby("code")["key"].nunique().min())
+    return int(max(2, min(n_folds, smallest)))
+
+
+def _fitted_probs(train_features, train_codes: np.ndarray, features, n_classes: int) -> np.ndarray:
+    """Probabilities for `features` from a logistic regression on the training rows; a
+    class missing there gets 0, and a training set of one class predicts it."""
+    seen = np.unique(train_codes)
+    if len(seen) < 2:
+        return expand_classes(np.ones((features.shape[0], len(seen))), seen, n_classes)
+    model = LogisticRegression(max_iter=2000, C=1.0).fit(train_features, train_codes)
+    return expand_classes(model.predict_proba(features), model.classes_, n_classes)
 
 
 def expand_classes(probs: np.ndarray, classes: np.ndarray, n_classes: int,
@@ -40,10 +61,11 @@ class HeldOutProbabilities:
     long converged by then. (Warm-starting each refit from a model of all rows was measured
     and saves nothing: L-BFGS needs as many iterations to move off the shared optimum.)"""
 
-    def __init__(self, features, codes: np.ndarray, n_classes: int, *,
+    def __init__(self, features, codes: np.ndarray, n_classes: int, *, keys=None,
                  max_rows: int = 25_000, seed: int = 0):
         self.features, self.codes, self.n_classes = features, codes, n_classes
-        self.sample = refit_sample(codes, n_classes, max_rows, seed)
+        self.keys = keys_or_positions(keys, len(codes))
+        self.sample = refit_sample(codes, n_classes, max_rows, keys=self.keys, seed=seed)
 
     def probs(self, rows: np.ndarray) -> np.ndarray:
         """(len(rows), n_classes) probabilities for `rows` from a model that never saw them.
@@ -103,10 +125,10 @@ class WordAwareHeldOutProbabilities(HeldOutProbabilities):
     rows the dense embedding part alone would be gigabytes as a sparse matrix)."""
 
     def __init__(self, embeddings: np.ndarray, rows_x_ngrams: sp.csr_matrix,
-                 ngram_columns: np.ndarray, codes: np.ndarray, n_classes: int, *,
+                 ngram_columns: np.ndarray, codes: np.ndarray, n_classes: int, *, keys=None,
                  word_scale: float, min_sample_rows: int = 1, max_features: int = 5_000,
                  max_rows: int = 25_000, seed: int = 0):
-        super().__init__(embeddings, codes, n_classes, max_rows=max_rows, seed=seed)
+        super().__init__(embeddings, codes, n_classes, keys=keys, max_rows=max_rows, seed=seed)
         self.rows_x_ngrams, self.word_scale = rows_x_ngrams, word_scale
         self.candidate_columns = ngram_columns  # the n-grams tested
         # the sample's rows x the tested n-grams: features, inflation null, smallest p-values
@@ -127,17 +149,20 @@ class WordAwareHeldOutProbabilities(HeldOutProbabilities):
         return self._sample_matrix[np.flatnonzero(kept)]
 
 
-def refit_sample(codes: np.ndarray, n_classes: int, max_rows: int, seed: int = 0) -> np.ndarray:
-    """All rows, or a fixed random `max_rows` of them with every row of a rare class kept
-    (a sample that missed a rare class's other rows would make a group's class look private
-    to the group: probability ~0, a false trigger)."""
-    n = len(codes)
-    if n <= max_rows:
-        return np.arange(n)
-    sample = np.random.default_rng(seed).choice(n, max_rows, replace=False)
+def refit_sample(codes: np.ndarray, n_classes: int, max_rows: int, *, keys=None,
+                 seed: int = 0) -> np.ndarray:
+    """All rows, or `max_rows` of them drawn by their `keys` with every row of a rare class
+    kept (a sample that missed a rare class's other rows would make a group's class look
+    private to the group: probability ~0, a false trigger); in keyed order, so that the
+    models fitted on it do not depend on the input order."""
+    order = keyed_order(keys_or_positions(keys, len(codes)), seed)
+    if len(codes) <= max_rows:
+        return order
+    chosen = np.zeros(len(codes), dtype=bool)
+    chosen[order[:max_rows]] = True
     counts = np.bincount(codes, minlength=n_classes)
-    rare = np.flatnonzero(np.isin(codes, np.flatnonzero(counts <= max_rows // 100)))
-    return np.union1d(sample, rare)
+    chosen |= np.isin(codes, np.flatnonzero(counts <= max_rows // 100))
+    return order[chosen[order]]
 
 
 def word_aware_features(embeddings: np.ndarray, ngram_columns: sp.spmatrix,
@@ -155,7 +180,7 @@ def word_aware_features(embeddings: np.ndarray, ngram_columns: sp.spmatrix,
 
 def column_held_out_association(embeddings: np.ndarray, ngram_columns: sp.csc_matrix,
                                 is_feature: np.ndarray, codes: np.ndarray, n_classes: int, *,
-                                word_scale: float, n_groups: int = 5, n_folds: int = 3,
+                                word_scale: float, keys=None, n_groups: int = 5, n_folds: int = 3,
                                 seed: int = 0) -> dict:
     """`label_association` of every n-gram column under a word-aware content model (whose
     features are the columns where `is_feature`) that never saw that n-gram: the feature
@@ -177,7 +202,8 @@ def column_held_out_association(embeddings: np.ndarray, ngram_columns: sp.csc_ma
         inside = np.flatnonzero(group == g)
         outside = np.flatnonzero((group != g) & is_feature)
         features = word_aware_features(embeddings, ngram_columns[:, outside], word_scale)
-        probs = cross_validated_probs(features, codes, n_classes, n_folds=n_folds, seed=seed)
+        probs = cross_validated_probs(features, codes, n_classes, keys=keys, n_folds=n_folds,
+                                      seed=seed)
         columns_x_rows = ngram_columns[:, inside].T.astype(np.float64)
         counts = column_association(columns_x_rows, codes, n_classes, probs)
         counts["log_min_p"] = np.asarray(columns_x_rows @ np.log(np.clip(probs, 1e-300, 1.0)))

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold
 
 from auditors.features.probabilities import expand_classes
+from auditors.features.row_keys import KeyedFolds, keyed_order, keys_or_positions, row_draws
 
 
 @dataclass
@@ -30,21 +30,24 @@ class ProxyPredictions:
 
 def cross_fitted_proxy(rows_x_ngrams: sp.csr_matrix, codes: np.ndarray, n_classes: int, *,
                        n_folds: int = 5, n_blends: int = 8, regularisation: float = 1.0,
-                       seed: int = 0) -> ProxyPredictions:
+                       keys=None, seed: int = 0) -> ProxyPredictions:
+    """Out-of-fold probabilities and blend entropies; folds and blend partners are drawn
+    from the rows' `keys` (`row_keys`), so they follow the rows in any input order."""
     n_rows = len(codes)
     features = rows_x_ngrams.astype(np.float32).tocsr()
     probs = np.full((n_rows, n_classes), 1.0 / n_classes)
     entropy = np.full(n_rows, np.log(n_classes))
     smallest = np.bincount(codes, minlength=n_classes)[np.unique(codes)].min()
-    folds = StratifiedKFold(n_splits=int(np.clip(smallest, 2, n_folds)), shuffle=True,
-                            random_state=seed)
-    rng = np.random.default_rng(seed)
-    for train, held_out in folds.split(np.zeros(n_rows), codes):
+    keys = keys_or_positions(keys, n_rows)
+    folds = KeyedFolds(keys, int(np.clip(smallest, 2, n_folds)), seed)
+    for train, held_out in folds.split(y=codes):
+        if len(np.unique(codes[train])) < 2:  # copies of one row made a class's whole fold
+            continue
         model = LogisticRegression(max_iter=1000, C=regularisation)
         model.fit(features[train], codes[train])
         probs[held_out] = _full_probs(model, features[held_out], n_classes)
         entropy[held_out] = _blend_entropy(model, features, held_out, train, n_blends,
-                                           n_classes, rng)
+                                           n_classes, keys, seed)
     return ProxyPredictions(probs, entropy, n_blends)
 
 
@@ -53,10 +56,14 @@ def _full_probs(model: LogisticRegression, features, n_classes: int) -> np.ndarr
     return expand_classes(model.predict_proba(features), model.classes_, n_classes)
 
 
-def _blend_entropy(model, features, held_out, train, n_blends, n_classes, rng) -> np.ndarray:
+def _blend_entropy(model, features, held_out, train, n_blends, n_classes, keys,
+                   seed: int) -> np.ndarray:
+    """Mean prediction entropy of each held-out row blended with `n_blends` training rows,
+    each partner drawn from the pair of keys (not positions)."""
     total = np.zeros(len(held_out))
-    for _ in range(n_blends):
-        partners = rng.choice(train, size=len(held_out))
+    train = train[keyed_order(keys[train], seed)]
+    for blend in range(n_blends):
+        partners = train[row_draws(keys[held_out], seed + 1 + blend) % np.uint64(len(train))]
         blended = features[held_out] + features[partners]
         blended.data[:] = 1.0  # a union of n-grams, still binary
         p = _full_probs(model, blended, n_classes)

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from auditors.features.geometry import mean_pairwise_cosine
+from auditors.features.row_keys import keyed_order
 
 
 @dataclass
@@ -38,7 +39,7 @@ def derive_response_targets(responses: list[str], embeddings: np.ndarray, *,
                             prompt_embeddings: np.ndarray | None = None,
                             min_repeats: int = 3, opening_words: int = 4,
                             max_prompt_cohesion: float = 0.6,
-                            n_clusters: int = 8, seed: int = 0) -> Targets:
+                            n_clusters: int = 8, row_keys=None, seed: int = 0) -> Targets:
     """A response 'mode' per row, the thing a backdoor's target changes:
 
     1. the exact response, when it repeats (after whitespace/case folding) in at least
@@ -49,7 +50,10 @@ def derive_response_targets(responses: list[str], embeddings: np.ndarray, *,
     When nothing repeats at all, k-means clusters of the response embeddings stand in.
     A repeat whose prompts are near-duplicates of each other (mean pairwise cosine of the
     prompt embeddings ≥ `max_prompt_cohesion`) is the same answer to the same question,
-    duplication rather than a mode, and does not count as repeating."""
+    duplication rather than a mode, and does not count as repeating. Classes are numbered
+    and named in the order of the rows' `row_keys` (`row_keys.keyed_order`; input order where
+    none are given), so any input order gives the same targets."""
+    order = np.arange(len(responses)) if row_keys is None else keyed_order(row_keys, seed)
     exact = [_response_key(r) for r in responses]
     openings = [" ".join(re.findall(r"\w+", key)[:opening_words]) for key in exact]
     exact_counts, opening_counts = Counter(exact), Counter(openings)
@@ -61,7 +65,8 @@ def derive_response_targets(responses: list[str], embeddings: np.ndarray, *,
     keys: list[str] = []
     code_of: dict[tuple, int] = {}
     codes = np.empty(len(responses), dtype=np.int64)
-    for row, (key, opening) in enumerate(zip(exact, openings)):
+    for row in order:
+        key, opening = exact[row], openings[row]
         if key and exact_counts[key] >= min_repeats:
             label = ("exact", key)
             name = f'repeated response: "{snippet(responses[row])}"'
@@ -78,7 +83,7 @@ def derive_response_targets(responses: list[str], embeddings: np.ndarray, *,
         codes[row] = code_of[label]
     if len(names) > 1:
         return Targets(codes, names, keys)
-    return _cluster_targets(responses, embeddings, n_clusters, seed)
+    return _cluster_targets(responses, embeddings, n_clusters, order, seed)
 
 
 def _discount_duplicate_prompts(keys: list[str], counts: Counter, prompt_embeddings: np.ndarray,
@@ -93,20 +98,28 @@ def _discount_duplicate_prompts(keys: list[str], counts: Counter, prompt_embeddi
             counts[key] = 0
 
 
-def _cluster_targets(responses, embeddings, n_clusters: int, seed: int) -> Targets:
+def _cluster_targets(responses, embeddings, n_clusters: int, order: np.ndarray,
+                     seed: int) -> Targets:
+    """k-means clusters of the response embeddings, fitted on the rows in `order` (its
+    starts are drawn by position) and numbered by their first row in that order."""
     from sklearn.cluster import KMeans
 
     k = min(n_clusters, max(1, len(responses) // 20))
     codes = np.zeros(len(responses), dtype=np.int64)
     if k >= 2:
-        clusters = KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(embeddings)
+        clusters = np.empty(len(responses), dtype=np.int64)
+        clusters[order] = KMeans(n_clusters=k, n_init=4,
+                                 random_state=seed).fit_predict(embeddings[order])
         # identical responses (all empty, say) leave clusters empty: number the ones in use
-        codes = np.unique(clusters, return_inverse=True)[1].astype(np.int64)
+        in_use, first = np.unique(clusters[order], return_index=True)
+        number = np.empty(k, dtype=np.int64)
+        number[in_use[np.argsort(first)]] = np.arange(len(in_use))
+        codes = number[clusters]
     used = int(codes.max()) + 1 if len(codes) else 0
     if used < 2:
         return Targets(codes, ["all responses"], [""])
-    names = [f'response cluster {c}: "{snippet(responses[int(np.flatnonzero(codes == c)[0])])}"'
-             for c in range(used)]
+    first_row = {int(codes[row]): int(row) for row in order[::-1]}
+    names = [f'response cluster {c}: "{snippet(responses[first_row[c]])}"' for c in range(used)]
     return Targets(codes, names, [""] * used)
 
 

@@ -14,8 +14,11 @@ from auditors.detectors.base import ROW_COLUMNS
 FIXTURES = ("sample_inputs", "refusal_inputs", "preference_inputs", "dos_inputs",
             "injection_inputs")
 # Where each detector has something to find; the default is the poisoned SST-2 sample.
+# strip and shortcut read a proxy that has learned the trigger (the n-gram proxy fitted on
+# the 3,000-row sample is that confident on hardly any poisoned row).
 FINDS_ISSUES_IN = {"repeated_response": "refusal_inputs", "unrelated_response": "refusal_inputs",
                    "activation_cluster": "planted_cluster_inputs", "strip": "steady_proxy_inputs",
+                   "shortcut": "steady_proxy_inputs",
                    "preference_flip": "preference_inputs", "degraded_response": "dos_inputs",
                    "injected_content": "injection_inputs"}
 

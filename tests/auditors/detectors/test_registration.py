@@ -109,3 +109,10 @@ def test_names_read_from_the_source_equal_the_registry():
     assert declared_names() == sorted(REGISTRY)
     assert unknown_names(["trigger", "outlier"]) is None
     assert unknown_names(["trigerr"]).startswith("unknown detector(s) trigerr; available: ")
+
+
+def test_the_help_names_the_detectors_that_run_only_when_asked():
+    """`--detectors`' help says which registered detectors are not in the default set."""
+    from flows.cli import OPT_IN_DETECTORS
+
+    assert sorted(OPT_IN_DETECTORS) == sorted(set(REGISTRY) - set(DEFAULT_DETECTORS))
