@@ -25,8 +25,9 @@ import json
 import os
 import re
 import stat
+import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -116,6 +117,9 @@ class RawDataset:
     header_line: str | None = None  # tsv/csv header, written back unchanged
     columns: list[str] = field(default_factory=list)
     arrow_schema: pa.Schema | None = None  # parquet and datasets inputs
+    # a whole-file Arrow read: the splits are taken from it, value for value (Python values
+    # lose a time64's nanoseconds, and some cannot be Python values at all)
+    arrow_table: pa.Table | None = None
     # the dictionary (category values, in their order) of each dictionary-encoded column
     arrow_dictionaries: dict[str, pa.Array] = field(default_factory=dict)
     row_numbers: list[int] | None = None  # 1-based line or record of each record
@@ -416,7 +420,18 @@ def _json_object(pairs: list) -> dict:
     return record
 
 
-_DECODER = json.JSONDecoder(object_pairs_hook=_json_object)
+class _LongNumber(str):
+    """A JSON integer with more digits than Python converts to int (its digits kept)."""
+
+
+def _json_int(digits: str) -> int | _LongNumber:
+    limit = sys.get_int_max_str_digits()
+    if limit and len(digits.lstrip("-")) > limit:  # int() would raise a bare ValueError
+        return _LongNumber(digits)
+    return int(digits)
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_json_object, parse_int=_json_int)
 _SURROGATE = re.compile("[\ud800-\udfff]")  # json decodes an escaped pair to one character
 TOO_DEEP = f"JSON nested more than {MAX_JSON_DEPTH} levels deep"
 
@@ -430,6 +445,9 @@ def _json_problem(value, field: str | None = None, depth: int = 0) -> tuple | No
     record's top-level key that holds it."""
     if depth > MAX_JSON_DEPTH:
         return field, TOO_DEEP
+    if isinstance(value, _LongNumber):
+        return field, (f"an integer of {len(value.lstrip('-'))} digits (more than "
+                       f"{sys.get_int_max_str_digits()}, Python's limit)")
     if isinstance(value, str):
         found = _SURROGATE.search(value)
         if found:
@@ -566,8 +584,8 @@ def _check_not_unterminated(raw_text: str, line_no: int, n_lines: int, path: str
 
 
 def _csv_rows(lines: list[str]):
-    """(first line number, original text, fields or csv.Error) per CSV record; blank lines
-    are not records."""
+    """(first line number, original text, fields or csv.Error) per CSV record; blank (or
+    whitespace-only) lines are not records."""
     consumed: list[str] = []
 
     def feed():
@@ -588,7 +606,7 @@ def _csv_rows(lines: list[str]):
         except csv.Error as exc:
             fields = exc
         raw_text = "".join(consumed)
-        if fields != []:
+        if fields != [] and raw_text.strip():  # a whitespace-only line is blank, as in TSV
             yield line_no, raw_text, fields
         line_no += len(consumed)
         consumed.clear()
@@ -805,8 +823,34 @@ def _pick_split(splits, split: str | None, path: str) -> str:
 
 def _from_arrow(table: pa.Table, fmt: str, source: str) -> RawDataset:
     table = table.combine_chunks()
-    return RawDataset(table.to_pylist(), fmt, source, columns=table.column_names,
-                      arrow_schema=table.schema, arrow_dictionaries=_dictionaries(table))
+    return RawDataset(python_rows(table, source), fmt, source, columns=table.column_names,
+                      arrow_schema=table.schema, arrow_dictionaries=_dictionaries(table),
+                      arrow_table=table)
+
+
+def python_rows(table: pa.Table | pa.RecordBatch, source: str) -> list[dict]:
+    """The rows as Python dicts. A column whose values Python cannot hold (a timestamp past
+    the year 9999) is read as Arrow prints it, as text: the audit reads text anyway, and
+    the splits are written from the Arrow data, not from these values."""
+    try:
+        return table.to_pylist()
+    except (OverflowError, ValueError, pa.ArrowException):
+        columns = [_python_values(column, name, source)
+                   for name, column in zip(table.column_names, table.columns)]
+        return [dict(zip(table.column_names, values)) for values in zip(*columns)]
+
+
+def _python_values(column, name: str, source: str) -> list:
+    import pyarrow.compute as pc
+
+    try:
+        return column.to_pylist()
+    except (OverflowError, ValueError, pa.ArrowException) as exc:
+        try:
+            return pc.cast(column, pa.string()).to_pylist()
+        except pa.ArrowException:
+            raise AuditInputError(f"column '{name}' holds values Python cannot read "
+                                  f"({_first_line(exc)})", path=source) from None
 
 
 def _dictionaries(table: pa.Table | pa.RecordBatch) -> dict[str, pa.Array]:
@@ -932,7 +976,7 @@ def _parquet_batches(path: str, handle, digest, batch_rows: int, on_bad_row: str
         parquet = pq.ParquetFile(handle)
         first = 0
         for arrow_batch in parquet.iter_batches(batch_size=batch_rows):
-            records = arrow_batch.to_pylist()
+            records = python_rows(arrow_batch, path)
             numbers = list(range(first + 1, first + len(records) + 1))
             raw = RawDataset(records, "parquet", path, columns=arrow_batch.schema.names,
                              arrow_schema=parquet.schema_arrow, row_numbers=numbers,
@@ -982,9 +1026,19 @@ class StreamedRows:
     def __del__(self):
         self.close()
 
-    def _parquet_record(self, number: int) -> dict:
-        import bisect
+    def arrow_rows(self, indices) -> Iterator[pa.Table]:
+        """The Parquet rows at these (ascending) indices as Arrow tables, one per row group
+        they fall in: the file's values as they are, for the splits."""
+        import numpy as np
 
+        numbers = self.offsets[np.asarray(indices, dtype=np.int64)]
+        self._open_parquet()
+        groups = np.searchsorted(self._group_starts, numbers, side="right") - 1
+        for group in np.unique(groups):
+            local = numbers[groups == group] - self._group_starts[group]
+            yield self._handle.read_row_group(int(group)).take(pa.array(local))
+
+    def _open_parquet(self) -> None:
         import pyarrow.parquet as pq
 
         if self._handle is None:
@@ -992,9 +1046,14 @@ class StreamedRows:
             sizes = [self._handle.metadata.row_group(g).num_rows
                      for g in range(self._handle.metadata.num_row_groups)]
             self._group_starts = [sum(sizes[:g]) for g in range(len(sizes))]
+
+    def _parquet_record(self, number: int) -> dict:
+        import bisect
+
+        self._open_parquet()
         group = bisect.bisect_right(self._group_starts, number) - 1
         if self._group is None or self._group[0] != group:
-            self._group = (group, self._handle.read_row_group(group).to_pylist())
+            self._group = (group, python_rows(self._handle.read_row_group(group), self.path))
         return self._group[1][number - self._group_starts[group]]
 
 

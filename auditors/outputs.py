@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from auditors.errors import TrainguardError
 from auditors.html_report import REPORT, write_html_report
-from auditors.ingest import HUB_PREFIX, RawDataset, detect_format
+from auditors.ingest import HUB_PREFIX, RawDataset, StreamedRows, detect_format
 from auditors.summary import AuditSummary
 
 SUMMARY = "summary.json"
@@ -275,10 +275,10 @@ def add_output(out_dir: str | Path, name: str, text: str) -> None:
 def write_records(raw: RawDataset, indices: np.ndarray, path: Path) -> None:
     """The selected input rows, in input order, in the input's own format (and, for text
     formats, its encoding and byte-order mark)."""
-    records = [raw.records[i] for i in indices]
-    if raw.fmt in ("parquet", "hf-disk", "hf-hub"):  # keep the Arrow schema
-        pq.write_table(_arrow_table(records, raw), path)
+    if raw.fmt in ("parquet", "hf-disk", "hf-hub"):  # the Arrow data itself, schema kept
+        _write_arrow_rows(raw, indices, path)
         return
+    records = [raw.records[i] for i in indices]
     with _open_text(path, raw) as handle:
         if raw.raw_lines is not None:  # jsonl, tsv, csv: copies of the original rows
             if raw.header_line is not None:
@@ -297,6 +297,21 @@ def write_records(raw: RawDataset, indices: np.ndarray, path: Path) -> None:
             writer = csv.DictWriter(handle, fieldnames=raw.columns)
             writer.writeheader()
             writer.writerows(records)
+
+
+def _write_arrow_rows(raw: RawDataset, indices: np.ndarray, path: Path) -> None:
+    """The selected rows taken from the input's Arrow data (the table read, or a streamed
+    file's row groups), so every value and the schema are the input's own."""
+    if raw.arrow_table is not None:
+        positions = [raw.row_number(int(i)) - 1 for i in indices]
+        pq.write_table(raw.arrow_table.take(pa.array(positions, type=pa.int64())), path)
+        return
+    if isinstance(raw.records, StreamedRows):
+        with pq.ParquetWriter(path, raw.arrow_schema) as writer:  # no rows: no row group
+            for part in raw.records.arrow_rows(indices):
+                writer.write_table(part)
+        return
+    pq.write_table(_arrow_table([raw.records[i] for i in indices], raw), path)
 
 
 def _arrow_table(records: list[dict], raw: RawDataset) -> pa.Table:

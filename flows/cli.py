@@ -298,7 +298,8 @@ def _run_or_exit(debug: bool, func, **kwargs):
     except TrainguardError as exc:
         if debug:
             raise
-        typer.echo(f"error: {one_line(str(exc))}", err=True)
+        # an error whose parts were printed as they happened says only what is left
+        typer.echo(f"error: {one_line(getattr(exc, 'shown', str(exc)))}", err=True)
     except Exception as exc:  # unexpected: still one line unless --debug
         if _INTERRUPTED:  # Ctrl-C also stopped Prefect's server: its errors are the echo
             errors.print("interrupted", markup=False)

@@ -173,6 +173,16 @@ def report_line(text: str) -> None:
     get_run_logger().info(text)
 
 
+class ChecksNotRun(TrainguardError):
+    """Some dataset could not be checked. The message lists every failure (the run's
+    failure message in Prefect); `shown` is the tally for a terminal, where each failure
+    already has its ERROR line."""
+
+    def __init__(self, message: str, *, shown: str):
+        super().__init__(message)
+        self.shown = shown
+
+
 @flow(name="trainguard-scheduled-checks")
 def scheduled_checks_flow(config: str, only: str | None = None) -> list[dict]:
     """Run the intake gate over every dataset file in CONFIG (with `only`, the datasets of
@@ -211,8 +221,11 @@ def scheduled_checks_flow(config: str, only: str | None = None) -> list[dict]:
                             "intake_id": outcome["intake"]["intake_id"]})
     failed = [r["dataset"] for r in results if not r["passed"]]
     if failures:
-        raise TrainguardError("; ".join(failures + [f"{name}: intake gate failed"
-                                                    for name in failed]))
+        raise ChecksNotRun("; ".join(failures + [f"{name}: intake gate failed"
+                                                 for name in failed]),
+                           shown=f"{len(failures)} dataset file(s) could not be checked (the "
+                                 f"ERROR lines above), {len(results) - len(failed)} of "
+                                 f"{len(results)} checked passed their intake gate")
     return gate_state(results, f"{len(failed)} of {len(results)} dataset(s) failed the intake "
                       f"gate: " + "; ".join(verdicts), not failed)
 

@@ -373,3 +373,30 @@ def test_staging_left_by_a_killed_writer_is_removed_by_the_next_run(tmp_path):
 
     assert not abandoned.exists()
     assert alive.exists()
+
+
+@pytest.mark.parametrize("name, content", [
+    ("d.jsonl", '{"text": "a", "label": 1}\n{"text": "b", "label": ' + "9" * 5000 + "}\n"
+     '{"text": "c", "label": 0}\n'),
+    ("d.json", '[{"text": "a", "label": 1},\n{"text": "b", "label": ' + "9" * 5000 + "},\n"
+     '{"text": "c", "label": 0}]')])
+def test_an_integer_too_long_for_python_is_a_located_bad_row(tmp_path, name, content):
+    """json raises a bare ValueError past 4,300 digits: a bad row naming its field."""
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+
+    assert error_of(path) == (f"{path}: row 2: field 'label': an integer of 5000 digits "
+                              f"(more than {sys.get_int_max_str_digits()}, Python's limit)")
+    loaded = load_table(str(path), on_bad_row="skip")
+    assert [s.row for s in loaded.raw.skipped] == [2]
+    assert loaded.table["prompt"].tolist() == ["a", "c"]
+
+
+def test_a_whitespace_only_csv_line_is_blank_as_in_tsv(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("text,label\na,1\n   \nb,0\n", encoding="utf-8")
+
+    loaded = load_table(str(path))
+
+    assert loaded.table["prompt"].tolist() == ["a", "b"]
+    assert loaded.raw.row_numbers == [2, 4]

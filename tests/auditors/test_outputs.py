@@ -363,3 +363,23 @@ def test_parquet_categories_keep_their_order_and_codes(tmp_path, stream):
     assert list(clean["label"].cat.categories) == ["neg", "pos"]
     assert clean["label"].cat.codes.tolist() == [1, 1, 0, 1]
     assert held["label"].tolist() == ["neg"] and held["label"].cat.codes.tolist() == [0]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_parquet_splits_hold_the_input_values_python_cannot(tmp_path, stream):
+    """A time64[ns] keeps its nanoseconds (a Python time holds microseconds) and a timestamp
+    past the year 9999 (no Python datetime at all) is audited and copied, not an error."""
+    source = tmp_path / "odd.parquet"
+    table = pa.table({
+        "text": [f"row {i}" for i in range(6)], "label": [0, 1, 0, 1, 0, 1],
+        "recorded_at": pa.array([i * 1001 for i in range(6)], pa.time64("ns")),
+        "created": pa.array([2**52 if i == 3 else 1000 * i for i in range(6)], pa.timestamp("ms"))})
+    pq.write_table(table, source, row_group_size=4)
+    raw = (load_table(str(source), stream=True, batch_rows=2).raw if stream
+           else load_raw(str(source)))
+    assert len(raw) == 6
+
+    out_dir = write_outputs(tmp_path / "audit", raw, rows_frame(6, {3, 4}), [], summary_for(raw))
+
+    assert pq.read_table(out_dir / "clean.parquet").equals(table.take([0, 1, 2, 5]))
+    assert pq.read_table(out_dir / "quarantine.parquet").equals(table.take([3, 4]))

@@ -218,6 +218,24 @@ def test_run_now_refuses_an_unknown_dataset_before_any_work(tmp_path, refusal_mi
     assert "no dataset named 'mixx' (the config has mix)" in done.stderr
 
 
+def test_run_now_names_a_file_it_could_not_check_once(tmp_path):
+    """Its ERROR line names the file, row and reason; the closing error line tallies, it
+    does not repeat the reason."""
+    bad = tmp_path / "drop.tsv"
+    bad.write_text("text\tlabel\na row without its label\n", encoding="utf-8")
+    config = _mix_config(tmp_path, bad)
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home")}
+    env.pop("PREFECT_API_URL", None)
+    done = subprocess.run([TRAINGUARD, "run-now", str(config)], capture_output=True, text=True,
+                          timeout=300, env=env)
+    reason = f"{bad}: row 2: expected 2 tab-separated fields, found 1"
+    assert done.returncode == 2, done.stderr
+    assert f"ERROR mix/drop.tsv: {reason}" in done.stdout
+    assert reason not in done.stderr
+    assert done.stderr.strip() == ("error: 1 dataset file(s) could not be checked (the ERROR "
+                                   "lines above), 0 of 0 checked passed their intake gate")
+
+
 @pytest.mark.slow
 def test_run_now_runs_the_checks_at_once_with_a_verdict_line(tmp_path, refusal_mix_path):
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home")}
