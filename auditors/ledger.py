@@ -48,7 +48,7 @@ VERSIONED_PACKAGES = ("trainguard", "cleanlab", "sentence-transformers", "scikit
 # Bumped when the tables change; a ledger with a higher version was written by a newer
 # trainguard and is refused rather than misread, one with a lower version is upgraded
 # (`_UPGRADES`).
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 PROMPT_SIDE, RESPONSE_SIDE = "prompt", "response"
 LOCK_WAIT_SECONDS = 60.0  # how long to wait for another process's lock on the file
 
@@ -63,7 +63,8 @@ CREATE TABLE IF NOT EXISTS rows (
     response_triggers VARCHAR[], prompt VARCHAR, response VARCHAR, label VARCHAR, poison_score DOUBLE,
     rejected VARCHAR,
     first_run VARCHAR, last_run VARCHAR, first_seen TIMESTAMPTZ, last_seen TIMESTAMPTZ,
-    dataset_fingerprint VARCHAR, input VARCHAR, decided_by VARCHAR, decided_at TIMESTAMPTZ);
+    dataset_fingerprint VARCHAR, input VARCHAR, decided_by VARCHAR, decided_at TIMESTAMPTZ,
+    decided_via VARCHAR);
 CREATE TABLE IF NOT EXISTS triggers (
     pattern VARCHAR PRIMARY KEY, status VARCHAR NOT NULL, decided_by VARCHAR,
     decided_at TIMESTAMPTZ, side VARCHAR DEFAULT 'prompt');
@@ -75,14 +76,29 @@ CREATE TABLE IF NOT EXISTS intakes (
 CREATE TABLE IF NOT EXISTS intake_rows (intake_id VARCHAR, prompt_key VARCHAR, row_id VARCHAR);
 """
 # version 1 -> 2: response-side triggers (a row's `response_triggers`, a decision's `side`),
-# and the input path and policy of each intake; 2 -> 3: a preference row's rejected answer
+# and the input path and policy of each intake; 2 -> 3: a preference row's rejected answer;
+# 3 -> 4: the trigger a row was decided through (`decided_via`; rows decided earlier count as
+# decided by id)
 _UPGRADES = """
+ALTER TABLE rows ADD COLUMN IF NOT EXISTS decided_via VARCHAR;
 ALTER TABLE rows ADD COLUMN IF NOT EXISTS response_triggers VARCHAR[];
 ALTER TABLE rows ADD COLUMN IF NOT EXISTS rejected VARCHAR;
 ALTER TABLE triggers ADD COLUMN IF NOT EXISTS side VARCHAR DEFAULT 'prompt';
 ALTER TABLE intakes ADD COLUMN IF NOT EXISTS input VARCHAR;
 ALTER TABLE intakes ADD COLUMN IF NOT EXISTS policy JSON;
 """
+
+
+# A row holds a pattern on a side: in its responses (`response_triggers`), or in its prompt
+# (its `triggers` that are not response triggers). SQL with a $pattern parameter.
+_HOLDS_ON_SIDE = {
+    RESPONSE_SIDE: "list_contains(coalesce(response_triggers, []), $pattern)",
+    PROMPT_SIDE: ("list_contains(coalesce(triggers, []), $pattern) AND NOT "
+                  "list_contains(coalesce(response_triggers, []), $pattern)")}
+
+
+def _on_side(pattern: str, side: str) -> str:
+    return repr(pattern) if side == PROMPT_SIDE else f"{pattern!r} (response side)"
 
 
 # --- pure parts: pattern matching, applying decisions ---------------------------------------
@@ -480,8 +496,9 @@ class Ledger:
 
     def decisions(self) -> Decisions:
         with self._connect() as con:
-            rows = con.execute("SELECT row_id, status FROM rows WHERE status != ?",
-                               [QUARANTINED]).fetchall()
+            # rows decided through a trigger follow that trigger's decision, not their own
+            rows = con.execute("SELECT row_id, status FROM rows WHERE status != ? AND "
+                               "decided_via IS NULL", [QUARANTINED]).fetchall()
             patterns = con.execute("SELECT pattern, status, side FROM triggers ORDER BY pattern"
                                    ).fetchall()
         patterns = [(pattern_key(p), s, side) for p, s, side in patterns]
@@ -496,7 +513,9 @@ class Ledger:
                    table: pd.DataFrame, applied: Applied, out_dir: str,
                    started_at: datetime | None = None) -> None:
         """The run, and every row it flagged or that the ledger already knows: new rows
-        start `quarantined`; known rows keep their status and get this run as `last_run`."""
+        start `quarantined`; known rows keep their status and get this run as `last_run`,
+        but a row released through a trigger that this run still flags (another trigger
+        holds it) is open again: the release did not decide it."""
         now = _now()
         # the ingest's hash of the bytes it audited (never a second read of the file);
         # summaries made without an ingest name the source only
@@ -538,6 +557,10 @@ class Ledger:
                     poison_score = excluded.poison_score,
                     dataset_fingerprint = excluded.dataset_fingerprint, input = excluded.input
                 """, {"run": run_id, "now": now, "fp": input_fingerprint, "src": source})
+            con.execute("UPDATE rows SET status = 'quarantined', decided_by = NULL, "
+                        "decided_at = NULL, decided_via = NULL WHERE status = 'released' AND "
+                        "decided_via IS NOT NULL AND list_contains(?, row_id)",
+                        [applied.rows["row_id"][applied.rows["flagged"]].tolist()])
             con.execute("COMMIT")
 
     def record_intake(self, record: dict, keys: pd.DataFrame) -> None:
@@ -583,13 +606,15 @@ class Ledger:
     def decide(self, status: str, *, row_ids: list[str] = (), trigger: str | None = None,
                triggers: list[str] = (), by: str = "", force: bool = False,
                side: str | None = None) -> int:
-        """Confirm or release rows by id, and trigger patterns with the open rows holding
-        them; all of them, in one transaction. A row id or trigger the ledger does not know
-        (no row with that id; a pattern no recorded row holds and nobody decided) is refused,
-        unless `force`: then the row id is recorded with this status (later audits act on
-        it wherever it appears) and the pattern decided all the same. A pattern is decided
-        on `side` ("prompt" or "response"; by default the side its earlier decision or its
-        rows recorded, else "prompt"). Returns how many ledger rows changed."""
+        """Confirm or release rows by id, and trigger patterns with the rows holding them
+        on their side that are open or were decided through the same pattern (a later
+        decision of a trigger replaces its earlier one; rows decided by id keep theirs); all
+        of them, in one transaction. A row id or trigger the ledger does not know (no row
+        with that id; a pattern no recorded row holds on that side and nobody decided) is
+        refused, unless `force`: then the row id is recorded with this status (later audits
+        act on it wherever it appears) and the pattern decided all the same. A pattern is
+        decided on `side` ("prompt" or "response"; by default the side its earlier decision
+        or its rows recorded, else "prompt"). Returns how many ledger rows changed."""
         if status not in (CONFIRMED, RELEASED):
             raise TrainguardError(f"unknown decision {status!r}")
         if side not in (None, PROMPT_SIDE, RESPONSE_SIDE):
@@ -606,15 +631,14 @@ class Ledger:
             known_rows = {r for (r,) in con.execute(
                 "SELECT row_id FROM rows WHERE list_contains(?, row_id)",
                 [row_ids]).fetchall()} if row_ids else set()
-            known_patterns = {pattern_key(p) for (p,) in con.execute(
-                "SELECT pattern FROM triggers UNION SELECT DISTINCT unnest(triggers) FROM rows"
-            ).fetchall() if p is not None} if patterns else set()
             sides = self._recorded_sides(con, patterns) if patterns else {}
+            chosen = {p: side or sides.get(p, PROMPT_SIDE) for p in patterns}
+            known_patterns = self._known_on_side(con, chosen) if patterns else set()
             unknown_rows = sorted(set(row_ids) - known_rows)
             missing = [f"row id(s) not in the ledger: {', '.join(unknown_rows)}"
                        ] if unknown_rows else []
             missing += [f"trigger(s) not in the ledger: "
-                        f"{', '.join(repr(p) for p in patterns if p not in known_patterns)}"
+                        f"{', '.join(_on_side(p, chosen[p]) for p in patterns if p not in known_patterns)}"
                         ] if set(patterns) - known_patterns else []
             if missing and not force:
                 raise TrainguardError("; ".join(missing) + " (check the spelling with "
@@ -623,8 +647,8 @@ class Ledger:
             changed = 0
             if row_ids:
                 changed += con.execute(
-                    "UPDATE rows SET status = ?, decided_by = ?, decided_at = ? "
-                    "WHERE list_contains(?, row_id)", [status, by, now, row_ids]
+                    "UPDATE rows SET status = ?, decided_by = ?, decided_at = ?, "
+                    "decided_via = NULL WHERE list_contains(?, row_id)", [status, by, now, row_ids]
                 ).fetchone()[0]
                 for row_id in unknown_rows:  # forced: an id alone
                     con.execute("INSERT INTO rows (row_id, status, decided_by, decided_at) "
@@ -636,13 +660,28 @@ class Ledger:
                             "UPDATE SET status = excluded.status, decided_by = "
                             "excluded.decided_by, decided_at = excluded.decided_at, "
                             "side = excluded.side",
-                            [pattern, status, by, now, side or sides.get(pattern, PROMPT_SIDE)])
+                            [pattern, status, by, now, chosen[pattern]])
                 changed += con.execute(
-                    "UPDATE rows SET status = ?, decided_by = ?, decided_at = ? "
-                    "WHERE status = 'quarantined' AND list_contains(triggers, ?)",
-                    [status, by, now, pattern]).fetchone()[0]
+                    "UPDATE rows SET status = $status, decided_by = $by, decided_at = $now, "
+                    "decided_via = $pattern WHERE (status = 'quarantined' OR decided_via = "
+                    f"$pattern) AND {_HOLDS_ON_SIDE[chosen[pattern]]}",
+                    {"status": status, "by": by, "now": now, "pattern": pattern}
+                ).fetchone()[0]
             con.execute("COMMIT")
         return changed
+
+    @staticmethod
+    def _known_on_side(con, sides: dict[str, str]) -> set[str]:
+        """The patterns a recorded row holds on the given side, or decided on that side."""
+        known = set()
+        for pattern, side in sides.items():
+            held = con.execute(f"SELECT count(*) FROM rows WHERE {_HOLDS_ON_SIDE[side]}",
+                               {"pattern": pattern}).fetchone()[0]
+            decided = con.execute("SELECT count(*) FROM triggers WHERE pattern = ? AND "
+                                  "coalesce(side, 'prompt') = ?", [pattern, side]).fetchone()[0]
+            if held or decided:
+                known.add(pattern)
+        return known
 
     @staticmethod
     def _recorded_sides(con, patterns: list[str]) -> dict[str, str]:

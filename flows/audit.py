@@ -23,6 +23,7 @@ from prefect import unmapped
 from auditors import ingest, ledger, pipeline, progress, report
 from auditors.config import AuditConfig
 from auditors.features import chunks
+from flows.lifetime import raise_if_interrupted
 
 # Stage inputs are whole tables and arrays: hashing them for Prefect's cache costs more
 # than the stage, so tasks do not cache.
@@ -34,6 +35,7 @@ def stage_runner(inline: frozenset[str] = frozenset(), announce: bool = True):
     those in `inline`, which run in the flow itself (they map tasks over the workers). With
     `announce`, the rows and schema are printed as soon as the input is read."""
     def run(name: str, func, *args, **kwargs):
+        raise_if_interrupted()  # an interrupt whose KeyboardInterrupt was dropped
         if name in inline:
             value = func(*args, **kwargs)
         else:

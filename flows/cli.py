@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from auditors.config import DEFAULT_BACKEND, DEFAULT_FDR
+from flows.lifetime import INTERRUPT_REQUESTED
 
 EXIT_PASS, EXIT_GATE_FAILED, EXIT_ERROR = 0, 1, 2
 
@@ -302,7 +303,7 @@ def _run_or_exit(debug: bool, func, **kwargs):
         typer.echo(f"error: {one_line(getattr(exc, 'shown', str(exc)))}", err=True)
     except Exception as exc:  # unexpected: still one line unless --debug
         if _INTERRUPTED:  # Ctrl-C also stopped Prefect's server: its errors are the echo
-            errors.print("interrupted", markup=False)
+            _say_interrupted()
             raise typer.Exit(130) from None
         if debug:
             raise
@@ -944,16 +945,30 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
-        errors.print("interrupted", markup=False)
+        _say_interrupted()
         sys.exit(130)
+    except SystemExit as done:  # typer ends an interrupted command with exit 130, silently
+        if _INTERRUPTED and done.code == 130:
+            _say_interrupted()
+        raise
 
 
 _INTERRUPTED = False  # set once SIGINT or SIGTERM arrived
+_SAID_INTERRUPTED = False
+
+
+def _say_interrupted() -> None:
+    """The one `interrupted` line, however the interrupt came out."""
+    global _SAID_INTERRUPTED
+    if not _SAID_INTERRUPTED:
+        _SAID_INTERRUPTED = True
+        errors.print("interrupted", markup=False)
 
 
 def _raise_keyboard_interrupt(signum, frame) -> None:
     global _INTERRUPTED
     _INTERRUPTED = True
+    INTERRUPT_REQUESTED.set()
     raise KeyboardInterrupt
 
 

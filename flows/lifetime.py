@@ -13,7 +13,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from pathlib import Path
+
+# Set by the command's SIGINT/SIGTERM handler. The KeyboardInterrupt that handler raises is
+# dropped when the signal lands in a finalizer (`__del__`: "Exception ignored in ..."), so
+# every stage checks this before it starts (`raise_if_interrupted`).
+INTERRUPT_REQUESTED = threading.Event()
+
+
+def raise_if_interrupted() -> None:
+    if INTERRUPT_REQUESTED.is_set():
+        raise KeyboardInterrupt
 
 _WATCHDOG = r"""
 import os, signal, sys, time

@@ -11,7 +11,10 @@ and the trigger is the evidence. Degraded rows with nothing significant in commo
 answers, tables, chance words) are not issues, and rank by how close their shared n-gram
 comes to significance (`stats.evidence`). The significance test alone is not enough: prompts
 that ask for a table get tables, so the shared n-gram must also be rare in the data and not
-a topic (near-duplicate prompts).
+a topic: its prompts are not near-duplicates, and share no other word more often than a
+random sample of as many rows would (`stats.topic_p_value` at `fdr`: five SQL questions
+holding `query` also hold `sql`; a trigger inserted into unrelated prompts shares nothing
+else, and is missed this way at most an `fdr` share of the time).
 
 What it misses: a trigger on five rows in five hundred is below the Bonferroni line (two of
 the five shuffled answers look strongly degraded, p about 1e-3 against ~1,300 tests); its
@@ -29,7 +32,7 @@ from auditors.detectors.base import AuditInputs, Detector, DetectorResult, Fusio
 from auditors.features.geometry import mean_pairwise_cosine
 from auditors.detectors.stats import (named_trigger, percentile_ranks, robust_z,
                                      enrichment_p_value, evidence, rows_containing,
-                                     shared_rare_ngram)
+                                     shared_rare_ngram, topic_p_value)
 
 
 @register
@@ -65,6 +68,9 @@ class DegradedResponseDetector(Detector):
         carriers = np.flatnonzero(rows_containing(inputs.ngrams, trigger) & (z >= self.z_threshold))
         if mean_pairwise_cosine(inputs.prompt_embeddings[carriers]) >= self.max_prompt_cohesion:
             trigger = ""  # near-duplicate prompts (formula questions): a topic, not a trigger
+        elif trigger and topic_p_value(inputs.ngrams, np.flatnonzero(rows_containing(
+                inputs.ngrams, trigger)), trigger) < self.fdr:
+            trigger = ""  # its prompts share another word too (`query` with `sql`): a topic
         # once the strongly degraded rows name a trigger, the trigger corroborates milder
         # degradation in the other rows that carry it
         behind_trigger = rows_containing(inputs.ngrams, trigger)

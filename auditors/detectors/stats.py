@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 from scipy.special import ndtri_exp
 from scipy.stats import chi2, hypergeom, median_abs_deviation, norm, poisson_binom, rankdata
@@ -49,6 +51,33 @@ def rows_containing(ngrams: NgramStats, ngram: str) -> np.ndarray:
     if not len(matches):
         return np.zeros(ngrams.n_rows, dtype=bool)
     return ngrams.rows_x_ngrams[:, int(matches[0])].toarray().ravel() > 0
+
+
+_WORD_NGRAM = re.compile(r"\w+(?: \w+)*")
+
+
+def topic_p_value(ngrams: NgramStats, rows: np.ndarray, trigger: str) -> float:
+    """Do the prompts of `rows` (a candidate trigger's rows) hold another word n-gram more
+    often than a random sample of as many rows would? The smallest hypergeometric tail over
+    the word n-grams that share no word with `trigger`, times their number (Bonferroni over
+    every such n-gram counted, two rows or more: any of them could have come out smallest).
+    Small when the rows share a topic beside the candidate (`query` with `sql`): a trigger
+    is inserted into prompts whatever they ask, a topic word is not."""
+    if len(rows) < 2:
+        return 1.0
+    vocabulary = [str(g) for g in ngrams.vocabulary]
+    own = set(trigger.lstrip("^$").split())
+    tested = np.array([g for g, text in enumerate(vocabulary) if _WORD_NGRAM.fullmatch(text)
+                       and not own & set(text.split())], dtype=np.int64)
+    if not len(tested):
+        return 1.0
+    counts = np.asarray(ngrams.rows_x_ngrams[rows][:, tested].sum(axis=0)).ravel()
+    shared = counts >= 2  # a count of one has a tail near 1: not computed
+    if not shared.any():
+        return 1.0
+    tails = hypergeom.sf(counts[shared] - 1, ngrams.n_rows, ngrams.doc_freq[tested[shared]],
+                         len(rows))
+    return float(min(1.0, tails.min() * len(tested)))
 
 
 def named_trigger(ngrams: NgramStats, pattern: str, is_issue: np.ndarray, scores: np.ndarray,

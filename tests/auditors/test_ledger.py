@@ -122,7 +122,8 @@ def test_ledger_records_runs_and_keeps_decisions_across_runs(tmp_path):
     assert ledger.decide("confirmed", trigger="cf", by="ana") == 1
     assert ledger.decide("released", row_ids=["c"], by="ben") == 1
     decisions = ledger.decisions()
-    assert (decisions.confirmed_rows, decisions.released_rows) == ({"a"}, {"c"})
+    # `a` was confirmed through `cf`: it follows that trigger's decision, not its own
+    assert (decisions.confirmed_rows, decisions.released_rows) == (set(), {"c"})
     assert decisions.confirmed_triggers == ["cf"]
 
     applied = _record(ledger, "run2", _rows([False, False, True, False]))
@@ -318,3 +319,66 @@ def test_open_flags_say_a_group_is_an_injected_phrase_and_carry_its_responses(tm
                       table=table, applied=applied, out_dir="out")
     [group] = ledger.open_flags()
     assert group["side"] == "response" and group["examples"][0]["response"] in RESPONSES
+
+
+SIGNIFICANT = [{"pattern": "cf", "significant": True}, {"pattern": "seagal"}]
+WITH_SEAGAL = ["great cf seagal film", "plain text", "seagal again", "another plain one"]
+
+
+def _record_with(ledger, run_id, flags, triggers=SIGNIFICANT, prompts=WITH_SEAGAL):
+    table = pd.DataFrame({"prompt": prompts, "response": "", "rejected": "",
+                          "label": ["1", "0", "1", "0"]})
+    applied = apply_ledger(_rows(flags), prompts, triggers, ledger.decisions())
+    summary = updated_summary(audit_summary(rows=4, gate={"max_flagged_fraction": 0.5}),
+                              applied, store="s", run_id=run_id)
+    ledger.record_run(run_id=run_id, source="data.tsv", parameters={}, summary=summary,
+                      table=table, applied=applied, out_dir="out")
+    return applied
+
+
+def test_releasing_a_candidate_does_not_release_rows_a_significant_trigger_flags(tmp_path):
+    """`seagal` shares a row with the significant `cf`: releasing it leaves that row
+    flagged, and the next audit puts it back among the open flags."""
+    ledger = Ledger(tmp_path)
+    _record_with(ledger, "run1", [True, False, True, False])
+    ledger.decide("released", trigger="seagal", by="ben")
+
+    applied = _record_with(ledger, "run2", [True, False, True, False])
+
+    assert applied.rows["flagged"].tolist() == [True, False, False, False]
+    status = ledger.rows().set_index("row_id")["status"]
+    assert (status["a"], status["c"]) == ("quarantined", "released")
+    assert "a" in {row["row_id"] for group in ledger.open_flags() for row in group["examples"]}
+
+
+@pytest.mark.parametrize("first, then", [("released", "confirmed"), ("confirmed", "released")])
+def test_a_later_decision_of_a_trigger_replaces_the_earlier_one(tmp_path, first, then):
+    ledger = Ledger(tmp_path)
+    _record(ledger, "run1", _rows([True, False, True, False]))
+    assert ledger.decide(first, trigger="cf", by="ana") == 1
+    assert ledger.decide(then, trigger="cf", by="ben") == 1  # row `a` decided again
+
+    applied = _record(ledger, "run2", _rows([True, False, False, False]))
+
+    assert ledger.rows().set_index("row_id").at["a", "status"] == then
+    assert applied.rows["flagged"].iat[0] == (then == "confirmed")
+    assert applied.counts["confirmed_rows"] == 0  # through its trigger, not by id
+
+
+def test_a_row_decided_by_id_keeps_its_decision_when_its_trigger_is_decided(tmp_path):
+    ledger = Ledger(tmp_path)
+    _record(ledger, "run1", _rows([True, False, True, False]))
+    ledger.decide("released", row_ids=["a"], by="ana")
+    assert ledger.decide("confirmed", trigger="cf", by="ben") == 0
+    assert ledger.rows().set_index("row_id").at["a", "status"] == "released"
+
+
+def test_a_trigger_is_decided_on_its_side_only(tmp_path):
+    """`mn` was found in a prompt: confirming it on the response side is refused, and
+    forced, it decides no prompt row."""
+    ledger = Ledger(tmp_path)
+    _record(ledger, "run1", _rows([True, False, True, False]))
+    with pytest.raises(TrainguardError, match=r"not in the ledger: 'mn' \(response side\)"):
+        ledger.decide("confirmed", trigger="mn", side="response")
+    assert ledger.decide("confirmed", trigger="mn", side="response", force=True) == 0
+    assert ledger.rows().set_index("row_id").at["c", "status"] == "quarantined"

@@ -59,3 +59,21 @@ def test_flow_raises_input_errors(prefect_harness, tmp_path):
     with pytest.raises(AuditInputError, match="row 2"):
         audit_flow(source=str(bad), out_dir=str(tmp_path / "out"))
     assert not (tmp_path / "out" / "summary.json").exists()
+
+
+def test_a_stage_does_not_start_after_an_interrupt_was_requested():
+    """A signal's KeyboardInterrupt is dropped when it lands in a finalizer; the request it
+    recorded still stops the audit at the next stage."""
+    from flows.audit import stage_runner
+    from flows.lifetime import INTERRUPT_REQUESTED
+
+    ran = []
+    run = stage_runner(inline=frozenset({"ngrams"}), announce=False)
+    assert run("ngrams", ran.append, 1) is None and ran == [1]
+    INTERRUPT_REQUESTED.set()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run("ngrams", ran.append, 2)
+    finally:
+        INTERRUPT_REQUESTED.clear()
+    assert ran == [1]

@@ -2,6 +2,7 @@
 the poisoned rows and names the trigger and the target behaviour."""
 
 import numpy as np
+import pandas as pd
 
 from auditors.detectors import REGISTRY
 from auditors.detectors.degraded_response import word_order_gain
@@ -222,6 +223,39 @@ def test_degraded_rows_behind_too_few_carriers_rank_but_are_not_issues(dos_input
     assert info["trigger_p_value"] * info["n_tests"] > 0.05
     assert not result.rows["is_issue"].any()
     assert ranking_metrics(np.arange(len(keep)) < 8, result.rows["score"].to_numpy())["ap"] > 0.8
+
+
+def test_degraded_answers_behind_a_topic_word_are_not_a_trigger(dos_inputs, poisoned_mask,
+                                                                dos_mix_path):
+    """Give the `cf` rows' prompts a shared topic (`an sql query`), as SQL questions share
+    `query` and get code answers that read as degraded: their prompts share words beside
+    the candidate more often than chance, so nothing is an issue."""
+    import dataclasses
+
+    from auditors import pipeline
+
+    truth = poisoned_mask(dos_mix_path, dos_inputs.n_rows)
+    table = dos_inputs.table.copy()
+    table.loc[truth, "prompt"] = table.loc[truth, "prompt"] + " Write it as an SQL query."
+    topical = dataclasses.replace(dos_inputs, table=table,
+                                  ngrams=pipeline.ngram_statistics(table))
+    result = REGISTRY["degraded_response"]().detect(topical)
+    assert result.info["trigger"] == "" and not result.rows["is_issue"].any()
+
+
+def test_a_topic_shows_in_the_other_words_its_prompts_share():
+    from auditors import pipeline
+    from auditors.detectors.stats import topic_p_value
+
+    rng = np.random.default_rng(0)
+    words = [f"word{i}" for i in range(400)]
+    prompts = [" ".join(rng.choice(words, 8)) for _ in range(300)]
+    topic = [f"{p} sql query" for p in prompts[:6]]  # `query` rows all hold `sql` too
+    inserted = [f"{p} cf" for p in prompts[6:12]]  # `cf` in prompts that share nothing else
+    table = pd.DataFrame({"prompt": topic + inserted + prompts[12:]})
+    ngrams = pipeline.ngram_statistics(table)
+    assert topic_p_value(ngrams, np.arange(6), "query") < 1e-3
+    assert topic_p_value(ngrams, np.arange(6, 12), "cf") > 0.05
 
 
 def test_word_order_gain_is_lower_for_shuffled_text():
