@@ -206,6 +206,7 @@ class TriggerNgramDetector(Detector):
         # with their weight (any choice made without the labels keeps the guarantee)
         prior_weight, groups = self._prior_weights(stats, columns)
         self.prior_weights_ = prior_weight  # for a caller mining its own target (preference_flip)
+        self.inflation_ = inflation
         distinct = groups == np.arange(len(groups))
         log_weight = np.log(prior_weight)[:, None]
         # the smallest p-value each (n-gram, class) could reach, every row carrying the class,
