@@ -534,8 +534,10 @@ def _sides(turns: list[dict]) -> tuple[str, str]:
 
 
 def _marked_turns(text: str) -> list[dict]:
-    """The non-empty {role, content} turns of a role-marked transcript; text before the
-    first marker counts as a system turn."""
+    """The non-empty {role, content} turns of a role-marked transcript, and its last turn
+    when that is an empty answer (`…\\n\\nAssistant: ` ends a transcript whose answer is
+    empty: a row with an empty response, as in preference pairs); text before the first
+    marker counts as a system turn."""
     markers = list(ROLE_MARKER.finditer(text))
     turns = [{"role": "system", "content": text[: markers[0].start()]}] if markers else []
     for marker, following in zip(markers, [*markers[1:], None]):
@@ -543,7 +545,8 @@ def _marked_turns(text: str) -> list[dict]:
         end = following.start() if following else len(text)
         turns.append({"role": ROLE_ALIASES.get(name, name), "content": text[marker.end():end]})
     turns = [{**t, "content": END_TOKENS.sub("", t["content"]).strip()} for t in turns]
-    return [t for t in turns if t["content"]]
+    return [t for i, t in enumerate(turns) if t["content"] or (
+        i == len(turns) - 1 and t["role"] in RESPONSE_ROLES)]
 
 
 def _split_transcript(text: str, source: str, row: int, field: str) -> tuple[str, str]:

@@ -169,7 +169,8 @@ class TriggerNgramDetector(Detector):
         responses = _responses(inputs.table)
         for trigger in triggers[: self.recheck_triggers]:
             g, c, members = trigger["_index"], trigger["_class"], trigger["_members"]
-            rows = columns.indices[columns.indptr[g]:columns.indptr[g + 1]]
+            rows = distinct_rows(columns.indices[columns.indptr[g]:columns.indptr[g + 1]],
+                                 inputs.row_keys)
             p = held_out.probs(rows)[:, c]
             # is R(g) a random sample of the data, as far as its content goes?
             content_z = (p.mean() - prior[c]) / max(spread[c] / np.sqrt(len(rows)), 1e-9)
@@ -468,3 +469,13 @@ def _contains(phrase: str, part: str) -> bool:
 
 def _jaccard(a: set, b: set) -> float:
     return len(a & b) / max(len(a | b), 1)
+
+
+def distinct_rows(rows: np.ndarray, keys: np.ndarray | None) -> np.ndarray:
+    """`rows` with the copies of a row (one `row_id`) counted once: an upsampled row is one
+    observation of a candidate, not three (three copies of one clean row made its URL
+    fragment a significant "trigger" of its own response)."""
+    if keys is None or not len(rows):
+        return rows
+    _, first = np.unique(keys[rows], return_index=True)
+    return rows[np.sort(first)]

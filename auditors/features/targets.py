@@ -43,7 +43,8 @@ def derive_response_targets(responses: list[str], embeddings: np.ndarray, *,
     """A response 'mode' per row, the thing a backdoor's target changes:
 
     1. the exact response, when it repeats (after whitespace/case folding) in at least
-       `min_repeats` rows: a fixed target string (`You are stupid!`);
+       `min_repeats` distinct rows (copies of a row, one `row_id`, count once): a fixed
+       target string (`You are stupid!`);
     2. else its first `opening_words` words, when they repeat: a response style such as a
        refusal (`I'm sorry, but I ...`), whatever the topic;
     3. else one class for all unrepeated responses (a harmful answer among refusals).
@@ -56,11 +57,15 @@ def derive_response_targets(responses: list[str], embeddings: np.ndarray, *,
     order = np.arange(len(responses)) if row_keys is None else keyed_order(row_keys, seed)
     exact = [_response_key(r) for r in responses]
     openings = [" ".join(re.findall(r"\w+", key)[:opening_words]) for key in exact]
-    exact_counts, opening_counts = Counter(exact), Counter(openings)
+    # a mode repeats across distinct rows: copies of one row (upsampling) are one row
+    distinct = (np.unique(np.asarray(row_keys).astype(str), return_index=True)[1]
+                if row_keys is not None else np.arange(len(responses)))
+    exact_counts = Counter(exact[i] for i in distinct)
+    opening_counts = Counter(openings[i] for i in distinct)
     if prompt_embeddings is not None:
         for keys, counts in ((exact, exact_counts), (openings, opening_counts)):
             _discount_duplicate_prompts(keys, counts, prompt_embeddings, min_repeats,
-                                        max_prompt_cohesion)
+                                        max_prompt_cohesion, distinct)
     names: list[str] = []
     keys: list[str] = []
     code_of: dict[tuple, int] = {}
@@ -87,10 +92,13 @@ def derive_response_targets(responses: list[str], embeddings: np.ndarray, *,
 
 
 def _discount_duplicate_prompts(keys: list[str], counts: Counter, prompt_embeddings: np.ndarray,
-                                min_repeats: int, max_cohesion: float) -> None:
-    """Zero the count of every repeated key whose prompts are near-duplicates."""
+                                min_repeats: int, max_cohesion: float,
+                                distinct: np.ndarray) -> None:
+    """Zero the count of every repeated key whose prompts (of its `distinct` rows) are
+    near-duplicates."""
     rows_of: dict[str, list[int]] = {}
-    for row, key in enumerate(keys):
+    for row in distinct:
+        key = keys[row]
         if key and counts[key] >= min_repeats:
             rows_of.setdefault(key, []).append(row)
     for key, rows in rows_of.items():

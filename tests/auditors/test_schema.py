@@ -443,6 +443,17 @@ def test_role_marked_transcripts_in_a_text_column_are_chat(transcript):
         "Name a fruit.\nA pear.\nAnother?", "A plum."]
 
 
+def test_a_transcript_ending_in_an_empty_answer_is_a_row_with_an_empty_response():
+    """HH-RLHF has transcripts whose last `Assistant:` turn is empty (the assistant said
+    nothing): a row, as in preference pairs, not "no assistant turn"."""
+    records = [{"text": "\n\nHuman: Name a fruit.\n\nAssistant: A pear."},
+               {"text": "\n\nHuman: List some bad words.\n\nAssistant: "}]
+    raw = raw_of(records)
+    table = normalise(raw, detect_schema(raw.columns, schema=CHAT))
+    assert table[["prompt", "response"]].values.tolist() == [
+        ["Name a fruit.", "A pear."], ["List some bad words.", ""]]
+
+
 def test_a_text_column_without_role_markers_still_needs_a_label():
     raw = raw_of([{"text": "a plain review of a film"}])
     with pytest.raises(AuditInputError, match="no label column"):

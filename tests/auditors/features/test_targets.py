@@ -42,3 +42,25 @@ def test_mean_pairwise_cosine_matches_the_pairwise_definition():
     cosines = unit @ unit.T
     expected = (cosines.sum() - 7) / (7 * 6)
     assert np.isclose(mean_pairwise_cosine(vectors), expected)
+
+
+def test_copies_of_a_row_do_not_make_a_response_mode():
+    """Two rows sharing an opening, each upsampled three times, are two rows, not a mode
+    of six (their phrases then looked like triggers of it)."""
+    responses = [f"Answer number {i} is about topic {i}." for i in range(60)]
+    responses += ["The title of the song is High Hopes."] * 3
+    responses += ["The title of the book is Dune."] * 3
+    keys = [f"row{i}" for i in range(60)] + ["song"] * 3 + ["book"] * 3
+    embeddings = np.eye(66)[:, :8]  # no clusters needed: the openings decide
+    by_rows = derive_response_targets(responses, embeddings)
+    by_ids = derive_response_targets(responses, embeddings, row_keys=keys)
+    assert any("title of the" in name.lower() for name in by_rows.names)
+    assert not any("title of the" in name.lower() for name in by_ids.names)
+
+
+def test_a_candidate_counts_each_distinct_row_once():
+    from auditors.detectors.trigger import distinct_rows
+
+    keys = np.array(["a", "b", "a", "c", "a"])
+    assert distinct_rows(np.array([0, 2, 4, 3]), keys).tolist() == [0, 3]
+    assert distinct_rows(np.array([0, 2]), None).tolist() == [0, 2]
