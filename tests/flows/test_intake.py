@@ -98,8 +98,9 @@ def test_intake_confirm_release_loop(prefect_harness, sample_path, poisoned_mask
     quarantine = (tmp_path / "b" / "quarantine.tsv").read_text(encoding="utf-8")
     assert confirmed_line in quarantine and new_with_trigger in quarantine
     rows_b = pd.read_parquet(tmp_path / "b" / "rows.parquet")
-    assert rows_b["reasons"].str.contains("ledger: confirmed row").sum() == 1
-    assert rows_b["reasons"].str.contains(f"ledger: confirmed trigger '{trigger}'").sum() >= 1
+    # the confirmed row was confirmed through its trigger: it follows the trigger's decision
+    assert rows_b["reasons"].str.contains("ledger: confirmed row").sum() == 0
+    assert rows_b["reasons"].str.contains(f"ledger: confirmed trigger '{trigger}'").sum() >= 2
 
     # 4. release a false positive from the first intake (a flagged row that is not poisoned,
     # else a flagged row of another trigger), then take the same data in again
