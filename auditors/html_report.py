@@ -384,11 +384,11 @@ def _numbers(numbers: dict) -> str:
 
 
 def _ledger(ledger: dict) -> str:
-    hits = "".join(f"<li>confirmed trigger <code>{esc(p)}</code>: {n} rows not confirmed themselves</li>"
+    hits = "".join(f"<li>confirmed trigger <code>{esc(p)}</code> in {n} rows</li>"
                    for p, n in ledger.get("confirmed_trigger_rows", {}).items())
     return (f"<ul><li>store <code>{esc(ledger.get('store', ''))}</code>, run "
             f"{esc(ledger.get('run_id', ''))}</li>"
-            f"<li>confirmed rows that reappeared: {ledger.get('confirmed_rows', 0)}</li>"
+            f"<li>rows confirmed by id that reappeared: {ledger.get('confirmed_rows', 0)}</li>"
             f"<li>released rows not flagged again: {ledger.get('released_rows', 0)}</li>"
             f"{hits}</ul>")
 

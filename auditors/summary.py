@@ -153,9 +153,9 @@ def gate_checks(*, rows: int, flagged: int, max_flagged_fraction: float,
         confirmed_rows = ledger.get("confirmed_rows", 0)
         trigger_rows = ledger.get("confirmed_trigger_rows", {})
         hits = ", ".join(f"{p!r} in {n} rows" for p, n in trigger_rows.items())
+        found = ([f"{confirmed_rows} rows confirmed by id reappear"] if confirmed_rows else []) \
+            + ([f"rows holding a confirmed trigger: {hits}"] if hits else [])
         checks.append(check("confirmed rows and triggers",
                             confirmed_rows == 0 and not any(trigger_rows.values()),
-                            f"{confirmed_rows} confirmed rows reappear"
-                            + (f"; confirmed triggers in rows not confirmed themselves: {hits}"
-                               if hits else "")))
+                            "; ".join(found) or "none"))
     return checks

@@ -318,9 +318,9 @@ def _run_or_exit(debug: bool, func, **kwargs):
 def show_ledger_effect(ledger: dict) -> None:
     hits = ", ".join(f"{printable(p)!r} in {n} rows"
                      for p, n in ledger["confirmed_trigger_rows"].items())
-    console.print(f"ledger {ledger['store']}: {ledger['confirmed_rows']} confirmed rows "
+    console.print(f"ledger {ledger['store']}: {ledger['confirmed_rows']} rows confirmed by id "
                   f"reappeared, {ledger['released_rows']} released rows not flagged"
-                  + (f"; confirmed triggers in rows not confirmed themselves: {hits}" if hits else ""), markup=False)
+                  + (f"; rows holding a confirmed trigger: {hits}" if hits else ""), markup=False)
 
 
 def _quiet_prefect(verbose: bool, debug: bool) -> None:

@@ -150,7 +150,7 @@ def test_a_confirmed_trigger_fails_the_audit_gate_under_the_share_limit():
     assert summary.gate.flagged_fraction <= 0.005 and not summary.passed
     line = verdict_line(summary)
     assert line.startswith("FAIL: 3 of 603 rows flagged (0.498%; gate allows 0.500%)")
-    assert "confirmed triggers in rows not confirmed themselves: 'cf' in 3 rows" in line
+    assert "confirmed rows and triggers: rows holding a confirmed trigger: 'cf' in 3 rows" in line
     # the intake's first checks are the same function's
     checks = evaluate(IntakePolicy(max_flagged_fraction=0.005), summary=summary,
                       columns=["text", "label"], previous=None, controls={})
