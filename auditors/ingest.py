@@ -120,8 +120,6 @@ class RawDataset:
     # a whole-file Arrow read: the splits are taken from it, value for value (Python values
     # lose a time64's nanoseconds, and some cannot be Python values at all)
     arrow_table: pa.Table | None = None
-    # the dictionary (category values, in their order) of each dictionary-encoded column
-    arrow_dictionaries: dict[str, pa.Array] = field(default_factory=dict)
     row_numbers: list[int] | None = None  # 1-based line or record of each record
     encoding: TextEncoding = field(default_factory=TextEncoding)
     skipped: list[SkippedRow] = field(default_factory=list)
@@ -824,8 +822,7 @@ def _pick_split(splits, split: str | None, path: str) -> str:
 def _from_arrow(table: pa.Table, fmt: str, source: str) -> RawDataset:
     table = table.combine_chunks()
     return RawDataset(python_rows(table, source), fmt, source, columns=table.column_names,
-                      arrow_schema=table.schema, arrow_dictionaries=_dictionaries(table),
-                      arrow_table=table)
+                      arrow_schema=table.schema, arrow_table=table)
 
 
 def python_rows(table: pa.Table | pa.RecordBatch, source: str) -> list[dict]:
@@ -851,18 +848,6 @@ def _python_values(column, name: str, source: str) -> list:
         except pa.ArrowException:
             raise AuditInputError(f"column '{name}' holds values Python cannot read "
                                   f"({_first_line(exc)})", path=source) from None
-
-
-def _dictionaries(table: pa.Table | pa.RecordBatch) -> dict[str, pa.Array]:
-    """The dictionary of each dictionary-encoded (pandas categorical) column: to_pylist
-    keeps only the values, and the splits must keep the categories and their codes."""
-    dictionaries = {}
-    for name, column in zip(table.schema.names, table.columns):
-        if pa.types.is_dictionary(column.type):
-            chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
-            dictionaries[name] = (chunks[0].dictionary if chunks
-                                  else pa.array([], column.type.value_type))
-    return dictionaries
 
 
 def _union_keys(records: list[dict]) -> list[str]:
@@ -979,8 +964,7 @@ def _parquet_batches(path: str, handle, digest, batch_rows: int, on_bad_row: str
             records = python_rows(arrow_batch, path)
             numbers = list(range(first + 1, first + len(records) + 1))
             raw = RawDataset(records, "parquet", path, columns=arrow_batch.schema.names,
-                             arrow_schema=parquet.schema_arrow, row_numbers=numbers,
-                             arrow_dictionaries=_dictionaries(arrow_batch))
+                             arrow_schema=parquet.schema_arrow, row_numbers=numbers)
             raw.offsets = [n - 1 for n in numbers]
             first += len(records)
             yield raw
@@ -1161,7 +1145,7 @@ def stream_table(source: str, *, text_col: str | None = None, label_col: str | N
                      raw_lines=StreamedRows(source, fmt, offsets, lines=True)
                      if fmt == "jsonl" else None,
                      columns=first.columns, arrow_schema=first.arrow_schema,
-                     arrow_dictionaries=first.arrow_dictionaries, row_numbers=numbers,
+                     row_numbers=numbers,
                      skipped=sorted(skipped, key=lambda s: s.row),
                      fingerprint=reading.snapshot.fingerprint, snapshot=reading.snapshot)
     return LoadedDataset(raw, choice, table, ngrams=reducer.finish())

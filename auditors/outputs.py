@@ -17,12 +17,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from auditors.errors import TrainguardError
 from auditors.html_report import REPORT, write_html_report
-from auditors.ingest import HUB_PREFIX, RawDataset, StreamedRows, detect_format
+from auditors.ingest import HUB_PREFIX, RawDataset, detect_format
 from auditors.summary import AuditSummary
 
 SUMMARY = "summary.json"
@@ -306,35 +305,9 @@ def _write_arrow_rows(raw: RawDataset, indices: np.ndarray, path: Path) -> None:
         positions = [raw.row_number(int(i)) - 1 for i in indices]
         pq.write_table(raw.arrow_table.take(pa.array(positions, type=pa.int64())), path)
         return
-    if isinstance(raw.records, StreamedRows):
-        with pq.ParquetWriter(path, raw.arrow_schema) as writer:  # no rows: no row group
-            for part in raw.records.arrow_rows(indices):
-                writer.write_table(part)
-        return
-    pq.write_table(_arrow_table([raw.records[i] for i in indices], raw), path)
-
-
-def _arrow_table(records: list[dict], raw: RawDataset) -> pa.Table:
-    """`records` with the input's Arrow schema, dictionary columns encoded against the
-    input's own dictionaries: built from the values alone, a categorical's categories would
-    come in order of appearance and its codes change (`pos` before `neg` flips every code)."""
-    schema, dictionaries = raw.arrow_schema, raw.arrow_dictionaries
-    if not dictionaries:
-        return pa.Table.from_pylist(records, schema=schema)
-    plain = pa.schema([f.with_type(f.type.value_type) if f.name in dictionaries else f
-                       for f in schema], metadata=schema.metadata)
-    table = pa.Table.from_pylist(records, schema=plain)
-    for name, dictionary in dictionaries.items():
-        index = schema.get_field_index(name)
-        kind = schema.field(index).type
-        values = table.column(index).combine_chunks()
-        # a value the first batch's dictionary lacks (a later row group's own) goes after it
-        unseen = pc.unique(pc.filter(values, pc.invert(pc.is_in(values, value_set=dictionary))))
-        dictionary = pa.concat_arrays([dictionary, unseen.drop_null()])
-        codes = pc.index_in(values, value_set=dictionary).cast(kind.index_type)
-        table = table.set_column(index, schema.field(index), pa.DictionaryArray.from_arrays(
-            codes, dictionary, ordered=kind.ordered))
-    return table
+    with pq.ParquetWriter(path, raw.arrow_schema) as writer:  # no rows: no row group
+        for part in raw.records.arrow_rows(indices):  # a streamed file's `StreamedRows`
+            writer.write_table(part)
 
 
 @contextlib.contextmanager
